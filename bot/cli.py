@@ -1,0 +1,193 @@
+"""The `gmail-reconnect` command line (also `python -m bot`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bot import __version__
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError, GmailReconnectError
+from bot.logs import configure_logging
+from storage.accounts import Accounts
+from storage.errors import StorageError
+from storage.models import Status
+
+log = logging.getLogger(__name__)
+
+CLI_ACTOR = "cli"
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand with its own --help."""
+    parser = argparse.ArgumentParser(
+        prog="gmail-reconnect",
+        description="Keeps every Slack user's Gmail connection alive, with a one-click reconnect in Slack.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="settings file read under the environment (default: .env)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("serve", help="run the web server (applies pending migrations first)")
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument(
+        "--init",
+        action="store_true",
+        help="allow creating gmail_tokens in a DATABASE_URL database that has none (a new installation)",
+    )
+
+    accounts = commands.add_parser("accounts", help="list every account with its health")
+    accounts.add_argument(
+        "--status", action="append", choices=[str(s) for s in Status], help="only this status (repeatable)"
+    )
+    accounts.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    link = commands.add_parser("link", help="link a Slack user to an existing gmail_tokens row")
+    link.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+    link.add_argument("user_id", metavar="USER_ID")
+
+    importer = commands.add_parser("import", help="import Google authorized-user token JSON files")
+    importer.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    importer.add_argument(
+        "--user-id", help="gmail_tokens.user_id (default: from the file name, heejae_gmail.json → heejae)"
+    )
+    importer.add_argument("--slack-user-id", help="the Slack user to link the account to")
+
+    commands.add_parser(
+        "rotate-keys", help="re-encrypt every stored token under the first TOKEN_ENCRYPTION_KEYS key"
+    )
+    commands.add_parser("doctor", help="check the configuration and the database, and say what is wrong")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, load settings once, run the command; errors become a message and an exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(env_file=args.env_file)
+    except ConfigError as error:
+        print(f"gmail-reconnect: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level if args.command == "serve" else "WARNING", settings.secret_values())
+    try:
+        if args.command == "serve":
+            from bot.server import serve
+
+            serve(settings)
+            return EXIT_OK
+        return asyncio.run(COMMANDS[args.command](settings, args))
+    except ConfigError as error:
+        print(f"gmail-reconnect: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (GmailReconnectError, StorageError) as error:
+        print(f"gmail-reconnect: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, asyncpg.PostgresError) as error:
+        print(
+            f"gmail-reconnect: the database could not be used: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.database import apply_migrations, resolve_database_url
+
+    applied = await apply_migrations(settings, await resolve_database_url(settings), init=args.init)
+    for migration in applied:
+        print(f"applied {migration}")
+    print(f"{len(applied)} migration(s) applied; the schema is up to date.")
+    return EXIT_OK
+
+
+async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.registry import render_json, render_table
+
+    async with _repository(settings) as accounts:
+        found = await accounts.list(statuses=[Status(s) for s in args.status] if args.status else None)
+    required = list(settings.required_capabilities)
+    print(render_json(found, required) if args.json else render_table(found, required))
+    return EXIT_OK
+
+
+async def _link(settings: Settings, args: argparse.Namespace) -> int:
+    async with _repository(settings) as accounts:
+        account = await accounts.link_slack_user(
+            slack_user_id=args.slack_user_id, user_id=args.user_id, actor=CLI_ACTOR
+        )
+    print(
+        f"linked Slack user {account.slack_user_id} to user_id {account.user_id} ({account.email or 'no email'})"
+    )
+    return EXIT_OK
+
+
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.importer import default_user_id, import_token_file, read_token_file
+
+    if len(args.files) > 1 and (args.user_id or args.slack_user_id):
+        raise ConfigError(
+            ["--user-id and --slack-user-id name one account: import one FILE at a time with them."]
+        )
+    token_files = [read_token_file(path) for path in args.files]  # check every file before storing any
+    async with _repository(settings) as accounts:
+        for token_file in token_files:
+            account = await import_token_file(
+                accounts,
+                token_file,
+                user_id=args.user_id or default_user_id(token_file.path),
+                slack_user_id=args.slack_user_id,
+                required=list(settings.required_capabilities),
+                actor=CLI_ACTOR,
+            )
+            print(f"imported {token_file.path} as user_id {account.user_id}: {account.status}")
+    return EXIT_OK
+
+
+async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.token_encryption_keys:
+        raise ConfigError(["TOKEN_ENCRYPTION_KEYS is not set: set it (new key first) before rotate-keys."])
+    async with _repository(settings) as accounts:
+        count = await accounts.reencrypt_all(actor=CLI_ACTOR)
+    print(
+        f"re-encrypted {count} account(s) under key {accounts.codec.cipher.current_key_id if accounts.codec.cipher else '-'}"
+    )
+    return EXIT_OK
+
+
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.doctor import run_doctor
+
+    report = await run_doctor(settings)
+    print(report.render())
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def _repository(settings: Settings) -> AbstractAsyncContextManager[Accounts]:
+    from bot.database import open_accounts
+
+    return open_accounts(settings)
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "migrate": _migrate,
+    "accounts": _accounts,
+    "link": _link,
+    "import": _import,
+    "rotate-keys": _rotate_keys,
+    "doctor": _doctor,
+}

@@ -1,0 +1,350 @@
+"""Settings: read once from the environment (and an optional .env), typed, validated, failing fast."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.errors import ConfigError
+from storage.crypto import KeyFormatError, parse_keys
+from storage.scopes import Capability, capabilities_of, normalize_scopes
+
+GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
+GOOGLE_USERINFO_URI = "https://openidconnect.googleapis.com/v1/userinfo"
+GMAIL_API_URL = "https://gmail.googleapis.com/"
+SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_SCOPES = (
+    "openid",
+    "email",
+    "https://www.googleapis.com/auth/gmail.readonly",
+    "https://www.googleapis.com/auth/gmail.send",
+)
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Secret:
+    """A string that never prints: repr, str and f-strings show a mask; `reveal()` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value, for the one place that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the bot; built by `load_settings`, passed in, never imported as a global."""
+
+    data_dir: Path
+    database_url: Secret | None
+    secret_key: Secret | None
+    slack_bot_token: Secret | None
+    slack_signing_secret: Secret | None
+    slack_app_token: Secret | None
+    slack_api_url: str
+    google_client_id: str | None
+    google_client_secret: Secret | None
+    google_auth_uri: str
+    google_token_uri: str
+    google_revoke_uri: str
+    google_userinfo_uri: str
+    gmail_api_url: str
+    google_scopes: tuple[str, ...]
+    public_base_url: str
+    host: str
+    port: int
+    token_encryption_keys: tuple[bytes, ...] = field(repr=False)
+    log_level: str
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        """True when no DATABASE_URL is set and the bot runs its own PostgreSQL in the data dir."""
+        return self.database_url is None
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        """The Google OAuth redirect URI that must be registered on the OAuth client."""
+        return self.public_base_url + "/oauth/google/callback"
+
+    @property
+    def required_capabilities(self) -> frozenset[Capability]:
+        """What a connection must be able to do, judged from the scopes the bot asks for."""
+        return capabilities_of(self.google_scopes)
+
+    def missing_for_serve(self) -> list[str]:
+        """Problems that stop `serve` (settings other commands do without), one line each."""
+        problems = []
+        if self.slack_bot_token is None:
+            problems.append("SLACK_BOT_TOKEN is not set: set it to the app's Bot User OAuth Token (xoxb-…).")
+        if self.slack_signing_secret is None:
+            problems.append(
+                "SLACK_SIGNING_SECRET is not set: set it to the Signing Secret from the app's Basic Information."
+            )
+        if self.google_client_id is None or self.google_client_secret is None:
+            problems.append(
+                "GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET are not set: set both, or set "
+                "GOOGLE_CLIENT_SECRETS_FILE to the credentials.json of a Google OAuth client of type "
+                "'Web application'."
+            )
+        return problems
+
+    def require_for_serve(self) -> None:
+        """Raise ConfigError naming every setting `serve` needs and does not have."""
+        problems = self.missing_for_serve()
+        if problems:
+            raise ConfigError(problems)
+
+    def secret_values(self) -> list[str]:
+        """Every secret's value, so the log filter can mask them wherever they appear."""
+        values = [
+            s.reveal()
+            for s in (
+                self.secret_key,
+                self.slack_bot_token,
+                self.slack_signing_secret,
+                self.slack_app_token,
+                self.google_client_secret,
+            )
+            if s is not None
+        ]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.reveal()).password
+            if password:
+                values.append(password)
+        return values
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of a .env file (KEY=VALUE lines), or {} when it does not exist."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Build Settings from the environment, with `.env` values underneath; raise ConfigError listing every problem."""
+    env = dict(read_env_file(env_file if env_file is not None else Path(".env")))
+    env.update(os.environ if environ is None else environ)
+    reader = _Reader(env)
+    settings = reader.build()
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+class _Reader:
+    """Reads and checks one variable at a time, collecting problems so the user sees all of them at once."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or default
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.text(name)
+        return Secret(value) if value else None
+
+    def url(self, name: str, default: str, *, trailing_slash: bool = False) -> str:
+        value = self.text(name, default) or default
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.problems.append(f"{name}={value!r} is not an http(s) URL: set it like {default!r}.")
+        elif parts.scheme == "http" and not _is_loopback(parts.hostname):
+            self.problems.append(
+                f"{name} uses plain http:// for {parts.hostname!r}: use https://, "
+                "(http:// is accepted only for localhost / 127.0.0.1 / ::1, e.g. for local test servers)."
+            )
+        elif parts.username or parts.password:
+            self.problems.append(f"{name} must not carry a user name or password in the URL.")
+        if trailing_slash and not value.endswith("/"):
+            value += "/"
+        return value
+
+    def port(self) -> int:
+        value = self.text("PORT", "8080") or "8080"
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            self.problems.append(f"PORT={value!r} is not a port number: set a whole number from 1 to 65535.")
+            return 8080
+        return int(value)
+
+    def build(self) -> Settings:
+        data_dir = Path(self.text("GMAIL_RECONNECT_DATA_DIR", "./.gmail-reconnect") or ".").expanduser()
+        database_url = self.database_url()
+        client_id, client_secret, auth_uri, token_uri = self.google_client()
+        public_base_url = self.url("PUBLIC_BASE_URL", "http://localhost:8080").rstrip("/")
+        if urlsplit(public_base_url).path not in ("",):
+            self.problems.append(
+                f"PUBLIC_BASE_URL={public_base_url!r} must be a bare origin such as https://bot.example.com "
+                "(no path): the bot serves /oauth/google/callback and /slack/events at its root."
+            )
+        return Settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            secret_key=self.secret_key(data_dir, database_url),
+            slack_bot_token=self.prefixed_secret("SLACK_BOT_TOKEN", "xoxb-", "the Bot User OAuth Token"),
+            slack_signing_secret=self.secret("SLACK_SIGNING_SECRET"),
+            slack_app_token=self.prefixed_secret("SLACK_APP_TOKEN", "xapp-", "an App-Level Token"),
+            slack_api_url=self.url("SLACK_API_URL", SLACK_API_URL, trailing_slash=True),
+            google_client_id=client_id,
+            google_client_secret=client_secret,
+            google_auth_uri=self.url("GOOGLE_AUTH_URI", auth_uri),
+            google_token_uri=self.url("GOOGLE_TOKEN_URI", token_uri),
+            google_revoke_uri=self.url("GOOGLE_REVOKE_URI", GOOGLE_REVOKE_URI),
+            google_userinfo_uri=self.url("GOOGLE_USERINFO_URI", GOOGLE_USERINFO_URI),
+            gmail_api_url=self.url("GMAIL_API_URL", GMAIL_API_URL, trailing_slash=True),
+            google_scopes=self.scopes(),
+            public_base_url=public_base_url,
+            host=self.text("HOST", "0.0.0.0") or "0.0.0.0",  # noqa: S104 - a server listens on all interfaces by default
+            port=self.port(),
+            token_encryption_keys=self.encryption_keys(),
+            log_level=self.log_level(),
+        )
+
+    def database_url(self) -> Secret | None:
+        value = self.text("DATABASE_URL")
+        if value is None:
+            return None
+        if urlsplit(value).scheme not in ("postgres", "postgresql"):
+            self.problems.append(
+                "DATABASE_URL is not a PostgreSQL URL: set it like "
+                "postgresql://USER:PASSWORD@HOST:5432/DATABASE, or unset it to use the embedded PostgreSQL."
+            )
+        return Secret(value)
+
+    def prefixed_secret(self, name: str, prefix: str, what: str) -> Secret | None:
+        value = self.secret(name)
+        if value is not None and not value.reveal().startswith(prefix):
+            self.problems.append(f"{name} does not start with {prefix!r}: set it to {what} ({prefix}…).")
+        return value
+
+    def secret_key(self, data_dir: Path, database_url: Secret | None) -> Secret | None:
+        value = self.secret("SECRET_KEY")
+        if value is not None:
+            if len(value.reveal()) < MIN_SECRET_KEY_LENGTH:
+                self.problems.append(
+                    f"SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters: set a long random value, "
+                    'e.g. the output of python -c "import secrets; print(secrets.token_urlsafe(48))".'
+                )
+            return value
+        if database_url is not None:
+            self.problems.append(
+                "SECRET_KEY is not set: it is required with DATABASE_URL (every replica must share it); "
+                'set it to the output of python -c "import secrets; print(secrets.token_urlsafe(48))".'
+            )
+            return None
+        stored = data_dir / SECRET_KEY_FILE
+        return Secret(stored.read_text().strip()) if stored.is_file() else None
+
+    def google_client(self) -> tuple[str | None, Secret | None, str, str]:
+        client_id = self.text("GOOGLE_CLIENT_ID")
+        client_secret = self.secret("GOOGLE_CLIENT_SECRET")
+        auth_uri, token_uri = GOOGLE_AUTH_URI, GOOGLE_TOKEN_URI
+        secrets_file = self.text("GOOGLE_CLIENT_SECRETS_FILE")
+        if secrets_file:
+            client = self.client_secrets_file(Path(secrets_file).expanduser())
+            if client:
+                client_id = client_id or client.get("client_id")
+                if client_secret is None and client.get("client_secret"):
+                    client_secret = Secret(client["client_secret"])
+                auth_uri = client.get("auth_uri") or auth_uri
+                token_uri = client.get("token_uri") or token_uri
+        return client_id, client_secret, auth_uri, token_uri
+
+    def client_secrets_file(self, path: Path) -> dict[str, str] | None:
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            self.problems.append(
+                f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} does not exist: set the path of credentials.json."
+            )
+            return None
+        except (OSError, ValueError) as error:
+            self.problems.append(
+                f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} cannot be read as JSON ({type(error).__name__}): "
+                "download it again from Google Cloud Console → APIs & Services → Credentials."
+            )
+            return None
+        client = document.get("web") or document.get("installed") if isinstance(document, dict) else None
+        if not isinstance(client, dict) or not client.get("client_id"):
+            self.problems.append(
+                f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} has no 'web' client with a client_id: "
+                "create an OAuth client of type 'Web application' and download its JSON."
+            )
+            return None
+        return {key: str(value) for key, value in client.items() if isinstance(value, str)}
+
+    def scopes(self) -> tuple[str, ...]:
+        value = self.text("GOOGLE_SCOPES")
+        scopes = tuple(normalize_scopes(value.replace(",", " ").split())) if value else DEFAULT_SCOPES
+        if Capability.READ not in capabilities_of(scopes):
+            self.problems.append(
+                "GOOGLE_SCOPES grants no way to read mail, which the briefing needs: include "
+                "https://www.googleapis.com/auth/gmail.readonly (or unset GOOGLE_SCOPES for the default)."
+            )
+        return scopes
+
+    def encryption_keys(self) -> tuple[bytes, ...]:
+        try:
+            return tuple(parse_keys(self.text("TOKEN_ENCRYPTION_KEYS", "") or ""))
+        except KeyFormatError as error:
+            self.problems.append(str(error))
+            return ()
+
+    def log_level(self) -> str:
+        value = (self.text("LOG_LEVEL", "INFO") or "INFO").upper()
+        if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            self.problems.append(f"LOG_LEVEL={value!r} is not a level: set DEBUG, INFO, WARNING or ERROR.")
+            return "INFO"
+        return value
+
+
+def ensure_secret_key(settings: Settings) -> Settings:
+    """For the embedded default: create SECRET_KEY in the data dir once (mode 0600) and return settings with it."""
+    if settings.secret_key is not None:
+        return settings
+    path = settings.data_dir / SECRET_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48) + "\n")
+    from dataclasses import replace
+
+    return replace(settings, secret_key=Secret(path.read_text().strip()))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,87 @@
+"""Where the database is (DATABASE_URL or the embedded cluster), and bringing its schema up to date."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from bot.config import Settings
+from storage import embedded
+from storage.accounts import Accounts
+from storage.crypto import TokenCipher
+from storage.errors import MigrationError
+from storage.migrator import Migration, inspect_database, migrate, pending_migrations, refuse_wrong_database
+from storage.pool import connect, create_pool, describe_dsn
+from storage.token_data import TokenCodec
+
+log = logging.getLogger(__name__)
+
+POSTGRES_SUBDIR = "postgres"
+
+
+async def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the URL of the embedded cluster in the data dir (started on first use)."""
+    if settings.database_url is not None:
+        return settings.database_url.reveal()
+    server = await asyncio.to_thread(embedded.start_server, settings.data_dir / POSTGRES_SUBDIR)
+    return await embedded.ensure_database(server)
+
+
+async def apply_migrations(settings: Settings, dsn: str, *, init: bool = False) -> list[Migration]:
+    """Apply pending migrations; refuse a configured database that holds no gmail_tokens unless `init`."""
+    conn = await connect(dsn)
+    try:
+        shape = await inspect_database(conn)
+        if not (init or settings.uses_embedded_database):
+            refuse_wrong_database(shape, describe_dsn(dsn))
+        if shape.is_empty_for_us:
+            log.info("%s is new: creating gmail_tokens and the bot's tables", describe_dsn(dsn))
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    for migration in applied:
+        log.info("Applied migration %s", migration)
+    return applied
+
+
+def token_codec(settings: Settings) -> TokenCodec:
+    """The codec for token_data: encrypting when TOKEN_ENCRYPTION_KEYS is set, plain JSONB otherwise."""
+    keys = settings.token_encryption_keys
+    return TokenCodec(TokenCipher(keys) if keys else None)
+
+
+async def check_schema(settings: Settings, dsn: str) -> None:
+    """Make sure the schema is current before a command uses it.
+
+    The embedded database is ours: pending migrations are applied. A configured one must hold gmail_tokens
+    and be migrated explicitly (`gmail-reconnect migrate`), so a wrong DATABASE_URL is never "fixed" silently.
+    """
+    if settings.uses_embedded_database:
+        await apply_migrations(settings, dsn)
+        return
+    conn = await connect(dsn, timeout=10)
+    try:
+        refuse_wrong_database(await inspect_database(conn), describe_dsn(dsn))
+        pending = await pending_migrations(conn)
+    finally:
+        await conn.close()
+    if pending:
+        raise MigrationError(
+            f"{len(pending)} migration(s) are pending on {describe_dsn(dsn)}: run `gmail-reconnect migrate` first."
+        )
+
+
+@asynccontextmanager
+async def open_accounts(settings: Settings, *, max_size: int = 4) -> AsyncIterator[Accounts]:
+    """An Accounts repository on a current schema, for a CLI command; its pool closes on exit."""
+    dsn = await resolve_database_url(settings)
+    await check_schema(settings, dsn)
+    pool: asyncpg.Pool = await create_pool(dsn, min_size=1, max_size=max_size)
+    try:
+        yield Accounts(pool, token_codec(settings))
+    finally:
+        await pool.close()

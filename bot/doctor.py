@@ -1,0 +1,149 @@
+"""`gmail-reconnect doctor`: checks the configuration and the database and says in words what is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from bot.config import Settings
+from bot.database import resolve_database_url, token_codec
+from storage.migrator import inspect_database, pending_migrations
+from storage.pool import connect, describe_dsn
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass
+class Report:
+    """The findings of one doctor run, in order."""
+
+    findings: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, level: str, text: str) -> None:
+        self.findings.append((level, text))
+
+    @property
+    def failed(self) -> bool:
+        """True when at least one finding stops the bot from working."""
+        return any(level == FAIL for level, _ in self.findings)
+
+    def render(self) -> str:
+        lines = [f"[{level:>4}] {text}" for level, text in self.findings]
+        lines.append("Problems found: fix the FAIL lines above." if self.failed else "No problems found.")
+        return "\n".join(lines)
+
+
+async def run_doctor(settings: Settings) -> Report:
+    """Every check, each adding one finding; never raises for a problem it can describe."""
+    report = Report()
+    _check_settings(settings, report)
+    try:
+        dsn = await resolve_database_url(settings)
+    except (OSError, RuntimeError) as error:
+        report.add(FAIL, f"The embedded PostgreSQL in {settings.data_dir} did not start: {error}")
+        return report
+    where = describe_dsn(dsn) + (" (embedded)" if settings.uses_embedded_database else "")
+    try:
+        conn = await connect(dsn, timeout=10)
+    except asyncpg.InvalidCatalogNameError:
+        report.add(FAIL, f"{where} does not exist. Is DATABASE_URL pointing at the right database?")
+        return report
+    except asyncpg.InvalidAuthorizationSpecificationError as error:
+        report.add(FAIL, f"{where} refused the login: {error}. Check the user and password in DATABASE_URL.")
+        return report
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        report.add(FAIL, f"Cannot reach {where}: {type(error).__name__}: {error}. Is the server running?")
+        return report
+    try:
+        await _check_database(settings, conn, where, report)
+    finally:
+        await conn.close()
+    return report
+
+
+def _check_settings(settings: Settings, report: Report) -> None:
+    for problem in settings.missing_for_serve():
+        report.add(FAIL, problem)
+    if not settings.missing_for_serve():
+        report.add(OK, "Slack and Google settings are present.")
+    report.add(OK, f"OAuth redirect URI to register at Google: {settings.oauth_redirect_uri}")
+    if settings.token_encryption_keys:
+        report.add(OK, f"Token encryption is on ({len(settings.token_encryption_keys)} key(s)).")
+    else:
+        report.add(WARN, "TOKEN_ENCRYPTION_KEYS is not set: tokens are stored unencrypted in token_data.")
+
+
+async def _check_database(settings: Settings, conn: asyncpg.Connection, where: str, report: Report) -> None:
+    report.add(OK, f"Connected to {where}.")
+    shape = await inspect_database(conn)
+    if shape.is_empty_for_us and not settings.uses_embedded_database:
+        report.add(
+            FAIL,
+            f"{where} has no gmail_tokens table. Is DATABASE_URL pointing at the right database "
+            "(e.g. main_db rather than auth_db)? For a new installation run `gmail-reconnect migrate --init`.",
+        )
+        return
+    pending = await pending_migrations(conn)
+    if pending:
+        names = ", ".join(str(migration) for migration in pending)
+        report.add(FAIL, f"{len(pending)} migration(s) pending ({names}): run `gmail-reconnect migrate`.")
+    else:
+        report.add(OK, "The schema is up to date.")
+    if not shape.has_gmail_tokens:
+        return
+    await _check_slack_ids(conn, report)
+    await _check_tokens(settings, conn, report)
+
+
+async def _check_slack_ids(conn: asyncpg.Connection, report: Report) -> None:
+    rows = await conn.fetch(
+        """SELECT metadata->>'slack_user_id' AS slack_user_id, array_agg(user_id ORDER BY user_id) AS user_ids
+             FROM gmail_tokens WHERE (metadata->>'slack_user_id') <> ''
+            GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"""
+    )
+    for row in rows:
+        report.add(
+            FAIL, f"Slack user {row['slack_user_id']} is on several rows: {', '.join(row['user_ids'])}."
+        )
+    unlinked = await conn.fetchval(
+        "SELECT count(*) FROM gmail_tokens WHERE coalesce(metadata->>'slack_user_id', '') = ''"
+    )
+    if unlinked:
+        report.add(
+            WARN,
+            f"{unlinked} account(s) have no Slack user: link them with `gmail-reconnect link SLACK_USER_ID USER_ID`.",
+        )
+
+
+async def _check_tokens(settings: Settings, conn: asyncpg.Connection, report: Report) -> None:
+    codec = token_codec(settings)
+    rows = await conn.fetch("SELECT user_id, token_data FROM gmail_tokens WHERE token_data ? 'encrypted'")
+    known = set(codec.cipher.key_ids) if codec.cipher else set()
+    unreadable = []
+    for row in rows:
+        encrypted = row["token_data"].get("encrypted") or {}
+        kids = {
+            value.split(":")[1]
+            for value in encrypted.values()
+            if isinstance(value, str) and value.count(":") >= 2
+        }
+        if kids - known:
+            unreadable.append(f"{row['user_id']} (key {', '.join(sorted(kids - known))})")
+    if unreadable:
+        report.add(
+            FAIL,
+            f"{len(unreadable)} account(s) hold tokens encrypted with a key not in TOKEN_ENCRYPTION_KEYS: "
+            + "; ".join(unreadable),
+        )
+    if codec.cipher is not None:
+        stale = sum(
+            1
+            for row in await conn.fetch("SELECT token_data FROM gmail_tokens")
+            if codec.needs_rewrite(row[0])
+        )
+        if stale:
+            report.add(
+                WARN,
+                f"{stale} account(s) are stored unencrypted or under an old key: run `gmail-reconnect rotate-keys`.",
+            )

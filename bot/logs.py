@@ -1,0 +1,48 @@
+"""Logging, configured once: one line per record, with every known secret masked wherever it appears."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+
+MASK = "********"
+
+
+class SecretMaskingFilter(logging.Filter):
+    """Replaces secret values in the final message text, a last guard behind code that never logs them."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is masked whole; short values would mask noise.
+        self.secrets = sorted({secret for secret in secrets if len(secret) >= 8}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        masked = message
+        for secret in self.secrets:
+            masked = masked.replace(secret, MASK)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            for secret in self.secrets:
+                record.exc_text = record.exc_text.replace(secret, MASK)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
+    """Send logs to stderr at `level`, masking `secrets`; calling it again replaces the previous setup."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretMaskingFilter(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiohttp's access log would print full URLs, including OAuth codes and link tokens in query strings.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

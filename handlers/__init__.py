@@ -1,0 +1,1 @@
+"""Request handlers, one module per surface (health, and later OAuth and Slack)."""

@@ -1,0 +1,330 @@
+"""The gmail_tokens repository: find, list, link, store tokens (keeping the refresh token), set status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from storage import audit
+from storage.errors import Conflict, NotFound
+from storage.models import Account, Status, TokenGrant, TokenSet
+from storage.scopes import normalize_scopes
+from storage.token_data import TokenCodec
+
+# Seed 000 keeps `expiry` as a naive TIMESTAMP in UTC (as google-auth writes it); created_at/updated_at are
+# naive CURRENT_TIMESTAMP values, i.e. the server's time zone, which ::timestamptz interprets correctly.
+# is_equipped (seed 001) may or may not exist, so it is read through to_jsonb of the row.
+_SELECT = """
+SELECT g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
+       g.expiry AT TIME ZONE 'UTC' AS expiry, g.last_refresh_at, g.last_checked_at, g.refresh_token_issued_at,
+       g.created_at::timestamptz AS created_at, g.updated_at::timestamptz AS updated_at,
+       coalesce(g.token_data->>'access_token', g.token_data->'encrypted'->>'access_token', '') <> ''
+           AS has_access_token,
+       coalesce(g.token_data->>'refresh_token', g.token_data->'encrypted'->>'refresh_token', '') <> ''
+           AS has_refresh_token,
+       (to_jsonb(g)->>'is_equipped')::boolean AS is_equipped
+  FROM gmail_tokens AS g
+"""
+# The same expression and predicate as the partial unique index, so lookups can use it.
+_BY_SLACK_ID = "(g.metadata->>'slack_user_id') = $1 AND (g.metadata->>'slack_user_id') <> ''"
+
+
+def _account(row: asyncpg.Record) -> Account:
+    metadata = row["metadata"] if isinstance(row["metadata"], dict) else {}
+    return Account(
+        id=row["id"],
+        user_id=row["user_id"],
+        robing_id=row["robing_id"],
+        slack_user_id=metadata.get("slack_user_id") or None,
+        email=metadata.get("email") or None,
+        display_name=metadata.get("display_name") or None,
+        scopes=normalize_scopes(row["scopes"]),
+        status=Status(row["status"]),
+        status_cause=row["status_cause"],
+        status_changed_at=row["status_changed_at"],
+        expiry=row["expiry"],
+        last_refresh_at=row["last_refresh_at"],
+        last_checked_at=row["last_checked_at"],
+        refresh_token_issued_at=row["refresh_token_issued_at"],
+        has_access_token=row["has_access_token"],
+        has_refresh_token=row["has_refresh_token"],
+        is_equipped=row["is_equipped"],
+        metadata=metadata,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _naive_utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class Accounts:
+    """Repository over gmail_tokens; every multi-step write runs in one transaction with its audit event."""
+
+    def __init__(self, pool: asyncpg.Pool, codec: TokenCodec) -> None:
+        self.pool = pool
+        self.codec = codec
+
+    async def find_by_slack_id(self, slack_user_id: str) -> Account | None:
+        """The account linked to a Slack user, or None."""
+        row = await self.pool.fetchrow(f"{_SELECT} WHERE {_BY_SLACK_ID}", slack_user_id)
+        return _account(row) if row else None
+
+    async def find_by_user_id(self, user_id: str) -> Account | None:
+        """The account with this gmail_tokens.user_id, or None."""
+        row = await self.pool.fetchrow(f"{_SELECT} WHERE g.user_id = $1", user_id)
+        return _account(row) if row else None
+
+    async def get(self, account_id: int) -> Account:
+        """The account with this id; NotFound if there is none."""
+        row = await self.pool.fetchrow(f"{_SELECT} WHERE g.id = $1", account_id)
+        if row is None:
+            raise NotFound(f"no gmail_tokens row has id {account_id}")
+        return _account(row)
+
+    async def list(self, *, statuses: Iterable[Status] | None = None) -> list[Account]:
+        """Every account (or those in `statuses`), ordered by user_id."""
+        wanted = [str(status) for status in statuses] if statuses is not None else None
+        rows = await self.pool.fetch(
+            f"{_SELECT} WHERE ($1::text[] IS NULL OR g.status = ANY($1)) ORDER BY g.user_id", wanted
+        )
+        return [_account(row) for row in rows]
+
+    async def count_by_status(self) -> dict[Status, int]:
+        """How many accounts are in each status (statuses with none are left out)."""
+        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM gmail_tokens GROUP BY status")
+        return {Status(row["status"]): row["n"] for row in rows}
+
+    async def link_slack_user(self, *, slack_user_id: str, user_id: str, actor: str) -> Account:
+        """Record `slack_user_id` on the row `user_id`; Conflict if either side is linked elsewhere."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(f"{_SELECT} WHERE g.user_id = $1 FOR UPDATE", user_id)
+            if row is None:
+                raise NotFound(f"no gmail_tokens row has user_id {user_id!r}")
+            account = _account(row)
+            if account.slack_user_id == slack_user_id:
+                return account
+            if account.slack_user_id is not None:
+                raise Conflict(
+                    f"user_id {user_id!r} is already linked to Slack user {account.slack_user_id}; "
+                    "unlink it first if that link is wrong"
+                )
+            other = await conn.fetchval(
+                f"SELECT g.user_id FROM gmail_tokens AS g WHERE {_BY_SLACK_ID}", slack_user_id
+            )
+            if other is not None:
+                raise Conflict(f"Slack user {slack_user_id} is already linked to user_id {other!r}")
+            await conn.execute(
+                """UPDATE gmail_tokens
+                      SET metadata = coalesce(metadata, '{}'::jsonb) || jsonb_build_object('slack_user_id', $2::text)
+                    WHERE id = $1""",
+                account.id,
+                slack_user_id,
+            )
+            await audit.append(
+                conn,
+                actor=actor,
+                action="account.linked",
+                account_id=account.id,
+                user_id=user_id,
+                slack_user_id=slack_user_id,
+            )
+            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account.id))
+
+    async def read_tokens(self, account_id: int) -> TokenSet | None:
+        """The decrypted tokens of an account, or None when it has none."""
+        row = await self.pool.fetchrow(
+            "SELECT user_id, token_data, expiry AT TIME ZONE 'UTC' AS expiry FROM gmail_tokens WHERE id = $1",
+            account_id,
+        )
+        if row is None:
+            raise NotFound(f"no gmail_tokens row has id {account_id}")
+        return self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=row["expiry"])
+
+    async def store_tokens(
+        self,
+        *,
+        grant: TokenGrant,
+        actor: str,
+        slack_user_id: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        oauth_config: dict[str, Any] | None = None,
+        status: Status = Status.HEALTHY,
+        cause: str | None = None,
+        action: str = "tokens.stored",
+        details: dict[str, Any] | None = None,
+    ) -> Account:
+        """Store a grant on the account of `slack_user_id` (else `user_id`), creating the row if needed.
+
+        A grant without a refresh token keeps the stored one. Metadata keys given are merged in; the
+        status, its cause and an audit event are written in the same transaction.
+        """
+        if not (slack_user_id or user_id):
+            raise ValueError("store_tokens needs a slack_user_id or a user_id")
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self._lock_or_create(conn, slack_user_id=slack_user_id, user_id=user_id)
+            stored = self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=None)
+            refresh_token = grant.refresh_token or (stored.refresh_token if stored else None)
+            token_data = self.codec.pack(
+                row["token_data"],
+                user_id=row["user_id"],
+                tokens={"access_token": grant.access_token, "refresh_token": refresh_token},
+                token_type=grant.token_type,
+            )
+            extra = dict(metadata or {})
+            if slack_user_id:
+                extra["slack_user_id"] = slack_user_id
+            await conn.execute(
+                """UPDATE gmail_tokens
+                      SET token_data = $2,
+                          expiry = $3,
+                          scopes = coalesce($4::jsonb, scopes),
+                          metadata = coalesce(metadata, '{}'::jsonb) || $5::jsonb,
+                          oauth_config = coalesce($6::jsonb, oauth_config),
+                          refresh_token_issued_at = CASE WHEN $7 THEN now() ELSE refresh_token_issued_at END,
+                          status_changed_at = CASE WHEN status IS DISTINCT FROM $8 THEN now()
+                                                   ELSE status_changed_at END,
+                          status = $8,
+                          status_cause = $9,
+                          last_checked_at = now()
+                    WHERE id = $1""",
+                row["id"],
+                token_data,
+                _naive_utc(grant.expiry),
+                normalize_scopes(grant.scopes) if grant.scopes is not None else None,
+                extra,
+                oauth_config,
+                bool(grant.refresh_token),
+                str(status),
+                cause,
+            )
+            await audit.append(
+                conn,
+                actor=actor,
+                action=action,
+                account_id=row["id"],
+                user_id=row["user_id"],
+                slack_user_id=slack_user_id or _slack_id(row),
+                details={
+                    "status": str(status),
+                    "new_refresh_token": bool(grant.refresh_token),
+                    "scopes": normalize_scopes(grant.scopes) if grant.scopes is not None else None,
+                    **(details or {}),
+                },
+            )
+            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", row["id"]))
+
+    async def set_status(self, account_id: int, *, status: Status, cause: str | None, actor: str) -> Account:
+        """Record the connection's health; a change of status is audited, a mere re-check is not."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            previous = await conn.fetchrow(
+                "SELECT user_id, status, metadata FROM gmail_tokens WHERE id = $1 FOR UPDATE", account_id
+            )
+            if previous is None:
+                raise NotFound(f"no gmail_tokens row has id {account_id}")
+            changed = previous["status"] != str(status)
+            await conn.execute(
+                """UPDATE gmail_tokens
+                      SET status = $2, status_cause = $3, last_checked_at = now(),
+                          status_changed_at = CASE WHEN $4 THEN now() ELSE status_changed_at END
+                    WHERE id = $1""",
+                account_id,
+                str(status),
+                cause,
+                changed,
+            )
+            if changed:
+                await audit.append(
+                    conn,
+                    actor=actor,
+                    action="status.changed",
+                    account_id=account_id,
+                    user_id=previous["user_id"],
+                    slack_user_id=_slack_id(previous),
+                    details={"from": previous["status"], "to": str(status), "cause": cause},
+                )
+            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account_id))
+
+    async def reencrypt_all(self, *, actor: str) -> int:
+        """Rewrite every row whose tokens are plain or under an old key with the current key; return the count."""
+        ids = await self.pool.fetch("SELECT id FROM gmail_tokens WHERE token_data IS NOT NULL ORDER BY id")
+        rewritten = 0
+        for record in ids:
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT id, user_id, token_data, metadata FROM gmail_tokens WHERE id = $1 FOR UPDATE",
+                    record["id"],
+                )
+                if row is None or not self.codec.needs_rewrite(row["token_data"]):
+                    continue
+                tokens = self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=None)
+                if tokens is None:
+                    continue
+                token_data = self.codec.pack(
+                    row["token_data"],
+                    user_id=row["user_id"],
+                    tokens={"access_token": tokens.access_token, "refresh_token": tokens.refresh_token},
+                    token_type=tokens.token_type,
+                )
+                await conn.execute(
+                    "UPDATE gmail_tokens SET token_data = $2 WHERE id = $1", row["id"], token_data
+                )
+                await audit.append(
+                    conn,
+                    actor=actor,
+                    action="tokens.reencrypted",
+                    account_id=row["id"],
+                    user_id=row["user_id"],
+                    slack_user_id=_slack_id(row),
+                    details={"key_id": self.codec.cipher.current_key_id if self.codec.cipher else None},
+                )
+                rewritten += 1
+        return rewritten
+
+    async def _lock_or_create(
+        self, conn: asyncpg.Connection, *, slack_user_id: str | None, user_id: str | None
+    ) -> asyncpg.Record:
+        lookups: list[tuple[str, str | None]] = []
+        if slack_user_id:
+            lookups.append(
+                (
+                    f"SELECT id, user_id, token_data, metadata FROM gmail_tokens AS g WHERE {_BY_SLACK_ID} FOR UPDATE",
+                    slack_user_id,
+                )
+            )
+        lookups.append(
+            (
+                "SELECT id, user_id, token_data, metadata FROM gmail_tokens WHERE user_id = $1 FOR UPDATE",
+                user_id or slack_user_id,
+            )
+        )
+        for query, value in lookups:
+            row = await conn.fetchrow(query, value)
+            if row is not None:
+                linked = _slack_id(row)
+                if slack_user_id and linked and linked != slack_user_id:
+                    raise Conflict(f"user_id {row['user_id']!r} is linked to another Slack user ({linked})")
+                return row
+        # A concurrent creator may win the insert; then the row exists and is locked by re-reading it.
+        await conn.execute(
+            """INSERT INTO gmail_tokens (user_id, metadata) VALUES ($1, $2)
+               ON CONFLICT (user_id) DO NOTHING""",
+            user_id or slack_user_id,
+            {},
+        )
+        row = await conn.fetchrow(lookups[-1][0], lookups[-1][1])
+        if row is None:
+            raise NotFound(f"could not create or find the gmail_tokens row for {user_id or slack_user_id!r}")
+        return row
+
+
+def _slack_id(row: asyncpg.Record) -> str | None:
+    metadata = row["metadata"]
+    return (metadata.get("slack_user_id") or None) if isinstance(metadata, dict) else None

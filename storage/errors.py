@@ -1,0 +1,27 @@
+"""Storage errors: each names what went wrong in words an operator can act on."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of the storage layer's errors."""
+
+
+class NotFound(StorageError):
+    """No row matches what was asked for."""
+
+
+class Conflict(StorageError):
+    """The change would break a rule of the data (e.g. a Slack user linked to two accounts)."""
+
+
+class MigrationError(StorageError):
+    """A migration could not be applied; the database was left as it was before that migration."""
+
+
+class WrongDatabaseError(StorageError):
+    """The database does not look like one that holds gmail_tokens (seed 001: auth_db instead of main_db)."""
+
+
+class TokenUnreadable(StorageError):
+    """A stored token is encrypted with a key this process does not have, or was altered."""

@@ -1,0 +1,96 @@
+"""Typed rows of the storage layer. Tokens never travel inside Account: read them with read_tokens."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from storage.scopes import Capability, capabilities_of
+
+
+class Status(enum.StrEnum):
+    """The health of one Gmail connection."""
+
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    MISSING = "missing"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    DISCONNECTED = "disconnected"
+
+    @property
+    def needs_user(self) -> bool:
+        """True when only the user (by reconnecting) can make this connection work again."""
+        return self in _NEEDS_USER
+
+
+_NEEDS_USER = frozenset({Status.EXPIRED, Status.REVOKED, Status.MISSING, Status.INSUFFICIENT_SCOPE})
+
+
+@dataclass(frozen=True)
+class Account:
+    """One gmail_tokens row, without its tokens."""
+
+    id: int
+    user_id: str
+    robing_id: str | None
+    slack_user_id: str | None
+    email: str | None
+    display_name: str | None
+    scopes: list[str]
+    status: Status
+    status_cause: str | None
+    status_changed_at: datetime | None
+    expiry: datetime | None
+    last_refresh_at: datetime | None
+    last_checked_at: datetime | None
+    refresh_token_issued_at: datetime | None
+    has_access_token: bool
+    has_refresh_token: bool
+    is_equipped: bool | None
+    metadata: dict[str, Any] = field(repr=False)
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What the granted scopes let the bot do with this mailbox."""
+        return capabilities_of(self.scopes)
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """The tokens of one account, decrypted. Never log or print it: its repr hides the values."""
+
+    access_token: str | None = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    token_type: str
+    expiry: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """Tokens from Google (a code exchange, a refresh or an imported file). No refresh token keeps the stored one."""
+
+    access_token: str | None = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    expiry: datetime | None
+    scopes: list[str] | None
+    token_type: str = "Bearer"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One line of the append-only audit log."""
+
+    id: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    account_id: int | None
+    user_id: str | None
+    slack_user_id: str | None
+    details: dict[str, Any]

@@ -1,0 +1,50 @@
+"""The asyncpg connection pool, with JSONB codecs, and DSN helpers that never print a password."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("jsonb", "json"):
+        await conn.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections read and write JSON columns as Python objects."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """One connection outside the pool (for work that holds a session lock), with the same codecs."""
+    conn = await asyncpg.connect(dsn, **kwargs)
+    await _init_connection(conn)
+    return conn
+
+
+def censor_dsn(dsn: str) -> str:
+    """The DSN with its password replaced, fit for logs and error messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def describe_dsn(dsn: str) -> str:
+    """'database NAME on HOST' for messages, e.g. to spot seed 001's auth_db-instead-of-main_db mistake."""
+    parts = urlsplit(dsn)
+    database = parts.path.lstrip("/") or "(default)"
+    host = parts.hostname or "the local socket"
+    if parts.port:
+        host += f":{parts.port}"
+    return f"database {database!r} on {host}"

@@ -1,0 +1,207 @@
+"""Migrations on an empty database and on a live legacy gmail_tokens table: nothing existing may change."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from storage.errors import MigrationError
+from storage.migrator import inspect_database, load_migrations, migrate, pending_migrations
+from storage.pool import connect
+from tests.conftest import load_legacy_seed
+
+SEED_COLUMNS = "id, user_id, robing_id, token_data, oauth_config, scopes, metadata, expiry, created_at, updated_at"
+
+
+async def _migrate(url: str) -> list[str]:
+    conn = await connect(url)
+    try:
+        return [str(m) for m in await migrate(conn)]
+    finally:
+        await conn.close()
+
+
+async def _snapshot(url: str, columns: str = SEED_COLUMNS) -> list[dict[str, object]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(f"SELECT {columns} FROM gmail_tokens ORDER BY id")
+        return [dict(row) for row in rows]
+    finally:
+        await conn.close()
+
+
+async def test_empty_database_gets_every_table(database_url: str) -> None:
+    applied = await _migrate(database_url)
+
+    assert applied == [str(m) for m in load_migrations()]
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = {
+            row[0]
+            for row in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        }
+        nullable = await conn.fetchval(
+            "SELECT is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'gmail_tokens' AND column_name = 'token_data'"
+        )
+    finally:
+        await conn.close()
+    assert {"gmail_tokens", "schema_migrations", "oauth_states", "reconnect_prompts", "audit_log", "api_keys"} <= tables
+    assert nullable == "YES"
+
+
+async def test_legacy_rows_survive_unchanged_twice(database_url: str) -> None:
+    await load_legacy_seed(database_url)
+    before = await _snapshot(database_url)
+    before_equipped = await _snapshot(database_url, "id, is_equipped")
+    assert len(before) == 6
+
+    first = await _migrate(database_url)
+    after_first = await _snapshot(database_url)
+    second = await _migrate(database_url)
+    after_second = await _snapshot(database_url)
+
+    assert first and second == []
+    assert after_first == before
+    assert after_second == before
+    assert await _snapshot(database_url, "id, is_equipped") == before_equipped
+    new_columns = await _snapshot(database_url, "status, status_cause, last_checked_at")
+    assert all(row == {"status": "unknown", "status_cause": None, "last_checked_at": None} for row in new_columns)
+
+
+async def test_legacy_trigger_is_kept_and_still_works(database_url: str) -> None:
+    await load_legacy_seed(database_url)
+    await _migrate(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        triggers = await conn.fetchval(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gmail_tokens'::regclass AND NOT tgisinternal"
+        )
+        await conn.execute("UPDATE gmail_tokens SET robing_id = 'rb9000' WHERE user_id = 'test'")
+        updated_at = await conn.fetchval("SELECT updated_at FROM gmail_tokens WHERE user_id = 'test'")
+    finally:
+        await conn.close()
+    assert triggers == 1
+    assert updated_at.year >= 2026
+
+
+async def test_seed_000_table_with_not_null_token_data_becomes_nullable(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """CREATE TABLE gmail_tokens (id SERIAL PRIMARY KEY, user_id VARCHAR(100) UNIQUE NOT NULL,
+               robing_id VARCHAR(50), token_data JSONB NOT NULL, oauth_config JSONB, scopes JSONB,
+               metadata JSONB, expiry TIMESTAMP, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+               updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"""
+        )
+        await conn.execute("""INSERT INTO gmail_tokens (user_id, token_data) VALUES ('a', '{"access_token": "x"}')""")
+    finally:
+        await conn.close()
+
+    await _migrate(database_url)
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO gmail_tokens (user_id, token_data) VALUES ('b', NULL)")
+        count = await conn.fetchval("SELECT count(*) FROM gmail_tokens")
+    finally:
+        await conn.close()
+    assert count == 2
+
+
+async def test_duplicate_slack_ids_stop_the_migration_and_change_nothing(database_url: str) -> None:
+    await load_legacy_seed(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """UPDATE gmail_tokens SET metadata = metadata || '{"slack_user_id": "U091UNVE41M"}'
+               WHERE user_id = 'test'"""
+        )
+    finally:
+        await conn.close()
+    before = await _snapshot(database_url)
+
+    with pytest.raises(MigrationError) as raised:
+        await _migrate(database_url)
+
+    message = str(raised.value)
+    assert "U091UNVE41M" in message and "'heejae'" in message and "'test'" in message
+    assert "changed nothing" in message
+    assert await _snapshot(database_url) == before
+    conn = await asyncpg.connect(database_url)
+    try:
+        status_column = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'gmail_tokens' AND column_name = 'status'"
+        )
+        recorded = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+        pending = await pending_migrations(conn)
+    finally:
+        await conn.close()
+    assert status_column == 0
+    assert recorded == 0
+    assert len(pending) == len(load_migrations())
+
+
+async def test_concurrent_runs_apply_each_migration_once(database_url: str) -> None:
+    results = await asyncio.gather(*(_migrate(database_url) for _ in range(4)))
+
+    applied = [name for result in results for name in result]
+    assert sorted(applied) == sorted(str(m) for m in load_migrations())
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(load_migrations())
+    finally:
+        await conn.close()
+
+
+async def test_an_edited_applied_migration_is_refused(migrated_url: str) -> None:
+    conn = await connect(migrated_url)
+    try:
+        await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def test_audit_log_is_append_only(migrated_url: str) -> None:
+    conn = await asyncpg.connect(migrated_url)
+    try:
+        await conn.execute("INSERT INTO audit_log (actor, action) VALUES ('test', 'x')")
+        for statement in ("UPDATE audit_log SET action = 'y'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(statement)
+        assert await conn.fetchval("SELECT action FROM audit_log") == "x"
+    finally:
+        await conn.close()
+
+
+async def test_one_open_prompt_per_user_and_incident(migrated_url: str) -> None:
+    conn = await asyncpg.connect(migrated_url)
+    try:
+        insert = "INSERT INTO reconnect_prompts (slack_user_id, incident, state) VALUES ($1, $2, $3)"
+        await conn.execute(insert, "U1", "expired", "open")
+        await conn.execute(insert, "U1", "expired", "resolved")
+        await conn.execute(insert, "U1", "insufficient_scope", "open")
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(insert, "U1", "expired", "open")
+    finally:
+        await conn.close()
+
+
+async def test_inspect_tells_our_legacy_and_foreign_databases_apart(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert (await inspect_database(conn)).is_empty_for_us
+    finally:
+        await conn.close()
+    await load_legacy_seed(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        shape = await inspect_database(conn)
+    finally:
+        await conn.close()
+    assert shape.has_gmail_tokens and not shape.has_schema_migrations and not shape.is_empty_for_us
