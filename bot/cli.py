@@ -117,10 +117,13 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     from bot.registry import render_json, render_table
+    from bot.token_health import effective_status
 
     async with _repository(settings) as accounts:
-        found = await accounts.list(statuses=[Status(s) for s in args.status] if args.status else None)
+        found = await accounts.list()
     required = list(settings.required_capabilities)
+    if args.status:  # by the status shown, which for never-checked accounts comes from the stored data
+        found = [a for a in found if str(effective_status(a, required)[0]) in args.status]
     print(render_json(found, required) if args.json else render_table(found, required))
     return EXIT_OK
 

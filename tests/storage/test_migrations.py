@@ -12,7 +12,9 @@ from storage.migrator import inspect_database, load_migrations, migrate, pending
 from storage.pool import connect
 from tests.conftest import load_legacy_seed
 
-SEED_COLUMNS = "id, user_id, robing_id, token_data, oauth_config, scopes, metadata, expiry, created_at, updated_at"
+SEED_COLUMNS = (
+    "id, user_id, robing_id, token_data, oauth_config, scopes, metadata, expiry, created_at, updated_at"
+)
 
 
 async def _migrate(url: str) -> list[str]:
@@ -48,7 +50,14 @@ async def test_empty_database_gets_every_table(database_url: str) -> None:
         )
     finally:
         await conn.close()
-    assert {"gmail_tokens", "schema_migrations", "oauth_states", "reconnect_prompts", "audit_log", "api_keys"} <= tables
+    assert {
+        "gmail_tokens",
+        "schema_migrations",
+        "oauth_states",
+        "reconnect_prompts",
+        "audit_log",
+        "api_keys",
+    } <= tables
     assert nullable == "YES"
 
 
@@ -68,7 +77,9 @@ async def test_legacy_rows_survive_unchanged_twice(database_url: str) -> None:
     assert after_second == before
     assert await _snapshot(database_url, "id, is_equipped") == before_equipped
     new_columns = await _snapshot(database_url, "status, status_cause, last_checked_at")
-    assert all(row == {"status": "unknown", "status_cause": None, "last_checked_at": None} for row in new_columns)
+    assert all(
+        row == {"status": "unknown", "status_cause": None, "last_checked_at": None} for row in new_columns
+    )
 
 
 async def test_legacy_trigger_is_kept_and_still_works(database_url: str) -> None:
@@ -96,7 +107,9 @@ async def test_seed_000_table_with_not_null_token_data_becomes_nullable(database
                metadata JSONB, expiry TIMESTAMP, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
                updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"""
         )
-        await conn.execute("""INSERT INTO gmail_tokens (user_id, token_data) VALUES ('a', '{"access_token": "x"}')""")
+        await conn.execute(
+            """INSERT INTO gmail_tokens (user_id, token_data) VALUES ('a', '{"access_token": "x"}')"""
+        )
     finally:
         await conn.close()
 
