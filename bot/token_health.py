@@ -8,8 +8,8 @@ from storage.models import Account, Status
 from storage.scopes import Capability, missing_capabilities
 
 _CAPABILITY_WORDS = {
-    Capability.READ: "read mail (gmail.readonly)",
-    Capability.SEND: "send mail (gmail.send)",
+    Capability.READ: "reading mail (gmail.readonly)",
+    Capability.SEND: "sending mail (gmail.send)",
 }
 
 
@@ -31,8 +31,8 @@ def offline_assessment(
         return Status.MISSING, "No refresh token is stored, so the access token cannot be renewed."
     lacking = missing_capabilities(list(scopes), required)
     if lacking:
-        words = " and ".join(_CAPABILITY_WORDS[capability] for capability in lacking)
-        return Status.INSUFFICIENT_SCOPE, f"The granted permissions do not allow to {words}."
+        words = " or ".join(_CAPABILITY_WORDS[capability] for capability in lacking)
+        return Status.INSUFFICIENT_SCOPE, f"The granted permissions do not allow {words}."
     return Status.UNKNOWN, "Not checked with Google yet."
 
 
@@ -40,10 +40,11 @@ def effective_status(account: Account, required: Iterable[Capability]) -> tuple[
     """The stored status, or for an account never checked, what the stored data already shows."""
     if account.status is not Status.UNKNOWN:
         return account.status, account.status_cause
-    return offline_assessment(
+    status, cause = offline_assessment(
         has_access_token=account.has_access_token,
         has_refresh_token=account.has_refresh_token,
         scopes=account.scopes,
         required=required,
         is_equipped=account.is_equipped,
     )
+    return status, (account.status_cause or cause) if status is Status.UNKNOWN else cause
