@@ -1,10 +1,10 @@
-"""The asyncpg connection pool, with JSONB codecs, and DSN helpers that never print a password."""
+"""The asyncpg connection pool with JSONB codecs, and a description of a DSN that never shows its password."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -28,16 +28,6 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn, **kwargs)
     await _init_connection(conn)
     return conn
-
-
-def censor_dsn(dsn: str) -> str:
-    """The DSN with its password replaced, fit for logs and error messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def describe_dsn(dsn: str) -> str:
