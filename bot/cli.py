@@ -7,7 +7,6 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,10 @@ import asyncpg
 
 from bot import __version__
 from bot.config import Settings, load_settings
+from bot.database import open_accounts
 from bot.errors import ConfigError, GmailReconnectError
 from bot.logs import configure_logging
-from storage.accounts import Accounts
+from storage.crypto import TokenCipher
 from storage.errors import StorageError
 from storage.models import Status
 
@@ -119,7 +119,7 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     from bot.registry import render_json, render_table
     from bot.token_health import effective_status
 
-    async with _repository(settings) as accounts:
+    async with open_accounts(settings) as accounts:
         found = await accounts.list()
     required = list(settings.required_capabilities)
     if args.status:  # by the status shown, which for never-checked accounts comes from the stored data
@@ -129,7 +129,7 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _link(settings: Settings, args: argparse.Namespace) -> int:
-    async with _repository(settings) as accounts:
+    async with open_accounts(settings) as accounts:
         account = await accounts.link_slack_user(
             slack_user_id=args.slack_user_id, user_id=args.user_id, actor=CLI_ACTOR
         )
@@ -147,7 +147,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
             ["--user-id and --slack-user-id name one account: import one FILE at a time with them."]
         )
     token_files = [read_token_file(path) for path in args.files]  # check every file before storing any
-    async with _repository(settings) as accounts:
+    async with open_accounts(settings) as accounts:
         for token_file in token_files:
             account = await import_token_file(
                 accounts,
@@ -164,10 +164,10 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
 async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.token_encryption_keys:
         raise ConfigError(["TOKEN_ENCRYPTION_KEYS is not set: set it (new key first) before rotate-keys."])
-    async with _repository(settings) as accounts:
+    async with open_accounts(settings) as accounts:
         count = await accounts.reencrypt_all(actor=CLI_ACTOR)
     print(
-        f"re-encrypted {count} account(s) under key {accounts.codec.cipher.current_key_id if accounts.codec.cipher else '-'}"
+        f"re-encrypted {count} account(s) under key {TokenCipher(settings.token_encryption_keys).current_key_id}"
     )
     return EXIT_OK
 
@@ -178,12 +178,6 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     report = await run_doctor(settings)
     print(report.render())
     return EXIT_ERROR if report.failed else EXIT_OK
-
-
-def _repository(settings: Settings) -> AbstractAsyncContextManager[Accounts]:
-    from bot.database import open_accounts
-
-    return open_accounts(settings)
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {

@@ -8,6 +8,7 @@ import asyncpg
 
 from bot.config import Settings
 from bot.database import resolve_database_url, token_codec
+from storage.crypto import key_id_in
 from storage.migrator import inspect_database, pending_migrations
 from storage.pool import connect, describe_dsn
 
@@ -63,9 +64,10 @@ async def run_doctor(settings: Settings) -> Report:
 
 
 def _check_settings(settings: Settings, report: Report) -> None:
-    for problem in settings.missing_for_serve():
+    problems = settings.missing_for_serve()
+    for problem in problems:
         report.add(FAIL, problem)
-    if not settings.missing_for_serve():
+    if not problems:
         report.add(OK, "Slack and Google settings are present.")
     report.add(OK, f"OAuth redirect URI to register at Google: {settings.oauth_redirect_uri}")
     if settings.token_encryption_keys:
@@ -118,32 +120,27 @@ async def _check_slack_ids(conn: asyncpg.Connection, report: Report) -> None:
 
 async def _check_tokens(settings: Settings, conn: asyncpg.Connection, report: Report) -> None:
     codec = token_codec(settings)
-    rows = await conn.fetch("SELECT user_id, token_data FROM gmail_tokens WHERE token_data ? 'encrypted'")
     known = set(codec.cipher.key_ids) if codec.cipher else set()
-    unreadable = []
-    for row in rows:
-        encrypted = row["token_data"].get("encrypted") or {}
-        kids = {
-            value.split(":")[1]
-            for value in encrypted.values()
-            if isinstance(value, str) and value.count(":") >= 2
-        }
+    unreadable, stale = [], 0
+    for row in await conn.fetch("SELECT user_id, token_data FROM gmail_tokens WHERE token_data IS NOT NULL"):
+        encrypted = row["token_data"].get("encrypted") if isinstance(row["token_data"], dict) else None
+        kids = (
+            {key_id_in(value) for value in encrypted.values()} - {None}
+            if isinstance(encrypted, dict)
+            else set()
+        )
         if kids - known:
-            unreadable.append(f"{row['user_id']} (key {', '.join(sorted(kids - known))})")
+            unreadable.append(f"{row['user_id']} (key {', '.join(sorted(k for k in kids - known if k))})")
+        elif codec.needs_rewrite(row["token_data"]):
+            stale += 1
     if unreadable:
         report.add(
             FAIL,
             f"{len(unreadable)} account(s) hold tokens encrypted with a key not in TOKEN_ENCRYPTION_KEYS: "
             + "; ".join(unreadable),
         )
-    if codec.cipher is not None:
-        stale = sum(
-            1
-            for row in await conn.fetch("SELECT token_data FROM gmail_tokens")
-            if codec.needs_rewrite(row[0])
+    if stale:
+        report.add(
+            WARN,
+            f"{stale} account(s) are stored unencrypted or under an old key: run `gmail-reconnect rotate-keys`.",
         )
-        if stale:
-            report.add(
-                WARN,
-                f"{stale} account(s) are stored unencrypted or under an old key: run `gmail-reconnect rotate-keys`.",
-            )

@@ -76,7 +76,13 @@ def key_id(key: bytes) -> str:
 
 def is_encrypted(value: object) -> bool:
     """Tell whether a value looks like a token produced by TokenCipher.encrypt."""
-    return isinstance(value, str) and value.startswith("v1:") and _TOKEN_SHAPE.fullmatch(value) is not None
+    return key_id_in(value) is not None
+
+
+def key_id_in(value: object) -> str | None:
+    """The key id of an encrypted token, or None for anything else (no key needed to read it)."""
+    match = _TOKEN_SHAPE.fullmatch(value) if isinstance(value, str) else None
+    return match.group(1) if match else None
 
 
 def _split(token: str) -> tuple[str, bytes]:

@@ -228,3 +228,36 @@ def _wait_for(url: str, process: subprocess.Popen[str], timeout: float = 60) -> 
         except OSError:
             time.sleep(0.2)
     pytest.fail(f"{url} did not answer within {timeout} s")
+
+
+def test_doctor_and_rotate_keys_with_encrypted_tokens(env: dict[str, str], tmp_path: Path) -> None:
+    import base64
+
+    from storage.crypto import generate_key, key_id
+
+    old, new = generate_key(), generate_key()
+    assert run("migrate", "--init", env=env, cwd=tmp_path).returncode == 0
+    imported = run(
+        "import", str(TOKENS / "test_gmail.json"), env={**env, "TOKEN_ENCRYPTION_KEYS": old}, cwd=tmp_path
+    )
+    assert imported.returncode == 0, imported.stderr
+
+    lost = run("doctor", env={**env, "TOKEN_ENCRYPTION_KEYS": new}, cwd=tmp_path)
+    assert lost.returncode == 1
+    assert f"test (key {key_id(base64.b64decode(old))})" in lost.stdout
+
+    both = {**env, "TOKEN_ENCRYPTION_KEYS": f"{new},{old}"}
+    stale = run("doctor", env=both, cwd=tmp_path)
+    assert stale.returncode == 0 and "1 account(s) are stored unencrypted or under an old key" in stale.stdout
+
+    rotated = run("rotate-keys", env=both, cwd=tmp_path)
+    assert (
+        rotated.returncode == 0
+        and f"re-encrypted 1 account(s) under key {key_id(base64.b64decode(new))}" in rotated.stdout
+    )
+    clean = run("doctor", env={**env, "TOKEN_ENCRYPTION_KEYS": new}, cwd=tmp_path)
+    assert (
+        clean.returncode == 0
+        and "old key" not in clean.stdout
+        and "not in TOKEN_ENCRYPTION_KEYS" not in clean.stdout
+    )
