@@ -5,14 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, POOL, SETTINGS
+from bot.appkeys import ACCOUNTS, HOOKS, LINKS, POOL, RECONNECT, SETTINGS, TOKENS
 from bot.config import Settings
+from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
-from handlers import health
+from bot.errors import ConfigError
+from bot.google_api import GoogleClient
+from bot.links import LinkSigner
+from bot.notifications import ReconnectHooks
+from bot.reconnect import ReconnectFlow
+from bot.token_service import TokenService
+from handlers import health, oauth
 from handlers.errors import error_middleware
 from storage.accounts import Accounts
+from storage.oauth_states import OAuthStates
 from storage.pool import create_pool, describe_dsn
 
 log = logging.getLogger(__name__)
@@ -20,10 +29,21 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     """The web application: routes, middlewares and every long-lived resource as a cleanup context."""
+    if settings.secret_key is None:
+        raise ConfigError(
+            ["SECRET_KEY is not set: it signs the reconnect links (see `gmail-reconnect serve`)."]
+        )
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[LINKS] = LinkSigner(
+        settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
+    )
+    # Hooks exist before start-up, so the Slack layer can register on them while the app is assembled.
+    app[HOOKS] = ReconnectHooks()
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_google)
     health.register(app)
+    oauth.register(app)
     return app
 
 
@@ -37,3 +57,36 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[ACCOUNTS] = Accounts(pool, token_codec(settings))
     yield
     await pool.close()
+
+
+async def _google(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.google_client_id is None or settings.google_client_secret is None:
+        raise ConfigError(settings.missing_for_serve())
+    async with aiohttp.ClientSession(headers={"User-Agent": "gmail-reconnect"}) as session:
+        google = GoogleClient(
+            session,
+            token_uri=settings.google_token_uri,
+            revoke_uri=settings.google_revoke_uri,
+            userinfo_uri=settings.google_userinfo_uri,
+        )
+        accounts = app[ACCOUNTS]
+        app[TOKENS] = TokenService(
+            accounts,
+            google,
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret.reveal(),
+            required=settings.required_capabilities,
+            testing_mode=settings.google_testing_mode,
+        )
+        app[RECONNECT] = ReconnectFlow(
+            settings,
+            accounts=accounts,
+            states=OAuthStates(app[POOL], accounts.codec.cipher),
+            links=app[LINKS],
+            consent=Consent(settings),
+            google=google,
+            hooks=app[HOOKS],
+        )
+        yield
+        await app[HOOKS].drain()

@@ -6,8 +6,16 @@ import asyncpg
 from aiohttp import web
 
 from bot.config import Settings
+from bot.links import LinkSigner
+from bot.notifications import ReconnectHooks
+from bot.reconnect import ReconnectFlow
+from bot.token_service import TokenService
 from storage.accounts import Accounts
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 ACCOUNTS = web.AppKey("accounts", Accounts)
+LINKS = web.AppKey("links", LinkSigner)
+HOOKS = web.AppKey("reconnect_hooks", ReconnectHooks)
+RECONNECT = web.AppKey("reconnect_flow", ReconnectFlow)
+TOKENS = web.AppKey("token_service", TokenService)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +31,10 @@ DEFAULT_SCOPES = (
 )
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_LENGTH = 32
+LOCALES = ("ko", "en")
+DEFAULT_LINK_TTL = timedelta(days=7)
+_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Secret:
@@ -79,6 +85,9 @@ class Settings:
     port: int
     token_encryption_keys: tuple[bytes, ...] = field(repr=False)
     log_level: str
+    link_ttl: timedelta = DEFAULT_LINK_TTL
+    default_locale: str = "ko"
+    google_testing_mode: bool = False
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -227,6 +236,9 @@ class _Reader:
             port=self.port(),
             token_encryption_keys=self.encryption_keys(),
             log_level=self.log_level(),
+            link_ttl=self.duration("LINK_TTL", DEFAULT_LINK_TTL),
+            default_locale=self.choice("DEFAULT_LOCALE", LOCALES, "ko"),
+            google_testing_mode=self.flag("GOOGLE_OAUTH_TESTING_MODE"),
         )
 
     def database_url(self) -> Secret | None:
@@ -318,6 +330,32 @@ class _Reader:
         except KeyFormatError as error:
             self.problems.append(str(error))
             return ()
+
+    def duration(self, name: str, default: timedelta) -> timedelta:
+        value = self.text(name)
+        if value is None:
+            return default
+        match = _DURATION.fullmatch(value.lower())
+        if match is None or int(match.group(1)) == 0:
+            self.problems.append(
+                f"{name}={value!r} is not a duration: set a whole number with a unit, e.g. 7d, 36h, 90m or 600s."
+            )
+            return default
+        return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        value = (self.text(name, default) or default).lower()
+        if value not in allowed:
+            self.problems.append(f"{name}={value!r} is not supported: set one of {', '.join(allowed)}.")
+            return default
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = (self.text(name, "false") or "false").lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            self.problems.append(f"{name}={value!r} is not a yes/no value: set true or false.")
+            return False
+        return value in ("true", "1", "yes")
 
     def log_level(self) -> str:
         value = (self.text("LOG_LEVEL", "INFO") or "INFO").upper()

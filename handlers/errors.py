@@ -7,6 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from handlers.oauth import locale_of
+from handlers.pages import render
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -22,6 +25,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         # The path only: query strings may carry OAuth codes and link tokens.
         log.exception("Unhandled error on %s %s", request.method, request.path)
+        if request.path.startswith("/oauth/"):
+            # A person in a browser: a page in their language, never a traceback.
+            return render("server_error", locale_of(request), status=500)
         return web.json_response(
             {"error": "internal error", "message": "Something went wrong on our side; it has been logged."},
             status=500,

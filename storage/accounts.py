@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import builtins
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +30,8 @@ SELECT g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_ca
        (to_jsonb(g)->>'is_equipped')::boolean AS is_equipped
   FROM gmail_tokens AS g
 """
+DEFAULT_TOKEN_TYPE = "Bearer"
+_LOCKED_COLUMNS = "id, user_id, token_data, metadata, to_jsonb(g) ? 'is_equipped' AS has_legacy_flag"
 # The same expression and predicate as the partial unique index, so lookups can use it.
 _BY_SLACK_ID = "(g.metadata->>'slack_user_id') = $1 AND (g.metadata->>'slack_user_id') <> ''"
 
@@ -137,9 +141,11 @@ class Accounts:
             )
             return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account.id))
 
-    async def read_tokens(self, account_id: int) -> TokenSet | None:
+    async def read_tokens(
+        self, account_id: int, *, conn: asyncpg.Connection | None = None
+    ) -> TokenSet | None:
         """The decrypted tokens of an account, or None when it has none."""
-        row = await self.pool.fetchrow(
+        row = await (conn or self.pool).fetchrow(
             "SELECT user_id, token_data, expiry AT TIME ZONE 'UTC' AS expiry FROM gmail_tokens WHERE id = $1",
             account_id,
         )
@@ -160,15 +166,17 @@ class Accounts:
         cause: str | None = None,
         action: str = "tokens.stored",
         details: dict[str, Any] | None = None,
+        refreshed: bool = False,
+        conn: asyncpg.Connection | None = None,
     ) -> Account:
         """Store a grant on the account of `slack_user_id` (else `user_id`), creating the row if needed.
 
         A grant without a refresh token keeps the stored one. Metadata keys given are merged in; the
-        status, its cause and an audit event are written in the same transaction.
+        status, its cause and an audit event are written in the same transaction (nested in `conn`'s, if given).
         """
         if not (slack_user_id or user_id):
             raise ValueError("store_tokens needs a slack_user_id or a user_id")
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._transaction(conn) as conn:
             row = await self._lock_or_create(conn, slack_user_id=slack_user_id, user_id=user_id)
             stored = self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=None)
             refresh_token = grant.refresh_token or (stored.refresh_token if stored else None)
@@ -193,7 +201,8 @@ class Accounts:
                                                    ELSE status_changed_at END,
                           status = $8,
                           status_cause = $9,
-                          last_checked_at = now()
+                          last_checked_at = now(),
+                          last_refresh_at = CASE WHEN $10 THEN now() ELSE last_refresh_at END
                     WHERE id = $1""",
                 row["id"],
                 token_data,
@@ -204,7 +213,10 @@ class Accounts:
                 bool(grant.refresh_token),
                 str(status),
                 cause,
+                refreshed,
             )
+            if status is Status.HEALTHY:
+                await _sync_legacy_flag(conn, row, equipped=True)
             await audit.append(
                 conn,
                 actor=actor,
@@ -221,9 +233,17 @@ class Accounts:
             )
             return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", row["id"]))
 
-    async def set_status(self, account_id: int, *, status: Status, cause: str | None, actor: str) -> Account:
+    async def set_status(
+        self,
+        account_id: int,
+        *,
+        status: Status,
+        cause: str | None,
+        actor: str,
+        conn: asyncpg.Connection | None = None,
+    ) -> Account:
         """Record the connection's health; a change of status is audited, a mere re-check is not."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._transaction(conn) as conn:
             previous = await conn.fetchrow(
                 "SELECT user_id, status, metadata FROM gmail_tokens WHERE id = $1 FOR UPDATE", account_id
             )
@@ -251,6 +271,83 @@ class Accounts:
                     details={"from": previous["status"], "to": str(status), "cause": cause},
                 )
             return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account_id))
+
+    async def clear_tokens(
+        self,
+        account_id: int,
+        *,
+        status: Status,
+        cause: str,
+        actor: str,
+        details: dict[str, Any] | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> Account:
+        """Remove an account's tokens (keeping the row, its metadata and other token_data keys) and set its status."""
+        async with self._transaction(conn) as conn:
+            row = await conn.fetchrow(
+                "SELECT id, user_id, token_data, metadata, to_jsonb(g) ? 'is_equipped' AS has_legacy_flag "
+                "FROM gmail_tokens AS g WHERE id = $1 FOR UPDATE",
+                account_id,
+            )
+            if row is None:
+                raise NotFound(f"no gmail_tokens row has id {account_id}")
+            token_data = (
+                self.codec.pack(
+                    row["token_data"], user_id=row["user_id"], tokens={}, token_type=DEFAULT_TOKEN_TYPE
+                )
+                if isinstance(row["token_data"], dict)
+                else row["token_data"]
+            )
+            await conn.execute(
+                """UPDATE gmail_tokens
+                      SET token_data = $2, expiry = NULL, status = $3, status_cause = $4, last_checked_at = now(),
+                          status_changed_at = CASE WHEN status IS DISTINCT FROM $3 THEN now() ELSE status_changed_at END
+                    WHERE id = $1""",
+                account_id,
+                token_data,
+                str(status),
+                cause,
+            )
+            await _sync_legacy_flag(conn, row, equipped=False)
+            await audit.append(
+                conn,
+                actor=actor,
+                action="tokens.cleared",
+                account_id=account_id,
+                user_id=row["user_id"],
+                slack_user_id=_slack_id(row),
+                details={"status": str(status), "cause": cause, **(details or {})},
+            )
+            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account_id))
+
+    async def oauth_client(
+        self, account_id: int, *, conn: asyncpg.Connection | None = None
+    ) -> tuple[str, str] | None:
+        """The OAuth client (id, secret) recorded on a row, if both are; legacy rows were issued by their own."""
+        config = await (conn or self.pool).fetchval(
+            "SELECT oauth_config FROM gmail_tokens WHERE id = $1", account_id
+        )
+        if isinstance(config, dict) and config.get("client_id") and config.get("client_secret"):
+            return str(config["client_id"]), str(config["client_secret"])
+        return None
+
+    async def find_unlinked_by_email(self, email: str) -> builtins.list[Account]:
+        """Rows with this metadata.email (any case) that no Slack user is linked to."""
+        rows = await self.pool.fetch(
+            f"""{_SELECT} WHERE lower(g.metadata->>'email') = lower($1)
+                  AND coalesce(g.metadata->>'slack_user_id', '') = '' ORDER BY g.id""",
+            email,
+        )
+        return [_account(row) for row in rows]
+
+    @asynccontextmanager
+    async def _transaction(self, conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
+        if conn is not None:
+            async with conn.transaction():
+                yield conn
+            return
+        async with self.pool.acquire() as acquired, acquired.transaction():
+            yield acquired
 
     async def reencrypt_all(self, *, actor: str) -> int:
         """Rewrite every row whose tokens are plain or under an old key with the current key; return the count."""
@@ -295,13 +392,13 @@ class Accounts:
         if slack_user_id:
             lookups.append(
                 (
-                    f"SELECT id, user_id, token_data, metadata FROM gmail_tokens AS g WHERE {_BY_SLACK_ID} FOR UPDATE",
+                    f"SELECT {_LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE {_BY_SLACK_ID} FOR UPDATE",
                     slack_user_id,
                 )
             )
         lookups.append(
             (
-                "SELECT id, user_id, token_data, metadata FROM gmail_tokens WHERE user_id = $1 FOR UPDATE",
+                f"SELECT {_LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE user_id = $1 FOR UPDATE",
                 user_id or slack_user_id,
             )
         )
@@ -323,6 +420,16 @@ class Accounts:
         if row is None:
             raise NotFound(f"could not create or find the gmail_tokens row for {user_id or slack_user_id!r}")
         return row
+
+
+async def _sync_legacy_flag(conn: asyncpg.Connection, row: asyncpg.Record, *, equipped: bool) -> None:
+    # Seed 001's services read is_equipped; keep it true exactly when working tokens are stored.
+    if row["has_legacy_flag"]:
+        await conn.execute(
+            "UPDATE gmail_tokens SET is_equipped = $2 WHERE id = $1 AND is_equipped IS DISTINCT FROM $2",
+            row["id"],
+            equipped,
+        )
 
 
 def _slack_id(row: asyncpg.Record) -> str | None:

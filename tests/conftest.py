@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.database import token_codec
+from bot.logs import quiet_noisy_loggers
 from storage import embedded
 from storage.accounts import Accounts
 from storage.migrator import migrate
 from storage.pool import connect, create_pool
+from tests.fakes.google import FakeGoogle, fake_google_server
 
 SEEDS = Path(__file__).parent / "data"
 # A fixed, valid configuration for tests; each test overrides what it is about.
@@ -112,3 +120,110 @@ async def load_legacy_seed(url: str) -> None:
         await conn.execute((SEEDS / "legacy_gmail_tokens.sql").read_text())
     finally:
         await conn.close()
+
+
+# ---- Secrets never reach a log line -------------------------------------------------------------------------
+
+# Every value a test must never see in a log: the settings' secrets, and whatever the fake Google issued.
+_watched_fakes: list[FakeGoogle] = []
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append((record.name, text))
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs() -> Iterator[None]:
+    """Record every log line of every test at DEBUG, under the production logging policy, and fail the test
+    if one holds a secret, a token or an authorization code."""
+    root = logging.getLogger()
+    recorder, previous_level = _Recorder(), root.level
+    root.addHandler(recorder)
+    root.setLevel(logging.DEBUG)
+    quiet_noisy_loggers()
+    _watched_fakes.clear()
+    try:
+        yield
+    finally:
+        root.removeHandler(recorder)
+        root.setLevel(previous_level)
+    secrets = {value for key, value in BASE_ENV.items() if key != "GOOGLE_CLIENT_ID"}
+    for fake in _watched_fakes:
+        secrets |= fake.issued_secrets
+    leaks = [
+        name for name, text in recorder.lines for secret in secrets if len(secret) >= 8 and secret in text
+    ]
+    if leaks:
+        pytest.fail(f"a secret, token or code was logged by: {sorted(set(leaks))}")
+
+
+# ---- Fake Google and the served application --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_google() -> AsyncIterator[FakeGoogle]:
+    """The local fake of Google's OAuth, userinfo and Gmail endpoints, watched by the log check."""
+    async with fake_google_server() as fake:
+        _watched_fakes.append(fake)
+        yield fake
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def google_env(fake: FakeGoogle) -> dict[str, str]:
+    """Settings that point every Google endpoint at the fake."""
+    return {
+        "GOOGLE_CLIENT_ID": fake.client_id,
+        "GOOGLE_CLIENT_SECRET": fake.client_secret,
+        "GOOGLE_AUTH_URI": fake.auth_uri,
+        "GOOGLE_TOKEN_URI": fake.token_uri,
+        "GOOGLE_REVOKE_URI": fake.revoke_uri,
+        "GOOGLE_USERINFO_URI": fake.userinfo_uri,
+        "GMAIL_API_URL": fake.gmail_api_url,
+    }
+
+
+@pytest.fixture
+async def serve(
+    migrated_url: str, fake_google: FakeGoogle, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Callable[..., Awaitable[web.Application]]]:
+    """Start the real application over real HTTP (on a free port that PUBLIC_BASE_URL names) and return it."""
+    servers: list[TestServer] = []
+
+    async def start(**env: str | None) -> web.Application:
+        port = free_port()
+        settings = make_settings(
+            DATABASE_URL=migrated_url,
+            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+            **google_env(fake_google),
+            **env,
+        )
+        server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+        await server.start_server()
+        servers.append(server)
+        return server.app
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    """A browser: keeps cookies (also for 127.0.0.1) and follows redirects."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session

@@ -1,0 +1,139 @@
+"""Reconnect links: signed, expiring tokens that name a Slack user and a purpose, carried in Slack messages.
+
+A link token is `<payload>.<signature>`, both base64url: the payload is compact JSON, the signature an
+HMAC-SHA256 under a key derived from SECRET_KEY. Opening a link consumes nothing (Slack and browsers prefetch
+URLs); each visit starts a fresh OAuth state. Signing is deterministic, so the same claims give the same link.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from bot.errors import GmailReconnectError
+
+START_PATH = "/oauth/google/start"
+_KEY_LABEL = b"gmail-reconnect link token v1"
+
+
+class Purpose(enum.StrEnum):
+    """What a link allows: reconnect the same Google account, or switch to a different one."""
+
+    RECONNECT = "reconnect"
+    SWITCH = "switch"
+
+
+class LinkError(GmailReconnectError):
+    """A link token that cannot be used; `expired` tells a stale link from a damaged one."""
+
+    def __init__(self, message: str, *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    """Who a link is for, what it allows, and until when."""
+
+    slack_user_id: str
+    slack_team_id: str | None
+    purpose: Purpose
+    expires_at: datetime
+    link_id: str
+
+    def with_purpose(self, purpose: Purpose) -> LinkClaims:
+        """The same link, allowing something else (a refused account switch offers a `switch` link)."""
+        return LinkClaims(self.slack_user_id, self.slack_team_id, purpose, self.expires_at, self.link_id)
+
+
+class LinkSigner:
+    """Signs and verifies link tokens with a key derived from SECRET_KEY."""
+
+    def __init__(self, secret_key: str, *, public_base_url: str, ttl: timedelta) -> None:
+        self._key = hmac.new(secret_key.encode(), _KEY_LABEL, hashlib.sha256).digest()
+        self.public_base_url = public_base_url
+        self.ttl = ttl
+
+    def new_claims(
+        self,
+        slack_user_id: str,
+        *,
+        slack_team_id: str | None = None,
+        purpose: Purpose = Purpose.RECONNECT,
+        now: datetime | None = None,
+    ) -> LinkClaims:
+        """Claims for a new link, expiring after LINK_TTL."""
+        issued = now or datetime.now(UTC)
+        return LinkClaims(
+            slack_user_id=slack_user_id,
+            slack_team_id=slack_team_id,
+            purpose=purpose,
+            expires_at=(issued + self.ttl).replace(microsecond=0),
+            link_id=secrets.token_urlsafe(12),
+        )
+
+    def sign(self, claims: LinkClaims) -> str:
+        """The token for these claims."""
+        payload = {
+            "u": claims.slack_user_id,
+            "t": claims.slack_team_id,
+            "p": str(claims.purpose),
+            "e": int(claims.expires_at.timestamp()),
+            "i": claims.link_id,
+        }
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        return f"{body}.{_b64(self._mac(body))}"
+
+    def verify(self, token: str, *, now: datetime | None = None) -> LinkClaims:
+        """The claims of a genuine, unexpired token; LinkError otherwise."""
+        body, dot, signature = token.strip().partition(".")
+        if not dot or not body or not signature:
+            raise LinkError("The link is incomplete.")
+        try:
+            genuine = hmac.compare_digest(_unb64(signature), self._mac(body))
+            payload = json.loads(_unb64(body)) if genuine else None
+        except ValueError:
+            raise LinkError("The link is damaged.") from None
+        if not isinstance(payload, dict):
+            raise LinkError("The link is damaged or was not issued by this bot.")
+        try:
+            claims = LinkClaims(
+                slack_user_id=str(payload["u"]),
+                slack_team_id=str(payload["t"]) if payload.get("t") else None,
+                purpose=Purpose(payload["p"]),
+                expires_at=datetime.fromtimestamp(int(payload["e"]), UTC),
+                link_id=str(payload["i"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise LinkError("The link is damaged or was not issued by this bot.") from None
+        if claims.expires_at <= (now or datetime.now(UTC)):
+            raise LinkError("The link has expired.", expired=True)
+        return claims
+
+    def url(self, claims: LinkClaims) -> str:
+        """The absolute URL that starts the consent flow for these claims."""
+        return f"{self.public_base_url}{START_PATH}?{urlencode({'t': self.sign(claims)})}"
+
+    def new_url(
+        self, slack_user_id: str, *, slack_team_id: str | None = None, purpose: Purpose = Purpose.RECONNECT
+    ) -> str:
+        """A fresh link for a Slack user: what Slack messages carry behind their Reconnect Gmail button."""
+        return self.url(self.new_claims(slack_user_id, slack_team_id=slack_team_id, purpose=purpose))
+
+    def _mac(self, body: str) -> bytes:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -1,0 +1,533 @@
+"""A local fake of Google's OAuth 2.0, OpenID Connect userinfo and Gmail endpoints, served over real HTTP.
+
+The consent screen answers itself (see `Consent`); everything else follows what Google's servers send,
+status codes and error bodies included, so client code can be tested against the real protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote_plus, urlencode
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+DEFAULT_CLIENT_ID = "test-client.apps.googleusercontent.com"
+DEFAULT_CLIENT_SECRET = "GOCSPX-test-client-secret"
+ACCESS_TOKEN_LIFETIME = 3599
+_GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail."
+GMAIL_READ_SCOPES = frozenset(
+    {_GMAIL_SCOPE + "readonly", _GMAIL_SCOPE + "modify", "https://mail.google.com/"}
+)
+EXPIRED_OR_REVOKED = "Token has been expired or revoked."
+# Gmail's error bodies by status: message and canonical status name.
+_GMAIL_ERRORS = {
+    400: ("Invalid argument.", "INVALID_ARGUMENT"),
+    401: ("Request had invalid authentication credentials.", "UNAUTHENTICATED"),
+    403: ("Request had insufficient authentication scopes.", "PERMISSION_DENIED"),
+    404: ("Requested entity was not found.", "NOT_FOUND"),
+    429: ("Quota exceeded for quota metric 'Queries'.", "RESOURCE_EXHAUSTED"),
+    500: ("Internal error encountered.", "INTERNAL"),
+    503: ("The service is currently unavailable.", "UNAVAILABLE"),
+}
+_AGE_UNITS = {"d": 1, "m": 30, "y": 365}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def subject_for(email: str) -> str:
+    """A stable, Google-shaped (21 digit) `sub` for an email address."""
+    return "1" + str(int(hashlib.sha256(email.lower().encode()).hexdigest(), 16))[:20]
+
+
+@dataclass
+class Consent:
+    """What the user does on the next consent screen; reset to the defaults after one use unless sticky."""
+
+    email: str = "user@gmail.com"
+    sub: str | None = None  # None: derived from the email
+    granted_scopes: list[str] | None = None  # None: everything requested
+    deny: bool = False  # redirect back with error=access_denied
+    error: str | None = None  # redirect back with this error code
+    sticky: bool = False
+
+    @property
+    def subject(self) -> str:
+        """The Google account id of the consenting user."""
+        return self.sub or subject_for(self.email)
+
+
+@dataclass
+class Call:
+    """One request the fake received; header names are lower-cased, status is 0 until it is answered."""
+
+    method: str
+    path: str
+    form: dict[str, str]
+    query: dict[str, str]
+    headers: dict[str, str]
+    status: int = 0
+
+
+@dataclass
+class _Grant:
+    """One authorization: its refresh token (if any) and access tokens all die with it."""
+
+    client_id: str
+    email: str
+    sub: str
+    scopes: list[str]
+    refresh_token: str | None = None
+    revoked: bool = False
+
+
+@dataclass
+class _Code:
+    grant: _Grant
+    redirect_uri: str
+    challenge: str
+    used: bool = False
+
+
+@dataclass
+class _Message:
+    id: str
+    sender: str
+    subject: str
+    snippet: str
+    unread: bool
+    internal_ms: int
+
+
+def _oauth_error(status: int, error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "error_description": description}, status=status)
+
+
+def _consent_error(status: int, error: str, detail: str) -> web.Response:
+    # Google shows these on the consent page itself instead of redirecting back.
+    return web.Response(status=status, text=f"Error {status}: {error}\n{detail}")
+
+
+def _gmail_error(status: int) -> web.Response:
+    message, name = _GMAIL_ERRORS.get(status, (HTTPStatus(status).phrase, "UNKNOWN"))
+    error: dict[str, Any] = {"code": status, "message": message}
+    if status == 403:
+        error["errors"] = [
+            {"reason": "insufficientPermissions", "domain": "global", "message": "Insufficient Permission"}
+        ]
+    error["status"] = name
+    return web.json_response({"error": error}, status=status)
+
+
+def _redirect(uri: str, params: dict[str, str]) -> web.Response:
+    location = uri + ("&" if "?" in uri else "?") + urlencode(params)
+    return web.Response(status=302, headers={"Location": location})
+
+
+class FakeGoogle:
+    """Google's accounts, token, revoke, userinfo and Gmail endpoints on 127.0.0.1."""
+
+    def __init__(
+        self,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        *,
+        redirect_uris: Collection[str] | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.redirect_uris = redirect_uris  # None: any redirect_uri is registered
+        self.base_url = ""
+        self.consent = Consent()
+        self.omit_refresh_token = False
+        self.omit_id_token = False
+        self.token_delay = 0.0
+        self.gmail_delay = 0.0
+        self.calls: list[Call] = []
+        self.revoked: set[str] = set()
+        self._clients = {client_id: client_secret}
+        self._codes: dict[str, _Code] = {}
+        self._refresh_tokens: dict[str, _Grant] = {}
+        self._access_tokens: dict[str, tuple[_Grant, float]] = {}
+        self._granted: dict[tuple[str, str], list[str]] = {}
+        self._secrets: set[str] = set()
+        self._token_failures: list[tuple[int, str | None, str | None]] = []
+        self._gmail_failures: list[int] = []
+        self._mailboxes: dict[str, list[_Message]] = {}
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def auth_uri(self) -> str:
+        """The consent screen."""
+        return self.base_url + "/o/oauth2/auth"
+
+    @property
+    def token_uri(self) -> str:
+        """The token endpoint."""
+        return self.base_url + "/token"
+
+    @property
+    def revoke_uri(self) -> str:
+        """The revocation endpoint."""
+        return self.base_url + "/revoke"
+
+    @property
+    def userinfo_uri(self) -> str:
+        """OpenID Connect userinfo."""
+        return self.base_url + "/v1/userinfo"
+
+    @property
+    def gmail_api_url(self) -> str:
+        """The Gmail API root, ending in a slash."""
+        return self.base_url + "/"
+
+    async def start(self) -> None:
+        """Serve on an unused port of 127.0.0.1 and set base_url."""
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/o/oauth2/auth", self._auth)
+        app.router.add_post("/token", self._token)
+        app.router.add_post("/revoke", self._revoke)
+        app.router.add_get("/v1/userinfo", self._userinfo)
+        app.router.add_get("/gmail/v1/users/me/profile", self._gmail_profile)
+        app.router.add_get("/gmail/v1/users/me/messages", self._gmail_list)
+        app.router.add_get("/gmail/v1/users/me/messages/{id}", self._gmail_get)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # Test controls.
+
+    def fail_token(
+        self, status: int, *, times: int = 1, error: str | None = None, body: str | None = None
+    ) -> None:
+        """Answer the next `times` /token calls with `status` and an OAuth error JSON, or the raw `body`."""
+        self._token_failures += [(status, error, body)] * times
+
+    def fail_gmail(self, status: int, *, times: int = 1) -> None:
+        """Answer the next `times` Gmail calls with `status` and Gmail's error JSON."""
+        self._gmail_failures += [status] * times
+
+    def revoke_refresh_token(self, refresh_token: str) -> None:
+        """Revoke a grant as the user would from their Google account; its tokens stop working."""
+        self._refresh_tokens[refresh_token].revoked = True
+
+    def add_refresh_token(
+        self,
+        refresh_token: str,
+        *,
+        email: str,
+        scopes: list[str],
+        client_id: str | None = None,
+        client_secret: str | None = None,
+    ) -> None:
+        """Register an existing grant, optionally issued to another OAuth client."""
+        client_id = client_id or self.client_id
+        if client_id not in self._clients:
+            self._clients[client_id] = client_secret or "GOCSPX-" + secrets.token_urlsafe(21)
+        grant = _Grant(client_id, email, subject_for(email), list(scopes), refresh_token)
+        self._refresh_tokens[refresh_token] = grant
+        self._secrets.add(refresh_token)
+
+    def issue_access_token(
+        self,
+        email: str,
+        scopes: list[str],
+        *,
+        client_id: str | None = None,
+        expires_in: float = ACCESS_TOKEN_LIFETIME,
+    ) -> str:
+        """A valid access token for `email` and `scopes`, as if from a finished flow without a refresh token."""
+        grant = _Grant(client_id or self.client_id, email, subject_for(email), list(scopes))
+        return self._new_access_token(grant, expires_in)
+
+    def add_message(
+        self,
+        email: str,
+        *,
+        sender: str,
+        subject: str,
+        snippet: str,
+        unread: bool = True,
+        age: timedelta = timedelta(hours=1),
+    ) -> str:
+        """Put a message in `email`'s mailbox, received `age` ago; returns its id."""
+        internal_ms = int((time.time() - age.total_seconds()) * 1000)
+        message = _Message(secrets.token_hex(8), sender, subject, snippet, unread, internal_ms)
+        self._mailboxes.setdefault(email, []).append(message)
+        return message.id
+
+    def calls_to(self, path: str) -> list[Call]:
+        """The recorded calls to one path, oldest first."""
+        return [call for call in self.calls if call.path == path]
+
+    @property
+    def issued_secrets(self) -> set[str]:
+        """Every code, token and client secret the fake issued or was given."""
+        return self._secrets | set(self._clients.values())
+
+    # Token bookkeeping.
+
+    def _new_access_token(self, grant: _Grant, expires_in: float = ACCESS_TOKEN_LIFETIME) -> str:
+        token = "ya29." + secrets.token_urlsafe(96)
+        self._access_tokens[token] = (grant, time.time() + expires_in)
+        self._secrets.add(token)
+        return token
+
+    def _id_token(self, grant: _Grant) -> str:
+        now = int(time.time())
+        header = {"alg": "RS256", "kid": "fake", "typ": "JWT"}
+        payload = {
+            "iss": "https://accounts.google.com",
+            "azp": grant.client_id,
+            "aud": grant.client_id,
+            "sub": grant.sub,
+            "email": grant.email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + ACCESS_TOKEN_LIFETIME + 1,
+        }
+        parts = [_b64url(json.dumps(part).encode()) for part in (header, payload)]
+        token = ".".join([*parts, _b64url(secrets.token_bytes(256))])
+        self._secrets.add(token)
+        return token
+
+    def _token_response(self, grant: _Grant, *, with_refresh_token: bool) -> web.Response:
+        body: dict[str, Any] = {
+            "access_token": self._new_access_token(grant),
+            "expires_in": ACCESS_TOKEN_LIFETIME,
+        }
+        if with_refresh_token:
+            grant.refresh_token = "1//0" + secrets.token_urlsafe(72)
+            self._refresh_tokens[grant.refresh_token] = grant
+            self._secrets.add(grant.refresh_token)
+            body["refresh_token"] = grant.refresh_token
+        body["scope"] = " ".join(grant.scopes)
+        body["token_type"] = "Bearer"
+        if "openid" in grant.scopes and not self.omit_id_token:
+            body["id_token"] = self._id_token(grant)
+        return web.json_response(body)
+
+    def _live_access_token(self, token: str) -> _Grant | None:
+        grant, expires_at = self._access_tokens.get(token, (None, 0.0))
+        return None if grant is None or grant.revoked or time.time() >= expires_at else grant
+
+    def _bearer(self, request: web.Request) -> _Grant | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return self._live_access_token(token.strip()) if scheme.lower() == "bearer" else None
+
+    def _client_credentials(self, request: web.Request, form: dict[str, str]) -> tuple[str, str | None]:
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("basic "):
+            return form.get("client_id", ""), form.get("client_secret")
+        try:
+            client_id, _, secret = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
+        except ValueError:
+            return "", None
+        # RFC 6749 2.3.1 form-encodes both parts before Base64; not every client does.
+        if client_id not in self._clients:
+            client_id = unquote_plus(client_id)
+        if secret != self._clients.get(client_id):
+            secret = unquote_plus(secret)
+        return client_id, secret
+
+    # Handlers.
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        form: dict[str, str] = {}
+        if request.content_type == "application/x-www-form-urlencoded":
+            form = {key: value for key, value in (await request.post()).items() if isinstance(value, str)}
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        call = Call(request.method, request.path, form, dict(request.query), headers)
+        self.calls.append(call)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            call.status = exc.status
+            raise
+        call.status = response.status
+        return response
+
+    async def _auth(self, request: web.Request) -> web.Response:
+        query = request.query
+        for name in ("client_id", "redirect_uri", "response_type", "scope", "state", "code_challenge"):
+            if not query.get(name):
+                return _consent_error(400, "invalid_request", f"Missing required parameter: {name}")
+        client_id, redirect_uri = query["client_id"], query["redirect_uri"]
+        if client_id not in self._clients:
+            return _consent_error(401, "invalid_client", "The OAuth client was not found.")
+        if self.redirect_uris is not None and redirect_uri not in self.redirect_uris:
+            return _consent_error(400, "redirect_uri_mismatch", f"redirect_uri={redirect_uri}")
+        if query["response_type"] != "code":
+            return _consent_error(400, "invalid_request", "Invalid response_type")
+        if query.get("code_challenge_method") != "S256":
+            return _consent_error(400, "invalid_request", "Invalid code_challenge_method")
+        consent = self.consent
+        if not consent.sticky:
+            self.consent = Consent()
+        if consent.deny or consent.error:
+            return _redirect(
+                redirect_uri, {"error": consent.error or "access_denied", "state": query["state"]}
+            )
+        scopes = list(query["scope"].split() if consent.granted_scopes is None else consent.granted_scopes)
+        earlier = self._granted.setdefault((client_id, consent.email), [])
+        if query.get("include_granted_scopes") == "true":
+            scopes += [scope for scope in earlier if scope not in scopes]
+        earlier += [scope for scope in scopes if scope not in earlier]
+        code = "4/0" + secrets.token_urlsafe(54)
+        grant = _Grant(client_id, consent.email, consent.subject, scopes)
+        self._codes[code] = _Code(grant, redirect_uri, query["code_challenge"])
+        self._secrets.add(code)
+        params = {"state": query["state"], "code": code, "scope": " ".join(scopes), "authuser": "0"}
+        return _redirect(redirect_uri, {**params, "prompt": "consent"})
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
+        if self._token_failures:
+            status, error, body = self._token_failures.pop(0)
+            if body is not None:
+                content_type = "text/html" if body.lstrip().startswith("<") else "text/plain"
+                return web.Response(status=status, text=body, content_type=content_type)
+            default = "temporarily_unavailable" if status >= 500 else "invalid_request"
+            return _oauth_error(status, error or default, HTTPStatus(status).phrase)
+        form = {key: value for key, value in (await request.post()).items() if isinstance(value, str)}
+        client_id, secret = self._client_credentials(request, form)
+        if not client_id:
+            return _oauth_error(400, "invalid_request", "Could not determine client ID from request.")
+        if client_id not in self._clients:
+            return _oauth_error(401, "invalid_client", "The OAuth client was not found.")
+        if secret != self._clients[client_id]:
+            return _oauth_error(401, "invalid_client", "Unauthorized")
+        grant_type = form.get("grant_type", "")
+        if grant_type == "authorization_code":
+            return self._exchange_code(client_id, form)
+        if grant_type == "refresh_token":
+            grant = self._refresh_tokens.get(form.get("refresh_token", ""))
+            if grant is None or grant.revoked:
+                return _oauth_error(400, "invalid_grant", EXPIRED_OR_REVOKED)
+            if grant.client_id != client_id:
+                return _oauth_error(401, "unauthorized_client", "Unauthorized")
+            return self._token_response(grant, with_refresh_token=False)
+        return _oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+
+    def _exchange_code(self, client_id: str, form: dict[str, str]) -> web.Response:
+        code = self._codes.get(form.get("code", ""))
+        if code is None:
+            return _oauth_error(400, "invalid_grant", "Malformed auth code.")
+        if code.used or code.grant.client_id != client_id:
+            return _oauth_error(400, "invalid_grant", "Bad Request")
+        code.used = True
+        if form.get("redirect_uri") != code.redirect_uri:
+            return _oauth_error(400, "redirect_uri_mismatch", "Bad Request")
+        verifier = form.get("code_verifier")
+        if not verifier:
+            return _oauth_error(400, "invalid_grant", "Missing code verifier.")
+        if _b64url(hashlib.sha256(verifier.encode()).digest()) != code.challenge:
+            return _oauth_error(400, "invalid_grant", "Invalid code verifier.")
+        return self._token_response(code.grant, with_refresh_token=not self.omit_refresh_token)
+
+    async def _revoke(self, request: web.Request) -> web.Response:
+        token = str((await request.post()).get("token") or request.query.get("token", ""))
+        grant = self._refresh_tokens.get(token) or self._live_access_token(token)
+        if grant is None or grant.revoked:
+            return _oauth_error(400, "invalid_token", "Token expired or revoked")
+        grant.revoked = True
+        self.revoked.add(token)
+        return web.json_response({})
+
+    async def _userinfo(self, request: web.Request) -> web.Response:
+        grant = self._bearer(request)
+        if grant is None:
+            return _oauth_error(401, "invalid_token", "Invalid Credentials")
+        return web.json_response({"sub": grant.sub, "email": grant.email, "email_verified": True})
+
+    async def _gmail_grant(self, request: web.Request) -> _Grant | web.Response:
+        if self.gmail_delay:
+            await asyncio.sleep(self.gmail_delay)
+        if self._gmail_failures:
+            return _gmail_error(self._gmail_failures.pop(0))
+        grant = self._bearer(request)
+        if grant is None:
+            return _gmail_error(401)
+        if not GMAIL_READ_SCOPES.intersection(grant.scopes):
+            return _gmail_error(403)
+        return grant
+
+    async def _gmail_profile(self, request: web.Request) -> web.Response:
+        grant = await self._gmail_grant(request)
+        if isinstance(grant, web.Response):
+            return grant
+        total = len(self._mailboxes.get(grant.email, []))
+        return web.json_response(
+            {"emailAddress": grant.email, "messagesTotal": total, "threadsTotal": total, "historyId": "1"}
+        )
+
+    async def _gmail_list(self, request: web.Request) -> web.Response:
+        grant = await self._gmail_grant(request)
+        if isinstance(grant, web.Response):
+            return grant
+        query = request.query.get("q", "")
+        limit = int(request.query.get("maxResults", "100"))
+        newer = re.search(r"\bnewer_than:(\d+)([dmy])\b", query)
+        cutoff = time.time() * 1000 - int(newer[1]) * _AGE_UNITS[newer[2]] * 86_400_000 if newer else 0
+        newest_first = sorted(self._mailboxes.get(grant.email, []), key=lambda m: m.internal_ms, reverse=True)
+        found = [m for m in newest_first if (m.unread or "is:unread" not in query) and m.internal_ms > cutoff]
+        body: dict[str, Any] = {"resultSizeEstimate": len(found)}
+        if found:
+            body = {"messages": [{"id": m.id, "threadId": m.id} for m in found[:limit]], **body}
+        return web.json_response(body)
+
+    async def _gmail_get(self, request: web.Request) -> web.Response:
+        grant = await self._gmail_grant(request)
+        if isinstance(grant, web.Response):
+            return grant
+        mailbox = {message.id: message for message in self._mailboxes.get(grant.email, [])}
+        message = mailbox.get(request.match_info["id"])
+        if message is None:
+            return _gmail_error(404)
+        wanted = {name.lower() for name in request.query.getall("metadataHeaders", [])}
+        headers = [{"name": "From", "value": message.sender}, {"name": "Subject", "value": message.subject}]
+        return web.json_response(
+            {
+                "id": message.id,
+                "threadId": message.id,
+                "labelIds": ["UNREAD", "INBOX"] if message.unread else ["INBOX"],
+                "snippet": message.snippet,
+                "internalDate": str(message.internal_ms),
+                "payload": {"headers": [h for h in headers if not wanted or h["name"].lower() in wanted]},
+            }
+        )
+
+
+@asynccontextmanager
+async def fake_google_server(**kwargs: Any) -> AsyncIterator[FakeGoogle]:
+    """A started FakeGoogle (constructor arguments as keywords), closed on exit."""
+    fake = FakeGoogle(**kwargs)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()

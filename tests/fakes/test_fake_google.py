@@ -1,0 +1,434 @@
+"""The fake Google over real HTTP, driven by plain requests and by the real google-auth-oauthlib client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import aiohttp
+import pytest
+from google.auth.transport.requests import Request as GoogleAuthRequest
+from google_auth_oauthlib.flow import Flow
+from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
+
+from tests.fakes.google import Consent, FakeGoogle, fake_google_server
+
+REDIRECT_URI = "http://localhost/cb"
+READONLY = "https://www.googleapis.com/auth/gmail.readonly"
+SEND = "https://www.googleapis.com/auth/gmail.send"
+USERINFO_EMAIL = "https://www.googleapis.com/auth/userinfo.email"
+
+
+@pytest.fixture
+async def google() -> AsyncIterator[FakeGoogle]:
+    async with fake_google_server() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+async def consent(
+    http: aiohttp.ClientSession, google: FakeGoogle, scopes: list[str], challenge: str, **extra: str
+) -> tuple[int, dict[str, str]]:
+    """Visit the consent screen; the status and the query of the redirect back (or the error text)."""
+    params = {
+        "client_id": google.client_id,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "scope": " ".join(scopes),
+        "state": "state-123",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+    async with http.get(google.auth_uri, params=params, allow_redirects=False) as response:
+        if response.status != 302:
+            return response.status, {"text": await response.text()}
+        location = urlsplit(response.headers["Location"])
+        assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
+        return 302, {key: values[0] for key, values in parse_qs(location.query).items()}
+
+
+async def post_token(
+    http: aiohttp.ClientSession, google: FakeGoogle, **form: str
+) -> tuple[int, dict[str, Any]]:
+    """POST form fields to /token with the client's id and secret in the body."""
+    body = {"client_id": google.client_id, "client_secret": google.client_secret, **form}
+    async with http.post(google.token_uri, data=body) as response:
+        return response.status, await response.json()
+
+
+async def connect(
+    http: aiohttp.ClientSession, google: FakeGoogle, scopes: list[str] | None = None
+) -> dict[str, Any]:
+    """A whole authorization-code flow; the token response."""
+    verifier, challenge = pkce_pair()
+    _, params = await consent(http, google, scopes or ["openid", "email", READONLY], challenge)
+    status, tokens = await post_token(
+        http,
+        google,
+        grant_type="authorization_code",
+        code=params["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+    assert status == 200, tokens
+    return tokens
+
+
+async def get_json(http: aiohttp.ClientSession, url: str, token: str, **params: Any) -> tuple[int, Any]:
+    async with http.get(url, params=params, headers={"Authorization": f"Bearer {token}"}) as response:
+        return response.status, await response.json()
+
+
+def jwt_payload(token: str) -> dict[str, Any]:
+    segment = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+async def test_google_auth_oauthlib_flow_round_trip(
+    google: FakeGoogle, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.setenv("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
+    config = {
+        "web": {
+            "client_id": google.client_id,
+            "client_secret": google.client_secret,
+            "auth_uri": google.auth_uri,
+            "token_uri": google.token_uri,
+        }
+    }
+    flow = Flow.from_client_config(
+        config, scopes=["openid", USERINFO_EMAIL, READONLY, SEND], redirect_uri=REDIRECT_URI
+    )
+    google.consent = Consent(email="ada@example.com", granted_scopes=["openid", USERINFO_EMAIL, READONLY])
+    url, state = flow.authorization_url(
+        prompt="consent", include_granted_scopes="true", login_hint="ada@example.com"
+    )
+
+    async with http.get(url, allow_redirects=False) as response:
+        assert response.status == 302
+        redirect = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert redirect["state"] == [state]
+    await asyncio.to_thread(flow.fetch_token, code=redirect["code"][0])
+
+    credentials = flow.credentials
+    with pytest.raises(InvalidGrantError, match="Bad Request"):
+        await asyncio.to_thread(flow.fetch_token, code=redirect["code"][0])
+    assert credentials.granted_scopes == ["openid", USERINFO_EMAIL, READONLY]
+    assert credentials.token.startswith("ya29.") and credentials.refresh_token.startswith("1//0")
+    claims = jwt_payload(credentials.id_token)
+    assert claims["email"] == "ada@example.com" and claims["aud"] == claims["azp"] == google.client_id
+    auth_call = google.calls_to("/o/oauth2/auth")[0].query
+    assert auth_call["access_type"] == "offline" and auth_call["login_hint"] == "ada@example.com"
+    assert auth_call["prompt"] == "consent" and auth_call["include_granted_scopes"] == "true"
+    assert google.calls_to("/token")[0].headers["authorization"].startswith("Basic ")
+
+    # google-auth refreshes with client_id and client_secret in the form body.
+    first_token = credentials.token
+    await asyncio.to_thread(credentials.refresh, GoogleAuthRequest())
+    assert credentials.token != first_token
+    assert google.calls_to("/token")[-1].form["client_secret"] == google.client_secret
+    assert (await get_json(http, google.userinfo_uri, credentials.token))[1]["email"] == "ada@example.com"
+
+
+async def test_consent_redirect_and_id_token(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    verifier, challenge = pkce_pair()
+    status, params = await consent(http, google, ["openid", "email", READONLY], challenge)
+    assert status == 302
+    assert params["state"] == "state-123" and params["code"].startswith("4/0")
+    assert params["scope"] == f"openid email {READONLY}"
+    assert params["authuser"] == "0" and params["prompt"] == "consent"
+
+    status, tokens = await post_token(
+        http,
+        google,
+        grant_type="authorization_code",
+        code=params["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+    assert status == 200
+    assert tokens["expires_in"] == 3599 and tokens["token_type"] == "Bearer"
+    assert tokens["scope"] == f"openid email {READONLY}"
+    header, _, signature = tokens["id_token"].split(".")
+    assert json.loads(base64.urlsafe_b64decode(header + "==")) == {
+        "alg": "RS256",
+        "kid": "fake",
+        "typ": "JWT",
+    }
+    assert "=" not in signature
+    claims = jwt_payload(tokens["id_token"])
+    assert claims["iss"] == "https://accounts.google.com" and claims["email"] == "user@gmail.com"
+    assert claims["email_verified"] is True and claims["sub"].isdigit() and claims["exp"] > time.time()
+    assert {
+        params["code"],
+        tokens["access_token"],
+        tokens["refresh_token"],
+        tokens["id_token"],
+    } <= google.issued_secrets
+    assert google.client_secret in google.issued_secrets
+
+
+async def test_token_response_options(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    assert "id_token" not in await connect(http, google, [READONLY])
+    google.omit_refresh_token = True
+    google.omit_id_token = True
+    tokens = await connect(http, google)
+    assert "refresh_token" not in tokens and "id_token" not in tokens
+
+
+async def test_pkce_is_enforced(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    _, challenge = pkce_pair()
+    results = []
+    for verifier in ("wrong-verifier", None):
+        _, params = await consent(http, google, [READONLY], challenge)
+        form = {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT_URI}
+        results.append(
+            await post_token(http, google, **form, **({"code_verifier": verifier} if verifier else {}))
+        )
+    assert results == [
+        (400, {"error": "invalid_grant", "error_description": "Invalid code verifier."}),
+        (400, {"error": "invalid_grant", "error_description": "Missing code verifier."}),
+    ]
+
+
+async def test_code_is_single_use_and_bound_to_redirect_uri(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    verifier, challenge = pkce_pair()
+    _, params = await consent(http, google, [READONLY], challenge)
+    form = {"grant_type": "authorization_code", "code": params["code"], "code_verifier": verifier}
+    assert (await post_token(http, google, **form, redirect_uri=REDIRECT_URI))[0] == 200
+    assert await post_token(http, google, **form, redirect_uri=REDIRECT_URI) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Bad Request"},
+    )
+
+    _, params = await consent(http, google, [READONLY], challenge)
+    form["code"] = params["code"]
+    status, body = await post_token(http, google, **form, redirect_uri="http://localhost/elsewhere")
+    assert (status, body["error"]) == (400, "redirect_uri_mismatch")
+    status, body = await post_token(http, google, grant_type="authorization_code", code="4/0nonsense")
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+async def test_refresh_works_until_revoked(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    tokens = await connect(http, google)
+    refresh_token = tokens["refresh_token"]
+    first = await post_token(http, google, grant_type="refresh_token", refresh_token=refresh_token)
+    second = await post_token(http, google, grant_type="refresh_token", refresh_token=refresh_token)
+    assert first[0] == second[0] == 200
+    assert first[1]["access_token"] != second[1]["access_token"]
+    assert "refresh_token" not in first[1] and first[1]["scope"] == f"openid email {READONLY}"
+
+    async with http.post(google.revoke_uri, data={"token": refresh_token}) as response:
+        assert (response.status, await response.json()) == (200, {})
+    assert google.revoked == {refresh_token}
+    assert await post_token(http, google, grant_type="refresh_token", refresh_token=refresh_token) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+    )
+    assert (await get_json(http, google.userinfo_uri, second[1]["access_token"]))[0] == 401
+    async with http.post(google.revoke_uri, data={"token": refresh_token}) as response:
+        assert response.status == 400
+        assert await response.json() == {
+            "error": "invalid_token",
+            "error_description": "Token expired or revoked",
+        }
+
+
+async def test_revoking_an_access_token_revokes_its_grant(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    tokens = await connect(http, google)
+    async with http.post(google.revoke_uri, data={"token": tokens["access_token"]}) as response:
+        assert response.status == 200
+    status, body = await post_token(
+        http, google, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+    )
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+async def test_existing_grants(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    google.add_refresh_token("1//0legacy", email="old@example.com", scopes=[READONLY])
+    google.add_refresh_token(
+        "1//0foreign", email="x@example.com", scopes=[READONLY], client_id="other.apps", client_secret="s"
+    )
+    status, body = await post_token(http, google, grant_type="refresh_token", refresh_token="1//0legacy")
+    assert status == 200 and body["scope"] == READONLY
+    assert (await get_json(http, google.userinfo_uri, body["access_token"]))[1]["email"] == "old@example.com"
+
+    status, body = await post_token(http, google, grant_type="refresh_token", refresh_token="1//0foreign")
+    assert (status, body["error"]) == (401, "unauthorized_client")
+    form = {
+        "client_id": "other.apps",
+        "client_secret": "s",
+        "grant_type": "refresh_token",
+        "refresh_token": "1//0foreign",
+    }
+    assert (await post_token(http, google, **form))[0] == 200
+
+    google.revoke_refresh_token("1//0legacy")
+    status, body = await post_token(http, google, grant_type="refresh_token", refresh_token="1//0legacy")
+    assert (status, body["error"]) == (400, "invalid_grant")
+    assert {"1//0legacy", "1//0foreign", "s"} <= google.issued_secrets
+
+
+async def test_client_authentication(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    google.add_refresh_token("1//0r", email="a@example.com", scopes=[READONLY])
+    form = {"grant_type": "refresh_token", "refresh_token": "1//0r"}
+
+    async def basic(client_id: str, secret: str, fake: FakeGoogle = google) -> tuple[int, dict[str, Any]]:
+        header = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        async with http.post(fake.token_uri, data=form, headers={"Authorization": header}) as response:
+            return response.status, await response.json()
+
+    assert (await basic(google.client_id, google.client_secret))[0] == 200
+    assert await basic(google.client_id, "wrong") == (
+        401,
+        {"error": "invalid_client", "error_description": "Unauthorized"},
+    )
+    assert (await basic("nobody.apps", "x"))[1] == {
+        "error": "invalid_client",
+        "error_description": "The OAuth client was not found.",
+    }
+    # RFC 6749 2.3.1: id and secret are form-encoded before Base64, as requests-oauthlib may do.
+    async with fake_google_server(client_id="id with:colon", client_secret="se+cret/=") as special:
+        special.add_refresh_token("1//0r", email="a@example.com", scopes=[READONLY])
+        encoded = [urlencode({"": value})[1:] for value in (special.client_id, special.client_secret)]
+        assert (await basic(encoded[0], encoded[1], fake=special))[0] == 200
+    status, body = await post_token(http, google, grant_type="password")
+    assert (status, body["error"]) == (400, "unsupported_grant_type")
+
+
+async def test_queued_failures_and_delay(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    google.add_refresh_token("1//0r", email="a@example.com", scopes=[READONLY])
+    form = {"grant_type": "refresh_token", "refresh_token": "1//0r"}
+    google.fail_token(503)
+    google.fail_token(502, body="<html><title>502 Bad Gateway</title></html>")
+    google.fail_token(400, error="invalid_grant")
+    assert await post_token(http, google, **form) == (
+        503,
+        {"error": "temporarily_unavailable", "error_description": "Service Unavailable"},
+    )
+    async with http.post(google.token_uri, data=form) as response:
+        assert response.status == 502 and response.content_type == "text/html"
+    assert (await post_token(http, google, **form))[1]["error"] == "invalid_grant"
+    assert (await post_token(http, google, **form))[0] == 200
+
+    google.token_delay = 0.1
+    started = time.monotonic()
+    assert (await post_token(http, google, **form))[0] == 200
+    assert time.monotonic() - started >= 0.1
+    assert [call.status for call in google.calls_to("/token")] == [503, 502, 400, 200, 200]
+
+
+async def test_consent_screen_outcomes(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    _, challenge = pkce_pair()
+    google.consent = Consent(deny=True)
+    assert await consent(http, google, [READONLY], challenge) == (
+        302,
+        {"error": "access_denied", "state": "state-123"},
+    )
+    google.consent = Consent(error="admin_policy_enforced")
+    assert (await consent(http, google, [READONLY], challenge))[1]["error"] == "admin_policy_enforced"
+    assert "code" in (await consent(http, google, [READONLY], challenge))[1]  # back to defaults
+
+    google.consent = Consent(email="b@example.com", granted_scopes=[SEND], sticky=True)
+    for _ in range(2):
+        assert (await consent(http, google, [READONLY, SEND], challenge))[1]["scope"] == SEND
+    google.consent = Consent(email="b@example.com")
+    _, params = await consent(http, google, [READONLY], challenge, include_granted_scopes="true")
+    assert params["scope"] == f"{READONLY} {SEND}"
+
+
+async def test_consent_screen_rejects_bad_requests(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    status, body = await consent(http, google, [READONLY], "")
+    assert (status, body["text"]) == (
+        400,
+        "Error 400: invalid_request\nMissing required parameter: code_challenge",
+    )
+    _, challenge = pkce_pair()
+    assert (await consent(http, google, [READONLY], challenge, code_challenge_method="plain"))[0] == 400
+    assert (await consent(http, google, [READONLY], challenge, response_type="token"))[0] == 400
+    status, body = await consent(http, google, [READONLY], challenge, client_id="nobody.apps")
+    assert status == 401 and "invalid_client" in body["text"]
+
+
+async def test_userinfo(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    token = google.issue_access_token("c@example.com", ["openid", "email"])
+    status, body = await get_json(http, google.userinfo_uri, token)
+    assert status == 200 and body["email"] == "c@example.com" and body["email_verified"] is True
+    assert (await get_json(http, google.userinfo_uri, "ya29.bogus"))[0] == 401
+    expired = google.issue_access_token("c@example.com", ["email"], expires_in=0)
+    status, body = await get_json(http, google.userinfo_uri, expired)
+    assert status == 401 and body["error"] == "invalid_token"
+
+
+async def test_gmail(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    token = google.issue_access_token("d@example.com", [READONLY])
+    recent = google.add_message(
+        "d@example.com", sender="Ann <ann@example.com>", subject="Hi", snippet="Hello"
+    )
+    google.add_message(
+        "d@example.com", sender="b@example.com", subject="Old", snippet="...", age=timedelta(days=2)
+    )
+    google.add_message("d@example.com", sender="c@example.com", subject="Read", snippet="...", unread=False)
+    gmail = google.gmail_api_url + "gmail/v1/users/me"
+
+    status, profile = await get_json(http, gmail + "/profile", token)
+    assert status == 200 and profile["emailAddress"] == "d@example.com" and profile["historyId"] == "1"
+    status, listing = await get_json(
+        http, gmail + "/messages", token, q="is:unread newer_than:1d", maxResults=10
+    )
+    assert listing == {"messages": [{"id": recent, "threadId": recent}], "resultSizeEstimate": 1}
+    params = [("format", "metadata"), ("metadataHeaders", "From"), ("metadataHeaders", "Subject")]
+    async with http.get(
+        f"{gmail}/messages/{recent}", params=params, headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        message = await r.json()
+    assert message["labelIds"] == ["UNREAD", "INBOX"] and message["snippet"] == "Hello"
+    assert message["payload"]["headers"] == [
+        {"name": "From", "value": "Ann <ann@example.com>"},
+        {"name": "Subject", "value": "Hi"},
+    ]
+    assert int(message["internalDate"]) < time.time() * 1000
+    assert (await get_json(http, f"{gmail}/messages/ffff", token))[0] == 404
+
+    other = google.issue_access_token("e@example.com", ["https://mail.google.com/"])
+    assert await get_json(http, gmail + "/messages", other, q="is:unread") == (200, {"resultSizeEstimate": 0})
+
+
+async def test_gmail_errors(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    profile = google.gmail_api_url + "gmail/v1/users/me/profile"
+    send_only = google.issue_access_token("f@example.com", [SEND])
+    status, body = await get_json(http, profile, send_only)
+    assert status == 403 and body["error"]["status"] == "PERMISSION_DENIED"
+    assert body["error"]["errors"][0]["reason"] == "insufficientPermissions"
+    status, body = await get_json(http, profile, "ya29.bogus")
+    assert status == 401 and body["error"]["status"] == "UNAUTHENTICATED"
+
+    token = google.issue_access_token("f@example.com", [READONLY])
+    google.fail_gmail(503, times=2)
+    google.gmail_delay = 0.05
+    assert [(await get_json(http, profile, token))[0] for _ in range(3)] == [503, 503, 200]
