@@ -42,10 +42,11 @@ class Exchange:
 class Consent:
     """Builds consent URLs and exchanges codes for one OAuth client."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = EXCHANGE_TIMEOUT_SECONDS) -> None:
         if settings.google_client_id is None or settings.google_client_secret is None:
             raise ValueError("Consent needs GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET")
         self.client_id = settings.google_client_id
+        self.timeout = timeout
         self._client_config = {
             "web": {
                 "client_id": settings.google_client_id,
@@ -85,7 +86,7 @@ class Consent:
 
         flow.oauth2session.register_compliance_hook("access_token_response", remember_status)
         try:
-            token = await asyncio.to_thread(flow.fetch_token, code=code, timeout=EXCHANGE_TIMEOUT_SECONDS)
+            token = await asyncio.to_thread(flow.fetch_token, code=code, timeout=self.timeout)
         except OAuth2Error as error:
             status = answer.get("status") or error.status_code
             raise token_error(

@@ -199,18 +199,28 @@ def google_env(fake: FakeGoogle) -> dict[str, str]:
 
 @pytest.fixture
 async def serve(
-    migrated_url: str, fake_google: FakeGoogle, make_settings: Callable[..., Settings]
+    database_url: str, fake_google: FakeGoogle, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Callable[..., Awaitable[web.Application]]]:
-    """Start the real application over real HTTP (on a free port that PUBLIC_BASE_URL names) and return it."""
+    """Start the real application over real HTTP (on a free port that PUBLIC_BASE_URL names) and return it.
+
+    The test's database is migrated first, so a test may load the legacy seed into `database_url` before.
+    """
     servers: list[TestServer] = []
 
     async def start(**env: str | None) -> web.Application:
+        conn = await connect(database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
         port = free_port()
         settings = make_settings(
-            DATABASE_URL=migrated_url,
-            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-            **google_env(fake_google),
-            **env,
+            **{
+                "DATABASE_URL": database_url,
+                "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+                **google_env(fake_google),
+                **env,
+            }
         )
         server = TestServer(create_app(settings), host="127.0.0.1", port=port)
         await server.start_server()
