@@ -13,11 +13,10 @@ from bot.config import Settings
 from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
 from bot.errors import ConfigError
-from bot.google_api import GoogleClient
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
 from bot.reconnect import ReconnectFlow
-from bot.token_service import TokenService
+from bot.token_service import build_token_service
 from handlers import health, oauth
 from handlers.errors import error_middleware
 from storage.accounts import Accounts
@@ -25,6 +24,8 @@ from storage.oauth_states import OAuthStates
 from storage.pool import create_pool, describe_dsn
 
 log = logging.getLogger(__name__)
+
+USER_AGENT = "gmail-reconnect"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -61,31 +62,17 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _google(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    if settings.google_client_id is None or settings.google_client_secret is None:
-        raise ConfigError(settings.missing_for_serve())
-    async with aiohttp.ClientSession(headers={"User-Agent": "gmail-reconnect"}) as session:
-        google = GoogleClient(
-            session,
-            token_uri=settings.google_token_uri,
-            revoke_uri=settings.google_revoke_uri,
-            userinfo_uri=settings.google_userinfo_uri,
-        )
+    async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         accounts = app[ACCOUNTS]
-        app[TOKENS] = TokenService(
-            accounts,
-            google,
-            client_id=settings.google_client_id,
-            client_secret=settings.google_client_secret.reveal(),
-            required=settings.required_capabilities,
-            testing_mode=settings.google_testing_mode,
-        )
+        tokens = build_token_service(settings, accounts, session)
+        app[TOKENS] = tokens
         app[RECONNECT] = ReconnectFlow(
             settings,
             accounts=accounts,
             states=OAuthStates(app[POOL], accounts.codec.cipher),
             links=app[LINKS],
             consent=Consent(settings),
-            google=google,
+            google=tokens.google,
             hooks=app[HOOKS],
         )
         yield

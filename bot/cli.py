@@ -72,6 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate-keys", help="re-encrypt every stored token under the first TOKEN_ENCRYPTION_KEYS key"
     )
     commands.add_parser("doctor", help="check the configuration and the database, and say what is wrong")
+
+    reconnect_link = commands.add_parser(
+        "reconnect-link", help="print a Reconnect Gmail link for a Slack user (to send it by hand)"
+    )
+    reconnect_link.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+    reconnect_link.add_argument(
+        "--team", metavar="TEAM_ID", help="the Slack team id (for the back-to-Slack link)"
+    )
+    reconnect_link.add_argument(
+        "--switch",
+        action="store_true",
+        help="allow connecting a different Google account than the stored one",
+    )
+
+    disconnect = commands.add_parser(
+        "disconnect", help="revoke a Slack user's Gmail access at Google and wipe the stored tokens"
+    )
+    disconnect.add_argument("slack_user_id", metavar="SLACK_USER_ID")
     return parser
 
 
@@ -180,6 +198,52 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_ERROR if report.failed else EXIT_OK
 
 
+async def _reconnect_link(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.config import ensure_secret_key
+    from bot.links import LinkSigner, Purpose
+
+    settings = ensure_secret_key(settings)
+    assert settings.secret_key is not None
+    signer = LinkSigner(
+        settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
+    )
+    claims = signer.new_claims(
+        args.slack_user_id,
+        slack_team_id=args.team,
+        purpose=Purpose.SWITCH if args.switch else Purpose.RECONNECT,
+    )
+    print(signer.url(claims))
+    print(
+        f"valid until {claims.expires_at:%Y-%m-%d %H:%M} UTC; it works while SECRET_KEY stays the same.",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+async def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from bot.token_service import build_token_service
+
+    async with open_accounts(settings) as accounts, aiohttp.ClientSession() as session:
+        account = await accounts.find_by_slack_id(args.slack_user_id)
+        if account is None:
+            raise GmailReconnectError(f"no account is linked to Slack user {args.slack_user_id}")
+        result = await build_token_service(settings, accounts, session).disconnect(
+            account.id, actor=CLI_ACTOR
+        )
+    if not result.had_tokens:
+        done = "no tokens were stored"
+    elif result.revoked_at_google:
+        done = "access revoked at Google, tokens wiped"
+    else:
+        done = "tokens wiped, but Google could not revoke the access"
+    print(f"{account.user_id} ({account.email or 'no email'}): {done}; status disconnected")
+    if result.cause:
+        print(result.cause)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "migrate": _migrate,
     "accounts": _accounts,
@@ -187,4 +251,6 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "import": _import,
     "rotate-keys": _rotate_keys,
     "doctor": _doctor,
+    "reconnect-link": _reconnect_link,
+    "disconnect": _disconnect,
 }

@@ -13,8 +13,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import asyncpg
 
+from bot.config import Settings
+from bot.errors import ConfigError
 from bot.google_api import Failure, GoogleClient, GoogleError, retry_transient
 from storage.accounts import Accounts
 from storage.models import Account, Status, TokenGrant, TokenSet
@@ -59,6 +62,7 @@ class Disconnection:
 
     account: Account
     revoked_at_google: bool
+    had_tokens: bool
     cause: str | None = None
 
 
@@ -128,7 +132,7 @@ class TokenService:
                 details={"revoked_at_google": revoked, "had_tokens": token is not None},
                 conn=conn,
             )
-        return Disconnection(account, revoked, cause)
+        return Disconnection(account, revoked, token is not None, cause)
 
     def _fresh(self, tokens: TokenSet | None) -> bool:
         if tokens is None or not tokens.access_token or tokens.expiry is None:
@@ -232,6 +236,28 @@ class TokenService:
             "Google says the access was revoked or has expired (invalid_grant): the password may have changed, "
             "access may have been removed in the Google account, or the token went unused for months."
         )
+
+
+def build_token_service(
+    settings: Settings, accounts: Accounts, session: aiohttp.ClientSession
+) -> TokenService:
+    """The token service for these settings, calling Google on `session`."""
+    if settings.google_client_id is None or settings.google_client_secret is None:
+        raise ConfigError(settings.missing_for_serve())
+    google = GoogleClient(
+        session,
+        token_uri=settings.google_token_uri,
+        revoke_uri=settings.google_revoke_uri,
+        userinfo_uri=settings.google_userinfo_uri,
+    )
+    return TokenService(
+        accounts,
+        google,
+        client_id=settings.google_client_id,
+        client_secret=settings.google_client_secret.reveal(),
+        required=settings.required_capabilities,
+        testing_mode=settings.google_testing_mode,
+    )
 
 
 async def _lock(conn: asyncpg.Connection, account_id: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,12 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.conftest import BASE_ENV, SEEDS, load_legacy_seed
+from tests.conftest import BASE_ENV, SEEDS, google_env, load_legacy_seed
+from tests.fakes.google import FakeGoogle
 
 TOKENS = SEEDS / "tokens"
 
@@ -43,7 +46,17 @@ def env(database_url: str, tmp_path: Path) -> dict[str, str]:
 def test_help_lists_every_command(tmp_path: Path) -> None:
     result = run("--help", env={}, cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("serve", "migrate", "accounts", "link", "import", "rotate-keys", "doctor"):
+    for command in (
+        "serve",
+        "migrate",
+        "accounts",
+        "link",
+        "import",
+        "rotate-keys",
+        "doctor",
+        "reconnect-link",
+        "disconnect",
+    ):
         assert command in result.stdout
     assert "the Slack user to link the account to" in run("import", "--help", env={}, cwd=tmp_path).stdout
 
@@ -261,3 +274,65 @@ def test_doctor_and_rotate_keys_with_encrypted_tokens(env: dict[str, str], tmp_p
         and "old key" not in clean.stdout
         and "not in TOKEN_ENCRYPTION_KEYS" not in clean.stdout
     )
+
+
+def test_reconnect_link_prints_a_link_the_server_accepts(env: dict[str, str], tmp_path: Path) -> None:
+    from bot.links import LinkSigner, Purpose
+
+    result = run("reconnect-link", "U0ADMINSENT", "--team", "T0TEAM", "--switch", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    assert url.startswith("http://localhost:8080/oauth/google/start?t=")
+    signer = LinkSigner(env["SECRET_KEY"], public_base_url="http://localhost:8080", ttl=timedelta(days=7))
+    claims = signer.verify(url.split("t=", 1)[1])
+    assert (claims.slack_user_id, claims.slack_team_id, claims.purpose) == (
+        "U0ADMINSENT",
+        "T0TEAM",
+        Purpose.SWITCH,
+    )
+    assert "valid until" in result.stderr
+
+
+async def test_disconnect_revokes_at_google_and_wipes_the_tokens(
+    env: dict[str, str], tmp_path: Path, database_url: str, fake_google: FakeGoogle
+) -> None:
+    await load_legacy_seed(database_url)
+    assert run("migrate", env=env, cwd=tmp_path).returncode == 0
+    fake_google.add_refresh_token(
+        "1//heejae-refresh",
+        email="heejae@gmail.com",
+        scopes=["https://www.googleapis.com/auth/gmail.modify"],
+        client_id="legacy.apps.googleusercontent.com",
+        client_secret="GOCSPX-legacy",
+    )
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
+    }
+    full_env.update({**env, **google_env(fake_google)})
+    # The fake answers on this test's event loop, so the CLI must run without blocking it.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "disconnect",
+        "U091UNVE41M",
+        env=full_env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+
+    assert process.returncode == 0, stderr.decode()
+    assert "access revoked at Google, tokens wiped" in stdout.decode()
+    assert "1//heejae-refresh" in fake_google.revoked
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT token_data, status, is_equipped FROM gmail_tokens WHERE user_id = 'heejae'"
+        )
+    finally:
+        await conn.close()
+    assert "refresh_token" not in row["token_data"] and "access_token" not in row["token_data"]
+    assert row["status"] == "disconnected" and row["is_equipped"] is False
