@@ -136,10 +136,13 @@ class GoogleClient:
 
 def token_response(body: dict[str, Any], *, now: datetime | None = None) -> TokenResponse:
     """A TokenResponse from the token endpoint's JSON."""
-    expires_in = body.get("expires_in")
     expiry = None
-    if isinstance(expires_in, int | float | str) and str(expires_in).isdigit():
-        expiry = (now or datetime.now(UTC)) + timedelta(seconds=int(expires_in))
+    try:
+        seconds = float(body.get("expires_in"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if 0 <= seconds < 10 * 365 * 86400:
+        expiry = (now or datetime.now(UTC)) + timedelta(seconds=seconds)
     scope = body.get("scope")
     return TokenResponse(
         access_token=str(body["access_token"]),

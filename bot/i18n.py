@@ -28,13 +28,15 @@ def pick_locale(accept_language: str | None, default: str) -> str:
     """The first supported language of an Accept-Language header, by preference; `default` if none."""
     ranked: list[tuple[float, int, str]] = []
     for position, item in enumerate((accept_language or "").split(",")):
-        tag, _, params = item.strip().partition(";")
+        tag, *params = item.split(";")
         quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
         language = tag.strip().lower().split("-")[0]
         if language in LOCALES and quality > 0:
             ranked.append((-quality, position, language))

@@ -12,6 +12,7 @@ import enum
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from bot.errors import GmailReconnectError
 
 START_PATH = "/oauth/google/start"
 _KEY_LABEL = b"gmail-reconnect link token v1"
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Purpose(enum.StrEnum):
@@ -136,4 +138,10 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Strict: only the canonical spelling decodes, so one set of claims has exactly one accepted token.
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data

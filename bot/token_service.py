@@ -148,6 +148,9 @@ class TokenService:
             if not force and self._fresh(tokens):
                 assert tokens is not None
                 return Access(Outcome.VALID, account, tokens.access_token, tokens.expiry)
+            if tokens is None and account.status is Status.DISCONNECTED:
+                # Disconnected on purpose: say so, rather than calling the tokens "missing".
+                return Access(Outcome.NEEDS_USER, account, cause=account.status_cause)
             if tokens is None or not tokens.refresh_token:
                 cause = "No Gmail token is stored." if tokens is None else "No refresh token is stored."
                 account = await self.accounts.set_status(

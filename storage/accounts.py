@@ -226,7 +226,7 @@ class Accounts:
                 slack_user_id=slack_user_id or _slack_id(row),
                 details={
                     "status": str(status),
-                    "new_refresh_token": bool(grant.refresh_token),
+                    "refresh_token_issued": bool(grant.refresh_token),
                     "scopes": normalize_scopes(grant.scopes) if grant.scopes is not None else None,
                     **(details or {}),
                 },

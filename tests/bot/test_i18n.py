@@ -62,9 +62,9 @@ def test_placeholders_are_named(locale: str) -> None:
     # A positional "{}" or "{0}" could never be filled by text(..., **params).
     texts = catalogue(locale)
     positional = {
-        key: names for key, value in texts.items() if (names := placeholders(value)) and not all(
-            name.isidentifier() for name in names
-        )
+        key: names
+        for key, value in texts.items()
+        if (names := placeholders(value)) and not all(name.isidentifier() for name in names)
     }
     assert positional == {}
 
@@ -124,3 +124,11 @@ def test_text_of_an_unknown_key_is_a_key_error() -> None:
 )
 def test_pick_locale(header: str | None, default: str, expected: str) -> None:
     assert pick_locale(header, default) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("en;Q=0.9, ko;q=0.5", "en"), ("ko;level=1;q=0.2, en;q=0.8", "en"), ("en; q=0.3 ,ko; q=0.4", "ko")],
+)
+def test_pick_locale_reads_the_quality_wherever_and_however_it_is_written(header: str, expected: str) -> None:
+    assert pick_locale(header, "ko") == expected
