@@ -235,7 +235,13 @@ class TokenService:
             return Status.EXPIRED, (
                 "Google ended the access after 7 days, as it does for OAuth apps in testing mode (invalid_grant)."
             )
-        return Status.REVOKED, (
+        # Google's usual text, "Token has been expired or revoked.", does not say which; only an answer that
+        # speaks of revocation alone is recorded as revoked.
+        description = str(error).lower()
+        status = (
+            Status.REVOKED if "revoked" in description and "expired" not in description else Status.EXPIRED
+        )
+        return status, (
             "Google says the access was revoked or has expired (invalid_grant): the password may have changed, "
             "access may have been removed in the Google account, or the token went unused for months."
         )

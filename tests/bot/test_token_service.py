@@ -366,7 +366,7 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_shared_refresh(
 # ---- The user must reconnect ---------------------------------------------------------------------------------
 
 
-async def test_invalid_grant_marks_the_account_revoked(
+async def test_invalid_grant_marks_the_account_expired_with_its_cause(
     accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
     connected = await connect_account(accounts, fake_google, expires_in=timedelta(minutes=1))
@@ -376,16 +376,16 @@ async def test_invalid_grant_marks_the_account_revoked(
 
     assert result.outcome is Outcome.NEEDS_USER and not result.ok
     assert result.access_token is None
-    assert result.account.status is Status.REVOKED
+    assert result.account.status is Status.EXPIRED
     assert result.cause is not None and "invalid_grant" in result.cause
     account = await accounts.get(connected.account.id)
-    assert account.status is Status.REVOKED and account.status_cause == result.cause
+    assert account.status is Status.EXPIRED and account.status_cause == result.cause
     assert account.status.needs_user
     assert token_calls(fake_google) == 1  # not retried: it cannot get better
 
     event = (await audit.recent(accounts.pool, account_id=account.id, limit=1))[0]
     assert (event.action, event.actor) == ("status.changed", "token-service")
-    assert (event.details["from"], event.details["to"]) == ("healthy", "revoked")
+    assert (event.details["from"], event.details["to"]) == ("healthy", "expired")
     assert event.details["cause"] == result.cause
 
 
@@ -394,8 +394,8 @@ async def test_invalid_grant_marks_the_account_revoked(
     [
         (True, timedelta(days=8), Status.EXPIRED),
         (True, timedelta(days=7, minutes=1), Status.EXPIRED),
-        (True, timedelta(days=1), Status.REVOKED),
-        (False, timedelta(days=8), Status.REVOKED),
+        (True, timedelta(days=1), Status.EXPIRED),
+        (False, timedelta(days=8), Status.EXPIRED),
     ],
 )
 async def test_invalid_grant_in_testing_mode_after_seven_days_is_expiry(
@@ -420,7 +420,22 @@ async def test_invalid_grant_in_testing_mode_after_seven_days_is_expiry(
     account = await accounts.get(connected.account.id)
     assert account.status is status
     assert result.cause is not None and "invalid_grant" in result.cause
-    assert ("7 days" in result.cause) is (status is Status.EXPIRED)
+    assert ("7 days" in result.cause) is (testing_mode and age >= timedelta(days=7))
+
+
+async def test_invalid_grant_that_speaks_only_of_revocation_marks_the_account_revoked(
+    accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
+) -> None:
+    connected = await connect_account(accounts, fake_google, expires_in=timedelta(minutes=1))
+    fake_google.fail_token(
+        400,
+        error="invalid_grant",
+        body=json.dumps({"error": "invalid_grant", "error_description": "Token has been revoked."}),
+    )
+
+    result = await make_service(accounts).access(connected.account.id)
+
+    assert result.outcome is Outcome.NEEDS_USER and result.account.status is Status.REVOKED
 
 
 @pytest.mark.parametrize("subtype", ["invalid_rapt", "rapt_required"])

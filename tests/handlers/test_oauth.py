@@ -537,3 +537,17 @@ async def test_old_states_are_forgotten(serve: Serve, browser: aiohttp.ClientSes
     await location(browser, app[LINKS].new_url("U0GC"))
 
     assert await pool.fetchval("SELECT count(*) FROM oauth_states") == 1
+
+
+async def test_a_database_outage_shows_a_page_not_a_traceback(
+    serve: Serve, browser: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await serve()
+    link = app[LINKS].new_url("U0DBDOWN")
+    await app[POOL].close()
+
+    status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
+
+    assert status == 500 and "Something went wrong" in page and "Traceback" not in page
+    assert "<html" in page and "U0DBDOWN" not in page
+    assert any(record.exc_info for record in caplog.records if record.name == "handlers.errors")
