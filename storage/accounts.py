@@ -285,9 +285,7 @@ class Accounts:
         """Remove an account's tokens (keeping the row, its metadata and other token_data keys) and set its status."""
         async with self._transaction(conn) as conn:
             row = await conn.fetchrow(
-                "SELECT id, user_id, token_data, metadata, to_jsonb(g) ? 'is_equipped' AS has_legacy_flag "
-                "FROM gmail_tokens AS g WHERE id = $1 FOR UPDATE",
-                account_id,
+                f"SELECT {_LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE id = $1 FOR UPDATE", account_id
             )
             if row is None:
                 raise NotFound(f"no gmail_tokens row has id {account_id}")

@@ -127,6 +127,17 @@ async def connect_account(
     return Connected(account, access, refresh)
 
 
+def register_heejae_with_the_legacy_client(fake: FakeGoogle) -> None:
+    """Make the fake know seed 000's heejae grant, issued to the legacy OAuth client."""
+    fake.add_refresh_token(
+        HEEJAE_REFRESH,
+        email="heejae@gmail.com",
+        scopes=[MODIFY],
+        client_id=LEGACY_CLIENT_ID,
+        client_secret=LEGACY_CLIENT_SECRET,
+    )
+
+
 def token_calls(fake: FakeGoogle) -> int:
     return len(fake.calls_to("/token"))
 
@@ -678,13 +689,7 @@ async def test_the_bots_own_client_rejected_blames_the_configuration_not_the_use
 async def test_a_legacy_row_is_refreshed_with_its_own_oauth_client(
     legacy_accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
-    fake_google.add_refresh_token(
-        HEEJAE_REFRESH,
-        email="heejae@gmail.com",
-        scopes=[MODIFY],
-        client_id=LEGACY_CLIENT_ID,
-        client_secret=LEGACY_CLIENT_SECRET,
-    )
+    register_heejae_with_the_legacy_client(fake_google)
     heejae = await legacy_accounts.find_by_user_id("heejae")
     assert heejae is not None and heejae.is_equipped is False and heejae.status is Status.UNKNOWN
 
@@ -833,13 +838,7 @@ async def test_disconnect_when_google_cannot_revoke_still_wipes_the_tokens(
 async def test_disconnect_of_a_legacy_row_clears_is_equipped(
     legacy_accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
-    fake_google.add_refresh_token(
-        HEEJAE_REFRESH,
-        email="heejae@gmail.com",
-        scopes=[MODIFY],
-        client_id=LEGACY_CLIENT_ID,
-        client_secret=LEGACY_CLIENT_SECRET,
-    )
+    register_heejae_with_the_legacy_client(fake_google)
     heejae = await legacy_accounts.find_by_user_id("heejae")
     assert heejae is not None
     service = make_service(legacy_accounts)
