@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, HOOKS, LINKS, POOL, RECONNECT, SETTINGS, TOKENS
+from bot.appkeys import ACCOUNTS, BOLT, HOOKS, LINKS, LOCALES, POOL, RECONNECT, SETTINGS, TOKENS
 from bot.config import Settings
 from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
@@ -16,8 +16,9 @@ from bot.errors import ConfigError
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
 from bot.reconnect import ReconnectFlow
+from bot.slack_client import Locales, create_bolt_app
 from bot.token_service import build_token_service
-from handlers import health, oauth
+from handlers import health, oauth, slack
 from handlers.errors import error_middleware
 from storage.accounts import Accounts
 from storage.oauth_states import OAuthStates
@@ -41,10 +42,16 @@ def create_app(settings: Settings) -> web.Application:
     )
     # Hooks exist before start-up, so the Slack layer can register on them while the app is assembled.
     app[HOOKS] = ReconnectHooks()
+    bolt = create_bolt_app(settings)
+    app[BOLT] = bolt
+    app[LOCALES] = Locales(bolt.client, settings.default_locale)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_google)
+    if settings.slack_app_token is not None:
+        app.cleanup_ctx.append(_socket_mode)
     health.register(app)
     oauth.register(app)
+    slack.register(app)
     return app
 
 
@@ -77,3 +84,16 @@ async def _google(app: web.Application) -> AsyncIterator[None]:
         )
         yield
         await app[HOOKS].drain()
+
+
+async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
+    # With SLACK_APP_TOKEN, Slack's requests arrive over a WebSocket; the web server still serves OAuth and health.
+    from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+    token = app[SETTINGS].slack_app_token
+    assert token is not None
+    handler = AsyncSocketModeHandler(app[BOLT], token.reveal())
+    await handler.connect_async()
+    log.info("Connected to Slack in Socket Mode")
+    yield
+    await handler.close_async()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
+from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
 from bot.reconnect import ReconnectFlow
+from bot.slack_client import Locales
 from bot.token_service import TokenService
 from storage.accounts import Accounts
 
@@ -19,3 +21,5 @@ LINKS = web.AppKey("links", LinkSigner)
 HOOKS = web.AppKey("reconnect_hooks", ReconnectHooks)
 RECONNECT = web.AppKey("reconnect_flow", ReconnectFlow)
 TOKENS = web.AppKey("token_service", TokenService)
+BOLT = web.AppKey("bolt", AsyncApp)
+LOCALES = web.AppKey("locales", Locales)

@@ -33,6 +33,7 @@ SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_LENGTH = 32
 LOCALES = ("ko", "en")
 DEFAULT_LINK_TTL = timedelta(days=7)
+_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -88,6 +89,7 @@ class Settings:
     link_ttl: timedelta = DEFAULT_LINK_TTL
     default_locale: str = "ko"
     google_testing_mode: bool = False
+    admin_slack_user_ids: frozenset[str] = frozenset()
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -239,6 +241,7 @@ class _Reader:
             link_ttl=self.duration("LINK_TTL", DEFAULT_LINK_TTL),
             default_locale=self.choice("DEFAULT_LOCALE", LOCALES, "ko"),
             google_testing_mode=self.flag("GOOGLE_OAUTH_TESTING_MODE"),
+            admin_slack_user_ids=self.slack_ids("ADMIN_SLACK_USER_IDS"),
         )
 
     def database_url(self) -> Secret | None:
@@ -349,6 +352,16 @@ class _Reader:
             self.problems.append(f"{name}={value!r} is not supported: set one of {', '.join(allowed)}.")
             return default
         return value
+
+    def slack_ids(self, name: str) -> frozenset[str]:
+        values = [v.strip() for v in (self.text(name, "") or "").replace(" ", ",").split(",") if v.strip()]
+        wrong = [v for v in values if not _SLACK_USER_ID.fullmatch(v)]
+        if wrong:
+            self.problems.append(
+                f"{name} has {', '.join(map(repr, wrong))}, which are not Slack user IDs: list IDs like U0123ABCD "
+                "(Slack profile → ⋮ → Copy member ID), separated by commas."
+            )
+        return frozenset(v for v in values if v not in wrong)
 
     def flag(self, name: str) -> bool:
         value = (self.text(name, "false") or "false").lower()

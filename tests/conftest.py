@@ -25,6 +25,7 @@ from storage.accounts import Accounts
 from storage.migrator import migrate
 from storage.pool import connect, create_pool
 from tests.fakes.google import FakeGoogle, fake_google_server
+from tests.fakes.slack import FakeSlack, fake_slack_server
 
 SEEDS = Path(__file__).parent / "data"
 # A fixed, valid configuration for tests; each test overrides what it is about.
@@ -198,8 +199,15 @@ def google_env(fake: FakeGoogle) -> dict[str, str]:
 
 
 @pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    """The local fake of Slack's Web API, answering the bot token of BASE_ENV."""
+    async with fake_slack_server(bot_token=BASE_ENV["SLACK_BOT_TOKEN"]) as fake:
+        yield fake
+
+
+@pytest.fixture
 async def serve(
-    database_url: str, fake_google: FakeGoogle, make_settings: Callable[..., Settings]
+    database_url: str, fake_google: FakeGoogle, fake_slack: FakeSlack, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Callable[..., Awaitable[web.Application]]]:
     """Start the real application over real HTTP (on a free port that PUBLIC_BASE_URL names) and return it.
 
@@ -218,6 +226,7 @@ async def serve(
             **{
                 "DATABASE_URL": database_url,
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+                "SLACK_API_URL": fake_slack.base_url,
                 **google_env(fake_google),
                 **env,
             }

@@ -1,0 +1,69 @@
+"""/gmail-status: the user's own card, help, and (for admins) every account that needs attention."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import help_blocks, status_card
+from bot.i18n import text
+from handlers.slack import Deps
+
+log = logging.getLogger(__name__)
+
+COMMAND = "/gmail-status"
+
+
+def register(bolt: Any, deps: Deps) -> None:
+    """Add the slash command."""
+
+    async def on_gmail_status(
+        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await gmail_status(deps, ack=ack, command=command, client=client, respond=respond)
+
+    bolt.command(COMMAND)(on_gmail_status)
+
+
+async def gmail_status(
+    deps: Deps, *, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+) -> None:
+    """Acknowledge at once, then answer with an ephemeral card in the user's language."""
+    await ack()
+    user_id = command["user_id"]
+    argument = (command.get("text") or "").strip().lower()
+    locale = await deps.locales.of(user_id)
+    if argument in ("help", "도움말"):
+        blocks = help_blocks(locale, admin=deps.is_admin(user_id))
+        fallback = text(locale, "slack.help")
+    else:
+        view = await deps.status_view(user_id, command.get("team_id"))
+        blocks = status_card(view, locale)
+        fallback = text(locale, "slack.status.title")
+    await post_ephemeral(
+        client, respond, channel=command["channel_id"], user=user_id, blocks=blocks, text=fallback
+    )
+
+
+async def post_ephemeral(
+    client: AsyncWebClient,
+    respond: AsyncRespond,
+    *,
+    channel: str,
+    user: str,
+    blocks: list[dict[str, Any]],
+    text: str,
+) -> None:
+    """chat.postEphemeral, or the command's response_url where the bot cannot post (a channel it is not in)."""
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user, blocks=blocks, text=text)
+    except SlackApiError as error:
+        log.info(
+            "chat.postEphemeral failed (%s); answering through the response URL", error.response.get("error")
+        )
+        await respond(blocks=blocks, text=text, response_type="ephemeral")

@@ -1,0 +1,632 @@
+"""A local fake of Slack's Web API served over real HTTP, and builders of the signed requests Slack sends to an app.
+
+Methods answer as Slack does: HTTP 200 with `{"ok": true, ...}` or `{"ok": false, "error": ...}`, HTTP 429 with
+`Retry-After` when rate limited, so slack_sdk's clients and retry handlers can be tested against the real protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+DEFAULT_BOT_TOKEN = "xoxb-test-bot-token"
+TEAM_ID = "T0TEAM"
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+APP_ID = "A0APP"
+TRIGGER_ID = "1337.42.abcd"
+VERIFICATION_TOKEN = "fake-verification-token"
+TEAM_DOMAIN = "fake"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+JSON_CONTENT_TYPE = "application/json"
+MAX_MESSAGE_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100
+MAX_TEXT_LENGTH = 40_000
+# Arguments that clients send JSON-encoded inside form bodies.
+_JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
+_TRUE = frozenset({"true", "1"})
+_FIRST_TS = 1_700_000_000_000_000  # microseconds; ts values grow by 100 from here
+
+
+def dm_channel_id(user_id: str) -> str:
+    """The id of the bot's direct-message channel with a user ("U123" -> "D123")."""
+    return "D" + user_id[1:]
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or str(value).lower() in _TRUE
+
+
+class _SlackError(Exception):
+    """Ends a method with HTTP 200 and `{"ok": false, "error": error}`."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass
+class SlackCall:
+    """One Web API call the fake received; status is 0 until it is answered."""
+
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    status: int = 0
+    at: float = 0.0
+
+
+@dataclass
+class SlackUser:
+    """A member of the fake workspace."""
+
+    id: str
+    name: str = ""
+    real_name: str = ""
+    email: str | None = None
+    locale: str = "ko-KR"
+    tz: str = "Asia/Seoul"
+    is_bot: bool = False
+    deleted: bool = False
+
+
+class FakeSlack:
+    """Slack's auth, conversations, chat, views and users methods on 127.0.0.1."""
+
+    def __init__(
+        self,
+        bot_token: str = DEFAULT_BOT_TOKEN,
+        *,
+        team_id: str = TEAM_ID,
+        bot_user_id: str = BOT_USER_ID,
+        app_id: str = APP_ID,
+    ) -> None:
+        self.bot_token = bot_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.app_id = app_id
+        self.bot_id = BOT_ID
+        self.base_url = ""
+        self.delay = 0.0
+        self.users: dict[str, SlackUser] = {}
+        self.channels: set[str] = {"C0GENERAL"}  # channels besides DMs that the bot is a member of
+        self.calls: list[SlackCall] = []
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.ephemerals: list[dict[str, Any]] = []
+        self.views: dict[str, dict[str, Any]] = {}
+        self.opened_views: list[dict[str, Any]] = []
+        self._views_by_id: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, list[tuple[int, str | None, int]]] = {}
+        self._ts = _FIRST_TS
+        self._runner: web.AppRunner | None = None
+        self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "auth.test": self._auth_test,
+            "conversations.open": self._conversations_open,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update_message,
+            "chat.postEphemeral": self._post_ephemeral,
+            "chat.delete": self._delete_message,
+            "views.publish": self._views_publish,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "users.info": self._users_info,
+            "users.lookupByEmail": self._users_lookup_by_email,
+        }
+
+    async def start(self) -> None:
+        """Serve on an unused port of 127.0.0.1 and set base_url."""
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}/api/"
+
+    async def close(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # Test controls.
+
+    def add_user(self, user_id: str, **kwargs: Any) -> SlackUser:
+        """Add (or replace) a workspace member; keywords are SlackUser fields."""
+        kwargs.setdefault("name", user_id.lower())
+        kwargs.setdefault("real_name", kwargs["name"])
+        user = SlackUser(user_id, **kwargs)
+        self.users[user_id] = user
+        return user
+
+    def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
+        """Answer the next `times` calls to `method` with HTTP 429, `Retry-After` and error "ratelimited"."""
+        self._failures.setdefault(method, []).extend([(429, "ratelimited", retry_after)] * times)
+
+    def fail(self, method: str, *, status: int = 500, times: int = 1, error: str | None = None) -> None:
+        """Answer the next `times` calls to `method` with `status` and no body, or HTTP 200 with `error`."""
+        failure = (200, error, 0) if error is not None else (status, None, 0)
+        self._failures.setdefault(method, []).extend([failure] * times)
+
+    def calls_to(self, method: str) -> list[SlackCall]:
+        """The recorded calls to one method, oldest first."""
+        return [call for call in self.calls if call.method == method]
+
+    # Plumbing.
+
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await _request_args(request)
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        token = bearer.strip() if scheme.lower() == "bearer" and bearer.strip() else args.pop("token", None)
+        call = SlackCall(method, args, token, at=time.monotonic())
+        self.calls.append(call)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        response = self._answer(method, args, token)
+        call.status = response.status
+        return response
+
+    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> web.Response:
+        failures = self._failures.get(method)
+        if failures:
+            status, error, retry_after = failures.pop(0)
+            if status == 429:
+                return _json({"ok": False, "error": error}, 429, {"Retry-After": str(retry_after)})
+            if error is None:
+                return web.Response(status=status, body=b"", content_type=JSON_CONTENT_TYPE, charset="utf-8")
+            return _json({"ok": False, "error": error})
+        handler = self._methods.get(method)
+        if handler is None:
+            return _json({"ok": False, "error": "unknown_method", "req_method": method})
+        if not token:
+            return _json({"ok": False, "error": "not_authed"})
+        if token != self.bot_token:
+            return _json({"ok": False, "error": "invalid_auth"})
+        try:
+            return _json({"ok": True, **handler(args)})
+        except _SlackError as exc:
+            return _json({"ok": False, "error": exc.error})
+
+    def _next_ts(self) -> str:
+        self._ts += 100
+        return f"{self._ts // 1_000_000}.{self._ts % 1_000_000:06d}"
+
+    def _user(self, user_id: Any) -> SlackUser:
+        user = self.users.get(str(user_id or ""))
+        if user is None:
+            raise _SlackError("user_not_found")
+        return user
+
+    def _channel(self, channel: Any) -> str:
+        """A channel argument as a channel id: a user id means the DM with that user."""
+        channel = str(channel or "")
+        if channel in self.channels:
+            return channel
+        for user_id in self.users:
+            if channel in (user_id, dm_channel_id(user_id)):
+                return dm_channel_id(user_id)
+        raise _SlackError("channel_not_found")
+
+    def _message(self, args: dict[str, Any]) -> tuple[str, str]:
+        key = (self._channel(args.get("channel")), str(args.get("ts", "")))
+        if key not in self.messages:
+            raise _SlackError("message_not_found")
+        return key
+
+    def _view(self, view: Any, *, types: tuple[str, ...], view_id: str | None = None) -> dict[str, Any]:
+        """The stored form of a view argument, as Slack echoes it back."""
+        if not isinstance(view, dict) or view.get("type") not in types:
+            raise _SlackError("invalid_arguments")
+        _check_blocks(view.get("blocks", []), MAX_VIEW_BLOCKS)
+        return _view_object(
+            view, team_id=self.team_id, view_id=view_id, app_id=self.app_id, bot_id=self.bot_id
+        )
+
+    def _store_view(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Keep one dict per view id, so users' home views and opened views see later updates."""
+        stored = self._views_by_id.setdefault(view["id"], view)
+        if stored is not view:
+            stored.clear()
+            stored.update(view)
+        return stored
+
+    # Methods.
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://fake.slack.com/",
+            "team": "Fake",
+            "user": "gmail-reconnect",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        users = [user for user in str(args.get("users", "")).split(",") if user]
+        if not users:
+            raise _SlackError("users_list_not_supplied")
+        if len(users) > 1:
+            raise _SlackError("invalid_arguments")  # group DMs are not faked
+        self._user(users[0])
+        return {"no_op": True, "already_open": True, "channel": {"id": dm_channel_id(users[0])}}
+
+    def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args.get("channel"))
+        text, blocks = _content(args)
+        message: dict[str, Any] = {
+            "type": "message",
+            "channel": channel,
+            "ts": self._next_ts(),
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "team": self.team_id,
+            "text": text,
+            "blocks": blocks,
+        }
+        if args.get("thread_ts"):
+            message["thread_ts"] = str(args["thread_ts"])
+        self.messages[channel, message["ts"]] = message
+        return {"channel": channel, "ts": message["ts"], "message": _without_channel(message)}
+
+    def _update_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._message(args)
+        text, blocks = _content(args)
+        message = self.messages[key]
+        # Slack keeps the text or blocks that an update leaves out.
+        if "text" in args:
+            message["text"] = text
+        if "blocks" in args:
+            message["blocks"] = blocks
+        message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        channel, ts = key
+        return {"channel": channel, "ts": ts, "text": message["text"], "message": _without_channel(message)}
+
+    def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args.get("channel"))
+        user = self._user(args.get("user"))
+        text, blocks = _content(args)
+        message_ts = self._next_ts()
+        self.ephemerals.append(
+            {"channel": channel, "user": user.id, "ts": message_ts, "text": text, "blocks": blocks}
+        )
+        return {"message_ts": message_ts}
+
+    def _delete_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._message(args)
+        del self.messages[key]
+        return {"channel": key[0], "ts": key[1]}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._user(args.get("user_id"))
+        current = self.views.get(user.id)
+        if current is not None and args.get("hash") and args["hash"] != current["hash"]:
+            raise _SlackError("hash_conflict")
+        view = self._view(args.get("view"), types=("home",), view_id=current["id"] if current else None)
+        self.views[user.id] = self._store_view(view)
+        return {"view": view}
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("trigger_id"):
+            raise _SlackError("invalid_arguments")
+        view = self._store_view(self._view(args.get("view"), types=("modal",)))
+        self.opened_views.append(view)
+        return {"view": view}
+
+    def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        view_id, external_id = args.get("view_id"), args.get("external_id")
+        found = [
+            view
+            for view in self._views_by_id.values()
+            if (view_id and view["id"] == view_id) or (external_id and view["external_id"] == external_id)
+        ]
+        if not found:
+            raise _SlackError("not_found")
+        current = found[0]
+        if args.get("hash") and args["hash"] != current["hash"]:
+            raise _SlackError("hash_conflict")
+        view = self._view(args.get("view"), types=(current["type"],), view_id=current["id"])
+        view["root_view_id"] = current["root_view_id"]
+        view["external_id"] = view["external_id"] or current["external_id"]
+        return {"view": self._store_view(view)}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._user(args.get("user"))
+        return {"user": self._user_object(user, with_locale=_is_true(args.get("include_locale")))}
+
+    def _users_lookup_by_email(self, args: dict[str, Any]) -> dict[str, Any]:
+        email = str(args.get("email", "")).lower()
+        for user in self.users.values():
+            if user.email and user.email.lower() == email and not user.deleted:
+                return {"user": self._user_object(user, with_locale=False)}
+        raise _SlackError("users_not_found")
+
+    def _user_object(self, user: SlackUser, *, with_locale: bool) -> dict[str, Any]:
+        profile: dict[str, Any] = {"real_name": user.real_name, "display_name": user.name}
+        if user.email is not None:
+            profile["email"] = user.email
+        body: dict[str, Any] = {
+            "id": user.id,
+            "team_id": self.team_id,
+            "name": user.name,
+            "real_name": user.real_name,
+            "deleted": user.deleted,
+            "is_bot": user.is_bot,
+            "tz": user.tz,
+            "profile": profile,
+        }
+        if with_locale:
+            body["locale"] = user.locale
+        return body
+
+
+async def _request_args(request: web.Request) -> dict[str, Any]:
+    """Query string and body arguments merged, with JSON-encoded form fields decoded."""
+    args: dict[str, Any] = dict(request.query)
+    if request.content_type == JSON_CONTENT_TYPE and request.can_read_body:
+        body = await request.json()
+        if isinstance(body, dict):
+            args.update(body)
+    elif request.content_type == FORM_CONTENT_TYPE:
+        args.update({key: value for key, value in (await request.post()).items() if isinstance(value, str)})
+    for name in _JSON_ARGS & args.keys():
+        if isinstance(args[name], str) and args[name].strip():
+            with suppress(json.JSONDecodeError):  # left as text, which the method rejects
+                args[name] = json.loads(args[name])
+    return args
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type=JSON_CONTENT_TYPE,
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def _check_blocks(blocks: Any, limit: int) -> None:
+    if not isinstance(blocks, list) or len(blocks) > limit:
+        raise _SlackError("invalid_blocks")
+
+
+def _content(args: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A message's text and blocks; Slack wants at least one of them (or attachments)."""
+    text, blocks = str(args.get("text") or ""), args.get("blocks") or []
+    if not text and not blocks and not args.get("attachments"):
+        raise _SlackError("no_text")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise _SlackError("msg_too_long")
+    _check_blocks(blocks, MAX_MESSAGE_BLOCKS)
+    return text, blocks
+
+
+def _without_channel(message: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in message.items() if key != "channel"}
+
+
+def _view_object(
+    view: dict[str, Any],
+    *,
+    team_id: str,
+    view_id: str | None = None,
+    app_id: str = APP_ID,
+    bot_id: str = BOT_ID,
+) -> dict[str, Any]:
+    """A view as Slack shows it to apps: the given fields plus Slack's own."""
+    view_id = view_id or "V" + secrets.token_hex(5).upper()
+    return {
+        "id": view_id,
+        "team_id": team_id,
+        "type": view["type"],
+        "blocks": view.get("blocks", []),
+        "private_metadata": view.get("private_metadata", ""),
+        "callback_id": view.get("callback_id", ""),
+        "state": view.get("state", {"values": {}}),
+        "hash": secrets.token_hex(8),
+        "title": view.get("title"),
+        "close": view.get("close"),
+        "submit": view.get("submit"),
+        "clear_on_close": bool(view.get("clear_on_close", False)),
+        "notify_on_close": bool(view.get("notify_on_close", False)),
+        "root_view_id": view_id,
+        "previous_view_id": None,
+        "app_id": app_id,
+        "external_id": view.get("external_id", ""),
+        "app_installed_team_id": team_id,
+        "bot_id": bot_id,
+    }
+
+
+@asynccontextmanager
+async def fake_slack_server(**kwargs: Any) -> AsyncIterator[FakeSlack]:
+    """A started FakeSlack (constructor arguments as keywords), closed on exit."""
+    fake = FakeSlack(**kwargs)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+# Requests as Slack sends them to an app.
+
+
+def sign(
+    body: bytes, signing_secret: str, timestamp: int | None = None, *, content_type: str | None = None
+) -> dict[str, str]:
+    """Slack's signature headers for `body` (timestamp defaults to now), plus Content-Type if given."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    base = b"v0:" + str(timestamp).encode() + b":" + body
+    digest = hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+    headers = {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": "v0=" + digest}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return headers
+
+
+def _channel_name(channel_id: str) -> str:
+    return "directmessage" if channel_id.startswith("D") else "general"
+
+
+def _event_ts() -> str:
+    return f"{time.time():.6f}"
+
+
+def _interaction(kind: str, user_id: str, team_id: str, trigger_id: str) -> dict[str, Any]:
+    """The fields every interactive payload starts with."""
+    user = {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": team_id}
+    return {
+        "type": kind,
+        "user": user,
+        "api_app_id": APP_ID,
+        "token": VERIFICATION_TOKEN,
+        "trigger_id": trigger_id,
+        "team": {"id": team_id, "domain": TEAM_DOMAIN},
+        "enterprise": None,
+        "is_enterprise_install": False,
+    }
+
+
+def _payload_body(payload: dict[str, Any]) -> bytes:
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def slash_command_body(
+    command: str = "/gmail-status",
+    text: str = "",
+    *,
+    user_id: str,
+    team_id: str = TEAM_ID,
+    channel_id: str = "C0GENERAL",
+    trigger_id: str = TRIGGER_ID,
+    response_url: str = "https://hooks.slack.com/commands/T0TEAM/1/abc",
+) -> bytes:
+    """A slash command's form body, fields in Slack's order."""
+    fields = {
+        "token": VERIFICATION_TOKEN,
+        "team_id": team_id,
+        "team_domain": TEAM_DOMAIN,
+        "channel_id": channel_id,
+        "channel_name": _channel_name(channel_id),
+        "user_id": user_id,
+        "user_name": user_id.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": APP_ID,
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": trigger_id,
+    }
+    return urlencode(fields).encode()
+
+
+def block_actions_body(
+    action_id: str,
+    *,
+    user_id: str,
+    value: str | None = None,
+    team_id: str = TEAM_ID,
+    container: dict[str, Any] | None = None,
+    channel_id: str | None = None,
+    message_ts: str | None = None,
+    message: dict[str, Any] | None = None,
+    view: dict[str, Any] | None = None,
+    action_type: str = "button",
+    url: str | None = None,
+    block_id: str = "actions",
+    trigger_id: str = TRIGGER_ID,
+) -> bytes:
+    """A block_actions form body: a click in a message when message_ts is given, else in a view."""
+    text = {"type": "plain_text", "text": action_id, "emoji": True}
+    action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "text": text, "value": value}
+    action = {key: item for key, item in action.items() if item is not None}
+    action |= {"type": action_type, "action_ts": _event_ts()}
+    if url is not None:
+        action["url"] = url
+    if container is None and message_ts is not None:
+        container = {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel_id,
+            "is_ephemeral": False,
+        }
+    payload = _interaction("block_actions", user_id, team_id, trigger_id)
+    payload["container"] = container or {"type": "view", "view_id": (view or {}).get("id", "")}
+    if channel_id is not None:
+        payload["channel"] = {"id": channel_id, "name": _channel_name(channel_id)}
+    if message_ts is not None:
+        bot = {"user": BOT_USER_ID, "bot_id": BOT_ID, "app_id": APP_ID, "team": team_id}
+        payload["message"] = message or {"type": "message", "ts": message_ts, "text": "", "blocks": [], **bot}
+        payload["state"] = {"values": {}}
+        payload["response_url"] = f"https://hooks.slack.com/actions/{team_id}/1/abc"
+    if view is not None:
+        payload["view"] = view
+    return _payload_body({**payload, "actions": [action]})
+
+
+def view_submission_body(
+    callback_id: str,
+    *,
+    user_id: str,
+    private_metadata: str = "",
+    values: dict[str, Any] | None = None,
+    team_id: str = TEAM_ID,
+) -> bytes:
+    """A modal's view_submission form body; values as in view.state.values."""
+    modal = {
+        "type": "modal",
+        "callback_id": callback_id,
+        "private_metadata": private_metadata,
+        "state": {"values": values or {}},
+        "title": {"type": "plain_text", "text": "Fake", "emoji": True},
+        "submit": {"type": "plain_text", "text": "Submit", "emoji": True},
+    }
+    payload = _interaction("view_submission", user_id, team_id, TRIGGER_ID)
+    payload["view"] = _view_object(modal, team_id=team_id)
+    return _payload_body({**payload, "response_urls": []})
+
+
+def event_body(event: dict[str, Any], *, team_id: str = TEAM_ID, api_app_id: str = APP_ID) -> bytes:
+    """An Events API event_callback envelope around `event`, as JSON."""
+    authorization = {"enterprise_id": None, "team_id": team_id, "user_id": BOT_USER_ID, "is_bot": True}
+    envelope = {
+        "token": VERIFICATION_TOKEN,
+        "team_id": team_id,
+        "context_team_id": team_id,
+        "api_app_id": api_app_id,
+        "event": event,
+        "type": "event_callback",
+        "event_id": "Ev" + secrets.token_hex(5).upper(),
+        "event_time": int(time.time()),
+        "authorizations": [{**authorization, "is_enterprise_install": False}],
+        "is_ext_shared_channel": False,
+    }
+    return json.dumps(envelope).encode()
+
+
+def app_home_opened(user_id: str, *, tab: str = "home") -> dict[str, Any]:
+    """An app_home_opened event for `user_id`, to wrap with event_body."""
+    channel = dm_channel_id(user_id)
+    return {
+        "type": "app_home_opened",
+        "user": user_id,
+        "channel": channel,
+        "tab": tab,
+        "event_ts": _event_ts(),
+    }
