@@ -71,9 +71,13 @@ class ReconnectFlow:
         except LinkError as error:
             return Answer("link_expired" if error.expired else "link_invalid", 400)
         account = await self.accounts.find_by_slack_id(claims.slack_user_id)
-        connected_id = await self.states.connected_account(claims.link_id)
-        if account is not None and account.id == connected_id and account.status is Status.HEALTHY:
-            return Answer("already_connected", params={"email": account.email or "", **_slack(claims)})
+        # Only a healthy account can be "already connected" by this link; anything else starts a flow.
+        if (
+            account is not None
+            and account.status is Status.HEALTHY
+            and account.id == await self.states.connected_account(claims.link_id)
+        ):
+            return _already_connected(account, claims.slack_team_id)
         state = secrets.token_urlsafe(32)
         code_verifier = secrets.token_urlsafe(64)
         scopes = list(self.settings.google_scopes)
@@ -120,7 +124,7 @@ class ReconnectFlow:
         if rejected.reason is Rejection.USED and state is not None and state.outcome == "connected":
             account = await self.accounts.find_by_slack_id(state.slack_user_id)
             if account is not None and account.status is Status.HEALTHY:
-                return Answer("already_connected", params={"email": account.email or "", **_team(state)})
+                return _already_connected(account, state.slack_team_id)
         retry = self._retry_url(state) if state is not None else None
         status = {Rejection.UNKNOWN: 400, Rejection.WRONG_BROWSER: 403}.get(rejected.reason, 400)
         return Answer(f"state_{rejected.reason}", status, params={"retry_url": retry})
@@ -190,9 +194,10 @@ class ReconnectFlow:
                 actor=f"slack:{state.slack_user_id}",
                 slack_user_id=state.slack_user_id,
                 user_id=adopt_user_id,
-                metadata={"email": email, "connected_at": datetime.now(UTC).isoformat(timespec="seconds")}
-                if email
-                else {"connected_at": datetime.now(UTC).isoformat(timespec="seconds")},
+                metadata={
+                    "connected_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **({"email": email} if email else {}),
+                },
                 oauth_config=await self._oauth_config(account),
                 status=Status.HEALTHY,
                 action="tokens.reconnected",
@@ -217,7 +222,9 @@ class ReconnectFlow:
                 link_id=state.link_id,
             )
         )
-        return Answer("connected", params={"email": email or "", **_team(state)}), stored.id
+        return Answer(
+            "connected", params={"email": email or "", "slack_team_id": state.slack_team_id}
+        ), stored.id
 
     async def _userinfo_email(self, access_token: str) -> str | None:
         try:
@@ -270,12 +277,8 @@ def _exchange_failed(failure: GoogleError, retry: str | None) -> Answer:
     return Answer("google_error", 502, params={"retry_url": retry})
 
 
-def _team(state: OAuthState) -> dict[str, str | None]:
-    return {"slack_team_id": state.slack_team_id}
-
-
-def _slack(claims: LinkClaims) -> dict[str, str | None]:
-    return {"slack_team_id": claims.slack_team_id}
+def _already_connected(account: Account, slack_team_id: str | None) -> Answer:
+    return Answer("already_connected", params={"email": account.email or "", "slack_team_id": slack_team_id})
 
 
 def _printable(error: str) -> str:

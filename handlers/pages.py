@@ -113,6 +113,6 @@ def _body(page: str, locale: str, params: dict[str, Any]) -> str:
         )
     values = {key: value for key, value in params.items() if isinstance(value, str)}
     body = text(locale, f"page.{page}.body", **values)
-    if page.startswith(("state_", "denied", "google_", "code_")) and page != "denied":
+    if page.startswith(("state_", "google_", "code_")):
         body += " " + text(locale, "page.nothing_changed")
     return body
