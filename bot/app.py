@@ -8,21 +8,23 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, BOLT, HOOKS, LINKS, LOCALES, POOL, RECONNECT, SETTINGS, TOKENS
+from bot.appkeys import ACCOUNTS, BOLT, HOOKS, LINKS, POOL, PROMPTER, RECONNECT, SETTINGS, SLACK_USERS, TOKENS
 from bot.config import Settings
 from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
 from bot.errors import ConfigError
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
+from bot.prompter import Prompter
 from bot.reconnect import ReconnectFlow
-from bot.slack_client import Locales, create_bolt_app
+from bot.slack_client import SlackUsers, create_bolt_app
 from bot.token_service import build_token_service
 from handlers import health, oauth, slack
 from handlers.errors import error_middleware
 from storage.accounts import Accounts
 from storage.oauth_states import OAuthStates
 from storage.pool import create_pool, describe_dsn
+from storage.prompts import Prompts
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,9 @@ def create_app(settings: Settings) -> web.Application:
     app[HOOKS] = ReconnectHooks()
     bolt = create_bolt_app(settings)
     app[BOLT] = bolt
-    app[LOCALES] = Locales(bolt.client, settings.default_locale)
+    app[SLACK_USERS] = SlackUsers(bolt.client, settings.default_locale)
     app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_google)
+    app.cleanup_ctx.append(_services)
     if settings.slack_app_token is not None:
         app.cleanup_ctx.append(_socket_mode)
     health.register(app)
@@ -67,7 +69,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
-async def _google(app: web.Application) -> AsyncIterator[None]:
+async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         accounts = app[ACCOUNTS]
@@ -81,6 +83,14 @@ async def _google(app: web.Application) -> AsyncIterator[None]:
             consent=Consent(settings),
             google=tokens.google,
             hooks=app[HOOKS],
+        )
+        app[PROMPTER] = Prompter(
+            client=app[BOLT].client,
+            prompts=Prompts(app[POOL]),
+            accounts=accounts,
+            links=app[LINKS],
+            users=app[SLACK_USERS],
+            timezone=settings.briefing_timezone,
         )
         yield
         await app[HOOKS].drain()

@@ -9,8 +9,9 @@ from slack_bolt.async_app import AsyncApp
 from bot.config import Settings
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
+from bot.prompter import Prompter
 from bot.reconnect import ReconnectFlow
-from bot.slack_client import Locales
+from bot.slack_client import SlackUsers
 from bot.token_service import TokenService
 from storage.accounts import Accounts
 
@@ -22,4 +23,5 @@ HOOKS = web.AppKey("reconnect_hooks", ReconnectHooks)
 RECONNECT = web.AppKey("reconnect_flow", ReconnectFlow)
 TOKENS = web.AppKey("token_service", TokenService)
 BOLT = web.AppKey("bolt", AsyncApp)
-LOCALES = web.AppKey("locales", Locales)
+SLACK_USERS = web.AppKey("slack_users", SlackUsers)
+PROMPTER = web.AppKey("prompter", Prompter)

@@ -14,6 +14,7 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
+    ConfirmObject,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -22,11 +23,20 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.i18n import text
+from bot.token_health import Cause
 from storage.models import Account, Status
 from storage.scopes import Capability
 
 RECONNECT_ACTION = "reconnect_gmail"
 SWITCH_ACTION = "switch_gmail_account"
+DISCONNECT_ACTION = "disconnect_gmail"
+LINK_ACTION = "link_gmail_account"
+SNOOZE_ACTION = "snooze_reconnect_prompt"
+NUDGE_ALL_ACTION = "nudge_all_unhealthy"
+# Slack allows 50 blocks per message and 3,000 characters per section; the admin list stays well inside.
+ADMIN_LIST_LIMIT = 40
+SECTION_LIMIT = 2900
+BUTTON_TEXT_LIMIT = 75
 DISPLAY_ZONE = ZoneInfo("Asia/Seoul")
 _EMOJI = {
     Status.HEALTHY: "✅",
@@ -47,14 +57,24 @@ class StatusView:
     status: Status
     reconnect_url: str
     switch_url: str
+    offer: Account | None = None  # an unlinked row with the user's Slack email, offered for linking
+    notice: str | None = None  # one line above the card saying what just happened (e.g. "Disconnected")
 
 
 def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
     """The /gmail-status card (also the App Home): account, status and cause, what works, and the buttons."""
     account, status = view.account, view.status
     blocks: list[Block] = [HeaderBlock(text=text(locale, "slack.status.title"))]
+    if view.notice:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=view.notice)))
     if account is None:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.status.no_account"))))
+        if view.offer is not None:
+            blocks.append(
+                SectionBlock(
+                    text=MarkdownTextObject(text=text(locale, "slack.status.offer", email=view.offer.email))
+                )
+            )
     else:
         email = account.email or text(locale, "slack.status.unknown_email")
         lines = [
@@ -100,34 +120,212 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
 
 
 def _buttons(view: StatusView, locale: str) -> list[ButtonElement]:
+    buttons = []
+    if view.offer is not None:
+        buttons.append(
+            ButtonElement(
+                text=_button_text(text(locale, "slack.button.link", email=view.offer.email)),
+                action_id=LINK_ACTION,
+                value=str(view.offer.id),
+                style="primary",
+            )
+        )
     label = "slack.button.reconnect" if view.account is not None else "slack.button.connect"
-    buttons = [
+    buttons.append(
         ButtonElement(
             text=text(locale, label),
             action_id=RECONNECT_ACTION,
             url=view.reconnect_url,
-            style=None if view.status is Status.HEALTHY else "primary",
-        ),
-    ]
+            style=None if view.status is Status.HEALTHY or view.offer is not None else "primary",
+        )
+    )
     if view.account is not None:
         buttons.append(
             ButtonElement(
                 text=text(locale, "slack.button.switch"), action_id=SWITCH_ACTION, url=view.switch_url
             )
         )
+    if view.account is not None and (view.account.has_access_token or view.account.has_refresh_token):
+        buttons.append(
+            ButtonElement(
+                text=text(locale, "slack.button.disconnect"),
+                action_id=DISCONNECT_ACTION,
+                value=str(view.account.id),
+                style="danger",
+                confirm=ConfirmObject(
+                    title=text(locale, "slack.confirm.disconnect.title"),
+                    text=text(locale, "slack.confirm.disconnect.text"),
+                    confirm=text(locale, "slack.confirm.disconnect.yes"),
+                    deny=text(locale, "slack.confirm.disconnect.no"),
+                    style="danger",
+                ),
+            )
+        )
     return buttons
 
 
-def help_blocks(locale: str, *, admin: bool) -> list[dict[str, Any]]:
-    """The /gmail-status help text (with the admin commands for admins)."""
+def help_blocks(locale: str, *, admin: bool, notice: str | None = None) -> list[dict[str, Any]]:
+    """The /gmail-status help text (with the admin commands for admins), after an optional notice."""
     lines = [text(locale, "slack.help")] + ([text(locale, "slack.help.admin")] if admin else [])
-    return [SectionBlock(text=MarkdownTextObject(text="\n\n".join(lines))).to_dict()]
+    return (notice_blocks(notice) if notice else []) + notice_blocks("\n\n".join(lines))
+
+
+def notice_blocks(line: str) -> list[dict[str, Any]]:
+    """One line of text as a message (answers to admin commands, notices)."""
+    return [SectionBlock(text=MarkdownTextObject(text=_shorten(line, SECTION_LIMIT))).to_dict()]
 
 
 def home_view(view: StatusView, locale: str) -> dict[str, Any]:
     """The App Home tab: a short introduction and the status card."""
     intro = SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.home.intro"))).to_dict()
     return {"type": "home", "blocks": [intro, *status_card(view, locale)]}
+
+
+@dataclass(frozen=True)
+class PromptView:
+    """What the Reconnect Gmail DM shows."""
+
+    prompt_id: int
+    cause: Cause
+    email: str | None
+    reconnect_url: str
+    link_expires_at: datetime
+    snoozed: bool = False
+
+
+def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], str]:
+    """The Reconnect Gmail DM (blocks, and the notification text): the cause, what is lost, the buttons."""
+    cause = text(locale, f"slack.cause.{view.cause}")
+    body = [text(locale, "slack.dm.title"), cause]
+    if view.cause is not Cause.TESTING_EXPIRY:
+        body.append(text(locale, "slack.status.lose"))
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(body)))]
+    buttons = [
+        ButtonElement(
+            text=text(locale, "slack.button.reconnect"),
+            action_id=RECONNECT_ACTION,
+            url=view.reconnect_url,
+            style="primary",
+        )
+    ]
+    if not view.snoozed:
+        buttons.append(
+            ButtonElement(
+                text=text(locale, "slack.button.snooze"), action_id=SNOOZE_ACTION, value=str(view.prompt_id)
+            )
+        )
+    blocks.append(ActionsBlock(block_id="reconnect_prompt_actions", elements=buttons))
+    notes = [text(locale, "slack.dm.link_expires", when=_when(view.link_expires_at, locale))]
+    if view.email:
+        notes.insert(0, text(locale, "slack.dm.account", email=view.email))
+    if view.snoozed:
+        notes.insert(0, text(locale, "slack.dm.snoozed"))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note) for note in notes]))
+    return [block.to_dict() for block in blocks], text(locale, "slack.dm.fallback", cause=cause)
+
+
+def reconnected_dm(email: str | None, locale: str) -> tuple[list[dict[str, Any]], str]:
+    """The Reconnect Gmail DM once the user has reconnected: no buttons left to press."""
+    line = (
+        text(locale, "slack.dm.reconnected", email=email)
+        if email
+        else text(locale, "slack.dm.reconnected_plain")
+    )
+    return [SectionBlock(text=MarkdownTextObject(text=line)).to_dict()], line
+
+
+def reconnected_confirmation(email: str | None, locale: str) -> str:
+    """The short message posted after a reconnection."""
+    return text(locale, "slack.dm.confirmation", email=email or "Gmail")
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Every account's health, for admins: counts by status and the accounts that need attention."""
+
+    counts: dict[Status, int]
+    attention: list[tuple[Account, Status, str | None]]
+    nudgeable: int  # how many of those are linked to a Slack user
+
+
+def admin_overview(overview: Overview, locale: str) -> list[dict[str, Any]]:
+    """The /gmail-status all card: counts by status, the accounts needing attention, and a Nudge-all button."""
+    total = sum(overview.counts.values())
+    blocks: list[Block] = [HeaderBlock(text=text(locale, "slack.admin.title", total=total))]
+    counts = [
+        text(
+            locale,
+            "slack.admin.count",
+            emoji=_EMOJI[status],
+            label=text(locale, f"slack.label.{status}"),
+            count=n,
+        )
+        for status, n in sorted(overview.counts.items(), key=lambda item: list(Status).index(item[0]))
+        if n
+    ]
+    blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(counts) or "-")))
+    blocks.append(DividerBlock())
+    if not overview.attention:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.admin.all_healthy"))))
+        return [block.to_dict() for block in blocks]
+    rows = [_admin_row(account, status, cause, locale) for account, status, cause in overview.attention]
+    shown = rows[:ADMIN_LIST_LIMIT]
+    if len(rows) > len(shown):
+        shown.append(text(locale, "slack.admin.more", count=len(rows) - len(shown)))
+    heading = text(locale, "slack.admin.attention", count=len(rows))
+    for chunk in _chunks([heading, *shown], SECTION_LIMIT):
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
+    if overview.nudgeable:
+        button = ButtonElement(
+            text=text(locale, "slack.button.nudge_all", count=overview.nudgeable),
+            action_id=NUDGE_ALL_ACTION,
+            value="unhealthy",
+            style="primary",
+            confirm=ConfirmObject(
+                title=text(locale, "slack.confirm.nudge_all.title"),
+                text=text(locale, "slack.confirm.nudge_all.text"),
+                confirm=text(locale, "slack.confirm.nudge_all.yes"),
+                deny=text(locale, "slack.confirm.nudge_all.no"),
+            ),
+        )
+        blocks.append(ActionsBlock(block_id="admin_actions", elements=[button]))
+    return [block.to_dict() for block in blocks]
+
+
+def _admin_row(account: Account, status: Status, cause: str | None, locale: str) -> str:
+    who = (
+        f"<@{account.slack_user_id}>"
+        if account.slack_user_id
+        else text(locale, "slack.admin.not_linked", user_id=account.user_id)
+    )
+    return text(
+        locale,
+        "slack.admin.row",
+        who=who,
+        email=account.email or "-",
+        label=text(locale, f"slack.label.{status}"),
+        cause=_shorten(cause or text(locale, f"slack.cause.{status}"), 300),
+    )
+
+
+def _chunks(lines: list[str], limit: int) -> list[str]:
+    """Lines joined into texts of at most `limit` characters each."""
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        if current and len(current) + 1 + len(line) > limit:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    return [*chunks, current] if current else chunks
+
+
+def _shorten(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _button_text(value: str) -> str:
+    return _shorten(value, BUTTON_TEXT_LIMIT)
 
 
 def _mark(ok: bool) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError
 from storage.crypto import KeyFormatError, parse_keys
@@ -33,6 +34,7 @@ SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_LENGTH = 32
 LOCALES = ("ko", "en")
 DEFAULT_LINK_TTL = timedelta(days=7)
+DEFAULT_TIMEZONE = "Asia/Seoul"
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -90,6 +92,7 @@ class Settings:
     default_locale: str = "ko"
     google_testing_mode: bool = False
     admin_slack_user_ids: frozenset[str] = frozenset()
+    briefing_timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIMEZONE))
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -242,6 +245,7 @@ class _Reader:
             default_locale=self.choice("DEFAULT_LOCALE", LOCALES, "ko"),
             google_testing_mode=self.flag("GOOGLE_OAUTH_TESTING_MODE"),
             admin_slack_user_ids=self.slack_ids("ADMIN_SLACK_USER_IDS"),
+            briefing_timezone=self.timezone("BRIEFING_TIMEZONE", DEFAULT_TIMEZONE),
         )
 
     def database_url(self) -> Secret | None:
@@ -362,6 +366,16 @@ class _Reader:
                 "(Slack profile → ⋮ → Copy member ID), separated by commas."
             )
         return frozenset(v for v in values if v not in wrong)
+
+    def timezone(self, name: str, default: str) -> ZoneInfo:
+        value = self.text(name, default) or default
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problems.append(
+                f"{name}={value!r} is not a time zone: set an IANA name such as Asia/Seoul or Europe/Berlin."
+            )
+            return ZoneInfo(default)
 
     def flag(self, name: str) -> bool:
         value = (self.text(name, "false") or "false").lower()

@@ -1,9 +1,10 @@
-"""The Slack side: the Bolt app with its Web API client, and each user's language from their Slack locale."""
+"""The Slack side: the Bolt app with its Web API client, and each user's language and email from Slack."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -19,7 +20,7 @@ from bot.i18n import LOCALES
 
 log = logging.getLogger(__name__)
 
-LOCALE_TTL_SECONDS = 24 * 3600
+PROFILE_TTL_SECONDS = 24 * 3600
 
 
 def create_bolt_app(settings: Settings) -> AsyncApp:
@@ -40,28 +41,48 @@ def create_bolt_app(settings: Settings) -> AsyncApp:
     )
 
 
-class Locales:
-    """Each Slack user's language (ko or en) from users.info, cached for a day; DEFAULT_LOCALE otherwise."""
+@dataclass(frozen=True)
+class SlackProfile:
+    """What the bot needs to know of a Slack user: their language, and their profile email if Slack gives it."""
 
-    def __init__(self, client: AsyncWebClient, default: str) -> None:
+    locale: str
+    email: str | None
+
+
+class SlackUsers:
+    """Slack users' profiles from users.info, cached for a day; DEFAULT_LOCALE when Slack cannot tell."""
+
+    def __init__(self, client: AsyncWebClient, default_locale: str) -> None:
         self.client = client
-        self.default = default
-        self._cache: dict[str, tuple[float, str]] = {}
+        self.default_locale = default_locale
+        self._cache: dict[str, tuple[float, SlackProfile]] = {}
 
-    async def of(self, slack_user_id: str) -> str:
-        """The language to speak to this user in."""
+    async def locale(self, slack_user_id: str) -> str:
+        """The language to speak to this user in (ko or en)."""
+        return (await self.profile(slack_user_id)).locale
+
+    async def email(self, slack_user_id: str) -> str | None:
+        """The email of the user's Slack profile (needs users:read.email), or None."""
+        return (await self.profile(slack_user_id)).email
+
+    async def profile(self, slack_user_id: str) -> SlackProfile:
+        """The user's profile, from the cache or users.info."""
         cached = self._cache.get(slack_user_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        locale = self.default
         try:
             response = await self.client.users_info(user=slack_user_id, include_locale=True)
-            language = str(response["user"].get("locale") or "").lower().split("-")[0]
-            locale = language if language in LOCALES else self.default
         except SlackApiError as error:
             log.warning(
-                "users.info failed for %s (%s); using %s", slack_user_id, error.response.get("error"), locale
+                "users.info failed for %s (%s); using %s",
+                slack_user_id,
+                error.response.get("error"),
+                self.default_locale,
             )
-            return locale  # not cached: the next request asks again
-        self._cache[slack_user_id] = (time.monotonic() + LOCALE_TTL_SECONDS, locale)
-        return locale
+            return SlackProfile(self.default_locale, None)  # not cached: the next request asks again
+        user = response["user"]
+        language = str(user.get("locale") or "").lower().split("-")[0]
+        email = str((user.get("profile") or {}).get("email") or "") or None
+        profile = SlackProfile(language if language in LOCALES else self.default_locale, email)
+        self._cache[slack_user_id] = (time.monotonic() + PROFILE_TTL_SECONDS, profile)
+        return profile

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from storage.models import Account, Status
 from storage.scopes import Capability, missing_capabilities
@@ -48,3 +50,43 @@ def effective_status(account: Account, required: Iterable[Capability]) -> tuple[
         is_equipped=account.is_equipped,
     )
     return status, (account.status_cause or cause) if status is Status.UNKNOWN else cause
+
+
+class Cause(enum.StrEnum):
+    """Why a user is asked to (re)connect, in the words of the Reconnect Gmail DM (slack.cause.*)."""
+
+    MISSING = "missing"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    DISCONNECTED = "disconnected"
+    TESTING_EXPIRY = "testing_expiry"  # still works, but Google ends it soon (7-day testing-mode tokens)
+
+    @classmethod
+    def of(cls, status: Status) -> Cause | None:
+        """The cause that a status shows, or None for a connection that works (or is not checked yet)."""
+        return _CAUSE_OF_STATUS.get(status)
+
+
+_CAUSE_OF_STATUS = {
+    Status.MISSING: Cause.MISSING,
+    Status.EXPIRED: Cause.EXPIRED,
+    Status.REVOKED: Cause.REVOKED,
+    Status.INSUFFICIENT_SCOPE: Cause.INSUFFICIENT_SCOPE,
+    Status.DISCONNECTED: Cause.DISCONNECTED,
+}
+
+
+# Google ends a testing-mode refresh token 7 days after it is issued; warn a day before.
+TESTING_TOKEN_LIFETIME = timedelta(days=7)
+TESTING_WARNING = timedelta(days=1)
+
+
+def testing_expiry_near(account: Account, now: datetime) -> bool:
+    """True when a testing-mode refresh token ends within a day (only meaningful with GOOGLE_OAUTH_TESTING_MODE)."""
+    issued = account.refresh_token_issued_at
+    return (
+        account.has_refresh_token
+        and issued is not None
+        and now >= issued + TESTING_TOKEN_LIFETIME - TESTING_WARNING
+    )

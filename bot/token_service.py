@@ -19,6 +19,7 @@ import asyncpg
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.google_api import Failure, GoogleClient, GoogleError, retry_transient
+from bot.token_health import TESTING_TOKEN_LIFETIME
 from storage.accounts import Accounts
 from storage.models import Account, Status, TokenGrant, TokenSet
 from storage.scopes import Capability, missing_capabilities
@@ -231,7 +232,7 @@ class TokenService:
 
     def _invalid_grant(self, account: Account, error: GoogleError) -> tuple[Status, str]:
         issued = account.refresh_token_issued_at
-        if self.testing_mode and issued is not None and datetime.now(UTC) - issued >= timedelta(days=7):
+        if self.testing_mode and issued is not None and datetime.now(UTC) - issued >= TESTING_TOKEN_LIFETIME:
             return Status.EXPIRED, (
                 "Google ended the access after 7 days, as it does for OAuth apps in testing mode (invalid_grant)."
             )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +12,7 @@ import asyncpg
 from storage import audit
 from storage.errors import Conflict, NotFound
 from storage.models import Account, Status, TokenGrant, TokenSet
+from storage.pool import transaction
 from storage.scopes import normalize_scopes
 from storage.token_data import TokenCodec
 
@@ -176,7 +176,7 @@ class Accounts:
         """
         if not (slack_user_id or user_id):
             raise ValueError("store_tokens needs a slack_user_id or a user_id")
-        async with self._transaction(conn) as conn:
+        async with transaction(self.pool, conn) as conn:
             row = await self._lock_or_create(conn, slack_user_id=slack_user_id, user_id=user_id)
             stored = self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=None)
             refresh_token = grant.refresh_token or (stored.refresh_token if stored else None)
@@ -243,7 +243,7 @@ class Accounts:
         conn: asyncpg.Connection | None = None,
     ) -> Account:
         """Record the connection's health; a change of status is audited, a mere re-check is not."""
-        async with self._transaction(conn) as conn:
+        async with transaction(self.pool, conn) as conn:
             previous = await conn.fetchrow(
                 "SELECT user_id, status, metadata FROM gmail_tokens WHERE id = $1 FOR UPDATE", account_id
             )
@@ -283,7 +283,7 @@ class Accounts:
         conn: asyncpg.Connection | None = None,
     ) -> Account:
         """Remove an account's tokens (keeping the row, its metadata and other token_data keys) and set its status."""
-        async with self._transaction(conn) as conn:
+        async with transaction(self.pool, conn) as conn:
             row = await conn.fetchrow(
                 f"SELECT {_LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE id = $1 FOR UPDATE", account_id
             )
@@ -337,15 +337,6 @@ class Accounts:
             email,
         )
         return [_account(row) for row in rows]
-
-    @asynccontextmanager
-    async def _transaction(self, conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
-        if conn is not None:
-            async with conn.transaction():
-                yield conn
-            return
-        async with self.pool.acquire() as acquired, acquired.transaction():
-            yield acquired
 
     async def reencrypt_all(self, *, actor: str) -> int:
         """Rewrite every row whose tokens are plain or under an old key with the current key; return the count."""

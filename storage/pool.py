@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +30,19 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn, **kwargs)
     await _init_connection(conn)
     return conn
+
+
+@asynccontextmanager
+async def transaction(
+    pool: asyncpg.Pool, conn: asyncpg.Connection | None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on `conn` (nested in the caller's, if it has one), or on a connection from `pool`."""
+    if conn is not None:
+        async with conn.transaction():
+            yield conn
+        return
+    async with pool.acquire() as acquired, acquired.transaction():
+        yield acquired
 
 
 def describe_dsn(dsn: str) -> str:

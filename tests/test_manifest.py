@@ -1,9 +1,13 @@
-"""The Slack app manifest is valid for Slack and points every surface at our one endpoint."""
+"""The Slack app manifest is valid for Slack, points every surface at our one endpoint, and asks for exactly
+the commands, events and scopes the code uses."""
 
+import ast
 import copy
+import inspect
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,6 +15,14 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.app import create_app
+from bot.appkeys import BOLT
+from bot.config import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_PATH = PROJECT_ROOT / "manifest.yml"
@@ -19,7 +31,6 @@ SCHEMA_PATH = PROJECT_ROOT.parent / "shared/reference/slack-manifest-schema/mani
 
 PLACEHOLDER_HOST = "YOUR-PUBLIC-HOST.example.com"
 EVENTS_PATH = "/slack/events"
-BOT_SCOPES = {"chat:write", "commands", "im:write", "users:read", "users:read.email"}
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +144,12 @@ def test_gmail_status_command_has_usage_hint(manifest: dict[str, Any]) -> None:
     commands = {c["command"]: c for c in manifest["features"]["slash_commands"]}
     assert "/gmail-status" in commands, sorted(commands)
     command = commands["/gmail-status"]
-    assert command["usage_hint"].strip()
     assert command["description"].strip()
-    assert command["should_escape"] is False
+    hint = command["usage_hint"]
+    for subcommand in ("help", "all", "nudge"):
+        assert re.search(rf"\b{subcommand}\b", hint), f"usage_hint {hint!r} does not mention {subcommand!r}"
+    # `nudge @user` needs the mention escaped to <@U…|name> to learn the user's ID.
+    assert command["should_escape"] is True
 
 
 def test_app_home_opened_is_subscribed_and_home_tab_enabled(manifest: dict[str, Any]) -> None:
@@ -151,12 +165,315 @@ def test_interactivity_is_enabled(manifest: dict[str, Any]) -> None:
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
 
 
-def test_bot_scopes_are_exactly_the_needed_ones(manifest: dict[str, Any]) -> None:
-    scopes = manifest["oauth_config"]["scopes"]
-    assert set(scopes["bot"]) == BOT_SCOPES
-    assert len(scopes["bot"]) == len(BOT_SCOPES), "duplicate bot scope"
-    assert "user" not in scopes, "the bot needs no user-token scopes"
-
-
 def test_socket_mode_is_off_by_default(manifest: dict[str, Any]) -> None:
     assert manifest["settings"]["socket_mode_enabled"] is False
+
+
+# ---- The manifest asks for what the code uses, and nothing more ------------------------------------------------
+
+CODE_DIRS = ("bot", "handlers")
+
+# The bot scopes each Slack Web API method needs: "Required scopes" on its page of
+# https://docs.slack.dev/reference/methods/ (chat.postMessage, users.info, …), bot token column.
+USERS_INFO_EMAIL = "users_info, reading the profile email"
+WEB_API_SCOPES: dict[str, frozenset[str]] = {
+    "auth_test": frozenset(),
+    "chat_delete": frozenset({"chat:write"}),
+    "chat_postEphemeral": frozenset({"chat:write"}),
+    "chat_postMessage": frozenset({"chat:write"}),
+    "chat_update": frozenset({"chat:write"}),
+    # Opening a DM; channels, private channels and group DMs would need other scopes.
+    "conversations_open": frozenset({"im:write"}),
+    "users_info": frozenset({"users:read"}),
+    # users.info leaves out profile.email without users:read.email, which Slack grants only with users:read.
+    USERS_INFO_EMAIL: frozenset({"users:read", "users:read.email"}),
+    "users_lookupByEmail": frozenset({"users:read", "users:read.email"}),
+    "views_open": frozenset(),
+    "views_publish": frozenset(),
+    "views_update": frozenset(),
+    # Bolt's listener arguments: say() is chat.postMessage; respond() posts to the request's response_url,
+    # which needs no scope.
+    "say": frozenset({"chat:write"}),
+    "respond": frozenset(),
+}
+BOLT_HELPERS = frozenset({"say", "respond"})
+# Every public method of the SDK's client is a Web API method (plus api_call, which the table leaves out on
+# purpose: a raw call must name its method through a typed one).
+WEB_API_METHODS = frozenset(
+    name for name, _ in inspect.getmembers(AsyncWebClient, inspect.isfunction) if not name.startswith("_")
+)
+# The bot scopes each subscribed bot event needs, from https://docs.slack.dev/reference/events/.
+EVENT_SCOPES: dict[str, frozenset[str]] = {
+    "app_home_opened": frozenset(),
+}
+# A request each kind of Bolt listener accepts, for a given command, event type or action_id.
+PROBES: dict[str, Callable[[str], dict[str, Any]]] = {
+    "command": lambda name: {"command": name},
+    "event": lambda name: {"type": "event_callback", "event": {"type": name}},
+    "action": lambda name: {"type": "block_actions", "actions": [{"action_id": name, "block_id": "b"}]},
+}
+
+
+def reads_key(tree: ast.AST, key: str) -> bool:
+    """True if the module reads `key` from a mapping: `x[key]` or `x.get(key)`."""
+    for node in ast.walk(tree):
+        read: ast.expr | None
+        if isinstance(node, ast.Subscript):
+            read = node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            read = node.args[0] if node.args else None
+        else:
+            continue
+        if isinstance(read, ast.Constant) and read.value == key:
+            return True
+    return False
+
+
+def api_uses_in(tree: ast.AST) -> dict[str, list[int]]:
+    """The Web API methods (and Bolt helpers) one module uses, each with the lines that use it."""
+    uses: dict[str, list[int]] = defaultdict(list)
+    for node in ast.walk(tree):
+        # Any mention counts, not only a call: `send = client.chat_postMessage` needs the scope too.
+        if isinstance(node, ast.Attribute) and node.attr in WEB_API_METHODS:
+            uses[node.attr].append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in BOLT_HELPERS:
+            uses[node.func.id].append(node.lineno)
+    # The profile email is read where users.info is called; a module doing both needs users:read.email.
+    if "users_info" in uses and reads_key(tree, "email"):
+        uses[USERS_INFO_EMAIL] = uses["users_info"]
+    return dict(uses)
+
+
+def slack_api_uses() -> dict[str, list[str]]:
+    """Each Web API method (and Bolt helper) the code under bot/ and handlers/ uses, with where it does."""
+    uses: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(path for folder in CODE_DIRS for path in (PROJECT_ROOT / folder).rglob("*.py")):
+        where = path.relative_to(PROJECT_ROOT)
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for name, lines in api_uses_in(tree).items():
+            uses[name] += [f"{where}:{line}" for line in lines]
+    return dict(uses)
+
+
+def closure_strings(func: object, depth: int = 3) -> set[str]:
+    """The strings a Bolt matcher function closes over, through the functions it wraps."""
+    if depth == 0 or not inspect.isfunction(func):
+        return set()
+    found: set[str] = set()
+    for value in inspect.getclosurevars(func).nonlocals.values():
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, dict):
+            found |= {item for item in value.values() if isinstance(item, str)}
+        else:
+            found |= closure_strings(value, depth - 1)
+    return found
+
+
+async def registered_listeners(bolt: AsyncApp) -> dict[str, set[str]]:
+    """The commands, event types and action_ids the Bolt app has listeners for.
+
+    Bolt keeps no list of names: each listener has matchers, functions closing over the name given to
+    `bolt.command(...)` / `bolt.event(...)` / `bolt.action(...)`. Every string a matcher closes over is a
+    candidate, and the matcher itself decides, by accepting or refusing a request built for that name.
+    """
+    found: dict[str, set[str]] = {kind: set() for kind in PROBES}
+    # Private, but the only record of what was registered; a Bolt upgrade that changes it fails loudly below.
+    for listener in bolt._async_listeners:
+        # Bolt puts the matcher built from the registration first; further ones are the caller's own filters.
+        matcher = listener.matchers[0]
+        recognised = False
+        for name in closure_strings(getattr(matcher, "func", None)):
+            for kind, probe in PROBES.items():
+                request = AsyncBoltRequest(body=probe(name), mode="socket_mode")
+                if await matcher.async_matches(request, BoltResponse(status=200)):
+                    found[kind].add(name)
+                    recognised = True
+        assert recognised, (
+            f"cannot tell what the listener {listener.ack_function.__qualname__} listens to: registered with a "
+            "regex or a constraint dict, or Bolt changed how matchers keep their name (see registered_listeners)"
+        )
+    return found
+
+
+def differences(what: str, in_manifest: Iterable[str], in_code: Iterable[str]) -> list[str]:
+    """One line per item the manifest lacks or has without the code needing it."""
+    listed, needed = list(in_manifest), set(in_code)
+    lines = [
+        f"manifest.yml lacks the {what} {item!r}, which the code needs"
+        for item in sorted(needed - set(listed))
+    ]
+    lines += [
+        f"manifest.yml has the {what} {item!r}, which no code needs" for item in sorted(set(listed) - needed)
+    ]
+    lines += [
+        f"manifest.yml lists the {what} {item!r} twice"
+        for item in sorted(set(listed))
+        if listed.count(item) > 1
+    ]
+    return lines
+
+
+def manifest_commands(manifest: dict[str, Any]) -> list[str]:
+    return [command["command"] for command in manifest["features"].get("slash_commands", [])]
+
+
+def manifest_events(manifest: dict[str, Any]) -> list[str]:
+    return list(manifest["settings"].get("event_subscriptions", {}).get("bot_events", []))
+
+
+def manifest_bot_scopes(manifest: dict[str, Any]) -> list[str]:
+    return list(manifest["oauth_config"]["scopes"].get("bot", []))
+
+
+def required_scopes(listeners: dict[str, set[str]], uses: dict[str, list[str]]) -> set[str]:
+    """The bot scopes the code needs; fails naming any method or event the tables do not know."""
+    unknown = [
+        f"{uses[method][0]} uses the Slack Web API method {method.replace('_', '.')}, which WEB_API_SCOPES in "
+        "tests/test_manifest.py does not list: add it with the bot scopes under 'Required scopes' on "
+        f"https://docs.slack.dev/reference/methods/{method.replace('_', '.')}, and add those scopes to manifest.yml"
+        for method in sorted(set(uses) - set(WEB_API_SCOPES))
+    ]
+    unknown += [
+        f"the bot listens to the event {event!r}, which EVENT_SCOPES in tests/test_manifest.py does not list: add "
+        f"it with the scopes on https://docs.slack.dev/reference/events/{event}, and add those to manifest.yml"
+        for event in sorted(listeners["event"] - set(EVENT_SCOPES))
+    ]
+    if unknown:
+        pytest.fail("\n".join(unknown))
+    scopes = {"commands"} if listeners["command"] else set()
+    for method in uses:
+        scopes |= WEB_API_SCOPES[method]
+    for event in listeners["event"]:
+        scopes |= EVENT_SCOPES[event]
+    return scopes
+
+
+@pytest.fixture
+def bolt(make_settings: Callable[..., Settings]) -> AsyncApp:
+    """The Bolt app of the real application with every listener registered; building it starts nothing."""
+    return create_app(make_settings())[BOLT]
+
+
+async def test_slash_commands_are_the_registered_ones(bolt: AsyncApp, manifest: dict[str, Any]) -> None:
+    listeners = await registered_listeners(bolt)
+    problems = differences("slash command", manifest_commands(manifest), listeners["command"])
+    assert not problems, "\n".join(problems)
+
+
+async def test_bot_events_are_the_listened_ones(bolt: AsyncApp, manifest: dict[str, Any]) -> None:
+    listeners = await registered_listeners(bolt)
+    problems = differences("bot event", manifest_events(manifest), listeners["event"])
+    assert not problems, "\n".join(problems)
+
+
+async def test_probing_reads_back_what_was_registered() -> None:
+    # Guards the probing itself on a Bolt app with one listener of each kind.
+    probe = AsyncApp(client=AsyncWebClient(token="xoxb-probe"), signing_secret="probe-signing-secret")
+
+    async def noop() -> None:
+        pass
+
+    probe.command("/probe")(noop)
+    probe.event("team_join")(noop)
+    probe.action("probe_button")(noop)
+    assert await registered_listeners(probe) == {
+        "command": {"/probe"},
+        "event": {"team_join"},
+        "action": {"probe_button"},
+    }
+
+
+def test_scan_finds_every_way_of_using_the_web_api() -> None:
+    source = """
+async def listener(client, say, respond, user):
+    send = client.chat_postMessage
+    await self.client.conversations_open(users=user)
+    profile = (await client.users_info(user=user))["user"]["profile"]
+    await say("hi")
+    return profile.get("email")
+"""
+    assert set(api_uses_in(ast.parse(source))) == {
+        "chat_postMessage",
+        "conversations_open",
+        "users_info",
+        USERS_INFO_EMAIL,
+        "say",
+    }
+    locale_only = 'locale = (await client.users_info(user=u))["user"].get("locale")'
+    assert set(api_uses_in(ast.parse(locale_only))) == {"users_info"}
+
+
+async def test_bot_scopes_are_exactly_the_ones_the_code_needs(
+    bolt: AsyncApp, manifest: dict[str, Any]
+) -> None:
+    needed = required_scopes(await registered_listeners(bolt), slack_api_uses())
+    problems = differences("bot scope", manifest_bot_scopes(manifest), needed)
+    assert not problems, "\n".join(problems)
+    assert "user" not in manifest["oauth_config"]["scopes"], "the bot needs no user-token scopes"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            lambda m: m["oauth_config"]["scopes"]["bot"].append("channels:history"),
+            "has the bot scope 'channels:history'",
+            id="unused-scope-added",
+        ),
+        pytest.param(
+            lambda m: m["oauth_config"]["scopes"]["bot"].remove("chat:write"),
+            "lacks the bot scope 'chat:write'",
+            id="used-scope-removed",
+        ),
+        pytest.param(
+            lambda m: m["oauth_config"]["scopes"]["bot"].remove("commands"),
+            "lacks the bot scope 'commands'",
+            id="commands-scope-removed",
+        ),
+        pytest.param(
+            lambda m: m["oauth_config"]["scopes"]["bot"].append("chat:write"),
+            "lists the bot scope 'chat:write' twice",
+            id="scope-twice",
+        ),
+    ],
+)
+async def test_scope_check_rejects_a_wrong_manifest(
+    bolt: AsyncApp, manifest: dict[str, Any], mutate: Callable[[dict[str, Any]], object], expected: str
+) -> None:
+    needed = required_scopes(await registered_listeners(bolt), slack_api_uses())
+    broken = copy.deepcopy(manifest)
+    mutate(broken)
+    problems = differences("bot scope", manifest_bot_scopes(broken), needed)
+    assert any(expected in line for line in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            lambda m: m["features"]["slash_commands"][0].update(command="/gmail-other"),
+            "has the slash command '/gmail-other'",
+            id="unregistered-command",
+        ),
+        pytest.param(
+            lambda m: m["settings"]["event_subscriptions"]["bot_events"].append("app_mention"),
+            "has the bot event 'app_mention'",
+            id="unhandled-event",
+        ),
+        pytest.param(
+            lambda m: m["settings"]["event_subscriptions"]["bot_events"].clear(),
+            "lacks the bot event 'app_home_opened'",
+            id="handled-event-missing",
+        ),
+    ],
+)
+async def test_listener_check_rejects_a_wrong_manifest(
+    bolt: AsyncApp, manifest: dict[str, Any], mutate: Callable[[dict[str, Any]], object], expected: str
+) -> None:
+    listeners = await registered_listeners(bolt)
+    broken = copy.deepcopy(manifest)
+    mutate(broken)
+    problems = differences("slash command", manifest_commands(broken), listeners["command"])
+    problems += differences("bot event", manifest_events(broken), listeners["event"])
+    assert any(expected in line for line in problems), problems

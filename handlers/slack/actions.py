@@ -1,22 +1,141 @@
-"""Button clicks. Link buttons open the consent page in the browser; Slack still sends the click, which must be
-acknowledged, or Slack shows a warning next to the button."""
+"""Button clicks on the status card, the App Home and the Reconnect Gmail DM.
+
+Link buttons open the consent page in the browser; Slack still sends the click, which must be acknowledged,
+or Slack shows a warning next to the button. Other buttons are acknowledged first and do their work after.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import RECONNECT_ACTION, SWITCH_ACTION
+from bot.blocks import (
+    DISCONNECT_ACTION,
+    LINK_ACTION,
+    RECONNECT_ACTION,
+    SNOOZE_ACTION,
+    SWITCH_ACTION,
+    status_card,
+)
+from bot.i18n import text
 from handlers.slack import Deps
+from handlers.slack.events import refresh_home
+from storage.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
 
 
 def register(bolt: Any, deps: Deps) -> None:
     """Add the button listeners."""
+
+    async def on_snooze(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        await snooze(deps, body=body)
+
+    async def on_disconnect(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        await disconnect(deps, body=body, client=client, respond=respond)
+
+    async def on_link(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        await link_account(deps, body=body, client=client, respond=respond)
+
     bolt.action(RECONNECT_ACTION)(link_button)
     bolt.action(SWITCH_ACTION)(link_button)
+    bolt.action(SNOOZE_ACTION)(on_snooze)
+    bolt.action(DISCONNECT_ACTION)(on_disconnect)
+    bolt.action(LINK_ACTION)(on_link)
 
 
 async def link_button(ack: AsyncAck) -> None:
     """A Reconnect / Connect / Use a different account click: the browser does the rest."""
     await ack()
+
+
+async def snooze(deps: Deps, *, body: dict[str, Any]) -> None:
+    """ "Remind me tomorrow" on the Reconnect Gmail DM."""
+    user_id = body["user"]["id"]
+    prompt_id = _clicked_id(body)
+    if prompt_id is None:
+        return
+    snoozed = await deps.prompter.snooze(prompt_id, slack_user_id=user_id, actor=f"slack:{user_id}")
+    if snoozed is None:
+        log.info("Snooze of prompt %s by %s ignored: not their open prompt", prompt_id, user_id)
+
+
+async def disconnect(
+    deps: Deps, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+) -> None:
+    """Disconnect (confirmed in Slack's dialog): revoke at Google, delete the tokens, show the new state."""
+    user_id = body["user"]["id"]
+    locale = await deps.users.locale(user_id)
+    account = await deps.accounts.find_by_slack_id(user_id)
+    if account is None or str(account.id) != _clicked_value(body):
+        await _show(deps, body, client, respond, notice=text(locale, "slack.status.not_yours"))
+        return
+    done = await deps.tokens.disconnect(account.id, actor=f"slack:{user_id}")
+    await deps.prompter.dismiss(user_id, actor=f"slack:{user_id}")
+    key = (
+        "slack.status.disconnected_done"
+        if done.revoked_at_google or not done.had_tokens
+        else ("slack.status.disconnected_not_revoked")
+    )
+    await _show(deps, body, client, respond, notice=text(locale, key))
+
+
+async def link_account(
+    deps: Deps, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+) -> None:
+    """ "Link x@gmail.com": attach the unlinked row whose email is the user's Slack email to this user."""
+    user_id = body["user"]["id"]
+    locale = await deps.users.locale(user_id)
+    offered = await deps.linkable_account(user_id)
+    if offered is None or str(offered.id) != _clicked_value(body):
+        await _show(deps, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
+        return
+    try:
+        linked = await deps.accounts.link_slack_user(
+            slack_user_id=user_id, user_id=offered.user_id, actor=f"slack:{user_id}"
+        )
+    except (Conflict, NotFound) as error:
+        log.info("Linking %s to Slack user %s refused: %s", offered.user_id, user_id, error)
+        await _show(deps, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
+        return
+    await _show(deps, body, client, respond, notice=text(locale, "slack.status.linked", email=linked.email))
+
+
+async def _show(
+    deps: Deps, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, *, notice: str
+) -> None:
+    """Redraw the card the click came from (the App Home, or the ephemeral /gmail-status card)."""
+    user_id = body["user"]["id"]
+    team_id = (body.get("team") or {}).get("id")
+    if (body.get("container") or {}).get("type") == "view":
+        await refresh_home(deps, client, user_id, team_id, notice=notice)
+        return
+    locale = await deps.users.locale(user_id)
+    view = await deps.status_view(user_id, team_id, notice=notice)
+    await respond(
+        blocks=status_card(view, locale),
+        text=notice,
+        response_type="ephemeral",
+        replace_original=True,
+    )
+
+
+def _clicked_value(body: dict[str, Any]) -> str:
+    actions = body.get("actions") or [{}]
+    return str(actions[0].get("value") or "")
+
+
+def _clicked_id(body: dict[str, Any]) -> int | None:
+    value = _clicked_value(body)
+    return int(value) if value.isdigit() else None

@@ -1,4 +1,4 @@
-"""/gmail-status: the user's own card, help, and (for admins) every account that needs attention."""
+"""/gmail-status: the user's own card, help, and (for admins) every account's health and nudges."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import help_blocks, status_card
 from bot.i18n import text
-from handlers.slack import Deps
+from handlers.slack import Deps, admin
 
 log = logging.getLogger(__name__)
 
 COMMAND = "/gmail-status"
+HELP_WORDS = frozenset({"help", "도움말"})
 
 
 def register(bolt: Any, deps: Deps) -> None:
@@ -33,13 +34,21 @@ def register(bolt: Any, deps: Deps) -> None:
 async def gmail_status(
     deps: Deps, *, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
 ) -> None:
-    """Acknowledge at once, then answer with an ephemeral card in the user's language."""
+    """Acknowledge at once, then answer with an ephemeral message in the user's language."""
     await ack()
     user_id = command["user_id"]
-    argument = (command.get("text") or "").strip().lower()
-    locale = await deps.locales.of(user_id)
-    if argument in ("help", "도움말"):
-        blocks = help_blocks(locale, admin=deps.is_admin(user_id))
+    words = (command.get("text") or "").split()
+    verb = words[0].lower() if words else ""
+    locale = await deps.users.locale(user_id)
+    if verb in admin.VERBS:
+        blocks, fallback = await admin.answer(deps, user_id, verb, words[1:], locale)
+    elif verb:
+        notice = (
+            None
+            if verb in HELP_WORDS
+            else text(locale, "slack.status.unknown_argument", argument=words[0][:50])
+        )
+        blocks = help_blocks(locale, admin=deps.is_admin(user_id), notice=notice)
         fallback = text(locale, "slack.help")
     else:
         view = await deps.status_view(user_id, command.get("team_id"))

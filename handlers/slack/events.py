@@ -27,7 +27,13 @@ async def app_home_opened(
     """Publish the user's status card on their Home tab (the Messages tab needs nothing)."""
     if event.get("tab", "home") != "home":
         return
-    user_id = event["user"]
-    locale = await deps.locales.of(user_id)
-    view = await deps.status_view(user_id, team_id)
-    await client.views_publish(user_id=user_id, view=home_view(view, locale))
+    await refresh_home(deps, client, event["user"], team_id)
+
+
+async def refresh_home(
+    deps: Deps, client: AsyncWebClient, slack_user_id: str, team_id: str | None, *, notice: str | None = None
+) -> None:
+    """Publish the user's current status card on their Home tab."""
+    locale = await deps.users.locale(slack_user_id)
+    view = await deps.status_view(slack_user_id, team_id, notice=notice)
+    await client.views_publish(user_id=slack_user_id, view=home_view(view, locale))

@@ -160,7 +160,7 @@ async def test_gmail_status_for_a_healthy_account_in_korean(serve: Serve, fake_s
     text = block_text(call.args["blocks"])
     assert "ok@gmail.com" in text and "✅ 연결됨" in text
     assert "메일 읽기 ✅ · 메일 보내기 ✅" in text
-    assert "오전 9시 브리핑에 이메일 요약이 빠집니다" not in text
+    assert "해결될 때까지 오전 9시 브리핑에 이메일 요약이 빠집니다" not in text
     found = buttons(call.args["blocks"])
     assert (
         found[RECONNECT_ACTION]["text"]["text"] == "Gmail 다시 연결"

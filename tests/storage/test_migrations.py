@@ -192,15 +192,32 @@ async def test_audit_log_is_append_only(migrated_url: str) -> None:
         await conn.close()
 
 
-async def test_one_open_prompt_per_user_and_incident(migrated_url: str) -> None:
+async def test_one_open_prompt_per_user_whatever_the_incident(migrated_url: str) -> None:
     conn = await asyncpg.connect(migrated_url)
     try:
         insert = "INSERT INTO reconnect_prompts (slack_user_id, incident, state) VALUES ($1, $2, $3)"
         await conn.execute(insert, "U1", "expired", "open")
         await conn.execute(insert, "U1", "expired", "resolved")
-        await conn.execute(insert, "U1", "insufficient_scope", "open")
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await conn.execute(insert, "U1", "expired", "open")
+        await conn.execute(insert, "U2", "expired", "open")
+        for incident in ("expired", "insufficient_scope"):
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(insert, "U1", incident, "open")
+    finally:
+        await conn.close()
+
+
+async def test_duplicate_open_prompts_from_before_are_dismissed_keeping_the_newest(migrated_url: str) -> None:
+    conn = await asyncpg.connect(migrated_url)
+    try:
+        await conn.execute("DROP INDEX reconnect_prompts_one_open_per_user_idx")
+        insert = "INSERT INTO reconnect_prompts (slack_user_id, incident, state) VALUES ($1, $2, 'open') RETURNING id"
+        older = await conn.fetchval(insert, "U1", "expired")
+        newer = await conn.fetchval(insert, "U1", "insufficient_scope")
+        other = await conn.fetchval(insert, "U2", "expired")
+        (one_open,) = [m for m in load_migrations() if m.name == "one_open_prompt_per_user"]
+        await conn.execute(one_open.sql)
+        states = dict(await conn.fetch("SELECT id, state FROM reconnect_prompts"))
+        assert states == {older: "dismissed", newer: "open", other: "open"}
     finally:
         await conn.close()
 

@@ -1,0 +1,210 @@
+"""The Reconnect Gmail DM: sent once per user, edited in place by later reminders, and closed on reconnection.
+
+Used by the briefing run (for every account only the user can fix), by admins' nudges, and by the
+reconnection hook, which turns the DM into "Reconnected as x@gmail.com" and posts a short confirmation.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import PromptView, reconnect_dm, reconnected_confirmation, reconnected_dm
+from bot.links import LinkSigner
+from bot.notifications import Reconnected
+from bot.slack_client import SlackUsers
+from bot.token_health import Cause
+from storage.accounts import Accounts
+from storage.models import Account
+from storage.prompts import Prompt, Prompts, PromptState
+
+log = logging.getLogger(__name__)
+
+# chat.update answers these when the old DM is gone or can no longer be edited: post a new one instead.
+_MESSAGE_GONE = frozenset(
+    {"message_not_found", "cant_update_message", "channel_not_found", "edit_window_closed"}
+)
+
+
+class Delivery(enum.StrEnum):
+    """What asking a user to reconnect came to."""
+
+    POSTED = "posted"  # a new DM
+    UPDATED = "updated"  # the open prompt's DM, edited in place
+    SNOOZED = "snoozed"  # nothing sent: the user asked to be reminded later
+    FAILED = "failed"  # Slack refused (e.g. the user is deactivated); nothing was recorded
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """The outcome of one prompt, with the prompt as stored (None when nothing was recorded)."""
+
+    delivery: Delivery
+    prompt: Prompt | None = None
+    error: str | None = None
+
+
+class Prompter:
+    """Sends, edits and closes Reconnect Gmail DMs through the Slack Web API."""
+
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        prompts: Prompts,
+        accounts: Accounts,
+        links: LinkSigner,
+        users: SlackUsers,
+        timezone: ZoneInfo,
+    ) -> None:
+        self.client = client
+        self.prompts = prompts
+        self.accounts = accounts
+        self.links = links
+        self.users = users
+        self.timezone = timezone
+
+    async def send(
+        self,
+        slack_user_id: str,
+        *,
+        account: Account | None,
+        cause: Cause,
+        actor: str,
+        slack_team_id: str | None = None,
+        respect_snooze: bool = True,
+    ) -> PromptResult:
+        """Ask the user to reconnect: edit the open prompt's DM if there is one, else open a DM and post it."""
+        locale = await self.users.locale(slack_user_id)
+        claims = self.links.new_claims(slack_user_id, slack_team_id=slack_team_id)
+        url = self.links.url(claims)
+        try:
+            async with self.prompts.locked(slack_user_id) as conn:
+                current = await self.prompts.open_for(slack_user_id, conn=conn)
+                if respect_snooze and current is not None and current.snoozed_at(datetime.now(UTC)):
+                    return PromptResult(Delivery.SNOOZED, current)
+                prompt = await self.prompts.open(
+                    slack_user_id,
+                    account_id=account.id if account else None,
+                    incident=_incident(account, cause),
+                    cause=str(cause),
+                    conn=conn,
+                )
+                view = PromptView(
+                    prompt_id=prompt.id,
+                    cause=cause,
+                    email=account.email if account else None,
+                    reconnect_url=url,
+                    link_expires_at=claims.expires_at,
+                )
+                blocks, fallback = reconnect_dm(view, locale)
+                channel, ts, edited = await self._deliver(prompt, blocks=blocks, text=fallback)
+                sent = await self.prompts.record_sent(
+                    prompt, channel_id=channel, message_ts=ts, edited=edited, actor=actor, conn=conn
+                )
+        except SlackApiError as error:
+            code = str(error.response.get("error"))
+            log.warning(
+                "The Reconnect Gmail DM to %s could not be sent: Slack answered %s", slack_user_id, code
+            )
+            return PromptResult(Delivery.FAILED, error=code)
+        log.info("Reconnect Gmail DM %s for %s (%s)", "updated" if edited else "sent", slack_user_id, cause)
+        return PromptResult(Delivery.UPDATED if edited else Delivery.POSTED, sent)
+
+    async def snooze(self, prompt_id: int, *, slack_user_id: str, actor: str) -> Prompt | None:
+        """ "Remind me tomorrow": no reminders until the next day starts, and the DM says so."""
+        prompt = await self.prompts.get(prompt_id)
+        if prompt is None or prompt.slack_user_id != slack_user_id or prompt.state is not PromptState.OPEN:
+            return None
+        snoozed = await self.prompts.snooze(prompt_id, until=self.tomorrow(), actor=actor)
+        if snoozed is None or not snoozed.has_message:
+            return snoozed
+        locale = await self.users.locale(slack_user_id)
+        claims = self.links.new_claims(slack_user_id)
+        view = PromptView(
+            prompt_id=snoozed.id,
+            cause=Cause(snoozed.cause) if snoozed.cause in set(Cause) else Cause.EXPIRED,
+            email=(await self.accounts.get(snoozed.account_id)).email if snoozed.account_id else None,
+            reconnect_url=self.links.url(claims),
+            link_expires_at=claims.expires_at,
+            snoozed=True,
+        )
+        blocks, fallback = reconnect_dm(view, locale)
+        assert snoozed.channel_id is not None and snoozed.message_ts is not None
+        try:
+            await self.client.chat_update(
+                channel=snoozed.channel_id, ts=snoozed.message_ts, blocks=blocks, text=fallback
+            )
+        except SlackApiError as error:
+            log.warning(
+                "The snoozed DM of %s could not be updated (%s)", slack_user_id, error.response.get("error")
+            )
+        return snoozed
+
+    async def dismiss(self, slack_user_id: str, *, actor: str) -> Prompt | None:
+        """Close the user's open prompt without a reconnection (e.g. they disconnected on purpose)."""
+        return await self.prompts.close(slack_user_id, state=PromptState.DISMISSED, actor=actor)
+
+    async def reconnected(self, event: Reconnected) -> None:
+        """The reconnection hook: the open DM becomes "Reconnected as …", and a confirmation is posted."""
+        user = event.slack_user_id
+        locale = await self.users.locale(user)
+        email = event.email or event.account.email
+        async with self.prompts.locked(user) as conn:
+            closed = await self.prompts.close(
+                user, state=PromptState.RESOLVED, actor=f"slack:{user}", conn=conn
+            )
+        if closed is not None and closed.has_message:
+            blocks, fallback = reconnected_dm(email, locale)
+            assert closed.channel_id is not None and closed.message_ts is not None
+            try:
+                await self.client.chat_update(
+                    channel=closed.channel_id, ts=closed.message_ts, blocks=blocks, text=fallback
+                )
+            except SlackApiError as error:
+                log.warning(
+                    "The Reconnect Gmail DM of %s could not be updated (%s)",
+                    user,
+                    error.response.get("error"),
+                )
+        channel = await self._open_dm(user)
+        await self.client.chat_postMessage(channel=channel, text=reconnected_confirmation(email, locale))
+
+    def tomorrow(self, now: datetime | None = None) -> datetime:
+        """The start of the next day in the briefing time zone."""
+        local = (now or datetime.now(UTC)).astimezone(self.timezone)
+        return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=self.timezone)
+
+    async def _deliver(
+        self, prompt: Prompt, *, blocks: list[dict[str, object]], text: str
+    ) -> tuple[str, str, bool]:
+        """(channel, ts, edited): the open DM edited in place, or a new DM when there is none to edit."""
+        if prompt.has_message:
+            assert prompt.channel_id is not None and prompt.message_ts is not None
+            try:
+                await self.client.chat_update(
+                    channel=prompt.channel_id, ts=prompt.message_ts, blocks=blocks, text=text
+                )
+                return prompt.channel_id, prompt.message_ts, True
+            except SlackApiError as error:
+                if error.response.get("error") not in _MESSAGE_GONE:
+                    raise
+                log.info("The Reconnect Gmail DM of %s is gone; posting a new one", prompt.slack_user_id)
+        channel = await self._open_dm(prompt.slack_user_id)
+        response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text)
+        return str(response["channel"]), str(response["ts"]), False
+
+    async def _open_dm(self, slack_user_id: str) -> str:
+        response = await self.client.conversations_open(users=slack_user_id)
+        return str(response["channel"]["id"])
+
+
+def _incident(account: Account | None, cause: Cause) -> str:
+    """What the prompt is about: this account (or none) and why."""
+    return f"{account.id if account else 'none'}:{cause}"
