@@ -29,6 +29,7 @@ from storage.prompts import Prompts
 log = logging.getLogger(__name__)
 
 USER_AGENT = "gmail-reconnect"
+SLACK_TIMEOUT_SECONDS = 30
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -71,7 +72,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
+    # Slack's client gets its own long-lived session: without one, slack_sdk opens a connection per call.
+    async with (
+        aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS)) as slack_session,
+    ):
+        app[BOLT].client.session = slack_session
         accounts = app[ACCOUNTS]
         tokens = build_token_service(settings, accounts, session)
         app[TOKENS] = tokens

@@ -98,6 +98,8 @@ class FakeSlack:
         self.app_id = app_id
         self.bot_id = BOT_ID
         self.base_url = ""
+        self.root_url = ""
+        self.responses: list[dict[str, Any]] = []  # what the app posted to response URLs, oldest first
         self.delay = 0.0
         self.users: dict[str, SlackUser] = {}
         self.channels: set[str] = {"C0GENERAL"}  # channels besides DMs that the bot is a member of
@@ -128,11 +130,13 @@ class FakeSlack:
         """Serve on an unused port of 127.0.0.1 and set base_url."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._dispatch)
+        app.router.add_post("/response/{name}", self._response_url)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}/api/"
+        self.root_url = f"http://{host}:{port}"
 
     async def close(self) -> None:
         """Stop serving."""
@@ -159,11 +163,20 @@ class FakeSlack:
         failure = (200, error, 0) if error is not None else (status, None, 0)
         self._failures.setdefault(method, []).extend([failure] * times)
 
+    def response_url(self, name: str = "abc") -> str:
+        """A response URL served by this fake (commands and interactions carry one); posts land in `responses`."""
+        return f"{self.root_url}/response/{name}"
+
     def calls_to(self, method: str) -> list[SlackCall]:
         """The recorded calls to one method, oldest first."""
         return [call for call in self.calls if call.method == method]
 
     # Plumbing.
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.responses.append({"name": request.match_info["name"], **body})
+        return web.Response(text="ok")
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -551,6 +564,7 @@ def block_actions_body(
     url: str | None = None,
     block_id: str = "actions",
     trigger_id: str = TRIGGER_ID,
+    response_url: str | None = None,
 ) -> bytes:
     """A block_actions form body: a click in a message when message_ts is given, else in a view."""
     text = {"type": "plain_text", "text": action_id, "emoji": True}
@@ -574,7 +588,7 @@ def block_actions_body(
         bot = {"user": BOT_USER_ID, "bot_id": BOT_ID, "app_id": APP_ID, "team": team_id}
         payload["message"] = message or {"type": "message", "ts": message_ts, "text": "", "blocks": [], **bot}
         payload["state"] = {"values": {}}
-        payload["response_url"] = f"https://hooks.slack.com/actions/{team_id}/1/abc"
+        payload["response_url"] = response_url or f"https://hooks.slack.com/actions/{team_id}/1/abc"
     if view is not None:
         payload["view"] = view
     return _payload_body({**payload, "actions": [action]})
