@@ -109,6 +109,7 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
                             locale, "slack.status.last_refresh", when=_when(account.last_refresh_at, locale)
                         )
                     ),
+                    MarkdownTextObject(text=_last_fetch(account, locale)),
                 ]
             )
         )
@@ -326,6 +327,18 @@ def _shorten(value: str, limit: int) -> str:
 
 def _button_text(value: str) -> str:
     return _shorten(value, BUTTON_TEXT_LIMIT)
+
+
+def _last_fetch(account: Account, locale: str) -> str:
+    if account.last_fetch_at is None:
+        result = ""
+    elif account.last_fetch_result == "ok":
+        result = text(locale, "slack.status.fetch_ok", count=account.last_fetch_messages or 0)
+    else:
+        result = text(
+            locale, "slack.status.fetch_failed", reason=_shorten(account.last_fetch_result or "?", 200)
+        )
+    return text(locale, "slack.status.last_fetch", when=_when(account.last_fetch_at, locale), result=result)
 
 
 def _mark(ok: bool) -> str:

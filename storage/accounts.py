@@ -23,6 +23,7 @@ _SELECT = """
 SELECT g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
        g.expiry AT TIME ZONE 'UTC' AS expiry, g.last_refresh_at, g.last_checked_at, g.refresh_token_issued_at,
        g.created_at::timestamptz AS created_at, g.updated_at::timestamptz AS updated_at,
+       g.last_fetch_at, g.last_fetch_result, g.last_fetch_messages,
        coalesce(g.token_data->>'access_token', g.token_data->'encrypted'->>'access_token', '') <> ''
            AS has_access_token,
        coalesce(g.token_data->>'refresh_token', g.token_data->'encrypted'->>'refresh_token', '') <> ''
@@ -59,6 +60,9 @@ def _account(row: asyncpg.Record) -> Account:
         metadata=metadata,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        last_fetch_at=row["last_fetch_at"],
+        last_fetch_result=row["last_fetch_result"],
+        last_fetch_messages=row["last_fetch_messages"],
     )
 
 
@@ -328,6 +332,16 @@ class Accounts:
         if isinstance(config, dict) and config.get("client_id") and config.get("client_secret"):
             return str(config["client_id"]), str(config["client_secret"])
         return None
+
+    async def record_fetch(self, account_id: int, *, result: str, messages: int | None) -> None:
+        """Remember how the account's briefing fetch went ("ok" with the unread count, or why not)."""
+        await self.pool.execute(
+            """UPDATE gmail_tokens SET last_fetch_at = now(), last_fetch_result = $2, last_fetch_messages = $3
+                WHERE id = $1""",
+            account_id,
+            result,
+            messages,
+        )
 
     async def find_unlinked_by_email(self, email: str) -> builtins.list[Account]:
         """Rows with this metadata.email (any case) that no Slack user is linked to."""

@@ -54,6 +54,9 @@ class Account:
     metadata: dict[str, Any] = field(repr=False)
     created_at: datetime | None
     updated_at: datetime | None
+    last_fetch_at: datetime | None = None
+    last_fetch_result: str | None = None  # "ok", or why the briefing fetch did not happen
+    last_fetch_messages: int | None = None
 
     @property
     def capabilities(self) -> frozenset[Capability]:

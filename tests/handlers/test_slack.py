@@ -4,6 +4,7 @@ dispatched by Bolt, answered through the local fake Slack Web API."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -328,3 +329,32 @@ async def test_the_messages_tab_publishes_nothing(serve: Serve, fake_slack: Fake
     await asyncio.sleep(0.2)
 
     assert status == 200 and fake_slack.calls_to("views.publish") == []
+
+
+async def test_the_card_shows_the_last_briefing_fetch(serve: Serve, fake_slack: FakeSlack) -> None:
+    app = await serve()
+    fake_slack.add_user("U0OK", locale="en-US")
+    fake_slack.add_user("U0BAD", locale="ko-KR")
+    for slack_id in ("U0OK", "U0BAD"):
+        await app[ACCOUNTS].store_tokens(
+            grant=TokenGrant("ya29.x", "1//x", None, ["openid", "email", READONLY, SEND]),
+            actor="test",
+            slack_user_id=slack_id,
+            metadata={"email": f"{slack_id.lower()}@gmail.com"},
+            status=Status.HEALTHY,
+        )
+    ok = await app[ACCOUNTS].find_by_slack_id("U0OK")
+    bad = await app[ACCOUNTS].find_by_slack_id("U0BAD")
+    assert ok is not None and bad is not None
+    await app[ACCOUNTS].record_fetch(ok.id, result="ok", messages=3)
+    await app[ACCOUNTS].record_fetch(bad.id, result="Gmail answered 503", messages=None)
+
+    await post(app, slash_command_body(user_id="U0OK"))
+    await post(app, slash_command_body(user_id="U0BAD"))
+
+    cards = {
+        call.args["user"]: block_text(call.args["blocks"])
+        for call in await settled(fake_slack, "chat.postEphemeral", 2)
+    }
+    assert re.search(r"\*Last briefing fetch:\* \d{4}-\d\d-\d\d \d\d:\d\d KST \(3 unread\)", cards["U0OK"])
+    assert "*마지막 브리핑 메일 확인:*" in cards["U0BAD"] and "(실패: Gmail answered 503)" in cards["U0BAD"]
