@@ -192,6 +192,7 @@ class PromptView:
     reconnect_url: str
     link_expires_at: datetime
     snoozed: bool = False
+    first_connection: bool = False  # the user has no row yet: "Connect Gmail" rather than "Reconnect"
 
 
 def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], str]:
@@ -203,7 +204,7 @@ def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], s
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(body)))]
     buttons = [
         ButtonElement(
-            text=text(locale, "slack.button.reconnect"),
+            text=text(locale, "slack.button.connect" if view.first_connection else "slack.button.reconnect"),
             action_id=RECONNECT_ACTION,
             url=view.reconnect_url,
             style="primary",

@@ -102,6 +102,7 @@ class Prompter:
                     email=account.email if account else None,
                     reconnect_url=url,
                     link_expires_at=claims.expires_at,
+                    first_connection=account is None,
                 )
                 blocks, fallback = reconnect_dm(view, locale)
                 channel, ts, edited = await self._deliver(prompt, blocks=blocks, text=fallback)
@@ -134,6 +135,7 @@ class Prompter:
             reconnect_url=self.links.url(claims),
             link_expires_at=claims.expires_at,
             snoozed=True,
+            first_connection=snoozed.account_id is None,
         )
         blocks, fallback = reconnect_dm(view, locale)
         assert snoozed.channel_id is not None and snoozed.message_ts is not None

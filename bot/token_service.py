@@ -144,7 +144,7 @@ class TokenService:
         async with self.accounts.pool.acquire() as conn, conn.transaction():
             await _lock(conn, account_id)
             # Another process may have refreshed while we waited for the lock: re-read under it.
-            account = await self.accounts.get(account_id)
+            account = await self.accounts.get(account_id, conn=conn)
             tokens = await self.accounts.read_tokens(account_id, conn=conn)
             if not force and self._fresh(tokens):
                 assert tokens is not None

@@ -89,9 +89,9 @@ class Accounts:
         row = await self.pool.fetchrow(f"{_SELECT} WHERE g.user_id = $1", user_id)
         return _account(row) if row else None
 
-    async def get(self, account_id: int) -> Account:
+    async def get(self, account_id: int, *, conn: asyncpg.Connection | None = None) -> Account:
         """The account with this id; NotFound if there is none."""
-        row = await self.pool.fetchrow(f"{_SELECT} WHERE g.id = $1", account_id)
+        row = await (conn or self.pool).fetchrow(f"{_SELECT} WHERE g.id = $1", account_id)
         if row is None:
             raise NotFound(f"no gmail_tokens row has id {account_id}")
         return _account(row)

@@ -84,8 +84,15 @@ async def nudge(deps: Deps, admin_id: str, arguments: list[str], locale: str) ->
     result = await deps.prompter.send(
         target, account=account, cause=cause, actor=f"slack:{admin_id}", respect_snooze=False
     )
-    await deps.audit(admin_id, "admin.nudged", target=target, cause=str(cause), delivery=str(result.delivery))
-    label = text(locale, f"slack.cause.{cause}")
+    await deps.audit(
+        admin_id,
+        "admin.nudged",
+        target=target,
+        cause=str(cause),
+        delivery=str(result.delivery),
+        **({"slack_error": result.error} if result.error else {}),
+    )
+    label = text(locale, f"slack.label.{cause}")
     if result.delivery is Delivery.FAILED:
         return _line(text(locale, "slack.admin.nudge_failed", user=target, error=result.error))
     key = "slack.admin.nudge_updated" if result.delivery is Delivery.UPDATED else "slack.admin.nudge_posted"

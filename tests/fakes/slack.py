@@ -594,6 +594,30 @@ def block_actions_body(
     return _payload_body({**payload, "actions": [action]})
 
 
+def ephemeral_actions_body(
+    action_id: str,
+    *,
+    user_id: str,
+    value: str,
+    response_url: str,
+    message_ts: str = "1700000000.000100",
+    channel_id: str = "C0GENERAL",
+    block_id: str = "actions",
+) -> bytes:
+    """A click in an ephemeral message (a /gmail-status card): Slack sends the message's response_url with it."""
+    container = {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": True}
+    return block_actions_body(
+        action_id,
+        user_id=user_id,
+        value=value,
+        container=container,
+        channel_id=channel_id,
+        message_ts=message_ts,
+        block_id=block_id,
+        response_url=response_url,
+    )
+
+
 def view_submission_body(
     callback_id: str,
     *,

@@ -27,7 +27,14 @@ from storage.models import Account, Status, TokenGrant
 from storage.prompts import PromptState
 from tests.conftest import load_legacy_seed
 from tests.fakes.google import FakeGoogle
-from tests.fakes.slack import FakeSlack, app_home_opened, block_actions_body, dm_channel_id, event_body
+from tests.fakes.slack import (
+    FakeSlack,
+    app_home_opened,
+    block_actions_body,
+    dm_channel_id,
+    ephemeral_actions_body,
+    event_body,
+)
 from tests.handlers.test_oauth import visit
 from tests.handlers.test_slack import (
     Serve,
@@ -287,19 +294,8 @@ async def test_a_first_connection_without_a_prompt_is_confirmed(
 
 def ephemeral_click(fake: FakeSlack, action_id: str, user_id: str, value: str) -> bytes:
     """A click on the ephemeral /gmail-status card, whose response URL the fake Slack serves."""
-    return block_actions_body(
-        action_id,
-        user_id=user_id,
-        value=value,
-        channel_id="C0GENERAL",
-        message_ts="1700000000.000100",
-        container={
-            "type": "message",
-            "message_ts": "1700000000.000100",
-            "channel_id": "C0GENERAL",
-            "is_ephemeral": True,
-        },
-        response_url=fake.response_url(user_id),
+    return ephemeral_actions_body(
+        action_id, user_id=user_id, value=value, response_url=fake.response_url(user_id)
     )
 
 
