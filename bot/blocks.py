@@ -153,13 +153,7 @@ def _buttons(view: StatusView, locale: str) -> list[ButtonElement]:
                 action_id=DISCONNECT_ACTION,
                 value=str(view.account.id),
                 style="danger",
-                confirm=ConfirmObject(
-                    title=text(locale, "slack.confirm.disconnect.title"),
-                    text=text(locale, "slack.confirm.disconnect.text"),
-                    confirm=text(locale, "slack.confirm.disconnect.yes"),
-                    deny=text(locale, "slack.confirm.disconnect.no"),
-                    style="danger",
-                ),
+                confirm=_confirm(locale, "slack.confirm.disconnect", style="danger"),
             )
         )
     return buttons
@@ -283,12 +277,7 @@ def admin_overview(overview: Overview, locale: str) -> list[dict[str, Any]]:
             action_id=NUDGE_ALL_ACTION,
             value="unhealthy",
             style="primary",
-            confirm=ConfirmObject(
-                title=text(locale, "slack.confirm.nudge_all.title"),
-                text=text(locale, "slack.confirm.nudge_all.text"),
-                confirm=text(locale, "slack.confirm.nudge_all.yes"),
-                deny=text(locale, "slack.confirm.nudge_all.no"),
-            ),
+            confirm=_confirm(locale, "slack.confirm.nudge_all"),
         )
         blocks.append(ActionsBlock(block_id="admin_actions", elements=[button]))
     return [block.to_dict() for block in blocks]
@@ -307,6 +296,17 @@ def _admin_row(account: Account, status: Status, cause: str | None, locale: str)
         email=account.email or "-",
         label=text(locale, f"slack.label.{status}"),
         cause=_shorten(cause or text(locale, f"slack.cause.{status}"), 300),
+    )
+
+
+def _confirm(locale: str, key: str, *, style: str | None = None) -> ConfirmObject:
+    """Slack's confirmation dialog, from the catalogue's `key`.title/.text/.yes/.no."""
+    return ConfirmObject(
+        title=text(locale, f"{key}.title"),
+        text=text(locale, f"{key}.text"),
+        confirm=text(locale, f"{key}.yes"),
+        deny=text(locale, f"{key}.no"),
+        style=style,
     )
 
 

@@ -10,6 +10,7 @@ import enum
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from slack_sdk.errors import SlackApiError
@@ -138,15 +139,7 @@ class Prompter:
             first_connection=snoozed.account_id is None,
         )
         blocks, fallback = reconnect_dm(view, locale)
-        assert snoozed.channel_id is not None and snoozed.message_ts is not None
-        try:
-            await self.client.chat_update(
-                channel=snoozed.channel_id, ts=snoozed.message_ts, blocks=blocks, text=fallback
-            )
-        except SlackApiError as error:
-            log.warning(
-                "The snoozed DM of %s could not be updated (%s)", slack_user_id, error.response.get("error")
-            )
+        await self._edit_quietly(snoozed, blocks=blocks, text=fallback)
         return snoozed
 
     async def dismiss(self, slack_user_id: str, *, actor: str) -> Prompt | None:
@@ -164,17 +157,7 @@ class Prompter:
             )
         if closed is not None and closed.has_message:
             blocks, fallback = reconnected_dm(email, locale)
-            assert closed.channel_id is not None and closed.message_ts is not None
-            try:
-                await self.client.chat_update(
-                    channel=closed.channel_id, ts=closed.message_ts, blocks=blocks, text=fallback
-                )
-            except SlackApiError as error:
-                log.warning(
-                    "The Reconnect Gmail DM of %s could not be updated (%s)",
-                    user,
-                    error.response.get("error"),
-                )
+            await self._edit_quietly(closed, blocks=blocks, text=fallback)
         channel = await self._open_dm(user)
         await self.client.chat_postMessage(channel=channel, text=reconnected_confirmation(email, locale))
 
@@ -184,7 +167,7 @@ class Prompter:
         return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=self.timezone)
 
     async def _deliver(
-        self, prompt: Prompt, *, blocks: list[dict[str, object]], text: str
+        self, prompt: Prompt, *, blocks: list[dict[str, Any]], text: str
     ) -> tuple[str, str, bool]:
         """(channel, ts, edited): the open DM edited in place, or a new DM when there is none to edit."""
         if prompt.has_message:
@@ -201,6 +184,20 @@ class Prompter:
         channel = await self._open_dm(prompt.slack_user_id)
         response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text)
         return str(response["channel"]), str(response["ts"]), False
+
+    async def _edit_quietly(self, prompt: Prompt, *, blocks: list[dict[str, Any]], text: str) -> None:
+        """Edit the prompt's DM; a DM Slack will not edit any more is logged, not raised."""
+        assert prompt.channel_id is not None and prompt.message_ts is not None
+        try:
+            await self.client.chat_update(
+                channel=prompt.channel_id, ts=prompt.message_ts, blocks=blocks, text=text
+            )
+        except SlackApiError as error:
+            log.warning(
+                "The Reconnect Gmail DM of %s could not be edited (%s)",
+                prompt.slack_user_id,
+                error.response.get("error"),
+            )
 
     async def _open_dm(self, slack_user_id: str) -> str:
         response = await self.client.conversations_open(users=slack_user_id)
