@@ -120,7 +120,7 @@ class Prompter:
         return PromptResult(Delivery.UPDATED if edited else Delivery.POSTED, sent)
 
     async def snooze(self, prompt_id: int, *, slack_user_id: str, actor: str) -> Prompt | None:
-        """ "Remind me tomorrow": no reminders until the next day starts, and the DM says so."""
+        """Remind me tomorrow: no reminders until the next day starts, and the DM says so."""
         prompt = await self.prompts.get(prompt_id)
         if prompt is None or prompt.slack_user_id != slack_user_id or prompt.state is not PromptState.OPEN:
             return None

@@ -61,7 +61,7 @@ async def link_button(ack: AsyncAck) -> None:
 
 
 async def snooze(deps: Deps, *, body: dict[str, Any]) -> None:
-    """ "Remind me tomorrow" on the Reconnect Gmail DM."""
+    """The Reconnect Gmail DM's Remind me tomorrow button."""
     user_id = body["user"]["id"]
     prompt_id = _clicked_id(body)
     if prompt_id is None:
@@ -94,7 +94,7 @@ async def disconnect(
 async def link_account(
     deps: Deps, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
 ) -> None:
-    """ "Link x@gmail.com": attach the unlinked row whose email is the user's Slack email to this user."""
+    """Link x@gmail.com: attach the unlinked row whose email is the user's Slack email to this user."""
     user_id = body["user"]["id"]
     locale = await deps.users.locale(user_id)
     offered = await deps.linkable_account(user_id)

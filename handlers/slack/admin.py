@@ -118,7 +118,7 @@ async def _cause_for(deps: Deps, account: Account | None) -> tuple[Cause | None,
 
 
 async def nudge_all(deps: Deps, *, body: dict[str, Any], respond: AsyncRespond) -> None:
-    """ "Nudge all unhealthy": every linked user who must reconnect gets the DM (snoozed users are skipped)."""
+    """Nudge all unhealthy: every linked user who must reconnect gets the DM (snoozed users are skipped)."""
     admin_id = body["user"]["id"]
     locale = await deps.users.locale(admin_id)
     if not deps.is_admin(admin_id):
