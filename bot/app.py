@@ -8,7 +8,20 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, BOLT, HOOKS, LINKS, POOL, PROMPTER, RECONNECT, SETTINGS, SLACK_USERS, TOKENS
+from bot.appkeys import (
+    ACCOUNTS,
+    BOLT,
+    BRIEFING,
+    HOOKS,
+    LINKS,
+    POOL,
+    PROMPTER,
+    RECONNECT,
+    SETTINGS,
+    SLACK_USERS,
+    TOKENS,
+)
+from bot.briefing import Briefing
 from bot.config import Settings
 from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
@@ -17,7 +30,7 @@ from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
 from bot.prompter import Prompter
 from bot.reconnect import ReconnectFlow
-from bot.slack_client import SlackUsers, create_bolt_app
+from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_bolt_app
 from bot.token_service import build_token_service
 from handlers import health, oauth, slack
 from handlers.errors import error_middleware
@@ -25,11 +38,9 @@ from storage.accounts import Accounts
 from storage.oauth_states import OAuthStates
 from storage.pool import create_pool, describe_dsn
 from storage.prompts import Prompts
+from storage.runs import Runs
 
 log = logging.getLogger(__name__)
-
-USER_AGENT = "gmail-reconnect"
-SLACK_TIMEOUT_SECONDS = 30
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -97,6 +108,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             links=app[LINKS],
             users=app[SLACK_USERS],
             timezone=settings.briefing_timezone,
+        )
+        app[BRIEFING] = Briefing(
+            settings=settings,
+            accounts=accounts,
+            tokens=tokens,
+            prompter=app[PROMPTER],
+            client=app[BOLT].client,
+            users=app[SLACK_USERS],
+            runs=Runs(app[POOL]),
         )
         yield
         await app[HOOKS].drain()

@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 
+from bot.briefing import Briefing
 from bot.config import Settings
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
@@ -25,3 +26,4 @@ TOKENS = web.AppKey("token_service", TokenService)
 BOLT = web.AppKey("bolt", AsyncApp)
 SLACK_USERS = web.AppKey("slack_users", SlackUsers)
 PROMPTER = web.AppKey("prompter", Prompter)
+BRIEFING = web.AppKey("briefing", Briefing)

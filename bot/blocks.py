@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.google_api import MailSummary
 from bot.i18n import text
 from bot.token_health import Cause
 from storage.models import Account, Status
@@ -297,6 +298,37 @@ def _admin_row(account: Account, status: Status, cause: str | None, locale: str)
         label=text(locale, f"slack.label.{status}"),
         cause=_shorten(cause or text(locale, f"slack.cause.{status}"), 300),
     )
+
+
+def digest_blocks(mail: list[MailSummary], total: int, locale: str) -> tuple[list[dict[str, Any]], str]:
+    """The email part of the briefing: the newest unread messages (sender, subject, snippet)."""
+    if not mail:
+        line = text(locale, "slack.digest.none")
+        return notice_blocks(line), line
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.digest.title", count=total)))
+    ]
+    for message in mail:
+        item = text(
+            locale,
+            "slack.digest.item",
+            subject=_escape(_shorten(message.subject or text(locale, "slack.digest.no_subject"), 200)),
+            sender=_escape(_shorten(message.sender, 150)),
+            snippet=_escape(_shorten(message.snippet, 300)),
+        )
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=item)))
+    if total > len(mail):
+        blocks.append(
+            ContextBlock(
+                elements=[MarkdownTextObject(text=text(locale, "slack.digest.more", count=total - len(mail)))]
+            )
+        )
+    return [block.to_dict() for block in blocks], text(locale, "slack.digest.fallback", count=total)
+
+
+def _escape(value: str) -> str:
+    """Mail text shown as Slack mrkdwn: &, < and > escaped, so a subject cannot mention or link."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _confirm(locale: str, key: str, *, style: str | None = None) -> ConfirmObject:

@@ -90,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
         "disconnect", help="revoke a Slack user's Gmail access at Google and wipe the stored tokens"
     )
     disconnect.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+
+    run = commands.add_parser(
+        "run-briefing",
+        help="run today's briefing now: check and refresh every linked account, prompt, post the email part",
+    )
+    run.add_argument(
+        "--preflight", action="store_true", help="run the early check instead (prompts only, no email part)"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="change and send nothing; print what would happen"
+    )
+    run.add_argument(
+        "--user",
+        dest="users",
+        action="append",
+        metavar="SLACK_ID",
+        help="only this Slack user (repeatable); outside today's run record, so it runs even if that is done",
+    )
     return parser
 
 
@@ -244,6 +262,27 @@ async def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.briefing import Kind, open_briefing
+
+    kind = Kind.PREFLIGHT if args.preflight else Kind.BRIEFING
+    async with open_briefing(settings) as briefing:
+        report = await briefing.run(kind, dry_run=args.dry_run, only=args.users)
+    if report.already_finished:
+        print(f"Today's {kind} run has already finished; use --user SLACK_ID to run it again for someone.")
+        return EXIT_OK
+    for line in sorted(report.accounts, key=lambda line: line.account.user_id):
+        account = line.account
+        messages = "" if line.messages is None else f", {line.messages} unread"
+        print(
+            f"{account.slack_user_id:<12} {account.email or '-':<30} {line.status:<18} "
+            f"{line.result}{messages}{': ' + line.detail if line.detail else ''}"
+        )
+    counts = ", ".join(f"{result} {n}" for result, n in sorted(report.counts.items()))
+    print(f"{'dry run: ' if report.dry_run else ''}{len(report.accounts)} accounts ({counts or 'none'})")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "migrate": _migrate,
     "accounts": _accounts,
@@ -253,4 +292,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "doctor": _doctor,
     "reconnect-link": _reconnect_link,
     "disconnect": _disconnect,
+    "run-briefing": _run_briefing,
 }

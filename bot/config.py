@@ -35,6 +35,7 @@ MIN_SECRET_KEY_LENGTH = 32
 LOCALES = ("ko", "en")
 DEFAULT_LINK_TTL = timedelta(days=7)
 DEFAULT_TIMEZONE = "Asia/Seoul"
+BRIEFING_MODES = ("digest", "check")
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -93,6 +94,9 @@ class Settings:
     google_testing_mode: bool = False
     admin_slack_user_ids: frozenset[str] = frozenset()
     briefing_timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIMEZONE))
+    briefing_mode: str = "digest"
+    briefing_max_messages: int = 10
+    briefing_concurrency: int = 32
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -204,10 +208,13 @@ class _Reader:
         return value
 
     def port(self) -> int:
-        value = self.text("PORT", "8080") or "8080"
-        if not value.isdigit() or not 1 <= int(value) <= 65535:
-            self.problems.append(f"PORT={value!r} is not a port number: set a whole number from 1 to 65535.")
-            return 8080
+        return self.integer("PORT", 8080, 1, 65535, what="a port number")
+
+    def integer(self, name: str, default: int, low: int, high: int, *, what: str = "a number") -> int:
+        value = self.text(name, str(default)) or str(default)
+        if not value.isdigit() or not low <= int(value) <= high:
+            self.problems.append(f"{name}={value!r} is not {what}: set a whole number from {low} to {high}.")
+            return default
         return int(value)
 
     def build(self) -> Settings:
@@ -246,6 +253,9 @@ class _Reader:
             google_testing_mode=self.flag("GOOGLE_OAUTH_TESTING_MODE"),
             admin_slack_user_ids=self.slack_ids("ADMIN_SLACK_USER_IDS"),
             briefing_timezone=self.timezone("BRIEFING_TIMEZONE", DEFAULT_TIMEZONE),
+            briefing_mode=self.choice("BRIEFING_MODE", BRIEFING_MODES, "digest"),
+            briefing_max_messages=self.integer("BRIEFING_MAX_MESSAGES", 10, 1, 100),
+            briefing_concurrency=self.integer("BRIEFING_CONCURRENCY", 32, 1, 512),
         )
 
     def database_url(self) -> Secret | None:

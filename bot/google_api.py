@@ -38,6 +38,10 @@ class Failure(enum.StrEnum):
     REAUTH_REQUIRED = "invalid_rapt"  # a Workspace policy requires signing in again
     CLIENT_REJECTED = "invalid_client"  # the OAuth client id/secret is wrong, deleted or not allowed
     TRANSIENT = "transient"  # 5xx, 429, timeouts, connection errors: try again later
+    UNAUTHORIZED = "unauthorized"  # Gmail refused the access token (HTTP 401)
+    INSUFFICIENT_SCOPE = (
+        "insufficient_scope"  # Gmail: the grant does not allow this (403 insufficientPermissions)
+    )
     UNEXPECTED = "unexpected"  # an answer we do not understand: nothing is concluded from it
 
 
@@ -68,6 +72,25 @@ class TokenResponse:
     scopes: list[str] | None
 
 
+@dataclass(frozen=True)
+class MailSummary:
+    """One unread message, as the briefing shows it."""
+
+    id: str
+    sender: str
+    subject: str
+    snippet: str
+    received_at: datetime | None
+
+
+@dataclass(frozen=True)
+class UnreadMail:
+    """The newest unread messages, and how many Gmail estimates there are in all."""
+
+    messages: list[MailSummary]
+    total: int
+
+
 class GoogleClient:
     """The Google endpoints the bot calls directly, on one shared aiohttp session."""
 
@@ -78,9 +101,11 @@ class GoogleClient:
         token_uri: str,
         revoke_uri: str,
         userinfo_uri: str,
+        gmail_api_url: str = "https://gmail.googleapis.com/",
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
         self.session = session
+        self.gmail_api_url = gmail_api_url
         self.token_uri = token_uri
         self.revoke_uri = revoke_uri
         self.userinfo_uri = userinfo_uri
@@ -117,6 +142,49 @@ class GoogleClient:
             return body
         raise token_error(status, body)
 
+    async def unread_mail(self, access_token: str, *, query: str, limit: int) -> UnreadMail:
+        """The newest messages matching `query` (sender, subject, snippet), at most `limit`, newest first."""
+        auth = {"Authorization": f"Bearer {access_token}"}
+        base = self.gmail_api_url + "gmail/v1/users/me/messages"
+        status, body = await self._call(
+            "GET", base, params={"q": query, "maxResults": str(limit)}, headers=auth, what="Gmail search"
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise gmail_error(status, body)
+        ids = [
+            str(item["id"]) for item in body.get("messages") or [] if isinstance(item, dict) and "id" in item
+        ]
+        details = await asyncio.gather(*(self._message(base, message_id, auth) for message_id in ids[:limit]))
+        found = [summary for summary in details if summary is not None]
+        estimate = body.get("resultSizeEstimate")
+        return UnreadMail(found, max(len(found), estimate if isinstance(estimate, int) else 0))
+
+    async def _message(self, base: str, message_id: str, auth: dict[str, str]) -> MailSummary | None:
+        params = [("format", "metadata"), ("metadataHeaders", "From"), ("metadataHeaders", "Subject")]
+        status, body = await self._call(
+            "GET", f"{base}/{message_id}", params=params, headers=auth, what="Gmail message"
+        )
+        if status == 404:
+            return None  # deleted between the search and now
+        if status != 200 or not isinstance(body, dict):
+            raise gmail_error(status, body)
+        headers = {
+            str(header.get("name", "")).lower(): str(header.get("value", ""))
+            for header in (body.get("payload") or {}).get("headers") or []
+            if isinstance(header, dict)
+        }
+        try:
+            received = datetime.fromtimestamp(int(body["internalDate"]) / 1000, UTC)
+        except (KeyError, TypeError, ValueError):
+            received = None
+        return MailSummary(
+            id=message_id,
+            sender=headers.get("from", ""),
+            subject=headers.get("subject", ""),
+            snippet=str(body.get("snippet") or ""),
+            received_at=received,
+        )
+
     async def _call(self, method: str, url: str, *, what: str, **kwargs: Any) -> tuple[int, Any]:
         try:
             async with self.session.request(method, url, timeout=self.timeout, **kwargs) as response:
@@ -150,6 +218,29 @@ def token_response(body: dict[str, Any], *, now: datetime | None = None) -> Toke
         expiry=expiry,
         scopes=scope.split() if isinstance(scope, str) else None,
     )
+
+
+def gmail_error(status: int, body: Any) -> GoogleError:
+    """Classify an error answer of the Gmail API."""
+    error = body.get("error") if isinstance(body, dict) else None
+    message = str(error.get("message")) if isinstance(error, dict) and error.get("message") else ""
+    reasons = {
+        str(item.get("reason"))
+        for item in (error.get("errors") or [] if isinstance(error, dict) else [])
+        if isinstance(item, dict)
+    }
+    text = f"Gmail answered HTTP {status}" + (f" ({message})" if message else "")
+    if status == 401:
+        return GoogleError(Failure.UNAUTHORIZED, text, status=status)
+    if status == 403 and reasons & {"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"}:
+        return GoogleError(Failure.INSUFFICIENT_SCOPE, text, error="insufficientPermissions", status=status)
+    if status in _RETRYABLE_STATUS or reasons & {
+        "rateLimitExceeded",
+        "userRateLimitExceeded",
+        "backendError",
+    }:
+        return GoogleError(Failure.TRANSIENT, text, status=status)
+    return GoogleError(Failure.UNEXPECTED, text, status=status)
 
 
 def token_error(status: int, body: Any) -> GoogleError:

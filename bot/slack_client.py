@@ -21,13 +21,26 @@ from bot.i18n import LOCALES
 log = logging.getLogger(__name__)
 
 PROFILE_TTL_SECONDS = 24 * 3600
+SLACK_TIMEOUT_SECONDS = 30
+USER_AGENT = "gmail-reconnect"
 
 
 def create_bolt_app(settings: Settings) -> AsyncApp:
     """A single-workspace Bolt app whose client calls SLACK_API_URL and retries 429s and server errors."""
-    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
-        raise ValueError("the Slack app needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET")
-    client = AsyncWebClient(
+    if settings.slack_signing_secret is None:
+        raise ValueError("the Slack app needs SLACK_SIGNING_SECRET")
+    return AsyncApp(
+        client=create_web_client(settings),
+        signing_secret=settings.slack_signing_secret.reveal(),
+        name="gmail-reconnect",
+    )
+
+
+def create_web_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client on SLACK_API_URL, retrying connection errors, 429s (after Retry-After) and 5xx."""
+    if settings.slack_bot_token is None:
+        raise ValueError("the Slack client needs SLACK_BOT_TOKEN")
+    return AsyncWebClient(
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
         retry_handlers=[
@@ -35,9 +48,6 @@ def create_bolt_app(settings: Settings) -> AsyncApp:
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
-    )
-    return AsyncApp(
-        client=client, signing_secret=settings.slack_signing_secret.reveal(), name="gmail-reconnect"
     )
 
 

@@ -259,6 +259,7 @@ def build_token_service(
         token_uri=settings.google_token_uri,
         revoke_uri=settings.google_revoke_uri,
         userinfo_uri=settings.google_userinfo_uri,
+        gmail_api_url=settings.gmail_api_url,
     )
     return TokenService(
         accounts,

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import BASE_ENV, SEEDS, google_env, load_legacy_seed
 from tests.fakes.google import FakeGoogle
+from tests.fakes.slack import FakeSlack, dm_channel_id
 
 TOKENS = SEEDS / "tokens"
 
@@ -56,6 +57,7 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         "doctor",
         "reconnect-link",
         "disconnect",
+        "run-briefing",
     ):
         assert command in result.stdout
     assert "the Slack user to link the account to" in run("import", "--help", env={}, cwd=tmp_path).stdout
@@ -336,3 +338,44 @@ async def test_disconnect_revokes_at_google_and_wipes_the_tokens(
         await conn.close()
     assert "refresh_token" not in row["token_data"] and "access_token" not in row["token_data"]
     assert row["status"] == "disconnected" and row["is_equipped"] is False
+
+
+async def test_run_briefing_dry_then_for_one_user(
+    env: dict[str, str], tmp_path: Path, database_url: str, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    await load_legacy_seed(database_url)
+    assert run("migrate", env=env, cwd=tmp_path).returncode == 0
+    fake_slack.add_user("U0HAPPYBELL", locale="en-US")
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
+    }
+    full_env.update({**env, **google_env(fake_google), "SLACK_API_URL": fake_slack.base_url})
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        # The fakes answer on this test's event loop, so the CLI must run without blocking it.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            *args,
+            env=full_env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        return process.returncode or 0, stdout.decode(), stderr.decode()
+
+    code, dry, stderr = await cli("run-briefing", "--dry-run")
+
+    assert code == 0, stderr
+    assert "U0HAPPYBELL" in dry and "would send the Reconnect Gmail DM (missing)" in dry
+    assert dry.strip().endswith("dry run: 3 accounts (checked 1, prompted 2)")
+    assert fake_slack.calls == [] and fake_google.calls == []
+
+    code, out, stderr = await cli("run-briefing", "--user", "U0HAPPYBELL")
+
+    assert code == 0, stderr
+    assert out.strip().splitlines()[-1] == "1 accounts (prompted 1)"
+    (message,) = fake_slack.messages.values()
+    assert message["channel"] == dm_channel_id("U0HAPPYBELL") and "Reconnect" in str(message["blocks"])

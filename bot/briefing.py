@@ -1,0 +1,284 @@
+"""The briefing run: check every linked account, refresh what a refresh can heal, ask the user where only
+they can fix it, and (in digest mode) post the email part of the 9am briefing.
+
+A scheduled run (kind and day) happens once: its accounts are claimed through run records, so replicas share
+the work and a run restarted after a crash finishes without redoing what was done. A dry run changes and
+sends nothing; it says what would happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import digest_blocks
+from bot.config import Settings
+from bot.database import open_accounts
+from bot.errors import ConfigError
+from bot.google_api import Failure, GoogleError, retry_transient
+from bot.links import LinkSigner
+from bot.prompter import Delivery, Prompter
+from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
+from bot.token_health import Cause, effective_status, testing_expiry_near
+from bot.token_service import Outcome, TokenService, build_token_service
+from storage.accounts import Accounts
+from storage.models import Account, Status
+from storage.prompts import Prompts
+from storage.runs import Run, Runs
+
+log = logging.getLogger(__name__)
+
+UNREAD_QUERY = "is:unread newer_than:1d"
+ACTOR = "briefing"
+
+
+class Kind(enum.StrEnum):
+    """Which run: the early check (prompts only) or the briefing itself."""
+
+    PREFLIGHT = "preflight"
+    BRIEFING = "briefing"
+
+
+class Result(enum.StrEnum):
+    """What a run did for one account."""
+
+    DIGEST = "digest"  # healthy; the email part of the briefing was posted
+    CHECKED = "checked"  # healthy; nothing to post (preflight, or BRIEFING_MODE=check)
+    PROMPTED = "prompted"  # only the user can fix it: the Reconnect Gmail DM was sent or updated
+    SNOOZED = "snoozed"  # only the user can fix it, and they asked to be reminded tomorrow
+    UNAVAILABLE = "unavailable"  # Google could not be asked now: nothing changed, nobody was prompted
+    SKIPPED = "skipped"  # disconnected on purpose
+    FAILED = "failed"  # Slack refused a message, or an answer could not be understood
+
+
+@dataclass(frozen=True)
+class AccountReport:
+    """One account's line of the run report."""
+
+    account: Account
+    result: Result
+    status: Status
+    detail: str | None = None
+    messages: int | None = None
+
+
+@dataclass
+class RunReport:
+    """What a run did (or, dry, would do)."""
+
+    kind: Kind
+    dry_run: bool
+    accounts: list[AccountReport] = field(default_factory=list)
+    already_finished: bool = False
+
+    @property
+    def counts(self) -> dict[Result, int]:
+        """How many accounts ended in each result."""
+        return dict(Counter(report.result for report in self.accounts))
+
+
+class Briefing:
+    """Runs the preflight and the briefing over every linked account."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        accounts: Accounts,
+        tokens: TokenService,
+        prompter: Prompter,
+        client: AsyncWebClient,
+        users: SlackUsers,
+        runs: Runs,
+    ) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.tokens = tokens
+        self.prompter = prompter
+        self.client = client
+        self.users = users
+        self.runs = runs
+
+    async def run(
+        self, kind: Kind, *, dry_run: bool = False, only: Collection[str] | None = None
+    ) -> RunReport:
+        """Run `kind` now: today's scheduled run (once), or for the Slack users in `only`, or dry."""
+        report = RunReport(kind, dry_run)
+        if dry_run or only:
+            wanted = set(only or ())
+            linked = [a for a in await self.accounts.list() if a.slack_user_id]
+            chosen = [a for a in linked if not wanted or a.slack_user_id in wanted]
+            report.accounts = await self._each(
+                chosen, lambda account: self.process(account, kind, dry_run=dry_run)
+            )
+            return report
+        day = datetime.now(self.settings.briefing_timezone).date()
+        run = await self.runs.begin(str(kind), day)
+        if run.finished:
+            report.already_finished = True
+            return report
+        report.accounts = await self._claimed(run, kind)
+        if await self.runs.finish(run):
+            log.info("The %s run of %s finished: %s", kind, day, await self.runs.outcomes(run))
+        return report
+
+    async def _claimed(self, run: Run, kind: Kind) -> list[AccountReport]:
+        reports: list[AccountReport] = []
+
+        async def worker() -> None:
+            while (account_id := await self.runs.claim(run)) is not None:
+                account = await self.accounts.get(account_id)
+                report = await self._safely(account, kind)
+                await self.runs.done(run, account_id, outcome=str(report.result), detail=report.detail)
+                reports.append(report)
+
+        await asyncio.gather(*(worker() for _ in range(self.settings.briefing_concurrency)))
+        return reports
+
+    async def _each(
+        self, accounts: list[Account], process: Callable[[Account], Awaitable[AccountReport]]
+    ) -> list[AccountReport]:
+        limit = asyncio.Semaphore(self.settings.briefing_concurrency)
+
+        async def one(account: Account) -> AccountReport:
+            async with limit:
+                return await process(account)
+
+        return list(await asyncio.gather(*(one(account) for account in accounts)))
+
+    async def _safely(self, account: Account, kind: Kind) -> AccountReport:
+        try:
+            return await self.process(account, kind)
+        except Exception as error:  # one account's surprise must not stop the run for everyone else
+            log.exception("The %s run failed for account %s", kind, account.id)
+            return AccountReport(account, Result.FAILED, account.status, f"{type(error).__name__}")
+
+    async def process(self, account: Account, kind: Kind, *, dry_run: bool = False) -> AccountReport:
+        """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen)."""
+        status, _ = effective_status(account, self.settings.required_capabilities)
+        if status is Status.DISCONNECTED:
+            return AccountReport(account, Result.SKIPPED, status, "disconnected on purpose")
+        cause = Cause.of(status)
+        if cause is not None:
+            return await self._prompt(account, status, cause, dry_run=dry_run)
+        if dry_run:
+            return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
+        access = await self.tokens.access(account)
+        if access.outcome is Outcome.UNAVAILABLE:
+            return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
+        if not access.ok:
+            return await self._prompt(
+                access.account, access.account.status, Cause.of(access.account.status) or Cause.EXPIRED
+            )
+        warning = None
+        if self.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
+            warning = await self._prompt(access.account, Status.HEALTHY, Cause.TESTING_EXPIRY)
+        if kind is Kind.PREFLIGHT:
+            return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
+        assert access.access_token is not None
+        return await self._fetch(access.account, access.access_token)
+
+    async def _fetch(self, account: Account, access_token: str) -> AccountReport:
+        google = self.tokens.google
+        try:
+            unread = await retry_transient(
+                lambda: google.unread_mail(
+                    access_token, query=UNREAD_QUERY, limit=self.settings.briefing_max_messages
+                ),
+                attempts=self.tokens.attempts,
+                backoff=self.tokens.backoff,
+            )
+        except GoogleError as error:
+            return await self._fetch_failed(account, error)
+        await self.accounts.record_fetch(account.id, result="ok", messages=unread.total)
+        if self.settings.briefing_mode != "digest":
+            return AccountReport(account, Result.CHECKED, Status.HEALTHY, messages=unread.total)
+        assert account.slack_user_id is not None
+        locale = await self.users.locale(account.slack_user_id)
+        blocks, fallback = digest_blocks(unread.messages, unread.total, locale)
+        try:
+            channel = await self.client.conversations_open(users=account.slack_user_id)
+            await self.client.chat_postMessage(channel=channel["channel"]["id"], blocks=blocks, text=fallback)
+        except SlackApiError as error:
+            return AccountReport(
+                account, Result.FAILED, Status.HEALTHY, f"Slack answered {error.response.get('error')}"
+            )
+        return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total)
+
+    async def _fetch_failed(self, account: Account, error: GoogleError) -> AccountReport:
+        await self.accounts.record_fetch(account.id, result=str(error), messages=None)
+        if error.failure is Failure.UNAUTHORIZED:
+            status, cause = Status.EXPIRED, Cause.EXPIRED
+        elif error.failure is Failure.INSUFFICIENT_SCOPE:
+            status, cause = Status.INSUFFICIENT_SCOPE, Cause.INSUFFICIENT_SCOPE
+        elif error.transient:
+            return AccountReport(account, Result.UNAVAILABLE, account.status, str(error))
+        else:
+            return AccountReport(account, Result.FAILED, account.status, str(error))
+        updated = await self.accounts.set_status(account.id, status=status, cause=str(error), actor=ACTOR)
+        return await self._prompt(updated, status, cause)
+
+    async def _prompt(
+        self, account: Account, status: Status, cause: Cause, *, dry_run: bool = False
+    ) -> AccountReport:
+        if dry_run:
+            return AccountReport(
+                account, Result.PROMPTED, status, f"would send the Reconnect Gmail DM ({cause})"
+            )
+        assert account.slack_user_id is not None
+        sent = await self.prompter.send(account.slack_user_id, account=account, cause=cause, actor=ACTOR)
+        if sent.delivery is Delivery.SNOOZED:
+            return AccountReport(account, Result.SNOOZED, status, str(cause))
+        if sent.delivery is Delivery.FAILED:
+            return AccountReport(account, Result.FAILED, status, f"Slack answered {sent.error}")
+        return AccountReport(account, Result.PROMPTED, status, f"{cause}, DM {sent.delivery}")
+
+
+@asynccontextmanager
+async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
+    """A Briefing with its own database pool and HTTP sessions, for `gmail-reconnect run-briefing`."""
+    problems = settings.missing_for_serve()
+    if settings.secret_key is None:
+        problems.append("SECRET_KEY is not set: it signs the Reconnect Gmail links in the DMs.")
+    if problems:
+        raise ConfigError(problems)
+    assert settings.secret_key is not None
+    # Each worker may hold one connection (a refresh lock, or a prompt lock around a Slack call).
+    pool_size = min(settings.briefing_concurrency, 32) + 2
+    async with (
+        open_accounts(settings, max_size=pool_size) as accounts,
+        aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as google_session,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS)) as slack_session,
+    ):
+        client = create_web_client(settings)
+        client.session = slack_session
+        users = SlackUsers(client, settings.default_locale)
+        links = LinkSigner(
+            settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
+        )
+        yield Briefing(
+            settings=settings,
+            accounts=accounts,
+            tokens=build_token_service(settings, accounts, google_session),
+            prompter=Prompter(
+                client=client,
+                prompts=Prompts(accounts.pool),
+                accounts=accounts,
+                links=links,
+                users=users,
+                timezone=settings.briefing_timezone,
+            ),
+            client=client,
+            users=users,
+            runs=Runs(accounts.pool),
+        )
