@@ -39,6 +39,22 @@ def run(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> sub
     )
 
 
+async def run_async(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run the CLI without blocking the event loop, on which the tests' fake Google and Slack answer."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode or 0, stdout.decode(), stderr.decode()
+
+
 @pytest.fixture
 def env(database_url: str, tmp_path: Path) -> dict[str, str]:
     return {**BASE_ENV, "DATABASE_URL": database_url, "GMAIL_RECONNECT_DATA_DIR": str(tmp_path / "data")}
@@ -312,22 +328,10 @@ async def test_disconnect_revokes_at_google_and_wipes_the_tokens(
         k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
     }
     full_env.update({**env, **google_env(fake_google)})
-    # The fake answers on this test's event loop, so the CLI must run without blocking it.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "disconnect",
-        "U091UNVE41M",
-        env=full_env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    code, stdout, stderr = await run_async("disconnect", "U091UNVE41M", env=full_env, cwd=tmp_path)
 
-    assert process.returncode == 0, stderr.decode()
-    assert "access revoked at Google, tokens wiped" in stdout.decode()
+    assert code == 0, stderr
+    assert "access revoked at Google, tokens wiped" in stdout
     assert "1//heejae-refresh" in fake_google.revoked
     conn = await asyncpg.connect(database_url)
     try:
@@ -351,29 +355,14 @@ async def test_run_briefing_dry_then_for_one_user(
     }
     full_env.update({**env, **google_env(fake_google), "SLACK_API_URL": fake_slack.base_url})
 
-    async def cli(*args: str) -> tuple[int, str, str]:
-        # The fakes answer on this test's event loop, so the CLI must run without blocking it.
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            *args,
-            env=full_env,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
-        return process.returncode or 0, stdout.decode(), stderr.decode()
-
-    code, dry, stderr = await cli("run-briefing", "--dry-run")
+    code, dry, stderr = await run_async("run-briefing", "--dry-run", env=full_env, cwd=tmp_path)
 
     assert code == 0, stderr
     assert "U0HAPPYBELL" in dry and "would send the Reconnect Gmail DM (missing)" in dry
     assert dry.strip().endswith("dry run: 3 accounts (checked 1, prompted 2)")
     assert fake_slack.calls == [] and fake_google.calls == []
 
-    code, out, stderr = await cli("run-briefing", "--user", "U0HAPPYBELL")
+    code, out, stderr = await run_async("run-briefing", "--user", "U0HAPPYBELL", env=full_env, cwd=tmp_path)
 
     assert code == 0, stderr
     assert out.strip().splitlines()[-1] == "1 accounts (prompted 1)"
