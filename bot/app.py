@@ -21,14 +21,13 @@ from bot.appkeys import (
     SLACK_USERS,
     TOKENS,
 )
-from bot.briefing import Briefing
+from bot.briefing import build_briefing
 from bot.config import Settings
 from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
 from bot.errors import ConfigError
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
-from bot.prompter import Prompter
 from bot.reconnect import ReconnectFlow
 from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_bolt_app
 from bot.token_service import build_token_service
@@ -37,8 +36,6 @@ from handlers.errors import error_middleware
 from storage.accounts import Accounts
 from storage.oauth_states import OAuthStates
 from storage.pool import create_pool, describe_dsn
-from storage.prompts import Prompts
-from storage.runs import Runs
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +98,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             google=tokens.google,
             hooks=app[HOOKS],
         )
-        app[PROMPTER] = Prompter(
-            client=app[BOLT].client,
-            prompts=Prompts(app[POOL]),
-            accounts=accounts,
-            links=app[LINKS],
-            users=app[SLACK_USERS],
-            timezone=settings.briefing_timezone,
-        )
-        app[BRIEFING] = Briefing(
-            settings=settings,
+        app[BRIEFING] = build_briefing(
+            settings,
             accounts=accounts,
             tokens=tokens,
-            prompter=app[PROMPTER],
             client=app[BOLT].client,
             users=app[SLACK_USERS],
-            runs=Runs(app[POOL]),
+            links=app[LINKS],
         )
+        app[PROMPTER] = app[BRIEFING].prompter
         yield
         await app[HOOKS].drain()
 

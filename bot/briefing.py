@@ -262,23 +262,43 @@ async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
     ):
         client = create_web_client(settings)
         client.session = slack_session
-        users = SlackUsers(client, settings.default_locale)
         links = LinkSigner(
             settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
         )
-        yield Briefing(
-            settings=settings,
+        yield build_briefing(
+            settings,
             accounts=accounts,
             tokens=build_token_service(settings, accounts, google_session),
-            prompter=Prompter(
-                client=client,
-                prompts=Prompts(accounts.pool),
-                accounts=accounts,
-                links=links,
-                users=users,
-                timezone=settings.briefing_timezone,
-            ),
             client=client,
-            users=users,
-            runs=Runs(accounts.pool),
+            users=SlackUsers(client, settings.default_locale),
+            links=links,
         )
+
+
+def build_briefing(
+    settings: Settings,
+    *,
+    accounts: Accounts,
+    tokens: TokenService,
+    client: AsyncWebClient,
+    users: SlackUsers,
+    links: LinkSigner,
+) -> Briefing:
+    """The Briefing and its Prompter (Briefing.prompter), on the database pool of `accounts`."""
+    prompter = Prompter(
+        client=client,
+        prompts=Prompts(accounts.pool),
+        accounts=accounts,
+        links=links,
+        users=users,
+        timezone=settings.briefing_timezone,
+    )
+    return Briefing(
+        settings=settings,
+        accounts=accounts,
+        tokens=tokens,
+        prompter=prompter,
+        client=client,
+        users=users,
+        runs=Runs(accounts.pool),
+    )

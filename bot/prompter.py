@@ -121,10 +121,9 @@ class Prompter:
 
     async def snooze(self, prompt_id: int, *, slack_user_id: str, actor: str) -> Prompt | None:
         """Remind me tomorrow: no reminders until the next day starts, and the DM says so."""
-        prompt = await self.prompts.get(prompt_id)
-        if prompt is None or prompt.slack_user_id != slack_user_id or prompt.state is not PromptState.OPEN:
-            return None
-        snoozed = await self.prompts.snooze(prompt_id, until=self.tomorrow(), actor=actor)
+        snoozed = await self.prompts.snooze(
+            prompt_id, slack_user_id=slack_user_id, until=self.tomorrow(), actor=actor
+        )
         if snoozed is None or not snoozed.has_message:
             return snoozed
         locale = await self.users.locale(slack_user_id)

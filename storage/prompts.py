@@ -160,15 +160,18 @@ class Prompts:
         )
         return sent
 
-    async def snooze(self, prompt_id: int, *, until: datetime, actor: str) -> Prompt | None:
-        """Hold the open prompt's reminders until `until`; None if it is not open any more."""
+    async def snooze(
+        self, prompt_id: int, *, slack_user_id: str, until: datetime, actor: str
+    ) -> Prompt | None:
+        """Hold the user's open prompt's reminders until `until`; None if it is not theirs or not open."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""UPDATE reconnect_prompts SET snoozed_until = $2, updated_at = now()
-                     WHERE id = $1 AND state = 'open'
+                     WHERE id = $1 AND slack_user_id = $3 AND state = 'open'
                  RETURNING {_COLUMNS}""",
                 prompt_id,
                 until,
+                slack_user_id,
             )
             if row is None:
                 return None
