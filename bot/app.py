@@ -17,6 +17,7 @@ from bot.appkeys import (
     POOL,
     PROMPTER,
     RECONNECT,
+    SCHEDULE,
     SETTINGS,
     SLACK_USERS,
     TOKENS,
@@ -29,6 +30,7 @@ from bot.errors import ConfigError
 from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
 from bot.reconnect import ReconnectFlow
+from bot.scheduler import Schedule
 from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_bolt_app
 from bot.token_service import build_token_service
 from handlers import health, oauth, slack
@@ -58,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SLACK_USERS] = SlackUsers(bolt.client, settings.default_locale)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_schedule)
     if settings.slack_app_token is not None:
         app.cleanup_ctx.append(_socket_mode)
     health.register(app)
@@ -109,6 +112,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[PROMPTER] = app[BRIEFING].prompter
         yield
         await app[HOOKS].drain()
+
+
+async def _schedule(app: web.Application) -> AsyncIterator[None]:
+    schedule = Schedule(app[SETTINGS], app[BRIEFING])
+    app[SCHEDULE] = schedule
+    await schedule.start()
+    yield
+    await schedule.stop()
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:

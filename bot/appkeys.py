@@ -12,6 +12,7 @@ from bot.links import LinkSigner
 from bot.notifications import ReconnectHooks
 from bot.prompter import Prompter
 from bot.reconnect import ReconnectFlow
+from bot.scheduler import Schedule
 from bot.slack_client import SlackUsers
 from bot.token_service import TokenService
 from storage.accounts import Accounts
@@ -27,3 +28,4 @@ BOLT = web.AppKey("bolt", AsyncApp)
 SLACK_USERS = web.AppKey("slack_users", SlackUsers)
 PROMPTER = web.AppKey("prompter", Prompter)
 BRIEFING = web.AppKey("briefing", Briefing)
+SCHEDULE = web.AppKey("schedule", Schedule)

@@ -28,6 +28,7 @@ from bot.errors import ConfigError
 from bot.google_api import Failure, GoogleError, retry_transient
 from bot.links import LinkSigner
 from bot.prompter import Delivery, Prompter
+from bot.run_summary import RunSummary
 from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
 from bot.token_health import Cause, effective_status, testing_expiry_near
 from bot.token_service import Outcome, TokenService, build_token_service
@@ -100,8 +101,10 @@ class Briefing:
         client: AsyncWebClient,
         users: SlackUsers,
         runs: Runs,
+        summary: RunSummary,
     ) -> None:
         self.settings = settings
+        self.summary = summary
         self.accounts = accounts
         self.tokens = tokens
         self.prompter = prompter
@@ -127,23 +130,76 @@ class Briefing:
         if run.finished:
             report.already_finished = True
             return report
-        report.accounts = await self._claimed(run, kind)
-        if await self.runs.finish(run):
+        report.accounts, finished_here = await self._claimed(run, kind)
+        if finished_here:
             log.info("The %s run of %s finished: %s", kind, day, await self.runs.outcomes(run))
+            await self._summarise(run)
         return report
 
-    async def _claimed(self, run: Run, kind: Kind) -> list[AccountReport]:
+    async def _claimed(self, run: Run, kind: Kind) -> tuple[list[AccountReport], bool]:
+        """This process's share of the run, and whether it was the one to finish the run."""
         reports: list[AccountReport] = []
 
         async def worker() -> None:
             while (account_id := await self.runs.claim(run)) is not None:
-                account = await self.accounts.get(account_id)
-                report = await self._safely(account, kind)
-                await self.runs.done(run, account_id, outcome=str(report.result), detail=report.detail)
+                try:
+                    account = await self.accounts.get(account_id)
+                    report = await self._safely(account, kind)
+                except asyncio.CancelledError:
+                    # Shutting down: give the account back rather than leave it to go stale.
+                    await asyncio.shield(self.runs.release(run, account_id))
+                    raise
+                await self.runs.done(
+                    run,
+                    account_id,
+                    outcome=str(report.result),
+                    detail=report.detail,
+                    needed_user=report.status.needs_user,
+                )
                 reports.append(report)
 
-        await asyncio.gather(*(worker() for _ in range(self.settings.briefing_concurrency)))
-        return reports
+        while True:
+            await asyncio.gather(*(worker() for _ in range(self.settings.briefing_concurrency)))
+            if await self.runs.finish(run):
+                return reports, True
+            remaining = await self.runs.unfinished(run)
+            if remaining == 0:
+                return reports, False  # another process finished it a moment ago
+            # Other processes hold the last claims: wait for them to finish, or for a dead one's claims to go
+            # stale and be claimed here.
+            log.info("The %s run waits for %d accounts claimed by other processes", kind, remaining)
+            await asyncio.sleep(self.runs.poll_interval)
+
+    async def _summarise(self, run: Run) -> None:
+        try:
+            await self.summary.post(run)
+        except Exception:  # the run is done; a summary that fails must not make it look failed
+            log.exception("The admin summary of the %s run could not be posted", run.kind)
+
+    async def reconnected(self, account: Account) -> None:
+        """After a reconnection: post the email part the user missed today (once), and edit the admin
+        summaries that listed them."""
+        if self.settings.briefing_mode == "digest" and account.slack_user_id:
+            await self._make_up(account)
+        await self.summary.reconnected(account)
+
+    async def _make_up(self, account: Account) -> None:
+        day = datetime.now(self.settings.briefing_timezone).date()
+        taken = await self.runs.take_missed(str(Kind.BRIEFING), day, account.id)
+        if taken is None:
+            return  # today's briefing has not run yet, or it reached this user, or this was made up already
+        run, before = taken
+        access = await self.tokens.access(account)
+        report = None
+        if access.ok and access.access_token is not None:
+            report = await self._fetch(access.account, access.access_token)
+        if report is None or report.result is not Result.DIGEST:
+            log.warning("Today's missed briefing for %s could not be posted", account.slack_user_id)
+            await self.runs.give_back(
+                run, account.id, outcome=before, detail="could not be posted after the reconnection"
+            )
+            return
+        log.info("Posted today's missed briefing to %s after the reconnection", account.slack_user_id)
 
     async def _each(
         self, accounts: list[Account], process: Callable[[Account], Awaitable[AccountReport]]
@@ -165,11 +221,14 @@ class Briefing:
 
     async def process(self, account: Account, kind: Kind, *, dry_run: bool = False) -> AccountReport:
         """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen)."""
-        status, _ = effective_status(account, self.settings.required_capabilities)
+        status, why = effective_status(account, self.settings.required_capabilities)
         if status is Status.DISCONNECTED:
             return AccountReport(account, Result.SKIPPED, status, "disconnected on purpose")
         cause = Cause.of(status)
         if cause is not None:
+            if status is not account.status and not dry_run:
+                # Never checked, and the stored data already shows it (e.g. a NULL token): record it.
+                account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
             return await self._prompt(account, status, cause, dry_run=dry_run)
         if dry_run:
             return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
@@ -293,6 +352,7 @@ def build_briefing(
         users=users,
         timezone=settings.briefing_timezone,
     )
+    runs = Runs(accounts.pool)
     return Briefing(
         settings=settings,
         accounts=accounts,
@@ -300,5 +360,6 @@ def build_briefing(
         prompter=prompter,
         client=client,
         users=users,
-        runs=Runs(accounts.pool),
+        runs=runs,
+        summary=RunSummary(settings=settings, client=client, accounts=accounts, runs=runs),
     )

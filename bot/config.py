@@ -9,7 +9,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,9 +34,12 @@ SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_LENGTH = 32
 LOCALES = ("ko", "en")
 DEFAULT_LINK_TTL = timedelta(days=7)
+# A run that could not start on time (the bot was down at 09:00) still starts this long after.
+DEFAULT_MISFIRE_GRACE = timedelta(hours=1)
 DEFAULT_TIMEZONE = "Asia/Seoul"
 BRIEFING_MODES = ("digest", "check")
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+_SLACK_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -97,6 +100,10 @@ class Settings:
     briefing_mode: str = "digest"
     briefing_max_messages: int = 10
     briefing_concurrency: int = 32
+    preflight_time: time | None = time(8, 0)
+    briefing_time: time | None = time(9, 0)
+    briefing_misfire_grace: timedelta = DEFAULT_MISFIRE_GRACE
+    admin_channel_id: str | None = None
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -256,6 +263,10 @@ class _Reader:
             briefing_mode=self.choice("BRIEFING_MODE", BRIEFING_MODES, "digest"),
             briefing_max_messages=self.integer("BRIEFING_MAX_MESSAGES", 10, 1, 100),
             briefing_concurrency=self.integer("BRIEFING_CONCURRENCY", 32, 1, 512),
+            preflight_time=self.time_of_day("PREFLIGHT_TIME", time(8, 0)),
+            briefing_time=self.time_of_day("BRIEFING_TIME", time(9, 0)),
+            briefing_misfire_grace=self.duration("BRIEFING_MISFIRE_GRACE", DEFAULT_MISFIRE_GRACE),
+            admin_channel_id=self.channel_id("ADMIN_CHANNEL_ID"),
         )
 
     def database_url(self) -> Secret | None:
@@ -376,6 +387,34 @@ class _Reader:
                 "(Slack profile → ⋮ → Copy member ID), separated by commas."
             )
         return frozenset(v for v in values if v not in wrong)
+
+    def time_of_day(self, name: str, default: time) -> time | None:
+        value = (self.text(name) or "").lower()
+        if not value:
+            return default
+        if value == "off":
+            return None
+        try:
+            parsed = time.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is not None:
+            self.problems.append(
+                f"{name}={value!r} is not a time of day: set HH:MM in BRIEFING_TIMEZONE (e.g. "
+                f"{default:%H:%M}), or off to not schedule it."
+            )
+            return default
+        return parsed
+
+    def channel_id(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is not None and not _SLACK_CHANNEL_ID.fullmatch(value):
+            self.problems.append(
+                f"{name}={value!r} is not a Slack channel ID: set an ID like C0123ABCD (channel name → "
+                "About → Channel ID at the bottom), and invite the bot to that channel."
+            )
+            return None
+        return value
 
     def timezone(self, name: str, default: str) -> ZoneInfo:
         value = self.text(name, default) or default

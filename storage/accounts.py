@@ -96,11 +96,16 @@ class Accounts:
             raise NotFound(f"no gmail_tokens row has id {account_id}")
         return _account(row)
 
-    async def list(self, *, statuses: Iterable[Status] | None = None) -> list[Account]:
-        """Every account (or those in `statuses`), ordered by user_id."""
+    async def list(
+        self, *, statuses: Iterable[Status] | None = None, ids: Iterable[int] | None = None
+    ) -> list[Account]:
+        """Every account (or those in `statuses`, or with these `ids`), ordered by user_id."""
         wanted = [str(status) for status in statuses] if statuses is not None else None
         rows = await self.pool.fetch(
-            f"{_SELECT} WHERE ($1::text[] IS NULL OR g.status = ANY($1)) ORDER BY g.user_id", wanted
+            f"""{_SELECT} WHERE ($1::text[] IS NULL OR g.status = ANY($1))
+                            AND ($2::int[] IS NULL OR g.id = ANY($2)) ORDER BY g.user_id""",
+            wanted,
+            list(ids) if ids is not None else None,
         )
         return [_account(row) for row in rows]
 

@@ -7,6 +7,7 @@ An account's item is claimed before it is processed and marked done after; a cla
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -14,6 +15,10 @@ from datetime import date, timedelta
 import asyncpg
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
+# How often a process that ran out of accounts to claim looks again while others finish theirs.
+DEFAULT_POLL_INTERVAL = 1.0
+# Outcomes of accounts that needed their user: a reconnection later that day makes up for them.
+NEEDED_THE_USER = ("prompted", "snoozed")
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,18 @@ class Run:
 class Runs:
     """Repository over briefing_runs and briefing_run_items."""
 
-    def __init__(self, pool: asyncpg.Pool, *, stale_after: timedelta = DEFAULT_STALE_AFTER) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        stale_after: timedelta = DEFAULT_STALE_AFTER,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
         self.pool = pool
         self.stale_after = stale_after
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.poll_interval = poll_interval
+        # A restarted container keeps its host name and often its pid: the suffix tells incarnations apart.
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     async def begin(self, kind: str, day: date) -> Run:
         """The run of `kind` on `day`, created with an item per linked account if it is new."""
@@ -53,6 +66,16 @@ class Runs:
                 )
         return Run(row["id"], row["kind"], row["day"], row["finished"])
 
+    async def find(self, kind: str, day: date) -> Run | None:
+        """The run of `kind` on `day`, if it has begun."""
+        row = await self.pool.fetchrow(
+            """SELECT id, kind, day, finished_at IS NOT NULL AS finished FROM briefing_runs
+                WHERE kind = $1 AND day = $2""",
+            kind,
+            day,
+        )
+        return Run(row["id"], row["kind"], row["day"], row["finished"]) if row else None
+
     async def claim(self, run: Run) -> int | None:
         """The next account of the run for this process to handle, or None when none is left to claim."""
         return await self.pool.fetchval(
@@ -71,10 +94,79 @@ class Runs:
             self.stale_after,
         )
 
-    async def done(self, run: Run, account_id: int, *, outcome: str, detail: str | None) -> None:
-        """Record what happened to one account of the run."""
+    async def done(
+        self, run: Run, account_id: int, *, outcome: str, detail: str | None, needed_user: bool = False
+    ) -> None:
+        """Record what happened to one account of the run (`needed_user`: only its user could fix it)."""
         await self.pool.execute(
-            """UPDATE briefing_run_items SET state = 'done', outcome = $3, detail = $4, finished_at = now()
+            """UPDATE briefing_run_items
+                  SET state = 'done', outcome = $3, detail = $4, needed_user = $5, finished_at = now()
+                WHERE run_id = $1 AND account_id = $2""",
+            run.id,
+            account_id,
+            outcome,
+            detail,
+            needed_user,
+        )
+
+    async def release(self, run: Run, account_id: int) -> None:
+        """Give back a claim this process will not complete (it is shutting down), for another to take."""
+        await self.pool.execute(
+            """UPDATE briefing_run_items SET state = 'pending', claimed_by = NULL, claimed_at = NULL
+                WHERE run_id = $1 AND account_id = $2 AND state = 'claimed' AND claimed_by = $3""",
+            run.id,
+            account_id,
+            self.worker,
+        )
+
+    async def finish(self, run: Run) -> bool:
+        """Mark the run finished if every item is done; True only for the one caller that finished it."""
+        return bool(
+            await self.pool.fetchval(
+                """UPDATE briefing_runs SET finished_at = now()
+                    WHERE id = $1 AND finished_at IS NULL
+                      AND NOT EXISTS (SELECT 1 FROM briefing_run_items WHERE run_id = $1 AND state <> 'done')
+                RETURNING true""",
+                run.id,
+            )
+        )
+
+    async def unfinished(self, run: Run) -> int:
+        """How many of the run's accounts are not done yet."""
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM briefing_run_items WHERE run_id = $1 AND state <> 'done'", run.id
+            )
+        )
+
+    async def take_missed(self, kind: str, day: date, account_id: int) -> tuple[Run, str] | None:
+        """The run of that day in which this account needed its user, and the outcome it had there; the
+        item is marked as made up for, so that only one caller gets it."""
+        row = await self.pool.fetchrow(
+            """WITH missed AS (
+                   SELECT item.run_id, item.account_id, item.outcome, run.finished_at IS NOT NULL AS finished
+                     FROM briefing_run_items AS item JOIN briefing_runs AS run ON run.id = item.run_id
+                    WHERE run.kind = $1 AND run.day = $2 AND item.account_id = $3
+                      AND item.state = 'done' AND item.outcome = ANY($4::text[])
+                      FOR UPDATE OF item)
+               UPDATE briefing_run_items AS item
+                  SET outcome = 'digest', detail = 'posted after the reconnection', finished_at = now()
+                 FROM missed
+                WHERE item.run_id = missed.run_id AND item.account_id = missed.account_id
+            RETURNING item.run_id, missed.outcome, missed.finished""",
+            kind,
+            day,
+            account_id,
+            list(NEEDED_THE_USER),
+        )
+        if row is None:
+            return None
+        return Run(row["run_id"], kind, day, row["finished"]), row["outcome"]
+
+    async def give_back(self, run: Run, account_id: int, *, outcome: str, detail: str) -> None:
+        """Undo `take_missed` when the email part could not be posted after all."""
+        await self.pool.execute(
+            """UPDATE briefing_run_items SET outcome = $3, detail = $4
                 WHERE run_id = $1 AND account_id = $2""",
             run.id,
             account_id,
@@ -82,17 +174,50 @@ class Runs:
             detail,
         )
 
-    async def finish(self, run: Run) -> bool:
-        """Mark the run finished if every item is done; True when it is."""
-        return bool(
-            await self.pool.fetchval(
-                """UPDATE briefing_runs SET finished_at = coalesce(finished_at, now())
-                    WHERE id = $1
-                      AND NOT EXISTS (SELECT 1 FROM briefing_run_items WHERE run_id = $1 AND state <> 'done')
-                RETURNING true""",
-                run.id,
-            )
+    async def needed_user(self, run: Run) -> list[int]:
+        """The accounts that only their user could fix when the run handled them."""
+        rows = await self.pool.fetch(
+            """SELECT account_id FROM briefing_run_items WHERE run_id = $1 AND needed_user
+                ORDER BY account_id""",
+            run.id,
         )
+        return [row["account_id"] for row in rows]
+
+    async def record_summary(self, run: Run, *, channel: str, ts: str) -> None:
+        """Where the run's admin summary was posted."""
+        await self.pool.execute(
+            "UPDATE briefing_runs SET summary_channel = $2, summary_ts = $3 WHERE id = $1",
+            run.id,
+            channel,
+            ts,
+        )
+
+    async def summaries_with(self, day: date, account_id: int) -> list[tuple[Run, str, str]]:
+        """That day's runs whose admin summary lists this account, with where each summary is."""
+        rows = await self.pool.fetch(
+            """SELECT run.id, run.kind, run.day, run.finished_at IS NOT NULL AS finished,
+                      run.summary_channel, run.summary_ts
+                 FROM briefing_runs AS run JOIN briefing_run_items AS item ON item.run_id = run.id
+                WHERE run.day = $1 AND item.account_id = $2 AND item.needed_user
+                  AND run.summary_ts IS NOT NULL
+                ORDER BY run.id""",
+            day,
+            account_id,
+        )
+        return [
+            (Run(r["id"], r["kind"], r["day"], r["finished"]), r["summary_channel"], r["summary_ts"])
+            for r in rows
+        ]
+
+    async def statuses(self, run: Run) -> dict[str, int]:
+        """How many of the run's accounts are in each status now."""
+        rows = await self.pool.fetch(
+            """SELECT g.status, count(*) AS n
+                 FROM briefing_run_items AS item JOIN gmail_tokens AS g ON g.id = item.account_id
+                WHERE item.run_id = $1 GROUP BY g.status""",
+            run.id,
+        )
+        return {row["status"]: row["n"] for row in rows}
 
     async def outcomes(self, run: Run) -> dict[str, int]:
         """How many accounts of the run ended in each outcome."""

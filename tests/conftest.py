@@ -35,6 +35,9 @@ BASE_ENV = {
     "GOOGLE_CLIENT_ID": "test-client.apps.googleusercontent.com",
     "GOOGLE_CLIENT_SECRET": "GOCSPX-test-client-secret",
     "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+    # Scheduled runs would fire in whichever test happens to be running at 08:00 or 09:00 KST.
+    "PREFLIGHT_TIME": "off",
+    "BRIEFING_TIME": "off",
 }
 
 

@@ -8,7 +8,18 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
-from bot.appkeys import ACCOUNTS, BOLT, HOOKS, LINKS, POOL, PROMPTER, SETTINGS, SLACK_USERS, TOKENS
+from bot.appkeys import (
+    ACCOUNTS,
+    BOLT,
+    BRIEFING,
+    HOOKS,
+    LINKS,
+    POOL,
+    PROMPTER,
+    SETTINGS,
+    SLACK_USERS,
+    TOKENS,
+)
 from bot.blocks import StatusView
 from bot.config import Settings
 from bot.links import Purpose
@@ -104,6 +115,8 @@ def register(web_app: web.Application) -> None:
 
     async def on_reconnected(event: Reconnected) -> None:
         await deps.prompter.reconnected(event)
+        # After the confirmation, so the DM reads in order: reconnected, then today's missed email.
+        await web_app[BRIEFING].reconnected(event.account)
         await events.refresh_home(deps, bolt.client, event.slack_user_id, event.slack_team_id)
 
     web_app[HOOKS].register(on_reconnected)
