@@ -10,10 +10,12 @@ from aiohttp import web
 
 from bot.appkeys import (
     ACCOUNTS,
+    API_KEYS,
     BOLT,
     BRIEFING,
     HOOKS,
     LINKS,
+    METRICS,
     POOL,
     PROMPTER,
     RECONNECT,
@@ -28,14 +30,16 @@ from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
 from bot.errors import ConfigError
 from bot.links import LinkSigner
+from bot.metrics import Metrics
 from bot.notifications import ReconnectHooks
 from bot.reconnect import ReconnectFlow
 from bot.scheduler import Schedule
 from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_bolt_app
 from bot.token_service import build_token_service
-from handlers import health, oauth, slack
+from handlers import api, health, oauth, slack
 from handlers.errors import error_middleware
 from storage.accounts import Accounts
+from storage.api_keys import ApiKeys
 from storage.oauth_states import OAuthStates
 from storage.pool import create_pool, describe_dsn
 
@@ -55,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     # Hooks exist before start-up, so the Slack layer can register on them while the app is assembled.
     app[HOOKS] = ReconnectHooks()
+    app[METRICS] = Metrics()
     bolt = create_bolt_app(settings)
     app[BOLT] = bolt
     app[SLACK_USERS] = SlackUsers(bolt.client, settings.default_locale)
@@ -64,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.slack_app_token is not None:
         app.cleanup_ctx.append(_socket_mode)
     health.register(app)
+    api.register(app)
     oauth.register(app)
     slack.register(app)
     return app
@@ -77,6 +83,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     log.info("Connected to %s", describe_dsn(dsn))
     app[POOL] = pool
     app[ACCOUNTS] = Accounts(pool, token_codec(settings))
+    app[API_KEYS] = ApiKeys(pool)
     yield
     await pool.close()
 
@@ -90,7 +97,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     ):
         app[BOLT].client.session = slack_session
         accounts = app[ACCOUNTS]
-        tokens = build_token_service(settings, accounts, session)
+        tokens = build_token_service(settings, accounts, session, metrics=app[METRICS])
         app[TOKENS] = tokens
         app[RECONNECT] = ReconnectFlow(
             settings,
@@ -108,6 +115,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             client=app[BOLT].client,
             users=app[SLACK_USERS],
             links=app[LINKS],
+            metrics=app[METRICS],
         )
         app[PROMPTER] = app[BRIEFING].prompter
         yield

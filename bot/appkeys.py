@@ -9,6 +9,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.briefing import Briefing
 from bot.config import Settings
 from bot.links import LinkSigner
+from bot.metrics import Metrics
 from bot.notifications import ReconnectHooks
 from bot.prompter import Prompter
 from bot.reconnect import ReconnectFlow
@@ -16,6 +17,7 @@ from bot.scheduler import Schedule
 from bot.slack_client import SlackUsers
 from bot.token_service import TokenService
 from storage.accounts import Accounts
+from storage.api_keys import ApiKeys
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -29,3 +31,5 @@ SLACK_USERS = web.AppKey("slack_users", SlackUsers)
 PROMPTER = web.AppKey("prompter", Prompter)
 BRIEFING = web.AppKey("briefing", Briefing)
 SCHEDULE = web.AppKey("schedule", Schedule)
+METRICS = web.AppKey("metrics", Metrics)
+API_KEYS = web.AppKey("api_keys", ApiKeys)

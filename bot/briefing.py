@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from bot.database import open_accounts
 from bot.errors import ConfigError
 from bot.google_api import Failure, GoogleError, retry_transient
 from bot.links import LinkSigner
+from bot.metrics import Metrics
 from bot.prompter import Delivery, Prompter
 from bot.run_summary import RunSummary
 from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
@@ -102,7 +104,9 @@ class Briefing:
         users: SlackUsers,
         runs: Runs,
         summary: RunSummary,
+        metrics: Metrics,
     ) -> None:
+        self.metrics = metrics
         self.settings = settings
         self.summary = summary
         self.accounts = accounts
@@ -130,7 +134,11 @@ class Briefing:
         if run.finished:
             report.already_finished = True
             return report
+        started = time.monotonic()
         report.accounts, finished_here = await self._claimed(run, kind)
+        self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
+        for result, n in report.counts.items():
+            self.metrics.run_accounts.labels(str(kind), str(result)).inc(n)
         if finished_here:
             log.info("The %s run of %s finished: %s", kind, day, await self.runs.outcomes(run))
             await self._summarise(run)
@@ -342,6 +350,7 @@ def build_briefing(
     client: AsyncWebClient,
     users: SlackUsers,
     links: LinkSigner,
+    metrics: Metrics | None = None,
 ) -> Briefing:
     """The Briefing and its Prompter (Briefing.prompter), on the database pool of `accounts`."""
     prompter = Prompter(
@@ -351,6 +360,7 @@ def build_briefing(
         links=links,
         users=users,
         timezone=settings.briefing_timezone,
+        metrics=metrics,
     )
     runs = Runs(accounts.pool)
     return Briefing(
@@ -362,4 +372,5 @@ def build_briefing(
         users=users,
         runs=runs,
         summary=RunSummary(settings=settings, client=client, accounts=accounts, runs=runs),
+        metrics=prompter.metrics,
     )

@@ -108,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SLACK_ID",
         help="only this Slack user (repeatable); outside today's run record, so it runs even if that is done",
     )
+
+    api_key = commands.add_parser("api-key", help="create, list or revoke API keys for other services")
+    api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
+    create = api_key_commands.add_parser(
+        "create", help="create a key and print it (once: only a hash is kept)"
+    )
+    create.add_argument("name", metavar="NAME", help="who uses it, e.g. skill-email")
+    listing = api_key_commands.add_parser("list", help="list the keys (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    revoke = api_key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("name", metavar="NAME_OR_PREFIX", help="the key's name, or its prefix from `list`")
     return parser
 
 
@@ -262,6 +273,39 @@ async def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.api_keys import ApiKeys
+
+    async with open_accounts(settings) as accounts:
+        keys = ApiKeys(accounts.pool)
+        if args.api_key_command == "create":
+            name = args.name.strip()
+            if not name or len(name) > 100:
+                raise ConfigError(["NAME must be 1 to 100 characters, e.g. skill-email."])
+            key, secret = await keys.create(name, actor=CLI_ACTOR)
+            print(secret)
+            print(
+                f"API key {key.name!r} ({key.key_prefix}…) created. Store it now: it is not shown again.\n"
+                f"Use it as: Authorization: Bearer {key.key_prefix}…",
+                file=sys.stderr,
+            )
+        elif args.api_key_command == "revoke":
+            key = await keys.revoke(args.name, actor=CLI_ACTOR)
+            print(f"API key {key.name!r} ({key.key_prefix}…) revoked; calls with it now get 401.")
+        else:
+            found = await keys.list(include_revoked=args.all)
+            if not found:
+                print("No API keys. Create one with: gmail-reconnect api-key create NAME")
+            for key in found:
+                used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                print(
+                    f"{key.name:<24} {key.key_prefix}…  created {key.created_at:%Y-%m-%d %H:%M} "
+                    f"by {key.created_by}  last used {used}  {state}"
+                )
+    return EXIT_OK
+
+
 async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
     from bot.briefing import Kind, open_briefing
 
@@ -293,4 +337,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "reconnect-link": _reconnect_link,
     "disconnect": _disconnect,
     "run-briefing": _run_briefing,
+    "api-key": _api_key,
 }

@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import PromptView, reconnect_dm, reconnected_confirmation, reconnected_dm
 from bot.links import LinkSigner
+from bot.metrics import Metrics
 from bot.notifications import Reconnected
 from bot.slack_client import SlackUsers
 from bot.token_health import Cause
@@ -63,7 +64,9 @@ class Prompter:
         links: LinkSigner,
         users: SlackUsers,
         timezone: ZoneInfo,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.client = client
         self.prompts = prompts
         self.accounts = accounts
@@ -82,6 +85,27 @@ class Prompter:
         respect_snooze: bool = True,
     ) -> PromptResult:
         """Ask the user to reconnect: edit the open prompt's DM if there is one, else open a DM and post it."""
+        result = await self._send(
+            slack_user_id,
+            account=account,
+            cause=cause,
+            actor=actor,
+            slack_team_id=slack_team_id,
+            respect_snooze=respect_snooze,
+        )
+        self.metrics.prompts.labels(str(result.delivery)).inc()
+        return result
+
+    async def _send(
+        self,
+        slack_user_id: str,
+        *,
+        account: Account | None,
+        cause: Cause,
+        actor: str,
+        slack_team_id: str | None,
+        respect_snooze: bool,
+    ) -> PromptResult:
         locale = await self.users.locale(slack_user_id)
         claims = self.links.new_claims(slack_user_id, slack_team_id=slack_team_id)
         url = self.links.url(claims)

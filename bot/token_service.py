@@ -19,6 +19,7 @@ import asyncpg
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.google_api import Failure, GoogleClient, GoogleError, retry_transient
+from bot.metrics import Metrics
 from bot.token_health import TESTING_TOKEN_LIFETIME
 from storage.accounts import Accounts
 from storage.models import Account, Status, TokenGrant, TokenSet
@@ -82,8 +83,10 @@ class TokenService:
         refresh_margin: timedelta = timedelta(minutes=5),
         attempts: int = 3,
         backoff: float = 0.5,
+        metrics: Metrics | None = None,
     ) -> None:
         self.accounts = accounts
+        self.metrics = metrics or Metrics()
         self.google = google
         self.client_id = client_id
         self._client_secret = client_secret
@@ -158,7 +161,9 @@ class TokenService:
                     account_id, status=Status.MISSING, cause=cause, actor=ACTOR, conn=conn
                 )
                 return Access(Outcome.NEEDS_USER, account, cause=cause)
-            return await self._refresh(conn, account, tokens.refresh_token)
+            access = await self._refresh(conn, account, tokens.refresh_token)
+        self.metrics.refreshes.labels(str(access.outcome)).inc()
+        return access
 
     async def _refresh(self, conn: asyncpg.Connection, account: Account, refresh_token: str) -> Access:
         client_id, client_secret = await self.accounts.oauth_client(account.id, conn=conn) or (
@@ -249,7 +254,7 @@ class TokenService:
 
 
 def build_token_service(
-    settings: Settings, accounts: Accounts, session: aiohttp.ClientSession
+    settings: Settings, accounts: Accounts, session: aiohttp.ClientSession, *, metrics: Metrics | None = None
 ) -> TokenService:
     """The token service for these settings, calling Google on `session`."""
     if settings.google_client_id is None or settings.google_client_secret is None:
@@ -268,6 +273,7 @@ def build_token_service(
         client_secret=settings.google_client_secret.reveal(),
         required=settings.required_capabilities,
         testing_mode=settings.google_testing_mode,
+        metrics=metrics,
     )
 
 

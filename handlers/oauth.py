@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from bot.appkeys import RECONNECT, SETTINGS
+from bot.appkeys import METRICS, RECONNECT, SETTINGS
 from bot.i18n import pick_locale
 from bot.reconnect import STATE_TTL, Answer, new_browser_binding
 from handlers.pages import render
@@ -46,6 +46,7 @@ async def oauth_start(request: web.Request) -> web.StreamResponse:
 async def oauth_callback(request: web.Request) -> web.StreamResponse:
     """Finish the flow Google redirected back from; every outcome is a page, never an error 500."""
     answer = await request.app[RECONNECT].finish(dict(request.query), browser_binding=_binding(request))
+    request.app[METRICS].callbacks.labels(answer.page).inc()
     return _respond(request, answer)
 
 

@@ -1,0 +1,75 @@
+"""Prometheus metrics at GET /metrics: accounts by status, refreshes, prompts, OAuth callbacks, runs and API
+calls. Counters count what this process did (Prometheus sums them over replicas); the accounts gauge is read
+from the database at each scrape, so every replica reports the same figures."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from storage.accounts import Accounts
+from storage.models import Status
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+
+class Metrics:
+    """The application's metrics, in a registry of its own (several apps may live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.accounts = Gauge(
+            "gmail_reconnect_accounts",
+            "gmail_tokens rows by stored status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.refreshes = Counter(
+            "gmail_reconnect_refreshes",
+            "Access-token refreshes asked of Google, by outcome (refreshed, needs_user, unavailable).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.prompts = Counter(
+            "gmail_reconnect_prompts",
+            "Reconnect Gmail DMs, by delivery (posted, updated, snoozed, failed).",
+            ["delivery"],
+            registry=self.registry,
+        )
+        self.callbacks = Counter(
+            "gmail_reconnect_oauth_callbacks",
+            "Google OAuth callbacks, by the page they ended on (connected, denied, state_expired, …).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.run_seconds = Histogram(
+            "gmail_reconnect_run_duration_seconds",
+            "How long this process took over its share of a preflight or briefing run.",
+            ["kind"],
+            buckets=RUN_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.run_accounts = Counter(
+            "gmail_reconnect_run_accounts",
+            "Accounts handled by runs in this process, by kind and result.",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.api_requests = Counter(
+            "gmail_reconnect_api_requests",
+            "Calls to /api/v1, by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        # Series that exist from the start read 0 rather than being absent until the first event.
+        for outcome in ("refreshed", "needs_user", "unavailable"):
+            self.refreshes.labels(outcome)
+        for delivery in ("posted", "updated", "snoozed", "failed"):
+            self.prompts.labels(delivery)
+
+    async def render(self, accounts: Accounts) -> bytes:
+        """The text exposition format, with the accounts gauge read from the database now."""
+        counts = await accounts.count_by_status()
+        for status in Status:
+            self.accounts.labels(str(status)).set(counts.get(status, 0))
+        return generate_latest(self.registry)
