@@ -150,13 +150,8 @@ class Briefing:
 
         async def worker() -> None:
             while (account_id := await self.runs.claim(run)) is not None:
-                try:
-                    account = await self.accounts.get(account_id)
-                    report = await self._safely(account, kind)
-                except asyncio.CancelledError:
-                    # Shutting down: give the account back rather than leave it to go stale.
-                    await asyncio.shield(self.runs.release(run, account_id))
-                    raise
+                account = await self.accounts.get(account_id)
+                report = await self._safely(account, kind)
                 await self.runs.done(
                     run,
                     account_id,
@@ -167,7 +162,19 @@ class Briefing:
                 reports.append(report)
 
         while True:
-            await asyncio.gather(*(worker() for _ in range(self.settings.briefing_concurrency)))
+            try:
+                # return_exceptions: a shutdown waits for every worker to stop before going on.
+                outcomes = await asyncio.gather(
+                    *(worker() for _ in range(self.settings.briefing_concurrency)), return_exceptions=True
+                )
+            except asyncio.CancelledError:
+                # Shutting down: give back what this process claimed and did not finish, rather than leave
+                # it to go stale.
+                await asyncio.shield(self.runs.release(run))
+                raise
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             if await self.runs.finish(run):
                 return reports, True
             remaining = await self.runs.unfinished(run)

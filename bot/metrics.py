@@ -4,10 +4,15 @@ from the database at each scrape, so every replica reports the same figures."""
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from bot.token_health import effective_status
 from storage.accounts import Accounts
 from storage.models import Status
+from storage.scopes import Capability
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -67,9 +72,15 @@ class Metrics:
         for delivery in ("posted", "updated", "snoozed", "failed"):
             self.prompts.labels(delivery)
 
-    async def render(self, accounts: Accounts) -> bytes:
-        """The text exposition format, with the accounts gauge read from the database now."""
-        counts = await accounts.count_by_status()
+    async def render(self, accounts: Accounts, required: Iterable[Capability]) -> bytes:
+        """The text exposition format, with the accounts gauge read from the database now.
+
+        Statuses are those `/gmail-status all` and the registry show: an account never checked counts under
+        what its stored data already shows (e.g. missing for a NULL token)."""
+        counts = Tally(await accounts.count_by_status())
+        never_checked = await accounts.list(statuses=[Status.UNKNOWN])
+        counts[Status.UNKNOWN] -= len(never_checked)
+        counts.update(effective_status(account, required)[0] for account in never_checked)
         for status in Status:
             self.accounts.labels(str(status)).set(counts.get(status, 0))
         return generate_latest(self.registry)

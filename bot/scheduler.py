@@ -46,6 +46,9 @@ class Schedule:
 
     async def start(self, now: datetime | None = None) -> None:
         """Schedule the runs (needs the running event loop), and start any run that is due now."""
+        if not self.times:
+            log.info("PREFLIGHT_TIME and BRIEFING_TIME are off: no run is scheduled in this process")
+            return
         zone = self.settings.briefing_timezone
         for kind, at in self.times.items():
             self.scheduler.add_job(
@@ -81,6 +84,7 @@ class Schedule:
         """Stop scheduling and cancel runs in progress; their unfinished accounts go back to the run."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in its next turn of the event loop
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)

@@ -53,7 +53,9 @@ def register(app: web.Application) -> None:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics (counts only: no user, address or token appears in them)."""
-    body = await request.app[METRICS].render(request.app[ACCOUNTS])
+    body = await request.app[METRICS].render(
+        request.app[ACCOUNTS], request.app[SETTINGS].required_capabilities
+    )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **_NO_STORE})
 
 
@@ -85,7 +87,7 @@ async def _authenticate(request: web.Request) -> ApiKey | web.Response:
         request.app[POOL],
         actor="api:unknown",
         action="api.refused",
-        details={"path": request.path, "prefix": shown, "had_key": bool(presented)},
+        details={"path": request.path, "prefix": shown, "key_presented": bool(presented)},
     )
     message = (
         "This API key is not valid, or it was revoked."
@@ -235,7 +237,8 @@ async def _needs_user(
     body: dict[str, Any] = {
         "error": "reconnect_required",
         "status": str(status),
-        "cause": account.status_cause or text("en", f"slack.cause.{status}"),
+        "cause": effective_status(account, request.app[SETTINGS].required_capabilities)[1]
+        or text("en", f"slack.cause.{status}"),
         "reconnect_prompted": prompted,
     }
     if confirmed is not None:

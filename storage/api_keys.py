@@ -18,6 +18,8 @@ from storage.errors import Conflict, NotFound
 
 KEY_PREFIX = "gmr_"
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 8
+# Revoking by prefix takes at least this much of the key, so that a slip does not match every key.
+MIN_PREFIX_LENGTH = len(KEY_PREFIX) + 4
 # last_used_at is written at most this often per key, so that busy callers do not write on every call.
 LAST_USED_PRECISION = timedelta(minutes=1)
 _COLUMNS = "id, name, key_prefix, created_by, created_at, last_used_at, revoked_at"
@@ -82,19 +84,31 @@ class ApiKeys:
         )
         return [ApiKey(**dict(row)) for row in rows]
 
-    async def revoke(self, name_or_prefix: str, *, actor: str) -> ApiKey:
-        """Revoke the active key with this name or shown prefix; NotFound if there is none."""
+    async def revoke(self, which: str, *, actor: str) -> ApiKey:
+        """Revoke the active key with this name, or that starts with `which` (its prefix as `list` shows it,
+        at least MIN_PREFIX_LENGTH characters, or the whole key); NotFound if there is none."""
+        by_prefix = which.startswith(KEY_PREFIX) and len(which) >= MIN_PREFIX_LENGTH
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"""UPDATE api_keys SET revoked_at = now()
-                     WHERE revoked_at IS NULL AND (name = $1 OR key_prefix = $1)
-                 RETURNING {_COLUMNS}""",
-                name_or_prefix,
+                f"""SELECT {_COLUMNS} FROM api_keys
+                     WHERE revoked_at IS NULL
+                       AND (name = $1 OR key_hash = $2
+                            OR ($3 AND (key_prefix LIKE $4 || '%' OR $1 LIKE key_prefix || '%')))
+                     FOR UPDATE""",
+                which,
+                _hash(which),
+                by_prefix,
+                which.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
             )
             if not rows:
-                raise NotFound(f"no active API key is named {name_or_prefix!r} or starts with it")
+                raise NotFound(
+                    f"no active API key is named {which!r} or starts with it "
+                    f"(a prefix needs at least {MIN_PREFIX_LENGTH} characters, as `api-key list` shows them)"
+                )
             if len(rows) > 1:
-                raise Conflict(f"{name_or_prefix!r} matches several keys: give the key's name instead")
+                raise Conflict(f"{which!r} matches several keys: give the key's name instead")
+            await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", rows[0]["id"])
+            rows = [await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", rows[0]["id"])]
             key = ApiKey(**dict(rows[0]))
             await audit.append(
                 conn,

@@ -109,13 +109,12 @@ class Runs:
             needed_user,
         )
 
-    async def release(self, run: Run, account_id: int) -> None:
-        """Give back a claim this process will not complete (it is shutting down), for another to take."""
+    async def release(self, run: Run) -> None:
+        """Give back the claims this process will not complete (it is shutting down), for another to take."""
         await self.pool.execute(
             """UPDATE briefing_run_items SET state = 'pending', claimed_by = NULL, claimed_at = NULL
-                WHERE run_id = $1 AND account_id = $2 AND state = 'claimed' AND claimed_by = $3""",
+                WHERE run_id = $1 AND state = 'claimed' AND claimed_by = $2""",
             run.id,
-            account_id,
             self.worker,
         )
 
