@@ -281,8 +281,8 @@ class Briefing:
         locale = await self.users.locale(account.slack_user_id)
         blocks, fallback = digest_blocks(unread.messages, unread.total, locale)
         try:
-            channel = await self.client.conversations_open(users=account.slack_user_id)
-            await self.client.chat_postMessage(channel=channel["channel"]["id"], blocks=blocks, text=fallback)
+            # A user ID as the channel posts in the user's DM with the bot: no conversations.open round trip.
+            await self.client.chat_postMessage(channel=account.slack_user_id, blocks=blocks, text=fallback)
         except SlackApiError as error:
             return AccountReport(
                 account, Result.FAILED, Status.HEALTHY, f"Slack answered {error.response.get('error')}"
