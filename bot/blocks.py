@@ -379,13 +379,14 @@ def _admin_row(account: Account, status: Status, cause: str | None, locale: str)
 
 
 def digest_blocks(mail: list[MailSummary], total: int, locale: str) -> tuple[list[dict[str, Any]], str]:
-    """The email part of the briefing: the newest unread messages (sender, subject, snippet)."""
+    """The email part of the briefing: the newest unread messages (sender, subject, snippet).
+
+    Built as plain dicts rather than slack_sdk's block models: this runs once per account per run, and the
+    models' validation cost more CPU than the rest of the message."""
     if not mail:
         line = text(locale, "slack.digest.none")
-        return notice_blocks(line), line
-    blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.digest.title", count=total)))
-    ]
+        return [_markdown_section(line)], line
+    blocks = [_markdown_section(text(locale, "slack.digest.title", count=total))]
     for message in mail:
         item = text(
             locale,
@@ -394,14 +395,15 @@ def digest_blocks(mail: list[MailSummary], total: int, locale: str) -> tuple[lis
             sender=_escape(_shorten(message.sender, 150)),
             snippet=_escape(_shorten(message.snippet, 300)),
         )
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=item)))
+        blocks.append(_markdown_section(item))
     if total > len(mail):
-        blocks.append(
-            ContextBlock(
-                elements=[MarkdownTextObject(text=text(locale, "slack.digest.more", count=total - len(mail)))]
-            )
-        )
-    return [block.to_dict() for block in blocks], text(locale, "slack.digest.fallback", count=total)
+        more = text(locale, "slack.digest.more", count=total - len(mail))
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+    return blocks, text(locale, "slack.digest.fallback", count=total)
+
+
+def _markdown_section(line: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _shorten(line, SECTION_LIMIT)}}
 
 
 def _escape(value: str) -> str:
