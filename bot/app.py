@@ -24,7 +24,7 @@ from bot.appkeys import (
     SLACK_USERS,
     TOKENS,
 )
-from bot.briefing import build_briefing
+from bot.briefing import build_briefing, google_connections, slack_connections
 from bot.config import Settings
 from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
@@ -79,7 +79,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dsn = await resolve_database_url(settings)
     await apply_migrations(settings, dsn)
-    pool = await create_pool(dsn)
+    # The briefing's workers may each hold one (a refresh or prompt lock); the rest serve Slack and OAuth.
+    pool = await create_pool(dsn, max_size=min(settings.briefing_concurrency, 32) + 8)
     log.info("Connected to %s", describe_dsn(dsn))
     app[POOL] = pool
     app[ACCOUNTS] = Accounts(pool, token_codec(settings))
@@ -92,8 +93,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # Slack's client gets its own long-lived session: without one, slack_sdk opens a connection per call.
     async with (
-        aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session,
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS)) as slack_session,
+        aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT},
+            connector=aiohttp.TCPConnector(limit=google_connections(settings)),
+        ) as session,
+        aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
+            connector=aiohttp.TCPConnector(limit=slack_connections(settings)),
+        ) as slack_session,
     ):
         app[BOLT].client.session = slack_session
         accounts = app[ACCOUNTS]

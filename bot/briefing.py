@@ -331,8 +331,14 @@ async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
     pool_size = min(settings.briefing_concurrency, 32) + 2
     async with (
         open_accounts(settings, max_size=pool_size) as accounts,
-        aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as google_session,
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS)) as slack_session,
+        aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT},
+            connector=aiohttp.TCPConnector(limit=google_connections(settings)),
+        ) as google_session,
+        aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
+            connector=aiohttp.TCPConnector(limit=slack_connections(settings)),
+        ) as slack_session,
     ):
         client = create_web_client(settings)
         client.session = slack_session
@@ -347,6 +353,16 @@ async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
             users=SlackUsers(client, settings.default_locale),
             links=links,
         )
+
+
+def google_connections(settings: Settings) -> int:
+    """Connections to Google: every worker may fetch all its messages at once (aiohttp's default is 100)."""
+    return max(100, settings.briefing_concurrency * (settings.briefing_max_messages + 1))
+
+
+def slack_connections(settings: Settings) -> int:
+    """Connections to Slack: one per worker, and room for the Slack requests served meanwhile."""
+    return max(100, settings.briefing_concurrency * 2)
 
 
 def build_briefing(

@@ -64,6 +64,9 @@ class Runs:
                        ON CONFLICT DO NOTHING""",
                     row["id"],
                 )
+        if row["created"]:
+            # Fresh statistics, so the planner uses the claim index for a table that was empty until now.
+            await self.pool.execute("ANALYZE briefing_run_items")
         return Run(row["id"], row["kind"], row["day"], row["finished"])
 
     async def find(self, kind: str, day: date) -> Run | None:
