@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from bot.appkeys import (
@@ -24,7 +23,7 @@ from bot.appkeys import (
     SLACK_USERS,
     TOKENS,
 )
-from bot.briefing import build_briefing, google_connections, slack_connections
+from bot.briefing import build_briefing, http_sessions
 from bot.config import Settings
 from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
@@ -34,7 +33,7 @@ from bot.metrics import Metrics
 from bot.notifications import ReconnectHooks
 from bot.reconnect import ReconnectFlow
 from bot.scheduler import Schedule
-from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_bolt_app
+from bot.slack_client import SlackUsers, create_bolt_app
 from bot.token_service import build_token_service
 from handlers import api, health, oauth, slack
 from handlers.errors import error_middleware
@@ -92,16 +91,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # Slack's client gets its own long-lived session: without one, slack_sdk opens a connection per call.
-    async with (
-        aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=google_connections(settings)),
-        ) as session,
-        aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
-            connector=aiohttp.TCPConnector(limit=slack_connections(settings)),
-        ) as slack_session,
-    ):
+    async with http_sessions(settings) as (session, slack_session):
         app[BOLT].client.session = slack_session
         accounts = app[ACCOUNTS]
         tokens = build_token_service(settings, accounts, session, metrics=app[METRICS])

@@ -249,17 +249,7 @@ def admin_overview(overview: Overview, locale: str) -> list[dict[str, Any]]:
     """The /gmail-status all card: counts by status, the accounts needing attention, and a Nudge-all button."""
     total = sum(overview.counts.values())
     blocks: list[Block] = [HeaderBlock(text=text(locale, "slack.admin.title", total=total))]
-    counts = [
-        text(
-            locale,
-            "slack.admin.count",
-            emoji=_EMOJI[status],
-            label=text(locale, f"slack.label.{status}"),
-            count=n,
-        )
-        for status, n in sorted(overview.counts.items(), key=lambda item: list(Status).index(item[0]))
-        if n
-    ]
+    counts = _status_counts(overview.counts, locale)
     blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(counts) or "-")))
     blocks.append(DividerBlock())
     if not overview.attention:
@@ -313,17 +303,7 @@ def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]]
         for name in _OUTCOMES
         if view.outcomes.get(name)
     )
-    counts = [
-        text(
-            locale,
-            "slack.admin.count",
-            emoji=_EMOJI[status],
-            label=text(locale, f"slack.label.{status}"),
-            count=n,
-        )
-        for status, n in sorted(view.counts.items(), key=lambda item: list(Status).index(item[0]))
-        if n
-    ]
+    counts = _status_counts(view.counts, locale)
     before, now = len(view.attention), view.still
     if before == 0:
         verdict = text(locale, "slack.summary.none")
@@ -359,6 +339,21 @@ def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]]
         blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
     fallback = text(locale, "slack.summary.fallback", kind=kind, day=view.day, now=now, total=view.total)
     return [block.to_dict() for block in blocks], fallback
+
+
+def _status_counts(counts: dict[Status, int], locale: str) -> list[str]:
+    """One line per status that has accounts ("✅ Connected: *12*"), in the order of Status."""
+    return [
+        text(
+            locale,
+            "slack.admin.count",
+            emoji=_EMOJI[status],
+            label=text(locale, f"slack.label.{status}"),
+            count=n,
+        )
+        for status, n in sorted(counts.items(), key=lambda item: list(Status).index(item[0]))
+        if n
+    ]
 
 
 def _who(account: Account, locale: str) -> str:

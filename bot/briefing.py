@@ -331,14 +331,7 @@ async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
     pool_size = min(settings.briefing_concurrency, 32) + 2
     async with (
         open_accounts(settings, max_size=pool_size) as accounts,
-        aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=google_connections(settings)),
-        ) as google_session,
-        aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
-            connector=aiohttp.TCPConnector(limit=slack_connections(settings)),
-        ) as slack_session,
+        http_sessions(settings) as (google_session, slack_session),
     ):
         client = create_web_client(settings)
         client.session = slack_session
@@ -355,14 +348,24 @@ async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
         )
 
 
-def google_connections(settings: Settings) -> int:
-    """Connections to Google: every worker may fetch all its messages at once (aiohttp's default is 100)."""
-    return max(100, settings.briefing_concurrency * (settings.briefing_max_messages + 1))
-
-
-def slack_connections(settings: Settings) -> int:
-    """Connections to Slack: one per worker, and room for the Slack requests served meanwhile."""
-    return max(100, settings.briefing_concurrency * 2)
+@asynccontextmanager
+async def http_sessions(
+    settings: Settings,
+) -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
+    """Long-lived sessions to Google and to Slack, with room for BRIEFING_CONCURRENCY workers: each may fetch
+    all its messages at once (aiohttp's default limit of 100 connections throttled that)."""
+    google_limit = max(100, settings.briefing_concurrency * (settings.briefing_max_messages + 1))
+    slack_limit = max(100, settings.briefing_concurrency * 2)
+    async with (
+        aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT}, connector=aiohttp.TCPConnector(limit=google_limit)
+        ) as google_session,
+        aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
+            connector=aiohttp.TCPConnector(limit=slack_limit),
+        ) as slack_session,
+    ):
+        yield google_session, slack_session
 
 
 def build_briefing(
