@@ -34,20 +34,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import logging
 import math
 import multiprocessing
 import os
-import platform
 import random
 import resource
 import secrets
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -56,7 +53,6 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiohttp import web
@@ -65,16 +61,16 @@ from aiohttp.typedefs import Handler
 # tests/ is not an installed package: put the project root first so its fakes and settings can be imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import database_server, machine, percentiles, positive, throwaway_database
+from bench.common import postgres_version as bench_postgres_version
 from bot.briefing import Kind, Result, open_briefing
 from bot.config import load_settings
 from bot.database import token_codec
 from bot.logs import MASK, configure_logging
 from bot.token_health import effective_status
-from storage import embedded
 from storage.accounts import DEFAULT_TOKEN_TYPE, Accounts
 from storage.crypto import generate_key
-from storage.migrator import migrate
-from storage.pool import connect, create_pool, describe_dsn
+from storage.pool import create_pool
 from storage.scopes import Capability
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack, dm_channel_id
@@ -213,18 +209,6 @@ def floor_seconds(counts: dict[str, int], latency: dict[str, float], concurrency
     total = sum(count * latency.get(kind, 0.0) for kind, count in counts.items())
     longest = max((latency.get(kind, 0.0) for kind, count in counts.items() if count), default=0.0)
     return max(total / concurrency, longest)
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float | int]:
-    """Count, mean, nearest-rank p50/p99 and max, rounded to 0.01."""
-    ordered = sorted(values)
-    if not ordered:
-        return {"count": 0}
-    figures: dict[str, float | int] = {"count": len(ordered), "mean": round(sum(ordered) / len(ordered), 2)}
-    for name, fraction in (("p50", 0.50), ("p99", 0.99)):
-        figures[name] = round(ordered[max(0, math.ceil(fraction * len(ordered)) - 1)], 2)
-    figures["max"] = round(ordered[-1], 2)
-    return figures
 
 
 # ---- The world outside the briefing: the fakes, and the accounts as the past left them ---------------------
@@ -558,46 +542,6 @@ async def world_process() -> AsyncIterator[WorldProcess]:
 # ---- The database -----------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def database_server(workdir: Path) -> AsyncIterator[tuple[str, str]]:
-    """A server to create throwaway databases in (its URL and a description): DATABASE_URL's, or an embedded
-    cluster in `workdir`, deleted on exit."""
-    server_url = os.environ.get("DATABASE_URL")
-    if server_url:
-        yield server_url, f"the server of DATABASE_URL ({describe_dsn(server_url)})"
-        return
-    cluster = await asyncio.to_thread(embedded.start_server, workdir / "postgres", delete_on_exit=True)
-    try:
-        yield cluster.get_uri(), "an embedded cluster in a temp dir"
-    finally:
-        await asyncio.to_thread(cluster.cleanup)
-
-
-@asynccontextmanager
-async def throwaway_database(server_url: str) -> AsyncIterator[str]:
-    """A new database on the server, migrated; dropped on exit."""
-    name = "bench_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = urlunsplit(urlsplit(server_url)._replace(path="/" + name))
-    try:
-        conn = await connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 class PostgresCpu:
     """The CPU time of a PostgreSQL server on this machine, read from /proc: the postmaster with its reaped
     children, plus the backends alive now. None where the server's processes cannot be seen."""
@@ -797,11 +741,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gmail-reconnect-bench-") as tmp:
         workdir = Path(tmp)
         async with database_server(workdir) as (server_url, where), world_process() as world:
-            conn = await asyncpg.connect(server_url)
-            try:
-                postgres_version = str(await conn.fetchval("SHOW server_version"))
-            finally:
-                await conn.close()
+            postgres_version = await bench_postgres_version(server_url)
             await world.call("latency", google_s=latencies[0], slack_s=latencies[1])
             common = {
                 "world": world,
@@ -824,16 +764,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 wire = {**model_wire_time(args.messages, latency), **serial["wire_s_per_account"]}
                 serial["extrapolated_floor_s"] = round(floor_seconds(mix_counts(args.accounts), wire, 1), 1)
     return {
-        "machine": {
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "postgresql": postgres_version,
-            "packages": {
-                name: importlib.metadata.version(name)
-                for name in ("aiohttp", "slack-sdk", "asyncpg", "cryptography")
-            },
-        },
+        "machine": machine(postgres_version, ("aiohttp", "slack-sdk", "asyncpg", "cryptography")),
         "parameters": {
             "accounts": args.accounts,
             "concurrency": args.concurrency,
@@ -992,14 +923,6 @@ def print_run(title: str, run: dict[str, Any]) -> None:
 def _number(value: float) -> str:
     """A figure without a fraction when it has none."""
     return f"{value:g}"
-
-
-def positive(value: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a whole number of at least 1")
-    return number
 
 
 def milliseconds(value: str) -> float:

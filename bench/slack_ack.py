@@ -13,18 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import logging
-import math
 import multiprocessing
-import os
-import platform
 import random
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -32,25 +27,29 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 
 # tests/ is not an installed package: put the project root first so its fakes and settings can be imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import (
+    database_server,
+    machine,
+    percentiles,
+    positive,
+    postgres_version,
+    throwaway_database,
+)
 from bot.config import load_settings
 from bot.database import token_codec
 from bot.logs import configure_logging
 from bot.server import serve
 from handlers.slack import EVENTS_PATH
-from storage import embedded
 from storage.accounts import Accounts
 from storage.crypto import generate_key
-from storage.migrator import migrate
 from storage.models import Status, TokenGrant
-from storage.pool import connect, create_pool, describe_dsn
+from storage.pool import create_pool
 from tests.conftest import BASE_ENV, free_port, google_env
 from tests.fakes.google import fake_google_server
 from tests.fakes.slack import FORM_CONTENT_TYPE, FakeSlack, fake_slack_server, sign, slash_command_body
@@ -88,65 +87,15 @@ class Command:
     ack_ms: float | None = None
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float | int]:
-    """Count, nearest-rank p50/p90/p99 and max, in ms rounded to 0.01."""
-    ordered = sorted(values)
-    if not ordered:
-        return {"count": 0}
-    figures: dict[str, float | int] = {"count": len(ordered)}
-    for name, fraction in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
-        figures[name] = round(ordered[max(0, math.ceil(fraction * len(ordered)) - 1)], 2)
-    figures["max"] = round(ordered[-1], 2)
-    return figures
-
-
 # ---- The database and the application --------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def throwaway_database(workdir: Path) -> AsyncIterator[tuple[str, str]]:
-    """A new, empty database (its URL and where it is), dropped on exit; the embedded cluster is deleted."""
-    server_url = os.environ.get("DATABASE_URL")
-    cluster = None
-    if not server_url:
-        cluster = await asyncio.to_thread(embedded.start_server, workdir / "postgres", delete_on_exit=True)
-        server_url = cluster.get_uri()
-    where = (
-        "an embedded cluster in a temp dir"
-        if cluster
-        else f"the server of DATABASE_URL ({describe_dsn(server_url)})"
-    )
-    name = "bench_" + uuid.uuid4().hex[:12]
-    try:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        try:
-            yield urlunsplit(urlsplit(server_url)._replace(path="/" + name)), where
-        finally:
-            admin = await asyncpg.connect(server_url)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
-    finally:
-        if cluster is not None:
-            await asyncio.to_thread(cluster.cleanup)
-
-
 async def seed(dsn: str, env: dict[str, str], slack: FakeSlack, count: int) -> tuple[dict[str, str], str]:
-    """Migrate, store `count` Slack users' accounts (a mix of KINDS) and add them to the fake Slack.
+    """Store `count` Slack users' accounts (a mix of KINDS) and add them to the fake Slack.
 
     Returns each Slack user's kind, and the PostgreSQL version.
     """
-    conn = await connect(dsn)
-    try:
-        await migrate(conn)
-        version = str(await conn.fetchval("SHOW server_version"))
-    finally:
-        await conn.close()
+    version = await postgres_version(dsn)
     settings = load_settings(environ=env, env_file=Path(env["GMAIL_RECONNECT_DATA_DIR"]) / "absent.env")
     pool = await create_pool(dsn)
     accounts = Accounts(pool, token_codec(settings))
@@ -326,7 +275,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gmail-reconnect-bench-") as tmp:
         workdir = Path(tmp)
         async with (
-            throwaway_database(workdir) as (dsn, where),
+            database_server(workdir) as (server_url, where),
+            throwaway_database(server_url) as dsn,
             fake_slack_server(bot_token=BASE_ENV["SLACK_BOT_TOKEN"]) as slack,
             fake_google_server() as google,
         ):
@@ -345,16 +295,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await load.run(count=args.warmup, concurrency=concurrency, rng=rng)
                     passes.append(await load.run(count=args.requests, concurrency=concurrency, rng=rng))
     return {
-        "machine": {
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "postgresql": postgres_version,
-            "packages": {
-                name: importlib.metadata.version(name)
-                for name in ("aiohttp", "slack-bolt", "slack-sdk", "asyncpg")
-            },
-        },
+        "machine": machine(postgres_version, ("aiohttp", "slack-bolt", "slack-sdk", "asyncpg")),
         "parameters": {
             "requests": args.requests,
             "warmup": args.warmup,
@@ -405,14 +346,6 @@ def print_report(report: dict[str, Any]) -> None:
             f"missing cards: {one['missing_cards']}, response_url fallbacks: {one['fallbacks_to_response_url']}"
         )
     print(f"\nfailed: {failures(report)}")
-
-
-def positive(value: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a whole number of at least 1")
-    return number
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
