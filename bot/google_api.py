@@ -12,10 +12,13 @@ import asyncio
 import enum
 import json
 import logging
+import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -29,6 +32,12 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _RETRYABLE_ERRORS = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
 _REAUTH_SUBTYPES = frozenset({"invalid_rapt", "rapt_required"})
+# Gmail takes up to 100 calls in one batch request, and advises against more than 50.
+BATCH_SIZE = 50
+_METADATA_QUERY = "format=metadata&metadataHeaders=From&metadataHeaders=Subject"
+_BOUNDARY = re.compile(r'boundary=(?:"(?P<quoted>[^"]+)"|(?P<bare>[^;\s]+))', re.IGNORECASE)
+_ITEM_LABEL = re.compile(rb"^content-id:\s*<?response-item(\d+)>?\s*$", re.IGNORECASE | re.MULTILINE)
+_STATUS_LINE = re.compile(rb"HTTP/\d(?:\.\d)?\s+(\d{3})")
 
 
 class Failure(enum.StrEnum):
@@ -143,63 +152,155 @@ class GoogleClient:
         raise token_error(status, body)
 
     async def unread_mail(self, access_token: str, *, query: str, limit: int) -> UnreadMail:
-        """The newest messages matching `query` (sender, subject, snippet), at most `limit`, newest first."""
-        auth = {"Authorization": f"Bearer {access_token}"}
-        base = self.gmail_api_url + "gmail/v1/users/me/messages"
+        """The newest messages matching `query` (sender, subject, snippet), at most `limit`, newest first.
+
+        One search, then the messages' headers in one batch request (or a few, at BATCH_SIZE each).
+        """
         status, body = await self._call(
-            "GET", base, params={"q": query, "maxResults": str(limit)}, headers=auth, what="Gmail search"
+            "GET",
+            self.gmail_api_url + "gmail/v1/users/me/messages",
+            params={"q": query, "maxResults": str(limit)},
+            headers={"Authorization": f"Bearer {access_token}"},
+            what="Gmail search",
         )
         if status != 200 or not isinstance(body, dict):
             raise gmail_error(status, body)
         ids = [
             str(item["id"]) for item in body.get("messages") or [] if isinstance(item, dict) and "id" in item
         ]
-        details = await asyncio.gather(*(self._message(base, message_id, auth) for message_id in ids[:limit]))
-        found = [summary for summary in details if summary is not None]
+        found = [
+            summary for summary in await self.summaries(access_token, ids[:limit]) if summary is not None
+        ]
         estimate = body.get("resultSizeEstimate")
         return UnreadMail(found, max(len(found), estimate if isinstance(estimate, int) else 0))
 
-    async def _message(self, base: str, message_id: str, auth: dict[str, str]) -> MailSummary | None:
-        params = [("format", "metadata"), ("metadataHeaders", "From"), ("metadataHeaders", "Subject")]
-        status, body = await self._call(
-            "GET", f"{base}/{message_id}", params=params, headers=auth, what="Gmail message"
+    async def summaries(self, access_token: str, ids: list[str]) -> list[MailSummary | None]:
+        """Sender, subject and snippet of each message, in order, in batch requests of BATCH_SIZE; None for a
+        message that is gone (deleted since it was listed)."""
+        auth = {"Authorization": f"Bearer {access_token}"}
+        chunks = [ids[start : start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
+        if len(chunks) == 1:
+            return await self._batch(chunks[0], auth)
+        answers = await asyncio.gather(*(self._batch(chunk, auth) for chunk in chunks))
+        return [summary for answer in answers for summary in answer]
+
+    async def _batch(self, ids: list[str], auth: dict[str, str]) -> list[MailSummary | None]:
+        prefix = urlsplit(self.gmail_api_url).path + "gmail/v1/users/me/messages/"
+        boundary = "batch_" + secrets.token_hex(12)
+        lines = [f"GET {prefix}{quote(message_id, safe='')}?{_METADATA_QUERY}" for message_id in ids]
+        status, content_type, payload = await self._exchange(
+            "POST",
+            self.gmail_api_url + "batch/gmail/v1",
+            data=batch_body(boundary, lines),
+            headers={**auth, "Content-Type": f"multipart/mixed; boundary={boundary}"},
+            what="Gmail batch",
         )
-        if status == 404:
-            return None  # deleted between the search and now
-        if status != 200 or not isinstance(body, dict):
-            raise gmail_error(status, body)
-        headers = {
-            str(header.get("name", "")).lower(): str(header.get("value", ""))
-            for header in (body.get("payload") or {}).get("headers") or []
-            if isinstance(header, dict)
-        }
+        if status != 200:
+            raise gmail_error(status, _json_or_none(payload))
         try:
-            received = datetime.fromtimestamp(int(body["internalDate"]) / 1000, UTC)
-        except (KeyError, TypeError, ValueError):
-            received = None
-        return MailSummary(
-            id=message_id,
-            sender=headers.get("from", ""),
-            subject=headers.get("subject", ""),
-            snippet=str(body.get("snippet") or ""),
-            received_at=received,
-        )
+            answers = batch_answers(content_type, payload, len(ids))
+        except ValueError as error:
+            raise GoogleError(
+                Failure.UNEXPECTED, f"Gmail's batch answer could not be read: {error}"
+            ) from None
+        return [
+            _summary(message_id, answer_status, body)
+            for message_id, (answer_status, body) in zip(ids, answers, strict=True)
+        ]
 
     async def _call(self, method: str, url: str, *, what: str, **kwargs: Any) -> tuple[int, Any]:
+        status, _, payload = await self._exchange(method, url, what=what, **kwargs)
+        return status, _json_or_none(payload)
+
+    async def _exchange(self, method: str, url: str, *, what: str, **kwargs: Any) -> tuple[int, str, bytes]:
+        """One request: the answer's status, Content-Type header and body; GoogleError when none came."""
         try:
             async with self.session.request(method, url, timeout=self.timeout, **kwargs) as response:
-                text = await response.text()
-                status = response.status
+                return response.status, response.headers.get("Content-Type", ""), await response.read()
         except TimeoutError:
             raise GoogleError(Failure.TRANSIENT, f"Google did not answer the {what} in time") from None
         except aiohttp.ClientError as error:
             raise GoogleError(
                 Failure.TRANSIENT, f"Could not reach Google for the {what}: {type(error).__name__}"
             ) from None
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, None
+
+
+def _json_or_none(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def _summary(message_id: str, status: int, body: Any) -> MailSummary | None:
+    """One message's summary from Gmail's answer to its get (format=metadata); None when it is gone."""
+    if status == 404:
+        return None  # deleted between the search and now
+    if status != 200 or not isinstance(body, dict):
+        raise gmail_error(status, body)
+    headers = {
+        str(header.get("name", "")).lower(): str(header.get("value", ""))
+        for header in (body.get("payload") or {}).get("headers") or []
+        if isinstance(header, dict)
+    }
+    try:
+        received = datetime.fromtimestamp(int(body["internalDate"]) / 1000, UTC)
+    except (KeyError, TypeError, ValueError):
+        received = None
+    return MailSummary(
+        id=message_id,
+        sender=headers.get("from", ""),
+        subject=headers.get("subject", ""),
+        snippet=str(body.get("snippet") or ""),
+        received_at=received,
+    )
+
+
+def batch_body(boundary: str, requests: list[str]) -> bytes:
+    """A Google batch request's body: each request line (method, path and query) as a part of its own,
+    with a Content-ID that its answer echoes as `response-item<n>`."""
+    parts = [
+        f"--{boundary}\r\nContent-Type: application/http\r\nContent-ID: <item{number}>\r\n\r\n{line}\r\n\r\n"
+        for number, line in enumerate(requests)
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+def batch_answers(content_type: str, payload: bytes, expected: int) -> list[tuple[int, Any]]:
+    """The (status, JSON body or None) of each call of a batch, in the order of the requests.
+
+    Google answers in order, and labels each answer `Content-ID: <response-item<n>>`; the labels are
+    followed when present. ValueError when the answer is not a batch answer to `expected` calls.
+    """
+    found = _BOUNDARY.search(content_type)
+    if not content_type.lower().startswith("multipart/") or found is None:
+        raise ValueError(f"Content-Type {content_type[:80]!r} is not multipart")
+    delimiter = b"--" + (found["quoted"] or found["bare"]).encode()
+    answers: dict[int, tuple[int, Any]] = {}
+    sections = payload.split(delimiter)[1:]
+    for position, section in enumerate(sections):
+        if section.startswith(b"--"):
+            break  # the close delimiter
+        part_headers, inner = _head_and_rest(section.lstrip(b"\r\n"))
+        label = _ITEM_LABEL.search(part_headers)
+        status_line, body = _head_and_rest(inner)
+        status = _STATUS_LINE.match(status_line)
+        if status is None:
+            raise ValueError(f"part {position + 1} holds no HTTP answer")
+        answers[int(label[1]) if label else position] = (int(status[1]), _json_or_none(body.rstrip()))
+    if sorted(answers) != list(range(expected)):
+        raise ValueError(f"{len(answers)} answers for {expected} calls")
+    return [answers[number] for number in range(expected)]
+
+
+def _head_and_rest(data: bytes) -> tuple[bytes, bytes]:
+    """Split a block of header lines from what follows the blank line after them (CRLF or LF)."""
+    crlf, lf = data.find(b"\r\n\r\n"), data.find(b"\n\n")
+    if crlf != -1 and (lf == -1 or crlf <= lf):
+        return data[:crlf], data[crlf + 4 :]
+    if lf != -1:
+        return data[:lf], data[lf + 2 :]
+    return data, b""
 
 
 def token_response(body: dict[str, Any], *, now: datetime | None = None) -> TokenResponse:

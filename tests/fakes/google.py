@@ -1,7 +1,8 @@
 """A local fake of Google's OAuth 2.0, OpenID Connect userinfo and Gmail endpoints, served over real HTTP.
 
 The consent screen answers itself (see `Consent`); everything else follows what Google's servers send,
-status codes and error bodies included, so client code can be tested against the real protocol.
+status codes and error bodies included, so client code can be tested against the real protocol. Gmail's
+calls can also be sent together through its batch endpoint (multipart/mixed), as Google's clients do.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote_plus, urlencode
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDict, MultiDict, MultiMapping
 
 DEFAULT_CLIENT_ID = "test-client.apps.googleusercontent.com"
 DEFAULT_CLIENT_SECRET = "GOCSPX-test-client-secret"
@@ -43,6 +45,15 @@ _GMAIL_ERRORS = {
     503: ("The service is currently unavailable.", "UNAVAILABLE"),
 }
 _AGE_UNITS = {"d": 1, "m": 30, "y": 365}
+# The Gmail API paths the fake answers (all to GET); a pattern's named groups are the path's parameters.
+_GMAIL_PROFILE = re.compile(r"/gmail/v1/users/me/profile")
+_GMAIL_MESSAGES = re.compile(r"/gmail/v1/users/me/messages")
+_GMAIL_MESSAGE = re.compile(r"/gmail/v1/users/me/messages/(?P<id>[^/]+)")
+# Gmail takes at most this many calls in one batch request, and answers 400 to more.
+GMAIL_BATCH_LIMIT = 100
+_BOUNDARY = re.compile(r'(?:^|;)\s*boundary=(?:"(?P<quoted>[^"]+)"|(?P<bare>[^;\s]+))', re.IGNORECASE)
+# An embedded request's first line: the method and the path with its query; the version may be left out.
+_REQUEST_LINE = re.compile(r"(?P<method>[A-Z]+) +(?P<target>/\S*)(?: +HTTP/\d(?:\.\d)?)?")
 
 
 def _b64url(data: bytes) -> str:
@@ -73,7 +84,11 @@ class Consent:
 
 @dataclass
 class Call:
-    """One request the fake received; header names are lower-cased, status is 0 until it is answered."""
+    """One request the fake received; header names are lower-cased, status is 0 until it is answered.
+
+    A Gmail call made inside a batch request is recorded too, after the batch request itself, with
+    `batch` set and the headers it ran with (the batch request's, overridden by its own).
+    """
 
     method: str
     path: str
@@ -81,6 +96,7 @@ class Call:
     query: dict[str, str]
     headers: dict[str, str]
     status: int = 0
+    batch: bool = False
 
 
 @dataclass
@@ -113,6 +129,10 @@ class _Message:
     internal_ms: int
 
 
+# What answers one Gmail path: the caller's grant, the query and the path's parameters in, the answer out.
+_GmailHandler = Callable[[_Grant, MultiMapping[str], dict[str, str]], web.Response]
+
+
 def _oauth_error(status: int, error: str, description: str) -> web.Response:
     return web.json_response({"error": error, "error_description": description}, status=status)
 
@@ -122,8 +142,9 @@ def _consent_error(status: int, error: str, detail: str) -> web.Response:
     return web.Response(status=status, text=f"Error {status}: {error}\n{detail}")
 
 
-def _gmail_error(status: int) -> web.Response:
-    message, name = _GMAIL_ERRORS.get(status, (HTTPStatus(status).phrase, "UNKNOWN"))
+def _gmail_error(status: int, message: str | None = None) -> web.Response:
+    default, name = _GMAIL_ERRORS.get(status, (HTTPStatus(status).phrase, "UNKNOWN"))
+    message = message or default
     error: dict[str, Any] = {"code": status, "message": message}
     if status == 403:
         error["errors"] = [
@@ -136,6 +157,60 @@ def _gmail_error(status: int) -> web.Response:
 def _redirect(uri: str, params: dict[str, str]) -> web.Response:
     location = uri + ("&" if "?" in uri else "?") + urlencode(params)
     return web.Response(status=302, headers={"Location": location})
+
+
+def _multipart_parts(body: bytes, boundary: str) -> list[bytes]:
+    """The parts of a multipart body, up to its close delimiter; CRLF or bare LF line ends."""
+    # A delimiter starts a line, and the line break before it belongs to the delimiter, not the part.
+    delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary.encode()))
+    parts = []
+    for section in delimiter.split(body)[1:]:  # the first section is the preamble
+        if section.startswith(b"--"):
+            break
+        _, _, part = section.partition(b"\n")  # the rest of the delimiter line
+        parts.append(part)
+    return parts
+
+
+def _split_head(data: bytes) -> tuple[list[str], bytes]:
+    """The lines before the first empty line, and everything after it; CRLF or bare LF line ends."""
+    lines: list[str] = []
+    while data:
+        line, _, data = data.partition(b"\n")
+        line = line.removesuffix(b"\r")
+        if not line:
+            break
+        lines.append(line.decode("latin-1"))
+    return lines, data
+
+
+def _parse_headers(lines: list[str]) -> CIMultiDict[str] | None:
+    """`Name: value` lines as headers; None if one is not a header line."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            return None
+        headers.add(name, value.strip())
+    return headers
+
+
+def _answer_part(response: web.Response, content_id: str | None, boundary: str) -> bytes:
+    """One part of a batch answer: the embedded HTTP answer to one call, labelled as Google labels it."""
+    body = bytes(response.body) if isinstance(response.body, (bytes, bytearray)) else b""
+    label = [f"Content-ID: <response-{content_id.strip('<>')}>"] if content_id else []
+    head = [
+        f"--{boundary}",
+        "Content-Type: application/http",
+        *label,
+        "",
+        f"HTTP/1.1 {response.status} {response.reason}",
+        "Content-Type: application/json; charset=UTF-8",
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(head).encode() + body + b"\r\n"
 
 
 class FakeGoogle:
@@ -167,6 +242,7 @@ class FakeGoogle:
         self._secrets: set[str] = set()
         self._token_failures: list[tuple[int, str | None, str | None]] = []
         self._gmail_failures: list[int] = []
+        self._gmail_batch_failures: list[int] = []
         self._mailboxes: dict[str, list[_Message]] = {}
         self._runner: web.AppRunner | None = None
 
@@ -195,6 +271,11 @@ class FakeGoogle:
         """The Gmail API root, ending in a slash."""
         return self.base_url + "/"
 
+    @property
+    def gmail_batch_uri(self) -> str:
+        """Gmail's batch endpoint: up to 100 Gmail calls in one multipart/mixed request."""
+        return self.base_url + "/batch/gmail/v1"
+
     async def start(self) -> None:
         """Serve on an unused port of 127.0.0.1 and set base_url."""
         app = web.Application(middlewares=[self._record])
@@ -202,9 +283,10 @@ class FakeGoogle:
         app.router.add_post("/token", self._token)
         app.router.add_post("/revoke", self._revoke)
         app.router.add_get("/v1/userinfo", self._userinfo)
-        app.router.add_get("/gmail/v1/users/me/profile", self._gmail_profile)
-        app.router.add_get("/gmail/v1/users/me/messages", self._gmail_list)
-        app.router.add_get("/gmail/v1/users/me/messages/{id}", self._gmail_get)
+        app.router.add_get("/gmail/v1/users/me/profile", self._gmail)
+        app.router.add_get("/gmail/v1/users/me/messages", self._gmail)
+        app.router.add_get("/gmail/v1/users/me/messages/{id}", self._gmail)
+        app.router.add_post("/batch/gmail/v1", self._gmail_batch)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -226,8 +308,16 @@ class FakeGoogle:
         self._token_failures += [(status, error, body)] * times
 
     def fail_gmail(self, status: int, *, times: int = 1) -> None:
-        """Answer the next `times` Gmail calls with `status` and Gmail's error JSON."""
+        """Answer the next `times` Gmail calls with `status` and Gmail's error JSON.
+
+        A call inside a batch request counts as one; the batch request itself does not.
+        """
         self._gmail_failures += [status] * times
+
+    def fail_gmail_batch(self, status: int, *, times: int = 1) -> None:
+        """Answer the next `times` batch requests as a whole with `status` and Gmail's error JSON, running
+        none of their calls."""
+        self._gmail_batch_failures += [status] * times
 
     def revoke_refresh_token(self, refresh_token: str) -> None:
         """Revoke a grant as the user would from their Google account; its tokens stop working."""
@@ -333,8 +423,8 @@ class FakeGoogle:
         grant, expires_at = self._access_tokens.get(token, (None, 0.0))
         return None if grant is None or grant.revoked or time.time() >= expires_at else grant
 
-    def _bearer(self, request: web.Request) -> _Grant | None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    def _bearer(self, headers: MultiMapping[str]) -> _Grant | None:
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
         return self._live_access_token(token.strip()) if scheme.lower() == "bearer" else None
 
     def _client_credentials(self, request: web.Request, form: dict[str, str]) -> tuple[str, str | None]:
@@ -459,56 +549,131 @@ class FakeGoogle:
         return web.json_response({})
 
     async def _userinfo(self, request: web.Request) -> web.Response:
-        grant = self._bearer(request)
+        grant = self._bearer(request.headers)
         if grant is None:
             return _oauth_error(401, "invalid_token", "Invalid Credentials")
         return web.json_response({"sub": grant.sub, "email": grant.email, "email_verified": True})
 
-    async def _gmail_grant(self, request: web.Request) -> _Grant | web.Response:
+    # Gmail: one call on its own or many in a batch request, answered by the same code.
+
+    async def _gmail(self, request: web.Request) -> web.Response:
         if self.gmail_delay:
             await asyncio.sleep(self.gmail_delay)
+        return self._gmail_call(request.method, request.path, request.query, request.headers)
+
+    async def _gmail_batch(self, request: web.Request) -> web.Response:
+        # A batch is one round trip, so it waits the latency once, however many calls it holds.
+        if self.gmail_delay:
+            await asyncio.sleep(self.gmail_delay)
+        if self._gmail_batch_failures:
+            return _gmail_error(self._gmail_batch_failures.pop(0))
+        boundary = _BOUNDARY.search(request.headers.get("Content-Type", ""))
+        if request.content_type != "multipart/mixed" or boundary is None:
+            return _gmail_error(400, "Invalid batch request: expected multipart/mixed with a boundary.")
+        parts = _multipart_parts(await request.read(), boundary["quoted"] or boundary["bare"])
+        if not parts:
+            return _gmail_error(400, "Invalid batch request: it holds no calls.")
+        if len(parts) > GMAIL_BATCH_LIMIT:
+            return _gmail_error(
+                400, f"Invalid batch request: more than {GMAIL_BATCH_LIMIT} calls in one batch."
+            )
+        # The batch request's headers apply to every call in it, except those that describe its own body.
+        shared = CIMultiDict(
+            (name, value)
+            for name, value in request.headers.items()
+            if not name.lower().startswith("content-")
+        )
+        reply = "batch_" + secrets.token_hex(16)
+        answers = [self._batch_part(part, shared, reply) for part in parts]
+        return web.Response(
+            body=b"".join(answers) + f"--{reply}--\r\n".encode(),
+            headers={"Content-Type": f"multipart/mixed; boundary={reply}"},
+        )
+
+    def _batch_part(self, part: bytes, shared: CIMultiDict[str], reply: str) -> bytes:
+        """The answer part to one part of a batch request; a part that holds no HTTP request answers 400."""
+        part_lines, embedded = _split_head(part)
+        part_headers = _parse_headers(part_lines)
+        if part_headers is None:
+            return _answer_part(_gmail_error(400), None, reply)
+        content_id = part_headers.get("Content-ID")
+        if part_headers.get("Content-Type", "").partition(";")[0].strip().lower() != "application/http":
+            return _answer_part(_gmail_error(400), content_id, reply)
+        lines, _ = _split_head(embedded)
+        request_line = _REQUEST_LINE.fullmatch(lines[0].strip()) if lines else None
+        own_headers = _parse_headers(lines[1:])
+        if request_line is None or own_headers is None:
+            return _answer_part(_gmail_error(400), content_id, reply)
+        headers = shared.copy()
+        headers.update(own_headers)
+        target = urlsplit(request_line["target"])
+        path, query = unquote(target.path), MultiDict(parse_qsl(target.query, keep_blank_values=True))
+        recorded = {name.lower(): value for name, value in headers.items()}
+        call = Call(request_line["method"], path, {}, dict(query), recorded, batch=True)
+        self.calls.append(call)
+        response = self._gmail_call(call.method, path, query, headers)
+        call.status = response.status
+        return _answer_part(response, content_id, reply)
+
+    def _gmail_call(
+        self, method: str, path: str, query: MultiMapping[str], headers: MultiMapping[str]
+    ) -> web.Response:
+        """Gmail's answer to one call, made on its own or inside a batch; the caller waits the latency."""
+        route = self._gmail_route(path)
+        if route is None:
+            return _gmail_error(404)
+        # aiohttp also routes HEAD to the GET handlers, and leaves the body out of the answer.
+        if method not in ("GET", "HEAD"):
+            return _gmail_error(405)
         if self._gmail_failures:
             return _gmail_error(self._gmail_failures.pop(0))
-        grant = self._bearer(request)
+        grant = self._bearer(headers)
         if grant is None:
             return _gmail_error(401)
         if not GMAIL_READ_SCOPES.intersection(grant.scopes):
             return _gmail_error(403)
-        return grant
+        handler, params = route
+        return handler(grant, query, params)
 
-    async def _gmail_profile(self, request: web.Request) -> web.Response:
-        grant = await self._gmail_grant(request)
-        if isinstance(grant, web.Response):
-            return grant
+    def _gmail_route(self, path: str) -> tuple[_GmailHandler, dict[str, str]] | None:
+        """The handler of a Gmail API path and the path's parameters; None for a path Gmail does not have."""
+        routes = (
+            (_GMAIL_PROFILE, self._gmail_profile),
+            (_GMAIL_MESSAGES, self._gmail_list),
+            (_GMAIL_MESSAGE, self._gmail_get),
+        )
+        for pattern, handler in routes:
+            found = pattern.fullmatch(path)
+            if found is not None:
+                return handler, found.groupdict()
+        return None
+
+    def _gmail_profile(self, grant: _Grant, query: MultiMapping[str], params: dict[str, str]) -> web.Response:
         total = len(self._mailboxes.get(grant.email, []))
         return web.json_response(
             {"emailAddress": grant.email, "messagesTotal": total, "threadsTotal": total, "historyId": "1"}
         )
 
-    async def _gmail_list(self, request: web.Request) -> web.Response:
-        grant = await self._gmail_grant(request)
-        if isinstance(grant, web.Response):
-            return grant
-        query = request.query.get("q", "")
-        limit = int(request.query.get("maxResults", "100"))
-        newer = re.search(r"\bnewer_than:(\d+)([dmy])\b", query)
+    def _gmail_list(self, grant: _Grant, query: MultiMapping[str], params: dict[str, str]) -> web.Response:
+        search = query.get("q", "")
+        limit = int(query.get("maxResults", "100"))
+        newer = re.search(r"\bnewer_than:(\d+)([dmy])\b", search)
         cutoff = time.time() * 1000 - int(newer[1]) * _AGE_UNITS[newer[2]] * 86_400_000 if newer else 0
         newest_first = sorted(self._mailboxes.get(grant.email, []), key=lambda m: m.internal_ms, reverse=True)
-        found = [m for m in newest_first if (m.unread or "is:unread" not in query) and m.internal_ms > cutoff]
+        found = [
+            m for m in newest_first if (m.unread or "is:unread" not in search) and m.internal_ms > cutoff
+        ]
         body: dict[str, Any] = {"resultSizeEstimate": len(found)}
         if found:
             body = {"messages": [{"id": m.id, "threadId": m.id} for m in found[:limit]], **body}
         return web.json_response(body)
 
-    async def _gmail_get(self, request: web.Request) -> web.Response:
-        grant = await self._gmail_grant(request)
-        if isinstance(grant, web.Response):
-            return grant
+    def _gmail_get(self, grant: _Grant, query: MultiMapping[str], params: dict[str, str]) -> web.Response:
         mailbox = {message.id: message for message in self._mailboxes.get(grant.email, [])}
-        message = mailbox.get(request.match_info["id"])
+        message = mailbox.get(params["id"])
         if message is None:
             return _gmail_error(404)
-        wanted = {name.lower() for name in request.query.getall("metadataHeaders", [])}
+        wanted = {name.lower() for name in query.getall("metadataHeaders", [])}
         headers = [{"name": "From", "value": message.sender}, {"name": "Subject", "value": message.subject}]
         return web.json_response(
             {

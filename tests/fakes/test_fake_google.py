@@ -10,16 +10,19 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import pytest
 from google.auth.transport.requests import Request as GoogleAuthRequest
+from google.oauth2.credentials import Credentials
 from google_auth_oauthlib.flow import Flow
+from googleapiclient.discovery import build
+from googleapiclient.http import BatchHttpRequest
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
 
-from tests.fakes.google import Consent, FakeGoogle, fake_google_server
+from tests.fakes.google import GMAIL_BATCH_LIMIT, Consent, FakeGoogle, fake_google_server
 
 REDIRECT_URI = "http://localhost/cb"
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
@@ -102,6 +105,62 @@ async def get_json(http: aiohttp.ClientSession, url: str, token: str, **params: 
 def jwt_payload(token: str) -> dict[str, Any]:
     segment = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+class BatchAnswer(NamedTuple):
+    """One part of a batch answer."""
+
+    content_id: str | None
+    status: int
+    body: Any
+
+
+def batch_body(requests: list[str], boundary: str = "test_boundary") -> bytes:
+    """A batch request's body with CRLF line ends: each embedded request (its lines joined with CRLF) in a
+    part of its own, labelled `Content-ID: <item<n>>`."""
+    parts = [
+        f"--{boundary}\r\nContent-Type: application/http\r\nContent-ID: <item{number}>\r\n\r\n{request}\r\n\r\n"
+        for number, request in enumerate(requests)
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+def batch_answers(content_type: str, payload: bytes) -> list[BatchAnswer]:
+    """The parts of a batch answer in order, checking that each is laid out as Google lays it out."""
+    assert content_type.startswith("multipart/mixed; boundary=batch_")
+    sections = payload.split(b"--" + content_type.partition("boundary=")[2].encode())
+    assert sections[0] == b"" and sections[-1] == b"--\r\n"
+    answers = []
+    for section in sections[1:-1]:
+        part_head, _, embedded = section.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        part_headers = dict(line.split(": ", 1) for line in part_head.decode().split("\r\n"))
+        assert part_headers.pop("Content-Type") == "application/http"
+        head, _, body = embedded.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        assert status_line.startswith("HTTP/1.1 ")
+        assert headers["Content-Type"] == "application/json; charset=UTF-8"
+        assert body.endswith(b"\r\n") and int(headers["Content-Length"]) == len(body) - 2
+        answers.append(
+            BatchAnswer(part_headers.get("Content-ID"), int(status_line.split()[1]), json.loads(body))
+        )
+    return answers
+
+
+async def post_batch(
+    http: aiohttp.ClientSession, google: FakeGoogle, body: bytes, token: str | None = None
+) -> tuple[int, str, bytes]:
+    """POST a batch body made by `batch_body`; the status, Content-Type and body of the answer."""
+    headers = {"Content-Type": "multipart/mixed; boundary=test_boundary"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    async with http.post(google.gmail_batch_uri, data=body, headers=headers) as response:
+        return response.status, response.headers["Content-Type"], await response.read()
+
+
+def message_get(message_id: str) -> str:
+    """The request line of a message get for its From and Subject headers, without the HTTP version."""
+    return f"GET /gmail/v1/users/me/messages/{message_id}?format=metadata&metadataHeaders=From&metadataHeaders=Subject"
 
 
 async def test_google_auth_oauthlib_flow_round_trip(
@@ -432,3 +491,189 @@ async def test_gmail_errors(google: FakeGoogle, http: aiohttp.ClientSession) -> 
     google.fail_gmail(503, times=2)
     google.gmail_delay = 0.05
     assert [(await get_json(http, profile, token))[0] for _ in range(3)] == [503, 503, 200]
+
+
+async def test_gmail_batch_answers_each_call_in_order(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    token = google.issue_access_token("g@example.com", [READONLY])
+    first = google.add_message("g@example.com", sender="a@example.com", subject="One", snippet="1")
+    second = google.add_message("g@example.com", sender="b@example.com", subject="Two", snippet="2")
+    params = [("format", "metadata"), ("metadataHeaders", "From"), ("metadataHeaders", "Subject")]
+    plain = []
+    for message_id in (first, second):
+        async with http.get(
+            f"{google.gmail_api_url}gmail/v1/users/me/messages/{message_id}",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            plain.append((response.status, await response.json()))
+    requests = [message_get(first) + " HTTP/1.1", message_get(second), message_get("ffff")]
+
+    status, content_type, payload = await post_batch(http, google, batch_body(requests), token)
+    assert status == 200
+    assert batch_answers(content_type, payload) == [
+        BatchAnswer("<response-item0>", *plain[0]),
+        BatchAnswer("<response-item1>", *plain[1]),
+        BatchAnswer(
+            "<response-item2>",
+            404,
+            {"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}},
+        ),
+    ]
+    # Each call in the batch is recorded after the batch request, with its own path, query and status.
+    outer, *inner = google.calls[-4:]
+    assert (outer.path, outer.status, outer.batch) == ("/batch/gmail/v1", 200, False)
+    statuses = [(call.method, call.status, call.batch) for call in inner]
+    assert statuses == [("GET", 200, True), ("GET", 200, True), ("GET", 404, True)]
+    assert inner[0].query == {"format": "metadata", "metadataHeaders": "From"}
+    assert inner[0].headers["authorization"] == f"Bearer {token}" and "content-type" not in inner[0].headers
+    assert [call.batch for call in google.calls_to(f"/gmail/v1/users/me/messages/{first}")] == [False, True]
+
+
+async def test_gmail_batch_from_googleapiclient(google: FakeGoogle) -> None:
+    # Google's own client writes bare LF line ends, a quoted boundary and `Content-ID: <uuid + n>`.
+    token = google.issue_access_token("m@example.com", [READONLY])
+    message_id = google.add_message("m@example.com", sender="a@example.com", subject="Hi", snippet="Hello")
+    answers: dict[str, Any] = {}
+
+    def run_batch() -> None:
+        service = build(
+            "gmail",
+            "v1",
+            credentials=Credentials(token),
+            client_options={"api_endpoint": google.gmail_api_url},
+            static_discovery=True,
+        )
+        try:
+            batch = BatchHttpRequest(
+                callback=lambda number, body, error: answers.update({number: error or body}),
+                batch_uri=google.gmail_batch_uri,
+            )
+            messages = service.users().messages()
+            batch.add(
+                messages.get(userId="me", id=message_id, format="metadata", metadataHeaders=["Subject"])
+            )
+            batch.add(messages.get(userId="me", id="ffff"))
+            batch.execute()
+        finally:
+            service.close()
+
+    await asyncio.to_thread(run_batch)
+    assert answers["1"]["payload"]["headers"] == [{"name": "Subject", "value": "Hi"}]
+    assert answers["2"].status_code == 404
+    assert [(call.path, call.batch) for call in google.calls] == [
+        ("/batch/gmail/v1", False),
+        (f"/gmail/v1/users/me/messages/{message_id}", True),
+        ("/gmail/v1/users/me/messages/ffff", True),
+    ]
+
+
+async def test_gmail_batch_routes_each_call(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    token = google.issue_access_token("h@example.com", [READONLY])
+    recent = google.add_message("h@example.com", sender="a@example.com", subject="New", snippet="...")
+    google.add_message(
+        "h@example.com", sender="b@example.com", subject="Old", snippet="...", age=timedelta(days=3)
+    )
+    # googleapiclient writes bare LF line ends inside each part.
+    lf_request = "GET /gmail/v1/users/me/messages?q=newer_than%3A1d HTTP/1.1\nAccept: application/json\n"
+    requests = [
+        "GET /gmail/v1/users/me/profile",
+        lf_request,
+        "GET /gmail/v1/users/me/drafts",
+        f"POST /gmail/v1/users/me/messages/{recent}",
+        "not an HTTP request",
+    ]
+    status, content_type, payload = await post_batch(http, google, batch_body(requests), token)
+    assert status == 200
+    answers = batch_answers(content_type, payload)
+    assert [answer.status for answer in answers] == [200, 200, 404, 405, 400]
+    assert answers[0].body["emailAddress"] == "h@example.com"
+    assert answers[1].body == {"messages": [{"id": recent, "threadId": recent}], "resultSizeEstimate": 1}
+    assert answers[4].content_id == "<response-item4>"
+    assert answers[4].body["error"]["status"] == "INVALID_ARGUMENT"
+    listing = google.calls_to("/gmail/v1/users/me/messages")[0]
+    assert listing.query == {"q": "newer_than:1d"} and listing.headers["accept"] == "application/json"
+
+
+async def test_gmail_batch_part_headers_override_the_batch_request_ones(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    readonly = google.issue_access_token("i@example.com", [READONLY])
+    send_only = google.issue_access_token("i@example.com", [SEND])
+    profile = "GET /gmail/v1/users/me/profile"
+    requests = [profile, f"{profile}\r\nAuthorization: Bearer {send_only}", profile]
+    status, content_type, payload = await post_batch(http, google, batch_body(requests), readonly)
+    assert status == 200
+    answers = batch_answers(content_type, payload)
+    assert [answer.status for answer in answers] == [200, 403, 200]
+    assert answers[1].body["error"]["errors"][0]["reason"] == "insufficientPermissions"
+    inner = [call for call in google.calls if call.batch]
+    assert [call.headers["authorization"] for call in inner] == [
+        f"Bearer {readonly}",
+        f"Bearer {send_only}",
+        f"Bearer {readonly}",
+    ]
+
+
+async def test_gmail_batch_without_authorization(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    body = batch_body(["GET /gmail/v1/users/me/profile", "GET /gmail/v1/users/me/messages"])
+    status, content_type, payload = await post_batch(http, google, body)
+    assert status == 200
+    answers = batch_answers(content_type, payload)
+    assert [(answer.status, answer.body["error"]["status"]) for answer in answers] == [
+        (401, "UNAUTHENTICATED")
+    ] * 2
+
+
+async def test_gmail_failures_in_a_batch(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    token = google.issue_access_token("j@example.com", [READONLY])
+    body = batch_body(["GET /gmail/v1/users/me/profile"] * 3)
+    google.fail_gmail(503)
+    google.fail_gmail_batch(429)
+    status, _, payload = await post_batch(http, google, body, token)
+    assert status == 429
+    assert json.loads(payload)["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert [call.batch for call in google.calls] == [False]  # no call in it ran
+
+    # The failure queued for Gmail calls is still there for the first call of the next batch.
+    status, content_type, payload = await post_batch(http, google, body, token)
+    assert status == 200
+    assert [answer.status for answer in batch_answers(content_type, payload)] == [503, 200, 200]
+    assert [call.status for call in google.calls] == [429, 200, 503, 200, 200]
+
+
+async def test_gmail_batch_rejects_what_is_not_a_batch(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    token = google.issue_access_token("k@example.com", [READONLY])
+    profile = "GET /gmail/v1/users/me/profile"
+    status, content_type, payload = await post_batch(
+        http, google, batch_body([profile] * GMAIL_BATCH_LIMIT), token
+    )
+    assert status == 200 and len(batch_answers(content_type, payload)) == GMAIL_BATCH_LIMIT
+
+    calls_before = len(google.calls)
+    assert (await post_batch(http, google, batch_body([profile] * (GMAIL_BATCH_LIMIT + 1)), token))[0] == 400
+    assert (await post_batch(http, google, b"--test_boundary--\r\n", token))[0] == 400
+    auth = {"Authorization": f"Bearer {token}"}
+    for content_type in ("application/json", "multipart/mixed"):
+        async with http.post(
+            google.gmail_batch_uri, data=b"{}", headers={**auth, "Content-Type": content_type}
+        ) as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["status"] == "INVALID_ARGUMENT"
+    assert [call.status for call in google.calls[calls_before:]] == [400] * 4
+
+
+async def test_gmail_batch_waits_the_latency_once(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    token = google.issue_access_token("l@example.com", [READONLY])
+    google.gmail_delay = 0.2
+    started = time.monotonic()
+    assert (await get_json(http, google.gmail_api_url + "gmail/v1/users/me/profile", token))[0] == 200
+    assert time.monotonic() - started >= google.gmail_delay
+
+    started = time.monotonic()
+    status, _, _ = await post_batch(http, google, batch_body(["GET /gmail/v1/users/me/profile"] * 5), token)
+    assert status == 200
+    assert google.gmail_delay <= time.monotonic() - started < 2 * google.gmail_delay
