@@ -17,8 +17,8 @@ The accounts, each linked to its own Slack user:
 
 The floor is what the latency alone allows: each account's sequential round trips to Google and Slack,
 times the latencies, summed over the accounts and divided by the concurrency. The round trips are the calls
-the fakes received for each kind of account (an account's Gmail message gets run at once, so they are one
-round; every other call waits for the one before); the benchmark's own reading of the code path
+the fakes received for each kind of account (each call waits for the one before; the message gets of an
+account go in one batch request, one round trip); the benchmark's own reading of the code path
 (MODEL_SLACK, model_rounds) gives a second floor, and any call in which the two differ is shown. The same
 run is then done one account at a time (BRIEFING_CONCURRENCY=1, as the old cron did) over a sample of
 accounts in a fresh database, and its time is extrapolated to all of them.
@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import database_server, machine, percentiles, positive, throwaway_database
 from bench.common import postgres_version as bench_postgres_version
+from bot import event_loop
 from bot.briefing import Kind, Result, open_briefing
 from bot.config import load_settings
 from bot.database import token_codec
@@ -100,15 +101,19 @@ MAX_MESSAGES = 10  # BRIEFING_MAX_MESSAGES, left at its default
 # The fakes' names for the calls, by path (Google) or method (Slack).
 TOKEN_REFRESH = "google /token (refresh)"
 GMAIL_LIST = "gmail messages.list"
-GMAIL_GET = "gmail messages.get"
+GMAIL_BATCH = "gmail batch (messages.get)"
+GMAIL_BATCH_PATH = "/batch/gmail/v1"
 GMAIL_MESSAGES = "/gmail/v1/users/me/messages"
 # The benchmark's reading of the code path: the Slack calls of each kind of account, one after another.
-# Every account asks users.info for the locale (cached per Slack user, and each account is its own user).
-# The digest is posted with the user's id as the channel; the Reconnect Gmail DM opens the DM first.
+# An account asks users.info for its user's language unless an earlier run stored it (slack_locales) and it
+# is still fresh; the claim reads it along with the account. The digest is posted with the user's id as the
+# channel; the Reconnect Gmail DM opens the DM first.
 DIGEST = ("users.info", "chat.postMessage")
 PROMPT = ("users.info", "conversations.open", "chat.postMessage")
 MODEL_SLACK = {HEALTHY: DIGEST, REFRESH: DIGEST, INVALID_GRANT: PROMPT, NO_TOKENS: PROMPT}
 GOOGLE, SLACK = "google", "slack"
+# A stored language is fresh for 6 to 8 days, so on a day like any other about a seventh of them have expired.
+STORED_LANGUAGES = round(6 / 7, 2)
 
 
 class BenchError(Exception):
@@ -128,48 +133,46 @@ def shuffled_kinds(total: int, rng: random.Random) -> list[str]:
     return kinds
 
 
-def model_rounds(kind: str, messages: int) -> tuple[int, int]:
+def model_rounds(kind: str, messages: int, stored_languages: float) -> tuple[float, float]:
     """(Google, Slack) sequential round trips of one account of `kind`, as the benchmark reads the code.
 
-    Healthy: Gmail's list, then the message gets at once. A refresh comes first when the access token has
-    expired; an invalid_grant ends the Google part there, and an account without tokens never reaches
-    Google. Then the Slack calls of MODEL_SLACK.
+    Healthy: Gmail's list, then the message gets in one batch request. A refresh comes first when the
+    access token has expired; an invalid_grant ends the Google part there, and an account without tokens
+    never reaches Google. Then the Slack calls of MODEL_SLACK, less users.info for the share of the accounts
+    whose language is stored.
     """
     fetch = 1 + (1 if messages else 0)
     google = {HEALTHY: fetch, REFRESH: 1 + fetch, INVALID_GRANT: 1, NO_TOKENS: 0}[kind]
-    return google, len(MODEL_SLACK[kind])
+    return google, len(MODEL_SLACK[kind]) - stored_languages
 
 
-def model_calls(counts: dict[str, int], messages: int) -> dict[str, int]:
-    """The calls the fakes should receive for accounts in these numbers, as the benchmark reads the code."""
+def model_calls(counts: dict[str, int], messages: int, languages_known: dict[str, int]) -> dict[str, int]:
+    """The calls the fakes should receive for accounts in these numbers, of which `languages_known[kind]`
+    have a stored language, as the benchmark reads the code."""
     fetching = counts[HEALTHY] + counts[REFRESH]
     calls = Counter(
         {
             TOKEN_REFRESH: counts[REFRESH] + counts[INVALID_GRANT],
             GMAIL_LIST: fetching,
-            GMAIL_GET: fetching * messages,
+            GMAIL_BATCH: fetching if messages else 0,
         }
     )
     for kind, count in counts.items():
         for method in MODEL_SLACK[kind]:
             calls[method] += count
+        calls["users.info"] -= languages_known.get(kind, 0)
     return dict(calls)
 
 
 def observed_rounds(counts: dict[str, int], by_kind: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """(Google, Slack) round trips per account of each kind, from the calls the fakes received for it.
-
-    An account's Gmail message gets are one round, since they run at once; every other call is a round of
-    its own, since the code makes them one after another.
-    """
+    """(Google, Slack) round trips per account of each kind, from the calls the fakes received for it: each
+    call is a round of its own, since the code makes them one after another."""
     found = {}
     for kind, count in counts.items():
         if not count:
             continue
         seen = by_kind.get(kind, {})
-        sequential = sum(n for call, n in seen.get(GOOGLE, {}).items() if call != GMAIL_GET)
-        google = (sequential + seen.get("fetching_accounts", 0)) / count
-        found[kind] = (google, sum(seen.get(SLACK, {}).values()) / count)
+        found[kind] = (sum(seen.get(GOOGLE, {}).values()) / count, sum(seen.get(SLACK, {}).values()) / count)
     return found
 
 
@@ -177,7 +180,7 @@ def wire_time(
     counts: dict[str, int], by_kind: dict[str, Any], seconds: Callable[[str, str], float]
 ) -> dict[str, float]:
     """Seconds on the wire per account of each kind: the answer time (`seconds(service, call)`) of each call
-    the fakes received for it, an account's parallel message gets counted once."""
+    the fakes received for it."""
     found = {}
     for kind, count in counts.items():
         if not count:
@@ -187,18 +190,19 @@ def wire_time(
             n * seconds(service, call)
             for service in (GOOGLE, SLACK)
             for call, n in seen.get(service, {}).items()
-            if call != GMAIL_GET
         )
-        total += seen.get("fetching_accounts", 0) * seconds(GOOGLE, GMAIL_GET)
         found[kind] = total / count
     return found
 
 
-def model_wire_time(messages: int, latency: dict[str, float]) -> dict[str, float]:
-    """Seconds on the wire per account of each kind, as the benchmark reads the code."""
+def model_wire_time(
+    messages: int, latency: dict[str, float], stored_languages: dict[str, float]
+) -> dict[str, float]:
+    """Seconds on the wire per account of each kind (of which the share `stored_languages[kind]` have their
+    language stored), as the benchmark reads the code."""
     found = {}
     for kind in MIX:
-        google, slack = model_rounds(kind, messages)
+        google, slack = model_rounds(kind, messages, stored_languages.get(kind, 0.0))
         found[kind] = google * latency[GOOGLE] + slack * latency[SLACK]
     return found
 
@@ -262,8 +266,8 @@ def google_kind(path: str) -> str:
         return TOKEN_REFRESH
     if path == GMAIL_MESSAGES:
         return GMAIL_LIST
-    if path.startswith(GMAIL_MESSAGES + "/"):
-        return GMAIL_GET
+    if path == GMAIL_BATCH_PATH:
+        return GMAIL_BATCH
     return "google " + path
 
 
@@ -336,12 +340,21 @@ class World:
         raise BenchError(f"the world does not know the command {command!r}")
 
     async def seed(
-        self, *, dsn: str, env: dict[str, str], prefix: str, kinds: list[str], messages: int
+        self,
+        *,
+        dsn: str,
+        env: dict[str, str],
+        prefix: str,
+        kinds: list[str],
+        messages: int,
+        languages_known: list[int],
     ) -> dict[str, Any]:
-        """Give each account its tokens at the fake Google and in the database, and its Slack user.
+        """Give each account its tokens at the fake Google and in the database, and its Slack user; the
+        accounts at the indexes `languages_known` also get their user's language stored, as by an earlier run.
 
         The rows are what the application itself writes (token_data packed, and encrypted, by the
-        repository's codec), inserted in one batch because ten thousand store_tokens calls take a while.
+        repository's codec; slack_locales as SlackLocales.put leaves it a day later), inserted in one batch
+        because ten thousand store_tokens calls take a while.
         """
         settings = load_settings(environ=env, env_file=Path(env["GMAIL_RECONNECT_DATA_DIR"]) / "absent.env")
         codec = token_codec(settings)
@@ -349,10 +362,15 @@ class World:
         now = datetime.now(UTC)
         naive = now.replace(tzinfo=None)
         rows: list[tuple[Any, ...]] = []
+        languages: list[tuple[str, str, datetime, datetime]] = []
+        known = set(languages_known)
         for index, kind in enumerate(kinds):
             slack_id = f"U{prefix}{index:06d}"
             email = f"{slack_id.lower()}@example.com"
-            self.slack.add_user(slack_id, email=email, locale="en-US" if index % 2 else "ko-KR")
+            locale = "en-US" if index % 2 else "ko-KR"
+            self.slack.add_user(slack_id, email=email, locale=locale)
+            if index in known:
+                languages.append((slack_id, locale, now - timedelta(days=1), now + timedelta(days=5)))
             metadata = {"slack_user_id": slack_id, "email": email}
             if kind == NO_TOKENS:
                 rows.append((slack_id, None, None, metadata, None, "unknown", None, None))
@@ -393,6 +411,11 @@ class World:
                        VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)""",
                     rows,
                 )
+                await conn.executemany(
+                    """INSERT INTO slack_locales (slack_user_id, locale, fetched_at, fresh_until)
+                       VALUES ($1, $2, $3, $4)""",
+                    languages,
+                )
             return await self.check(Accounts(pool, codec), prefix, kinds, settings.required_capabilities)
         finally:
             await pool.close()
@@ -422,25 +445,18 @@ class World:
         statuses: dict[str, Counter[int]] = {}
         times: dict[str, list[float]] = {}
         by_kind: dict[str, dict[str, Counter[str]]] = {}
-        fetching: dict[str, set[str]] = {}
         for call in self.google.served + self.slack.served:
             statuses.setdefault(call.call, Counter())[call.status] += 1
             times.setdefault(call.call, []).append(call.seconds * 1000)
             kind = self.kind_of(call.account)
             by_kind.setdefault(kind, {GOOGLE: Counter(), SLACK: Counter()})[call.service][call.call] += 1
-            if call.call == GMAIL_GET:
-                fetching.setdefault(kind, set()).add(call.account)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "calls": {call: sum(counter.values()) for call, counter in statuses.items()},
             "statuses": {call: {str(k): v for k, v in counter.items()} for call, counter in statuses.items()},
             "service_ms": {call: percentiles(values) for call, values in times.items()},
             "by_account_kind": {
-                kind: {
-                    GOOGLE: dict(calls[GOOGLE]),
-                    SLACK: dict(calls[SLACK]),
-                    "fetching_accounts": len(fetching.get(kind, ())),
-                }
+                kind: {GOOGLE: dict(calls[GOOGLE]), SLACK: dict(calls[SLACK])}
                 for kind, calls in by_kind.items()
             },
             "cpu_s": usage.ru_utime + usage.ru_stime,
@@ -458,7 +474,7 @@ class World:
 def run_world(conn: Connection) -> None:
     """The child process: serve the fakes and answer the benchmark's commands until it says stop."""
     configure_logging("WARNING")
-    asyncio.run(_serve_world(conn))
+    event_loop.run(_serve_world(conn))
 
 
 async def _serve_world(conn: Connection) -> None:
@@ -615,6 +631,7 @@ async def measured_run(
     total: int,
     concurrency: int,
     messages: int,
+    stored_languages: float,
     prefix: str,
     rng: random.Random,
     latencies: tuple[float, float],
@@ -622,6 +639,9 @@ async def measured_run(
     """Seed `total` accounts in a fresh database, run today's briefing over them, and measure it."""
     kinds = shuffled_kinds(total, rng)
     counts = mix_counts(total)
+    languages_known = sorted(rng.sample(range(total), round(total * stored_languages)))
+    known_by_kind = dict(Counter(kinds[index] for index in languages_known))
+    known_share = {kind: known_by_kind.get(kind, 0) / count for kind, count in counts.items() if count}
     async with throwaway_database(server_url) as dsn:
         env = {
             **world.env,
@@ -633,7 +653,15 @@ async def measured_run(
             "LOG_LEVEL": "WARNING",
         }
         started = time.perf_counter()
-        seeded = await world.call("seed", dsn=dsn, env=env, prefix=prefix, kinds=kinds, messages=messages)
+        seeded = await world.call(
+            "seed",
+            dsn=dsn,
+            env=env,
+            prefix=prefix,
+            kinds=kinds,
+            messages=messages,
+            languages_known=languages_known,
+        )
         seed_s = time.perf_counter() - started
         settings = load_settings(environ=env, env_file=workdir / "absent.env")
         configure_logging(settings.log_level, settings.secret_values())  # as `gmail-reconnect` does
@@ -664,7 +692,7 @@ async def measured_run(
     by_kind = stats["by_account_kind"]
     wire = wire_time(counts, by_kind, lambda service, call: latency[service])
     floor_s = floor_seconds(counts, wire, concurrency)
-    model_floor_s = floor_seconds(counts, model_wire_time(messages, latency), concurrency)
+    model_floor_s = floor_seconds(counts, model_wire_time(messages, latency, known_share), concurrency)
 
     def mean_answer(service: str, call: str) -> float:
         return float(stats["service_ms"].get(call, {}).get("mean", 0.0)) / 1000
@@ -679,13 +707,14 @@ async def measured_run(
     expected: Counter[str] = Counter()
     for kind, count in counts.items():
         expected[str(EXPECTED_RESULT[kind])] += count
-    model = model_calls(counts, messages)
+    model = model_calls(counts, messages, known_by_kind)
     observed = stats["calls"]
     postgres_s = (
         None if postgres_before is None or postgres_after is None else postgres_after - postgres_before
     )
     return {
         "accounts": counts,
+        "languages_stored": len(languages_known),
         "concurrency": concurrency,
         "seed_s": round(seed_s, 2),
         "seeded": seeded,
@@ -699,7 +728,7 @@ async def measured_run(
         "rounds_per_account": {
             kind: {
                 "observed": [round(google, 2), round(slack, 2)],
-                "model": list(model_rounds(kind, messages)),
+                "model": [round(n, 2) for n in model_rounds(kind, messages, known_share[kind])],
             }
             for kind, (google, slack) in observed_rounds(counts, by_kind).items()
         },
@@ -748,6 +777,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "server_url": server_url,
                 "workdir": workdir,
                 "messages": args.messages,
+                "stored_languages": args.stored_languages,
                 "rng": rng,
                 "latencies": latencies,
             }
@@ -761,7 +791,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     serial["wall_s"] * args.accounts / args.serial_sample, 1
                 )
                 latency = {GOOGLE: latencies[0], SLACK: latencies[1]}
-                wire = {**model_wire_time(args.messages, latency), **serial["wire_s_per_account"]}
+                wire = {
+                    **model_wire_time(args.messages, latency, dict.fromkeys(MIX, args.stored_languages)),
+                    **serial["wire_s_per_account"],
+                }
                 serial["extrapolated_floor_s"] = round(floor_seconds(mix_counts(args.accounts), wire, 1), 1)
     return {
         "machine": machine(postgres_version, ("aiohttp", "slack-sdk", "asyncpg", "cryptography")),
@@ -771,6 +804,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "google_latency_ms": args.google_latency_ms,
             "slack_latency_ms": args.slack_latency_ms,
             "messages": args.messages,
+            "stored_languages": args.stored_languages,
             "serial_sample": args.serial_sample,
             "seed": args.seed,
             "database": where,
@@ -858,6 +892,7 @@ def print_run(title: str, run: dict[str, Any]) -> None:
     total = sum(run["accounts"].values())
     cpu, rss = run["cpu"], run["rss_mb"]
     print(f"\n{title}: {total} accounts ({accounts}), BRIEFING_CONCURRENCY={run['concurrency']}")
+    print(f"  languages stored by an earlier run: {run['languages_stored']} of {total} accounts")
     print(f"  seeding {run['seed_s']:.1f} s; open_briefing {run['setup_s'] * 1000:.0f} ms")
     rows = [
         ("wall time", f"{run['wall_s']:.2f} s", f"{run['accounts_per_s']:.0f} accounts/s"),
@@ -941,6 +976,17 @@ def natural(value: str) -> int:
     return number
 
 
+def share(value: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not between 0 and 1")
+    return number
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -957,6 +1003,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--messages", type=natural, default=3, help="unread messages per mailbox that is fetched (3)"
+    )
+    parser.add_argument(
+        "--stored-languages",
+        type=share,
+        default=STORED_LANGUAGES,
+        help="share of the accounts whose user's language an earlier run stored, still fresh "
+        f"({STORED_LANGUAGES}: a day like any other, as about a seventh expire each day; 0: the first run)",
     )
     parser.add_argument(
         "--serial-sample",
@@ -980,7 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("WARNING")
     try:
-        report = asyncio.run(run(args))
+        report = event_loop.run(run(args))
     except BenchError as error:
         print(f"bench/briefing_run.py: {error}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ from storage.accounts import Accounts
 from storage.api_keys import ApiKeys
 from storage.oauth_states import OAuthStates
 from storage.pool import create_pool, describe_dsn
+from storage.slack_locales import SlackLocales
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     app[ACCOUNTS] = Accounts(pool, token_codec(settings))
     app[API_KEYS] = ApiKeys(pool)
+    app[SLACK_USERS].stored = SlackLocales(pool)
     yield
     await pool.close()
 

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import aiohttp
@@ -35,9 +35,10 @@ from bot.slack_client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, crea
 from bot.token_health import Cause, effective_status, testing_expiry_near
 from bot.token_service import Outcome, TokenService, build_token_service
 from storage.accounts import Accounts
-from storage.models import Account, Status
+from storage.models import Account, Status, StoredTokens
 from storage.prompts import Prompts
-from storage.runs import Run, Runs
+from storage.runs import Claim, Fetch, Run, Runs
+from storage.slack_locales import SlackLocales
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class AccountReport:
     status: Status
     detail: str | None = None
     messages: int | None = None
+    fetch: Fetch | None = None  # how the briefing fetch went, when Gmail was asked
 
 
 @dataclass
@@ -126,7 +128,7 @@ class Briefing:
             linked = [a for a in await self.accounts.list() if a.slack_user_id]
             chosen = [a for a in linked if not wanted or a.slack_user_id in wanted]
             report.accounts = await self._each(
-                chosen, lambda account: self.process(account, kind, dry_run=dry_run)
+                chosen, lambda account: self._process_and_record(account, kind, dry_run=dry_run)
             )
             return report
         day = datetime.now(self.settings.briefing_timezone).date()
@@ -149,15 +151,17 @@ class Briefing:
         reports: list[AccountReport] = []
 
         async def worker() -> None:
-            while (account_id := await self.runs.claim(run)) is not None:
-                account = await self.accounts.get(account_id)
-                report = await self._safely(account, kind)
+            while (claim := await self.runs.claim(run)) is not None:
+                report = await self._claimed_one(run, claim, kind)
+                if report is None:
+                    continue
                 await self.runs.done(
                     run,
-                    account_id,
+                    claim.account_id,
                     outcome=str(report.result),
                     detail=report.detail,
                     needed_user=report.status.needs_user,
+                    fetch=report.fetch,
                 )
                 reports.append(report)
 
@@ -185,6 +189,17 @@ class Briefing:
             log.info("The %s run waits for %d accounts claimed by other processes", kind, remaining)
             await asyncio.sleep(self.runs.poll_interval)
 
+    async def _claimed_one(self, run: Run, claim: Claim, kind: Kind) -> AccountReport | None:
+        """Process a claimed account; None when it is gone or unlinked since the run began (marked done)."""
+        if claim.account is not None and claim.account.slack_user_id:
+            self.users.remember(claim.account.slack_user_id, claim.slack_locale)
+            return await self._safely(claim.account, kind, stored=claim.stored)
+        log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
+        await self.runs.done(
+            run, claim.account_id, outcome=str(Result.SKIPPED), detail="no longer linked to a Slack user"
+        )
+        return None
+
     async def _summarise(self, run: Run) -> None:
         try:
             await self.summary.post(run)
@@ -208,6 +223,7 @@ class Briefing:
         report = None
         if access.ok and access.access_token is not None:
             report = await self._fetch(access.account, access.access_token)
+            await self._record_fetch(account, report)
         if report is None or report.result is not Result.DIGEST:
             log.warning("Today's missed briefing for %s could not be posted", account.slack_user_id)
             await self.runs.give_back(
@@ -227,15 +243,35 @@ class Briefing:
 
         return list(await asyncio.gather(*(one(account) for account in accounts)))
 
-    async def _safely(self, account: Account, kind: Kind) -> AccountReport:
+    async def _process_and_record(self, account: Account, kind: Kind, *, dry_run: bool) -> AccountReport:
+        """process(), outside a scheduled run: the fetch is recorded on its own, not with a run's item."""
+        report = await self.process(account, kind, dry_run=dry_run)
+        await self._record_fetch(account, report)
+        return report
+
+    async def _record_fetch(self, account: Account, report: AccountReport | None) -> None:
+        if report is not None and report.fetch is not None:
+            await self.accounts.record_fetch(
+                account.id, result=report.fetch.result, messages=report.fetch.messages
+            )
+
+    async def _safely(
+        self, account: Account, kind: Kind, *, stored: StoredTokens | None = None
+    ) -> AccountReport:
         try:
-            return await self.process(account, kind)
+            return await self.process(account, kind, stored=stored)
         except Exception as error:  # one account's surprise must not stop the run for everyone else
             log.exception("The %s run failed for account %s", kind, account.id)
             return AccountReport(account, Result.FAILED, account.status, f"{type(error).__name__}")
 
-    async def process(self, account: Account, kind: Kind, *, dry_run: bool = False) -> AccountReport:
-        """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen)."""
+    async def process(
+        self, account: Account, kind: Kind, *, dry_run: bool = False, stored: StoredTokens | None = None
+    ) -> AccountReport:
+        """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
+
+        `stored`: the account's token_data, read along with `account`. The fetch is not recorded here: the
+        caller records AccountReport.fetch (a run does it as it marks the account done).
+        """
         status, why = effective_status(account, self.settings.required_capabilities)
         if status is Status.DISCONNECTED:
             return AccountReport(account, Result.SKIPPED, status, "disconnected on purpose")
@@ -247,7 +283,7 @@ class Briefing:
             return await self._prompt(account, status, cause, dry_run=dry_run)
         if dry_run:
             return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
-        access = await self.tokens.access(account)
+        access = await self.tokens.access(account, stored=stored)
         if access.outcome is Outcome.UNAVAILABLE:
             return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
         if not access.ok:
@@ -273,10 +309,10 @@ class Briefing:
                 backoff=self.tokens.backoff,
             )
         except GoogleError as error:
-            return await self._fetch_failed(account, error)
-        await self.accounts.record_fetch(account.id, result="ok", messages=unread.total)
+            return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
+        fetch = Fetch("ok", unread.total)
         if self.settings.briefing_mode != "digest":
-            return AccountReport(account, Result.CHECKED, Status.HEALTHY, messages=unread.total)
+            return AccountReport(account, Result.CHECKED, Status.HEALTHY, messages=unread.total, fetch=fetch)
         assert account.slack_user_id is not None
         locale = await self.users.locale(account.slack_user_id)
         blocks, fallback = digest_blocks(unread.messages, unread.total, locale)
@@ -285,12 +321,15 @@ class Briefing:
             await self.client.chat_postMessage(channel=account.slack_user_id, blocks=blocks, text=fallback)
         except SlackApiError as error:
             return AccountReport(
-                account, Result.FAILED, Status.HEALTHY, f"Slack answered {error.response.get('error')}"
+                account,
+                Result.FAILED,
+                Status.HEALTHY,
+                f"Slack answered {error.response.get('error')}",
+                fetch=fetch,
             )
-        return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total)
+        return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
 
     async def _fetch_failed(self, account: Account, error: GoogleError) -> AccountReport:
-        await self.accounts.record_fetch(account.id, result=str(error), messages=None)
         if error.failure is Failure.UNAUTHORIZED:
             status, cause = Status.EXPIRED, Cause.EXPIRED
         elif error.failure is Failure.INSUFFICIENT_SCOPE:
@@ -343,7 +382,7 @@ async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
             accounts=accounts,
             tokens=build_token_service(settings, accounts, google_session),
             client=client,
-            users=SlackUsers(client, settings.default_locale),
+            users=SlackUsers(client, settings.default_locale, stored=SlackLocales(accounts.pool)),
             links=links,
         )
 
@@ -388,7 +427,7 @@ def build_briefing(
         timezone=settings.briefing_timezone,
         metrics=metrics,
     )
-    runs = Runs(accounts.pool)
+    runs = Runs(accounts)
     return Briefing(
         settings=settings,
         accounts=accounts,

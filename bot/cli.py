@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -12,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from bot import __version__
+from bot import __version__, event_loop
 from bot.config import Settings, load_settings
 from bot.database import open_accounts
 from bot.errors import ConfigError, GmailReconnectError
@@ -137,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             serve(settings)
             return EXIT_OK
-        return asyncio.run(COMMANDS[args.command](settings, args))
+        return event_loop.run(COMMANDS[args.command](settings, args))
     except ConfigError as error:
         print(f"gmail-reconnect: {error}", file=sys.stderr)
         return EXIT_CONFIG

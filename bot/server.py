@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from bot import event_loop
 from bot.app import create_app
 from bot.config import Settings, ensure_secret_key
 
@@ -30,4 +31,13 @@ def serve(settings: Settings) -> None:
         settings.public_base_url,
         settings.oauth_redirect_uri,
     )
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    loop = event_loop.new_event_loop()
+    log.debug("Event loop: %s", type(loop).__module__)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        loop=loop,
+    )

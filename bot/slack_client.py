@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import asyncpg
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -17,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.i18n import LOCALES
+from storage.slack_locales import SlackLocales
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +62,58 @@ class SlackProfile:
 
 
 class SlackUsers:
-    """Slack users' profiles from users.info, cached for a day; DEFAULT_LOCALE when Slack cannot tell."""
+    """Slack users' profiles from users.info, cached for a day; DEFAULT_LOCALE when Slack cannot tell.
 
-    def __init__(self, client: AsyncWebClient, default_locale: str) -> None:
+    With `stored`, each user's language is also kept in the database for about a week (SlackLocales), so that
+    restarts, replicas and the daily run need not ask Slack again for every user.
+    """
+
+    def __init__(
+        self, client: AsyncWebClient, default_locale: str, *, stored: SlackLocales | None = None
+    ) -> None:
         self.client = client
         self.default_locale = default_locale
+        self.stored = stored
         self._cache: dict[str, tuple[float, SlackProfile]] = {}
+        self._languages: dict[str, tuple[float, str]] = {}  # from the database, without the rest of a profile
+        self._not_stored: set[str] = set()  # users the database was just found to have no fresh language for
 
     async def locale(self, slack_user_id: str) -> str:
         """The language to speak to this user in (ko or en)."""
+        now = time.monotonic()
+        cached = self._cache.get(slack_user_id)
+        if cached is not None and cached[0] > now:
+            return cached[1].locale
+        known = self._languages.get(slack_user_id)
+        if known is not None and known[0] > now:
+            return known[1]
+        if self.stored is not None and slack_user_id not in self._not_stored:
+            try:
+                slack_locale = await self.stored.get(slack_user_id)
+            except (asyncpg.PostgresError, OSError) as error:
+                log.warning("The stored language of %s could not be read: %s", slack_user_id, error)
+                slack_locale = None
+            if slack_locale is not None:
+                return self._keep(slack_user_id, slack_locale)
         return (await self.profile(slack_user_id)).locale
+
+    def remember(self, slack_user_id: str, slack_locale: str | None) -> str | None:
+        """Keep what the database said of the user's language, read along with something else: Slack's form
+        (e.g. ko-KR), kept for a day, or None when it has none fresh (the next lookup asks Slack at once).
+        Returns the language to speak, if known."""
+        if slack_locale is None:
+            self._not_stored.add(slack_user_id)
+            return None
+        return self._keep(slack_user_id, slack_locale)
+
+    def _keep(self, slack_user_id: str, slack_locale: str) -> str:
+        language = self._language(slack_locale)
+        self._languages[slack_user_id] = (time.monotonic() + PROFILE_TTL_SECONDS, language)
+        return language
+
+    def _language(self, slack_locale: str) -> str:
+        language = slack_locale.lower().split("-")[0]
+        return language if language in LOCALES else self.default_locale
 
     async def email(self, slack_user_id: str) -> str | None:
         """The email of the user's Slack profile (needs users:read.email), or None."""
@@ -91,8 +135,14 @@ class SlackUsers:
             )
             return SlackProfile(self.default_locale, None)  # not cached: the next request asks again
         user = response["user"]
-        language = str(user.get("locale") or "").lower().split("-")[0]
+        slack_locale = str(user.get("locale") or "")
         email = str((user.get("profile") or {}).get("email") or "") or None
-        profile = SlackProfile(language if language in LOCALES else self.default_locale, email)
+        profile = SlackProfile(self._language(slack_locale), email)
         self._cache[slack_user_id] = (time.monotonic() + PROFILE_TTL_SECONDS, profile)
+        self._not_stored.discard(slack_user_id)
+        if self.stored is not None:
+            try:
+                await self.stored.put(slack_user_id, slack_locale)
+            except (asyncpg.PostgresError, OSError) as error:
+                log.warning("The language of %s could not be stored: %s", slack_user_id, error)
         return profile

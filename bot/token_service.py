@@ -22,7 +22,7 @@ from bot.google_api import Failure, GoogleClient, GoogleError, retry_transient
 from bot.metrics import Metrics
 from bot.token_health import TESTING_TOKEN_LIFETIME
 from storage.accounts import Accounts
-from storage.models import Account, Status, TokenGrant, TokenSet
+from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 from storage.scopes import Capability, missing_capabilities
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,19 @@ class TokenService:
         self.backoff = backoff
         self._in_flight: dict[int, asyncio.Task[Access]] = {}
 
-    async def access(self, account: Account | int, *, force_refresh: bool = False) -> Access:
-        """An access token for the account, refreshed if it is missing or expires within the margin."""
+    async def access(
+        self, account: Account | int, *, force_refresh: bool = False, stored: StoredTokens | None = None
+    ) -> Access:
+        """An access token for the account, refreshed if it is missing or expires within the margin.
+
+        `stored`: the account's token_data, read along with `account` (else it is read now).
+        """
         current = account if isinstance(account, Account) else await self.accounts.get(account)
         if not force_refresh:
-            tokens = await self.accounts.read_tokens(current.id)
+            if stored is not None:
+                tokens = self.accounts.unpack(current, stored)
+            else:
+                tokens = await self.accounts.read_tokens(current.id)
             if self._fresh(tokens):
                 assert tokens is not None
                 return Access(Outcome.VALID, current, tokens.access_token, tokens.expiry)

@@ -11,7 +11,7 @@ import asyncpg
 
 from storage import audit
 from storage.errors import Conflict, NotFound
-from storage.models import Account, Status, TokenGrant, TokenSet
+from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 from storage.pool import transaction
 from storage.scopes import normalize_scopes
 from storage.token_data import TokenCodec
@@ -19,8 +19,8 @@ from storage.token_data import TokenCodec
 # Seed 000 keeps `expiry` as a naive TIMESTAMP in UTC (as google-auth writes it); created_at/updated_at are
 # naive CURRENT_TIMESTAMP values, i.e. the server's time zone, which ::timestamptz interprets correctly.
 # is_equipped (seed 001) may or may not exist, so it is read through to_jsonb of the row.
-_SELECT = """
-SELECT g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
+ACCOUNT_COLUMNS = """
+       g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
        g.expiry AT TIME ZONE 'UTC' AS expiry, g.last_refresh_at, g.last_checked_at, g.refresh_token_issued_at,
        g.created_at::timestamptz AS created_at, g.updated_at::timestamptz AS updated_at,
        g.last_fetch_at, g.last_fetch_result, g.last_fetch_messages,
@@ -28,9 +28,8 @@ SELECT g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_ca
            AS has_access_token,
        coalesce(g.token_data->>'refresh_token', g.token_data->'encrypted'->>'refresh_token', '') <> ''
            AS has_refresh_token,
-       (to_jsonb(g)->>'is_equipped')::boolean AS is_equipped
-  FROM gmail_tokens AS g
-"""
+       (to_jsonb(g)->>'is_equipped')::boolean AS is_equipped"""
+_SELECT = f"SELECT {ACCOUNT_COLUMNS}\n  FROM gmail_tokens AS g\n"
 DEFAULT_TOKEN_TYPE = "Bearer"
 _LOCKED_COLUMNS = "id, user_id, token_data, metadata, to_jsonb(g) ? 'is_equipped' AS has_legacy_flag"
 # The same expression and predicate as the partial unique index, so lookups can use it.
@@ -161,6 +160,15 @@ class Accounts:
         if row is None:
             raise NotFound(f"no gmail_tokens row has id {account_id}")
         return self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=row["expiry"])
+
+    def unpack(self, account: Account, stored: StoredTokens) -> TokenSet | None:
+        """The decrypted tokens of token_data read along with the account's row."""
+        return self.codec.unpack(stored.token_data, user_id=account.user_id, expiry=stored.expiry)
+
+    @staticmethod
+    def from_row(row: asyncpg.Record) -> tuple[Account, StoredTokens]:
+        """The account and its stored tokens from a row of ACCOUNT_COLUMNS plus g.token_data."""
+        return _account(row), StoredTokens(row["token_data"], row["expiry"])
 
     async def store_tokens(
         self,

@@ -75,6 +75,14 @@ class TokenSet:
 
 
 @dataclass(frozen=True)
+class StoredTokens:
+    """An account's token_data as read along with its row, not yet decrypted."""
+
+    token_data: Any = field(repr=False)
+    expiry: datetime | None
+
+
+@dataclass(frozen=True)
 class TokenGrant:
     """Tokens from Google (a code exchange, a refresh or an imported file). No refresh token keeps the stored one."""
 

@@ -12,7 +12,8 @@ import socket
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-import asyncpg
+from storage.accounts import ACCOUNT_COLUMNS, Accounts
+from storage.models import Account, StoredTokens
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 # How often a process that ran out of accounts to claim looks again while others finish theirs.
@@ -31,17 +32,35 @@ class Run:
     finished: bool
 
 
+@dataclass(frozen=True)
+class Claim:
+    """An account of a run, claimed by this process, read along with its row in the same statement."""
+
+    account_id: int
+    account: Account | None  # None: the row was deleted after the run began
+    stored: StoredTokens | None
+    slack_locale: str | None = None  # the user's language as stored by SlackLocales, if still fresh
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """How an account's briefing fetch went: "ok" with the unread count, or why not."""
+
+    result: str
+    messages: int | None
+
+
 class Runs:
     """Repository over briefing_runs and briefing_run_items."""
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        accounts: Accounts,
         *,
         stale_after: timedelta = DEFAULT_STALE_AFTER,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
-        self.pool = pool
+        self.pool = accounts.pool
         self.stale_after = stale_after
         self.poll_interval = poll_interval
         # A restarted container keeps its host name and often its pid: the suffix tells incarnations apart.
@@ -79,30 +98,57 @@ class Runs:
         )
         return Run(row["id"], row["kind"], row["day"], row["finished"]) if row else None
 
-    async def claim(self, run: Run) -> int | None:
-        """The next account of the run for this process to handle, or None when none is left to claim."""
-        return await self.pool.fetchval(
-            """UPDATE briefing_run_items AS item
-                  SET state = 'claimed', claimed_by = $2, claimed_at = now()
-                 FROM (SELECT run_id, account_id FROM briefing_run_items
-                        WHERE run_id = $1
-                          AND (state = 'pending' OR (state = 'claimed' AND claimed_at < now() - $3::interval))
-                        ORDER BY account_id
-                        LIMIT 1
-                        FOR UPDATE SKIP LOCKED) AS next
-                WHERE item.run_id = next.run_id AND item.account_id = next.account_id
-            RETURNING item.account_id""",
+    async def claim(self, run: Run) -> Claim | None:
+        """The next account of the run for this process to handle, with its row and tokens, or None when
+        none is left to claim."""
+        row = await self.pool.fetchrow(
+            f"""WITH claimed AS (
+                    UPDATE briefing_run_items AS item
+                       SET state = 'claimed', claimed_by = $2, claimed_at = now()
+                      FROM (SELECT run_id, account_id FROM briefing_run_items
+                             WHERE run_id = $1
+                               AND (state = 'pending'
+                                    OR (state = 'claimed' AND claimed_at < now() - $3::interval))
+                             ORDER BY account_id
+                             LIMIT 1
+                             FOR UPDATE SKIP LOCKED) AS next
+                     WHERE item.run_id = next.run_id AND item.account_id = next.account_id
+                 RETURNING item.account_id)
+                SELECT claimed.account_id AS claimed_id, g.token_data, l.locale AS slack_locale,
+                       {ACCOUNT_COLUMNS}
+                  FROM claimed
+                  LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
+                  LEFT JOIN slack_locales AS l
+                         ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()""",
             run.id,
             self.worker,
             self.stale_after,
         )
+        if row is None:
+            return None
+        if row["id"] is None:
+            return Claim(row["claimed_id"], None, None)
+        account, stored = Accounts.from_row(row)
+        return Claim(row["claimed_id"], account, stored, row["slack_locale"])
 
     async def done(
-        self, run: Run, account_id: int, *, outcome: str, detail: str | None, needed_user: bool = False
+        self,
+        run: Run,
+        account_id: int,
+        *,
+        outcome: str,
+        detail: str | None,
+        needed_user: bool = False,
+        fetch: Fetch | None = None,
     ) -> None:
-        """Record what happened to one account of the run (`needed_user`: only its user could fix it)."""
+        """Record what happened to one account of the run (`needed_user`: only its user could fix it), and
+        how its briefing fetch went, if it was fetched (on the account, as Accounts.record_fetch does)."""
         await self.pool.execute(
-            """UPDATE briefing_run_items
+            """WITH fetched AS (
+                    UPDATE gmail_tokens
+                       SET last_fetch_at = now(), last_fetch_result = $6, last_fetch_messages = $7
+                     WHERE id = $2 AND $6::text IS NOT NULL)
+               UPDATE briefing_run_items
                   SET state = 'done', outcome = $3, detail = $4, needed_user = $5, finished_at = now()
                 WHERE run_id = $1 AND account_id = $2""",
             run.id,
@@ -110,6 +156,8 @@ class Runs:
             outcome,
             detail,
             needed_user,
+            fetch.result if fetch else None,
+            fetch.messages if fetch else None,
         )
 
     async def release(self, run: Run) -> None:

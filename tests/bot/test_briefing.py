@@ -12,6 +12,7 @@ from bot.appkeys import ACCOUNTS, BRIEFING, POOL
 from bot.briefing import Kind, Result
 from storage.models import Account, Status, TokenGrant
 from storage.runs import Runs
+from storage.slack_locales import SlackLocales
 from tests.conftest import load_legacy_seed
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack, dm_channel_id
@@ -191,15 +192,17 @@ async def test_a_run_killed_halfway_finishes_without_a_second_dm(
         fake_slack.add_user(slack_id)
         await healthy(app, fake_google, slack_id)
     # The first process: it handled three accounts, claimed a fourth, and died.
-    dead = Runs(app[POOL])
+    dead = Runs(app[ACCOUNTS])
     run = await dead.begin("briefing", datetime.now(app[BRIEFING].settings.briefing_timezone).date())
     for _ in range(3):
-        account_id = await dead.claim(run)
-        assert account_id is not None
-        await dead.done(run, account_id, outcome="digest", detail=None)
+        claim = await dead.claim(run)
+        assert claim is not None and claim.account is not None and claim.stored is not None
+        await dead.done(run, claim.account_id, outcome="digest", detail=None)
     crashed = await dead.claim(run)
+    assert crashed is not None
     await app[POOL].execute(
-        "UPDATE briefing_run_items SET claimed_at = now() - interval '1 hour' WHERE account_id = $1", crashed
+        "UPDATE briefing_run_items SET claimed_at = now() - interval '1 hour' WHERE account_id = $1",
+        crashed.account_id,
     )
 
     report = await app[BRIEFING].run(Kind.BRIEFING)
@@ -208,10 +211,53 @@ async def test_a_run_killed_halfway_finishes_without_a_second_dm(
         line.account.slack_user_id for line in report.accounts
     }
     assert len(report.accounts) == 3 and len(done_before) == 3
-    assert crashed in {line.account.id for line in report.accounts}
+    assert crashed.account_id in {line.account.id for line in report.accounts}
     for slack_id in slack_ids:
         assert len(dms(fake_slack, slack_id)) == (0 if slack_id in done_before else 1)
     assert await app[POOL].fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs WHERE id = $1", run.id)
+
+
+async def test_accounts_removed_or_unlinked_after_the_run_began_are_skipped(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    for slack_id in ("U0KEPT", "U0GONE", "U0UNLINKED"):
+        fake_slack.add_user(slack_id)
+        await healthy(app, fake_google, slack_id)
+    runs = Runs(app[ACCOUNTS])
+    run = await runs.begin("briefing", datetime.now(app[BRIEFING].settings.briefing_timezone).date())
+    # After the run's items were made: one row deleted by hand, one unlinked from its Slack user.
+    await app[POOL].execute("DELETE FROM gmail_tokens WHERE metadata->>'slack_user_id' = 'U0GONE'")
+    await app[POOL].execute(
+        "UPDATE gmail_tokens SET metadata = metadata - 'slack_user_id' WHERE metadata->>'slack_user_id' = 'U0UNLINKED'"
+    )
+
+    report = await app[BRIEFING].run(Kind.BRIEFING)
+
+    assert [line.account.slack_user_id for line in report.accounts] == ["U0KEPT"]
+    assert await runs.outcomes(run) == {"digest": 1, "skipped": 2}
+    assert await app[POOL].fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs WHERE id = $1", run.id)
+    assert dms(fake_slack, "U0GONE") == [] and dms(fake_slack, "U0UNLINKED") == []
+
+
+async def test_the_run_reads_each_users_stored_language_along_with_the_account(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    fake_slack.add_user("U0KNOWN", locale="ko-KR")
+    fake_slack.add_user("U0NEW", locale="en-US")
+    for slack_id in ("U0KNOWN", "U0NEW"):
+        await healthy(app, fake_google, slack_id)
+    # An earlier users.info gave English for U0KNOWN, still fresh: the run does not ask Slack again.
+    await SlackLocales(app[POOL]).put("U0KNOWN", "en-US")
+
+    await app[BRIEFING].run(Kind.BRIEFING)
+
+    assert [call.args["user"] for call in fake_slack.calls_to("users.info")] == ["U0NEW"]
+    for slack_id in ("U0KNOWN", "U0NEW"):
+        assert "No unread mail" in block_text(dms(fake_slack, slack_id)[0]["blocks"])
+    stored = await app[POOL].fetch("SELECT slack_user_id, locale FROM slack_locales ORDER BY 1")
+    assert [tuple(row) for row in stored] == [("U0KNOWN", "en-US"), ("U0NEW", "en-US")]
 
 
 async def test_the_preflight_refreshes_and_prompts_but_posts_no_email(

@@ -7,13 +7,14 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, LINKS
+from bot.appkeys import ACCOUNTS, LINKS, POOL
 from bot.blocks import RECONNECT_ACTION, SWITCH_ACTION
 from bot.links import Purpose
 from storage.models import Status, TokenGrant
@@ -237,6 +238,40 @@ async def test_the_locale_is_looked_up_once_and_cached(serve: Serve, fake_slack:
 
     (lookup,) = fake_slack.calls_to("users.info")
     assert lookup.args["include_locale"] in ("1", 1, True, "true")
+
+
+async def test_the_locale_is_kept_in_the_database_across_a_restart_for_about_a_week(
+    serve: Serve, fake_slack: FakeSlack
+) -> None:
+    first = await serve()
+    fake_slack.add_user("U0KEEP", locale="en-US")
+    await first[ACCOUNTS].store_tokens(  # linked: the status card needs no profile email, only the language
+        grant=TokenGrant("ya29.keep", "1//keep", None, ["openid", "email", READONLY, SEND]),
+        actor="test",
+        slack_user_id="U0KEEP",
+        status=Status.HEALTHY,
+    )
+    await post(first, slash_command_body(user_id="U0KEEP"))
+    await settled(fake_slack, "chat.postEphemeral")
+
+    restarted = await serve()  # a new process: its memory is empty, the database is not
+    await post(restarted, slash_command_body(user_id="U0KEEP"))
+
+    second = (await settled(fake_slack, "chat.postEphemeral", 2))[1]
+    assert "Gmail connection" in block_text(second.args["blocks"])  # English, from the stored language
+    assert len(fake_slack.calls_to("users.info")) == 1
+    fresh_for = await first[POOL].fetchval("SELECT fresh_until - fetched_at FROM slack_locales")
+    assert timedelta(days=6) <= fresh_for <= timedelta(days=8)
+
+    await first[POOL].execute("UPDATE slack_locales SET fresh_until = now() - interval '1 second'")
+    fake_slack.add_user("U0KEEP", locale="ko-KR")  # changed in Slack meanwhile
+    third = await serve()
+    await post(third, slash_command_body(user_id="U0KEEP"))
+
+    last = (await settled(fake_slack, "chat.postEphemeral", 3))[2]
+    assert len(fake_slack.calls_to("users.info")) == 2  # stale: Slack was asked again
+    assert "Gmail connection" not in block_text(last.args["blocks"])
+    assert await first[POOL].fetchval("SELECT locale FROM slack_locales") == "ko-KR"
 
 
 async def test_an_unknown_locale_falls_back_to_default_locale(serve: Serve, fake_slack: FakeSlack) -> None:
