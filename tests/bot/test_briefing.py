@@ -11,7 +11,7 @@ from aiohttp import web
 from bot.appkeys import ACCOUNTS, BRIEFING, POOL
 from bot.briefing import Kind, Result
 from storage.models import Account, Status, TokenGrant
-from storage.runs import Runs
+from storage.runs import Done, Runs
 from storage.slack_locales import SlackLocales
 from tests.conftest import load_legacy_seed
 from tests.fakes.google import FakeGoogle
@@ -197,7 +197,7 @@ async def test_a_run_killed_halfway_finishes_without_a_second_dm(
     for _ in range(3):
         claim = await dead.claim(run)
         assert claim is not None and claim.account is not None and claim.stored is not None
-        await dead.done(run, claim.account_id, outcome="digest", detail=None)
+        await dead.done(run, Done(claim.account_id, "digest"))
     crashed = await dead.claim(run)
     assert crashed is not None
     await app[POOL].execute(
