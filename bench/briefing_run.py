@@ -74,7 +74,7 @@ from storage.crypto import generate_key
 from storage.pool import create_pool
 from storage.scopes import Capability
 from tests.fakes.google import FakeGoogle
-from tests.fakes.slack import FakeSlack, dm_channel_id
+from tests.fakes.slack import FakeSlack
 
 log = logging.getLogger("bench.briefing_run")
 
@@ -106,10 +106,10 @@ GMAIL_BATCH_PATH = "/batch/gmail/v1"
 GMAIL_MESSAGES = "/gmail/v1/users/me/messages"
 # The benchmark's reading of the code path: the Slack calls of each kind of account, one after another.
 # An account asks users.info for its user's language unless an earlier run stored it (slack_locales) and it
-# is still fresh; the claim reads it along with the account. The digest is posted with the user's id as the
-# channel; the Reconnect Gmail DM opens the DM first.
+# is still fresh; the claim reads it along with the account. The digest and the Reconnect Gmail DM are posted
+# with the user's id as the channel (no conversations.open).
 DIGEST = ("users.info", "chat.postMessage")
-PROMPT = ("users.info", "conversations.open", "chat.postMessage")
+PROMPT = ("users.info", "chat.postMessage")
 MODEL_SLACK = {HEALTHY: DIGEST, REFRESH: DIGEST, INVALID_GRANT: PROMPT, NO_TOKENS: PROMPT}
 GOOGLE, SLACK = "google", "slack"
 # A stored language is fresh for 6 to 8 days, so on a day like any other about a seventh of them have expired.
@@ -272,12 +272,7 @@ def google_kind(path: str) -> str:
 
 
 class TimedFakeSlack(FakeSlack):
-    """FakeSlack that also times each call, and finds a DM channel's user by id instead of by a scan.
-
-    FakeSlack resolves a channel argument by walking every user, which is fine for a test's few users and
-    quadratic for ten thousand: enough to make the fake, not the bot, the bottleneck here. The lookup below
-    answers the same for the ids this benchmark uses (U…, and their D… DM channels).
-    """
+    """FakeSlack that also times each call."""
 
     def __init__(self, bot_token: str) -> None:
         super().__init__(bot_token)
@@ -301,16 +296,6 @@ class TimedFakeSlack(FakeSlack):
         user = str(args.get("user") or args.get("users") or args.get("channel") or "")
         self._answered_for = "U" + user[1:] if user.startswith("D") else user
         return super()._answer(method, args, token)
-
-    def _channel(self, channel: Any) -> str:
-        channel = str(channel or "")
-        if channel in self.channels:
-            return channel
-        if channel in self.users:
-            return dm_channel_id(channel)
-        if channel.startswith("D") and ("U" + channel[1:]) in self.users:
-            return channel
-        return super()._channel(channel)
 
 
 class World:

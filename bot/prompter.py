@@ -181,8 +181,8 @@ class Prompter:
         if closed is not None and closed.has_message:
             blocks, fallback = reconnected_dm(email, locale)
             await self._edit_quietly(closed, blocks=blocks, text=fallback)
-        channel = await self._open_dm(user)
-        await self.client.chat_postMessage(channel=channel, text=reconnected_confirmation(email, locale))
+        # A user ID as the channel posts in the user's DM with the bot.
+        await self.client.chat_postMessage(channel=user, text=reconnected_confirmation(email, locale))
 
     def tomorrow(self, now: datetime | None = None) -> datetime:
         """The start of the next day in the briefing time zone."""
@@ -204,8 +204,9 @@ class Prompter:
                 if error.response.get("error") not in _MESSAGE_GONE:
                     raise
                 log.info("The Reconnect Gmail DM of %s is gone; posting a new one", prompt.slack_user_id)
-        channel = await self._open_dm(prompt.slack_user_id)
-        response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text)
+        # Posted with the user ID as the channel (no conversations.open): Slack answers with the DM's channel
+        # ID, which chat.update needs later.
+        response = await self.client.chat_postMessage(channel=prompt.slack_user_id, blocks=blocks, text=text)
         return str(response["channel"]), str(response["ts"]), False
 
     async def _edit_quietly(self, prompt: Prompt, *, blocks: list[dict[str, Any]], text: str) -> None:
@@ -221,10 +222,6 @@ class Prompter:
                 prompt.slack_user_id,
                 error.response.get("error"),
             )
-
-    async def _open_dm(self, slack_user_id: str) -> str:
-        response = await self.client.conversations_open(users=slack_user_id)
-        return str(response["channel"]["id"])
 
 
 def _incident(account: Account | None, cause: Cause) -> str:

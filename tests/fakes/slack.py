@@ -102,6 +102,7 @@ class FakeSlack:
         self.responses: list[dict[str, Any]] = []  # what the app posted to response URLs, oldest first
         self.delay = 0.0
         self.users: dict[str, SlackUser] = {}
+        self._dm_channels: set[str] = set()  # the DM channel id of each user
         self.channels: set[str] = {"C0GENERAL"}  # channels besides DMs that the bot is a member of
         self.calls: list[SlackCall] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -152,6 +153,7 @@ class FakeSlack:
         kwargs.setdefault("real_name", kwargs["name"])
         user = SlackUser(user_id, **kwargs)
         self.users[user_id] = user
+        self._dm_channels.add(dm_channel_id(user_id))
         return user
 
     def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
@@ -227,9 +229,10 @@ class FakeSlack:
         channel = str(channel or "")
         if channel in self.channels:
             return channel
-        for user_id in self.users:
-            if channel in (user_id, dm_channel_id(user_id)):
-                return dm_channel_id(user_id)
+        if channel in self.users:
+            return dm_channel_id(channel)
+        if channel in self._dm_channels:
+            return channel
         raise _SlackError("channel_not_found")
 
     def _message(self, args: dict[str, Any]) -> tuple[str, str]:
