@@ -90,7 +90,7 @@ class SlackUsers:
         if self.stored is not None and slack_user_id not in self._not_stored:
             try:
                 slack_locale = await self.stored.get(slack_user_id)
-            except (asyncpg.PostgresError, OSError) as error:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
                 log.warning("The stored language of %s could not be read: %s", slack_user_id, error)
                 slack_locale = None
             if slack_locale is not None:
@@ -143,6 +143,6 @@ class SlackUsers:
         if self.stored is not None:
             try:
                 await self.stored.put(slack_user_id, slack_locale)
-            except (asyncpg.PostgresError, OSError) as error:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
                 log.warning("The language of %s could not be stored: %s", slack_user_id, error)
         return profile

@@ -63,9 +63,9 @@ class Done:
 
 
 # One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row,
-# and (if $10) claim the next one, read along with its row, tokens and fresh stored language. A claim older than
-# stale_after ($3) belongs to a process that died; the account being marked done is never the one claimed (were
-# its own claim stale, both updates would hit one row in one statement).
+# and (if $10) claim the next one, read along with its row, tokens and fresh stored language. A claim older
+# than stale_after ($3) belongs to a process that died; the account being marked done is never the one
+# claimed (were its own claim stale, both updates would hit one row in one statement).
 _RECORD_AND_CLAIM = f"""
 WITH fetched AS (
         UPDATE gmail_tokens

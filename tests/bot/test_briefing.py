@@ -229,7 +229,8 @@ async def test_accounts_removed_or_unlinked_after_the_run_began_are_skipped(
     # After the run's items were made: one row deleted by hand, one unlinked from its Slack user.
     await app[POOL].execute("DELETE FROM gmail_tokens WHERE metadata->>'slack_user_id' = 'U0GONE'")
     await app[POOL].execute(
-        "UPDATE gmail_tokens SET metadata = metadata - 'slack_user_id' WHERE metadata->>'slack_user_id' = 'U0UNLINKED'"
+        """UPDATE gmail_tokens SET metadata = metadata - 'slack_user_id'
+            WHERE metadata->>'slack_user_id' = 'U0UNLINKED'"""
     )
 
     report = await app[BRIEFING].run(Kind.BRIEFING)
