@@ -68,6 +68,7 @@ from bot.briefing import Kind, Result, open_briefing
 from bot.config import load_settings
 from bot.database import token_codec
 from bot.logs import MASK, configure_logging
+from bot.slack_client import LIST_PAGE_SIZE, PAGE_WORTH, PRIME_AT_LEAST
 from bot.token_health import effective_status
 from storage.accounts import DEFAULT_TOKEN_TYPE, Accounts
 from storage.crypto import generate_key
@@ -105,13 +106,13 @@ GMAIL_BATCH = "gmail batch (messages.get)"
 GMAIL_BATCH_PATH = "/batch/gmail/v1"
 GMAIL_MESSAGES = "/gmail/v1/users/me/messages"
 # The benchmark's reading of the code path: the Slack calls of each kind of account, one after another.
-# An account asks users.info for its user's language unless an earlier run stored it (slack_locales) and it
-# is still fresh; the claim reads it along with the account. The digest and the Reconnect Gmail DM are posted
-# with the user's id as the channel (no conversations.open).
-DIGEST = ("users.info", "chat.postMessage")
-PROMPT = ("users.info", "chat.postMessage")
+# The digest and the Reconnect Gmail DM are posted with the user's id as the channel (no conversations.open).
+# Before that, an account whose user's language is not known asks users.info (see languages_learned).
+DIGEST = ("chat.postMessage",)
+PROMPT = ("chat.postMessage",)
 MODEL_SLACK = {HEALTHY: DIGEST, REFRESH: DIGEST, INVALID_GRANT: PROMPT, NO_TOKENS: PROMPT}
 GOOGLE, SLACK = "google", "slack"
+USERS_INFO, USERS_LIST = "users.info", "users.list"
 # A stored language is fresh for 6 to 8 days, so on a day like any other about a seventh of them have expired.
 STORED_LANGUAGES = round(6 / 7, 2)
 
@@ -133,22 +134,36 @@ def shuffled_kinds(total: int, rng: random.Random) -> list[str]:
     return kinds
 
 
+def languages_learned(total: int, stored: set[int]) -> tuple[set[int], int]:
+    """The accounts (by index) whose user's language the process that begins the run learns from users.list,
+    and the pages it reads: as the benchmark reads SlackUsers.prime. The fake lists the users in the order
+    they were seeded, which is the accounts' order; the languages of `stored` are in slack_locales already."""
+    unknown = [index for index in range(total) if index not in stored]
+    if len(unknown) < PRIME_AT_LEAST:
+        return set(), 0
+    pages = min(math.ceil(len(unknown) / PAGE_WORTH), math.ceil((unknown[-1] + 1) / LIST_PAGE_SIZE))
+    return {index for index in unknown if index < pages * LIST_PAGE_SIZE}, pages
+
+
 def model_rounds(kind: str, messages: int, stored_languages: float) -> tuple[float, float]:
     """(Google, Slack) sequential round trips of one account of `kind`, as the benchmark reads the code.
 
     Healthy: Gmail's list, then the message gets in one batch request. A refresh comes first when the
     access token has expired; an invalid_grant ends the Google part there, and an account without tokens
-    never reaches Google. Then the Slack calls of MODEL_SLACK, less users.info for the share of the accounts
-    whose language is stored.
+    never reaches Google. Then users.info, for the share of the accounts whose user's language is not known
+    (1 - `stored_languages`), and the Slack calls of MODEL_SLACK.
     """
     fetch = 1 + (1 if messages else 0)
     google = {HEALTHY: fetch, REFRESH: 1 + fetch, INVALID_GRANT: 1, NO_TOKENS: 0}[kind]
-    return google, len(MODEL_SLACK[kind]) - stored_languages
+    return google, len(MODEL_SLACK[kind]) + 1 - stored_languages
 
 
-def model_calls(counts: dict[str, int], messages: int, languages_known: dict[str, int]) -> dict[str, int]:
+def model_calls(
+    counts: dict[str, int], messages: int, languages_known: dict[str, int], list_pages: int
+) -> dict[str, int]:
     """The calls the fakes should receive for accounts in these numbers, of which `languages_known[kind]`
-    have a stored language, as the benchmark reads the code."""
+    have their user's language known (stored, or learned from `list_pages` pages of users.list), as the
+    benchmark reads the code."""
     fetching = counts[HEALTHY] + counts[REFRESH]
     calls = Counter(
         {
@@ -160,8 +175,9 @@ def model_calls(counts: dict[str, int], messages: int, languages_known: dict[str
     for kind, count in counts.items():
         for method in MODEL_SLACK[kind]:
             calls[method] += count
-        calls["users.info"] -= languages_known.get(kind, 0)
-    return dict(calls)
+        calls[USERS_INFO] += count - languages_known.get(kind, 0)
+    calls[USERS_LIST] = list_pages
+    return {call: n for call, n in calls.items() if n}
 
 
 def observed_rounds(counts: dict[str, int], by_kind: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -207,12 +223,15 @@ def model_wire_time(
     return found
 
 
-def floor_seconds(counts: dict[str, int], latency: dict[str, float], concurrency: int) -> float:
-    """The shortest time these latencies allow: every account's time on the wire, spread over `concurrency`
-    workers (and never less than the slowest account's)."""
+def floor_seconds(
+    counts: dict[str, int], latency: dict[str, float], concurrency: int, before_s: float = 0.0
+) -> float:
+    """The shortest time these latencies allow: `before_s` on the wire before the accounts (the users.list
+    pages), then every account's time on the wire, spread over `concurrency` workers (and never less than the
+    slowest account's)."""
     total = sum(count * latency.get(kind, 0.0) for kind, count in counts.items())
     longest = max((latency.get(kind, 0.0) for kind, count in counts.items() if count), default=0.0)
-    return max(total / concurrency, longest)
+    return before_s + max(total / concurrency, longest)
 
 
 # ---- The world outside the briefing: the fakes, and the accounts as the past left them ---------------------
@@ -344,6 +363,8 @@ class World:
         settings = load_settings(environ=env, env_file=Path(env["GMAIL_RECONNECT_DATA_DIR"]) / "absent.env")
         codec = token_codec(settings)
         self.kinds[prefix] = kinds
+        # A new workspace for each run: users.list then lists exactly these users, in the accounts' order.
+        self.slack.remove_users()
         now = datetime.now(UTC)
         naive = now.replace(tzinfo=None)
         rows: list[tuple[Any, ...]] = []
@@ -625,7 +646,8 @@ async def measured_run(
     kinds = shuffled_kinds(total, rng)
     counts = mix_counts(total)
     languages_known = sorted(rng.sample(range(total), round(total * stored_languages)))
-    known_by_kind = dict(Counter(kinds[index] for index in languages_known))
+    learned, list_pages = languages_learned(total, set(languages_known))
+    known_by_kind = dict(Counter(kinds[index] for index in {*languages_known, *learned}))
     known_share = {kind: known_by_kind.get(kind, 0) / count for kind, count in counts.items() if count}
     async with throwaway_database(server_url) as dsn:
         env = {
@@ -676,13 +698,21 @@ async def measured_run(
     latency = {GOOGLE: latencies[0], SLACK: latencies[1]}
     by_kind = stats["by_account_kind"]
     wire = wire_time(counts, by_kind, lambda service, call: latency[service])
-    floor_s = floor_seconds(counts, wire, concurrency)
-    model_floor_s = floor_seconds(counts, model_wire_time(messages, latency, known_share), concurrency)
+    listed_s = stats["calls"].get(USERS_LIST, 0) * latency[SLACK]
+    floor_s = floor_seconds(counts, wire, concurrency, listed_s)
+    model_floor_s = floor_seconds(
+        counts, model_wire_time(messages, latency, known_share), concurrency, list_pages * latency[SLACK]
+    )
 
     def mean_answer(service: str, call: str) -> float:
         return float(stats["service_ms"].get(call, {}).get("mean", 0.0)) / 1000
 
-    fakes_floor_s = floor_seconds(counts, wire_time(counts, by_kind, mean_answer), concurrency)
+    fakes_floor_s = floor_seconds(
+        counts,
+        wire_time(counts, by_kind, mean_answer),
+        concurrency,
+        stats["calls"].get(USERS_LIST, 0) * mean_answer(SLACK, USERS_LIST),
+    )
     mismatches = [] if len(report.accounts) == total else [f"{total - len(report.accounts)} not processed"]
     for line in report.accounts:
         slack_id = line.account.slack_user_id or ""
@@ -692,7 +722,7 @@ async def measured_run(
     expected: Counter[str] = Counter()
     for kind, count in counts.items():
         expected[str(EXPECTED_RESULT[kind])] += count
-    model = model_calls(counts, messages, known_by_kind)
+    model = model_calls(counts, messages, known_by_kind, list_pages)
     observed = stats["calls"]
     postgres_s = (
         None if postgres_before is None or postgres_after is None else postgres_after - postgres_before
@@ -700,6 +730,7 @@ async def measured_run(
     return {
         "accounts": counts,
         "languages_stored": len(languages_known),
+        "languages_from_users_list": {"accounts": len(learned), "pages": list_pages},
         "concurrency": concurrency,
         "seed_s": round(seed_s, 2),
         "seeded": seeded,
@@ -877,7 +908,11 @@ def print_run(title: str, run: dict[str, Any]) -> None:
     total = sum(run["accounts"].values())
     cpu, rss = run["cpu"], run["rss_mb"]
     print(f"\n{title}: {total} accounts ({accounts}), BRIEFING_CONCURRENCY={run['concurrency']}")
-    print(f"  languages stored by an earlier run: {run['languages_stored']} of {total} accounts")
+    listed = run["languages_from_users_list"]
+    print(
+        f"  languages stored by an earlier run: {run['languages_stored']} of {total} accounts; learned at the "
+        f"start from users.list: {listed['accounts']} ({listed['pages']} pages)"
+    )
     print(f"  seeding {run['seed_s']:.1f} s; open_briefing {run['setup_s'] * 1000:.0f} ms")
     rows = [
         ("wall time", f"{run['wall_s']:.2f} s", f"{run['accounts_per_s']:.0f} accounts/s"),

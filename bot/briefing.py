@@ -137,6 +137,8 @@ class Briefing:
             report.already_finished = True
             return report
         started = time.monotonic()
+        if run.created:
+            await self._learn_languages()
         report.accounts, finished_here = await self._claimed(run, kind)
         self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
         for result, n in report.counts.items():
@@ -198,6 +200,19 @@ class Briefing:
             return await self._safely(claim.account, kind, stored=claim.stored)
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
         return None
+
+    async def _learn_languages(self) -> None:
+        """Before the first process starts a run: the languages of the linked users not stored yet (or no
+        longer fresh), from users.list pages rather than a users.info call per user."""
+        if self.users.stored is None:
+            return
+        try:
+            found = await self.users.prime(await self.users.stored.linked_without())
+        except Exception:  # only a shortcut: the run asks users.info for whoever is left
+            log.exception("The users' languages could not be learned from users.list")
+            return
+        if found:
+            log.info("Learned the language of %d users from users.list", found)
 
     async def _summarise(self, run: Run) -> None:
         try:

@@ -31,6 +31,7 @@ class Run:
     kind: str
     day: date
     finished: bool
+    created: bool = False  # begun by this call (the first process to start it)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Runs:
         if row["created"]:
             # Fresh statistics, so the planner uses the claim index for a table that was empty until now.
             await self.pool.execute("ANALYZE briefing_run_items")
-        return Run(row["id"], row["kind"], row["day"], row["finished"])
+        return Run(row["id"], row["kind"], row["day"], row["finished"], row["created"])
 
     async def find(self, kind: str, day: date) -> Run | None:
         """The run of `kind` on `day`, if it has begun."""

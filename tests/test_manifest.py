@@ -185,6 +185,7 @@ WEB_API_SCOPES: dict[str, frozenset[str]] = {
     # Opening a DM; channels, private channels and group DMs would need other scopes.
     "conversations_open": frozenset({"im:write"}),
     "users_info": frozenset({"users:read"}),
+    "users_list": frozenset({"users:read"}),
     # users.info leaves out profile.email without users:read.email, which Slack grants only with users:read.
     USERS_INFO_EMAIL: frozenset({"users:read", "users:read.email"}),
     "users_lookupByEmail": frozenset({"users:read", "users:read.email"}),

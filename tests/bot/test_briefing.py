@@ -10,6 +10,7 @@ from aiohttp import web
 
 from bot.appkeys import ACCOUNTS, BRIEFING, POOL
 from bot.briefing import Kind, Result
+from bot.slack_client import PRIME_AT_LEAST
 from storage.models import Account, Status, TokenGrant
 from storage.runs import Done, Runs
 from storage.slack_locales import SlackLocales
@@ -259,6 +260,23 @@ async def test_the_run_reads_each_users_stored_language_along_with_the_account(
         assert "No unread mail" in block_text(dms(fake_slack, slack_id)[0]["blocks"])
     stored = await app[POOL].fetch("SELECT slack_user_id, locale FROM slack_locales ORDER BY 1")
     assert [tuple(row) for row in stored] == [("U0KNOWN", "en-US"), ("U0NEW", "en-US")]
+
+
+async def test_the_process_that_begins_a_run_learns_the_languages_from_users_list(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    slack_ids = [f"U0LANG{n:02d}" for n in range(PRIME_AT_LEAST)]
+    for slack_id in slack_ids:
+        fake_slack.add_user(slack_id, locale="en-US")
+        await healthy(app, fake_google, slack_id)
+
+    await app[BRIEFING].run(Kind.BRIEFING)
+
+    assert fake_slack.calls_to("users.info") == [] and len(fake_slack.calls_to("users.list")) == 1
+    for slack_id in slack_ids:  # in English, as Slack's users.list said
+        assert "No unread mail" in block_text(dms(fake_slack, slack_id)[0]["blocks"])
+    assert await app[POOL].fetchval("SELECT count(*) FROM slack_locales") == len(slack_ids)
 
 
 async def test_the_preflight_refreshes_and_prompts_but_posts_no_email(

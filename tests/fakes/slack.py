@@ -7,6 +7,7 @@ Methods answer as Slack does: HTTP 200 with `{"ok": true, ...}` or `{"ok": false
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -33,6 +34,7 @@ JSON_CONTENT_TYPE = "application/json"
 MAX_MESSAGE_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100
 MAX_TEXT_LENGTH = 40_000
+MAX_USERS_PAGE = 1_000  # users.list answers at most this many members, whatever the limit
 # Arguments that clients send JSON-encoded inside form bodies.
 _JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
 _TRUE = frozenset({"true", "1"})
@@ -102,6 +104,9 @@ class FakeSlack:
         self.responses: list[dict[str, Any]] = []  # what the app posted to response URLs, oldest first
         self.delay = 0.0
         self.users: dict[str, SlackUser] = {}
+        # users.list pages by position; the ids in the order add_user first added them, and each one's position.
+        self._user_ids: list[str] = []
+        self._user_positions: dict[str, int] = {}
         self._dm_channels: set[str] = set()  # the DM channel id of each user
         self.channels: set[str] = {"C0GENERAL"}  # channels besides DMs that the bot is a member of
         self.calls: list[SlackCall] = []
@@ -124,6 +129,7 @@ class FakeSlack:
             "views.open": self._views_open,
             "views.update": self._views_update,
             "users.info": self._users_info,
+            "users.list": self._users_list,
             "users.lookupByEmail": self._users_lookup_by_email,
         }
 
@@ -153,8 +159,18 @@ class FakeSlack:
         kwargs.setdefault("real_name", kwargs["name"])
         user = SlackUser(user_id, **kwargs)
         self.users[user_id] = user
+        if user_id not in self._user_positions:
+            self._user_positions[user_id] = len(self._user_ids)
+            self._user_ids.append(user_id)
         self._dm_channels.add(dm_channel_id(user_id))
         return user
+
+    def remove_users(self) -> None:
+        """Forget every workspace member (their messages stay), as if the workspace were new."""
+        self.users.clear()
+        self._user_ids.clear()
+        self._user_positions.clear()
+        self._dm_channels.clear()
 
     def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
         """Answer the next `times` calls to `method` with HTTP 429, `Retry-After` and error "ratelimited"."""
@@ -223,6 +239,20 @@ class FakeSlack:
         if user is None:
             raise _SlackError("user_not_found")
         return user
+
+    def _user_position(self, cursor: Any) -> int:
+        """Where a users.list cursor points in the order of users; no cursor means the start."""
+        if not cursor:
+            return 0
+        try:
+            decoded = base64.b64decode(str(cursor), validate=True).decode()
+        except ValueError:  # not base64, or not UTF-8 inside
+            raise _SlackError("invalid_cursor") from None
+        kind, _, user_id = decoded.partition(":")
+        position = self._user_positions.get(user_id)
+        if kind != "user" or position is None:
+            raise _SlackError("invalid_cursor")
+        return position
 
     def _channel(self, channel: Any) -> str:
         """A channel argument as a channel id: a user id means the DM with that user."""
@@ -364,6 +394,28 @@ class FakeSlack:
         user = self._user(args.get("user"))
         return {"user": self._user_object(user, with_locale=_is_true(args.get("include_locale")))}
 
+    def _users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Members in the order they were added, deleted ones included, each as users.info shows it.
+
+        `limit` absent or 0 answers every remaining member, else at most `limit` (capped at MAX_USERS_PAGE); a
+        negative or non-integer limit is invalid_arguments. Cursors are opaque like Slack's: base64 of
+        "user:<id of the next member>", so a page costs its own size only; any other cursor is invalid_cursor.
+        """
+        start = self._user_position(args.get("cursor"))
+        limit = _page_limit(args.get("limit"))
+        end = min(start + limit, len(self._user_ids)) if limit else len(self._user_ids)
+        with_locale = _is_true(args.get("include_locale"))
+        members = [
+            self._user_object(self.users[user_id], with_locale=with_locale)
+            for user_id in self._user_ids[start:end]
+        ]
+        next_cursor = _user_cursor(self._user_ids[end]) if end < len(self._user_ids) else ""
+        return {
+            "members": members,
+            "cache_ts": int(time.time()),
+            "response_metadata": {"next_cursor": next_cursor},
+        }
+
     def _users_lookup_by_email(self, args: dict[str, Any]) -> dict[str, Any]:
         email = str(args.get("email", "")).lower()
         for user in self.users.values():
@@ -414,6 +466,24 @@ def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
         charset="utf-8",
         headers=headers,
     )
+
+
+def _page_limit(limit: Any) -> int:
+    """A `limit` argument as a page size: 0 for no limit, else at most MAX_USERS_PAGE."""
+    if limit is None or limit == "":
+        return 0
+    try:
+        size = int(str(limit))
+    except ValueError:
+        raise _SlackError("invalid_arguments") from None
+    if size < 0:
+        raise _SlackError("invalid_arguments")
+    return min(size, MAX_USERS_PAGE)
+
+
+def _user_cursor(user_id: str) -> str:
+    """The cursor of a users.list page that starts at `user_id`, shaped like Slack's ("dXNlcjpVMDYxTkZUVDI=")."""
+    return base64.b64encode(f"user:{user_id}".encode()).decode()
 
 
 def _check_blocks(blocks: Any, limit: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from tests.fakes.slack import (
     DEFAULT_BOT_TOKEN,
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
+    MAX_USERS_PAGE,
     FakeSlack,
     app_home_opened,
     block_actions_body,
@@ -192,6 +194,80 @@ async def test_users_info_and_lookup(slack: FakeSlack, client: AsyncWebClient) -
 
     assert (await client.users_lookupByEmail(email="ADA@example.com"))["user"]["id"] == ADA
     assert await slack_error(client.users_lookupByEmail(email="no@example.com")) == "users_not_found"
+
+
+async def test_users_list_pages_through_users_in_the_order_they_were_added(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.add_user("U0BAB", locale="en-US")
+    slack.add_user("U0CAT", deleted=True)
+    slack.add_user("U0DOT", is_bot=True)
+    slack.add_user("U0EVE")
+    added = [ADA, "U0BAB", "U0CAT", "U0DOT", "U0EVE"]
+
+    pages, cursor = [], ""
+    while True:
+        page = await client.users_list(limit=2, cursor=cursor)
+        pages.append(page["members"])
+        assert isinstance(page["cache_ts"], int)
+        cursor = page["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert [[member["id"] for member in members] for members in pages] == [added[:2], added[2:4], added[4:]]
+    members = [member for page_members in pages for member in page_members]
+    assert members == [(await client.users_info(user=user_id))["user"] for user_id in added]
+    assert members[2]["deleted"] is True and all("locale" not in member for member in members)
+
+    localized = (await client.users_list(include_locale=True))["members"]
+    assert localized == [
+        (await client.users_info(user=user_id, include_locale=True))["user"] for user_id in added
+    ]
+    assert [member["locale"] for member in localized[:2]] == ["ko-KR", "en-US"]
+    slack.add_user("U0BAB", name="bab")  # replacing a user keeps their place
+    assert [member["id"] for member in (await client.users_list())["members"]] == added
+
+
+async def test_users_list_without_a_limit_answers_everyone(slack: FakeSlack, client: AsyncWebClient) -> None:
+    for number in range(1_000):
+        slack.add_user(f"U{number:05d}")
+
+    everyone = await client.users_list()
+    assert len(everyone["members"]) == 1_001 and everyone["response_metadata"]["next_cursor"] == ""
+    assert (await client.users_list(limit=0))["members"] == everyone["members"]
+
+    capped = await client.users_list(limit=5_000)
+    assert len(capped["members"]) == MAX_USERS_PAGE == 1_000
+    rest = await client.users_list(limit=5_000, cursor=capped["response_metadata"]["next_cursor"])
+    assert [member["id"] for member in rest["members"]] == ["U00999"]
+    assert rest["response_metadata"]["next_cursor"] == ""
+
+
+async def test_users_list_rejects_bad_cursors_and_limits(slack: FakeSlack, client: AsyncWebClient) -> None:
+    unknown_user = base64.b64encode(b"user:U0NOBODY").decode()
+    not_a_user = base64.b64encode(f"channel:{ADA}".encode()).decode()
+    for cursor in ["garbage", "dXNlcjpVMDYxTkZUVDI=", unknown_user, not_a_user, "/w==", "ünïcode"]:
+        assert await slack_error(client.users_list(cursor=cursor)) == "invalid_cursor", cursor
+    assert await slack_error(client.api_call("users.list", params={"limit": "ten"})) == "invalid_arguments"
+    assert await slack_error(client.api_call("users.list", json={"limit": -1})) == "invalid_arguments"
+
+    first = base64.b64encode(f"user:{ADA}".encode()).decode()
+    answered = await client.api_call("users.list", json={"cursor": first, "limit": 1, "include_locale": True})
+    assert answered["members"][0]["locale"] == "ko-KR"
+
+
+async def test_users_list_can_be_rate_limited_and_failed(slack: FakeSlack, client: AsyncWebClient) -> None:
+    slack.rate_limit("users.list", retry_after=7)
+    with pytest.raises(SlackApiError) as raised:
+        await client.users_list(limit=200)
+    assert raised.value.response.status_code == 429
+    assert raised.value.response.headers["Retry-After"] == "7"
+    assert raised.value.response["error"] == "ratelimited"
+
+    slack.fail("users.list", error="internal_error")
+    assert await slack_error(client.users_list()) == "internal_error"
+    assert [member["id"] for member in (await client.users_list())["members"]] == [ADA]
+    assert [call.status for call in slack.calls_to("users.list")] == [429, 200, 200]
+    assert slack.calls_to("users.list")[0].args == {"limit": "200"}
 
 
 async def test_method_errors(slack: FakeSlack, client: AsyncWebClient) -> None:
