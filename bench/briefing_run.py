@@ -911,7 +911,7 @@ def print_run(title: str, run: dict[str, Any]) -> None:
     listed = run["languages_from_users_list"]
     print(
         f"  languages stored by an earlier run: {run['languages_stored']} of {total} accounts; learned at the "
-        f"start from users.list: {listed['accounts']} ({listed['pages']} pages)"
+        f"start from users.list: {listed['accounts']} ({listed['pages']} page{'' if listed['pages'] == 1 else 's'})"
     )
     print(f"  seeding {run['seed_s']:.1f} s; open_briefing {run['setup_s'] * 1000:.0f} ms")
     rows = [
