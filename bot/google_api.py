@@ -179,8 +179,6 @@ class GoogleClient:
         message that is gone (deleted since it was listed)."""
         auth = {"Authorization": f"Bearer {access_token}"}
         chunks = [ids[start : start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
-        if len(chunks) == 1:
-            return await self._batch(chunks[0], auth)
         answers = await asyncio.gather(*(self._batch(chunk, auth) for chunk in chunks))
         return [summary for answer in answers for summary in answer]
 

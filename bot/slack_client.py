@@ -31,6 +31,8 @@ PROFILE_TTL_SECONDS = 24 * 3600
 LIST_PAGE_SIZE = 200
 PAGE_WORTH = 5
 PRIME_AT_LEAST = 20
+# What a database that cannot be reached raises: the stored languages are only a shortcut past Slack.
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 SLACK_TIMEOUT_SECONDS = 30
 USER_AGENT = "gmail-reconnect"
 
@@ -83,22 +85,18 @@ class SlackUsers:
         self.default_locale = default_locale
         self.stored = stored
         self._cache: dict[str, tuple[float, SlackProfile]] = {}
-        self._languages: dict[str, tuple[float, str]] = {}  # from the database, without the rest of a profile
+        self._languages: dict[str, tuple[float, str]] = {}  # from users.info, users.list or the database
         self._not_stored: set[str] = set()  # users the database was just found to have no fresh language for
 
     async def locale(self, slack_user_id: str) -> str:
         """The language to speak to this user in (ko or en)."""
-        now = time.monotonic()
-        cached = self._cache.get(slack_user_id)
-        if cached is not None and cached[0] > now:
-            return cached[1].locale
         known = self._languages.get(slack_user_id)
-        if known is not None and known[0] > now:
+        if known is not None and known[0] > time.monotonic():
             return known[1]
         if self.stored is not None and slack_user_id not in self._not_stored:
             try:
                 slack_locale = await self.stored.get(slack_user_id)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            except DATABASE_ERRORS as error:
                 log.warning("The stored language of %s could not be read: %s", slack_user_id, error)
                 slack_locale = None
             if slack_locale is not None:
@@ -138,7 +136,7 @@ class SlackUsers:
         if found and self.stored is not None:
             try:
                 await self.stored.put_many(found)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            except DATABASE_ERRORS as error:
                 log.warning("The languages from users.list could not be stored: %s", error)
         return len(found)
 
@@ -182,12 +180,12 @@ class SlackUsers:
         user = response["user"]
         slack_locale = str(user.get("locale") or "")
         email = str((user.get("profile") or {}).get("email") or "") or None
-        profile = SlackProfile(self._language(slack_locale), email)
+        profile = SlackProfile(self._keep(slack_user_id, slack_locale), email)
         self._cache[slack_user_id] = (time.monotonic() + PROFILE_TTL_SECONDS, profile)
         self._not_stored.discard(slack_user_id)
         if self.stored is not None:
             try:
                 await self.stored.put(slack_user_id, slack_locale)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            except DATABASE_ERRORS as error:
                 log.warning("The language of %s could not be stored: %s", slack_user_id, error)
         return profile
