@@ -64,12 +64,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import database_server, machine, percentiles, positive, throwaway_database
 from bench.common import postgres_version as bench_postgres_version
 from bot import event_loop
-from bot.briefing import Kind, Result, open_briefing
+from bot.briefing.run import Kind, Result, open_briefing
 from bot.config import load_settings
 from bot.database import token_codec
+from bot.google.health import effective_status
 from bot.logs import MASK, configure_logging
-from bot.slack_client import LIST_PAGE_SIZE, PAGE_WORTH, PRIME_AT_LEAST
-from bot.token_health import effective_status
+from bot.slack.client import LIST_PAGE_SIZE, PAGE_WORTH, PRIME_AT_LEAST
 from storage.accounts import DEFAULT_TOKEN_TYPE, Accounts
 from storage.crypto import generate_key
 from storage.pool import create_pool
@@ -484,7 +484,7 @@ def run_world(conn: Connection) -> None:
 
 
 async def _serve_world(conn: Connection) -> None:
-    from tests.conftest import BASE_ENV, google_env  # only here: the briefing's process loads no test code
+    from tests.helpers import BASE_ENV, google_env  # only here: the briefing's process loads no test code
 
     google, slack = TimedFakeGoogle(), TimedFakeSlack(BASE_ENV["SLACK_BOT_TOKEN"])
     await google.start()

@@ -41,18 +41,18 @@ from bench.common import (
     postgres_version,
     throwaway_database,
 )
+from bot.cli.serve import serve
 from bot.config import load_settings
 from bot.database import token_codec
 from bot.logs import configure_logging
-from bot.server import serve
 from handlers.slack import EVENTS_PATH
 from storage.accounts import Accounts
 from storage.crypto import generate_key
 from storage.models import Status, TokenGrant
 from storage.pool import create_pool
-from tests.conftest import BASE_ENV, free_port, google_env
 from tests.fakes.google import fake_google_server
 from tests.fakes.slack import FORM_CONTENT_TYPE, FakeSlack, fake_slack_server, sign, slash_command_body
+from tests.helpers import BASE_ENV, free_port, google_env
 
 log = logging.getLogger("bench.slack_ack")
 

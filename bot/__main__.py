@@ -1,5 +1,5 @@
 """`python -m bot` does what the `gmail-reconnect` console script does."""
 
-from bot.cli import main
+from bot.cli.commands import main
 
 raise SystemExit(main())

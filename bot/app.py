@@ -23,20 +23,21 @@ from bot.appkeys import (
     SLACK_USERS,
     TOKENS,
 )
-from bot.briefing import build_briefing, http_sessions
+from bot.briefing.run import build_briefing, http_sessions
+from bot.briefing.schedule import Schedule
 from bot.config import Settings
-from bot.consent import Consent
 from bot.database import apply_migrations, resolve_database_url, token_codec
 from bot.errors import ConfigError
-from bot.links import LinkSigner
+from bot.google.consent import Consent
+from bot.google.token_service import build_token_service
 from bot.metrics import Metrics
-from bot.notifications import ReconnectHooks
-from bot.reconnect import ReconnectFlow
-from bot.scheduler import Schedule
-from bot.slack_client import SlackUsers, create_bolt_app
-from bot.token_service import build_token_service
-from handlers import api, health, oauth, slack
-from handlers.errors import error_middleware
+from bot.reconnect.flow import ReconnectFlow
+from bot.reconnect.hooks import ReconnectHooks
+from bot.reconnect.links import LinkSigner
+from bot.slack.client import SlackUsers, create_bolt_app
+from handlers import slack
+from handlers.http import api, health, metrics, oauth
+from handlers.http.errors import error_middleware
 from storage.accounts import Accounts
 from storage.api_keys import ApiKeys
 from storage.oauth_states import OAuthStates
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.append(_socket_mode)
     health.register(app)
     api.register(app)
+    metrics.register(app)
     oauth.register(app)
     slack.register(app)
     return app

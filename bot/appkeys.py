@@ -6,16 +6,16 @@ import asyncpg
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 
-from bot.briefing import Briefing
+from bot.briefing.run import Briefing
+from bot.briefing.schedule import Schedule
 from bot.config import Settings
-from bot.links import LinkSigner
+from bot.google.token_service import TokenService
 from bot.metrics import Metrics
-from bot.notifications import ReconnectHooks
-from bot.prompter import Prompter
-from bot.reconnect import ReconnectFlow
-from bot.scheduler import Schedule
-from bot.slack_client import SlackUsers
-from bot.token_service import TokenService
+from bot.reconnect.flow import ReconnectFlow
+from bot.reconnect.hooks import ReconnectHooks
+from bot.reconnect.links import LinkSigner
+from bot.slack.client import SlackUsers
+from bot.slack.prompter import Prompter
 from storage.accounts import Accounts
 from storage.api_keys import ApiKeys
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from bot.token_health import effective_status
+from bot.google.health import effective_status
 from storage.accounts import Accounts
 from storage.models import Status
 from storage.scopes import Capability

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,19 +25,7 @@ from storage.migrator import migrate
 from storage.pool import connect, create_pool
 from tests.fakes.google import FakeGoogle, fake_google_server
 from tests.fakes.slack import FakeSlack, fake_slack_server
-
-SEEDS = Path(__file__).parent / "data"
-# A fixed, valid configuration for tests; each test overrides what it is about.
-BASE_ENV = {
-    "SLACK_BOT_TOKEN": "xoxb-test-bot-token",
-    "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
-    "GOOGLE_CLIENT_ID": "test-client.apps.googleusercontent.com",
-    "GOOGLE_CLIENT_SECRET": "GOCSPX-test-client-secret",
-    "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
-    # Scheduled runs would fire in whichever test happens to be running at 08:00 or 09:00 KST.
-    "PREFLIGHT_TIME": "off",
-    "BRIEFING_TIME": "off",
-}
+from tests.helpers import BASE_ENV, free_port, google_env
 
 
 @pytest.fixture(scope="session")
@@ -117,15 +104,6 @@ def accounts(pool: asyncpg.Pool, make_settings: Callable[..., Settings]) -> Acco
     return Accounts(pool, token_codec(make_settings()))
 
 
-async def load_legacy_seed(url: str) -> None:
-    """Seed 000's table with its three rows, and seed 001's three NULL-token rows with is_equipped."""
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute((SEEDS / "legacy_gmail_tokens.sql").read_text())
-    finally:
-        await conn.close()
-
-
 # ---- Secrets never reach a log line -------------------------------------------------------------------------
 
 # Every value a test must never see in a log: the settings' secrets, and whatever the fake Google issued.
@@ -178,27 +156,6 @@ async def fake_google() -> AsyncIterator[FakeGoogle]:
     async with fake_google_server() as fake:
         _watched_fakes.append(fake)
         yield fake
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def google_env(fake: FakeGoogle) -> dict[str, str]:
-    """Settings that point every Google endpoint at the fake."""
-    return {
-        "GOOGLE_CLIENT_ID": fake.client_id,
-        "GOOGLE_CLIENT_SECRET": fake.client_secret,
-        "GOOGLE_AUTH_URI": fake.auth_uri,
-        "GOOGLE_TOKEN_URI": fake.token_uri,
-        "GOOGLE_REVOKE_URI": fake.revoke_uri,
-        "GOOGLE_USERINFO_URI": fake.userinfo_uri,
-        "GMAIL_API_URL": fake.gmail_api_url,
-    }
 
 
 @pytest.fixture

@@ -20,14 +20,14 @@ from bot.appkeys import (
     SLACK_USERS,
     TOKENS,
 )
-from bot.blocks import StatusView
 from bot.config import Settings
-from bot.links import Purpose
-from bot.notifications import Reconnected
-from bot.prompter import Prompter
-from bot.slack_client import SlackUsers
-from bot.token_health import effective_status
-from bot.token_service import TokenService
+from bot.google.health import effective_status
+from bot.google.token_service import TokenService
+from bot.reconnect.hooks import Reconnected
+from bot.reconnect.links import Purpose
+from bot.slack.blocks.status import StatusView
+from bot.slack.client import SlackUsers
+from bot.slack.prompter import Prompter
 from storage import audit
 from storage.accounts import Accounts
 from storage.models import Account, Status

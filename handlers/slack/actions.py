@@ -13,15 +13,15 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import (
+from bot.i18n import text
+from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
     LINK_ACTION,
     RECONNECT_ACTION,
     SNOOZE_ACTION,
     SWITCH_ACTION,
-    status_card,
 )
-from bot.i18n import text
+from bot.slack.blocks.status import status_card
 from handlers.slack import Deps
 from handlers.slack.events import refresh_home
 from storage.errors import Conflict, NotFound

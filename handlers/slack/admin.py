@@ -15,11 +15,13 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.blocks import NUDGE_ALL_ACTION, Overview, admin_overview, notice_blocks
+from bot.google.health import Cause, effective_status, testing_expiry_near
+from bot.google.token_service import Outcome
 from bot.i18n import text
-from bot.prompter import Delivery
-from bot.token_health import Cause, effective_status, testing_expiry_near
-from bot.token_service import Outcome
+from bot.slack.blocks.admin import Overview, admin_overview
+from bot.slack.blocks.elements import NUDGE_ALL_ACTION
+from bot.slack.blocks.status import notice_blocks
+from bot.slack.prompter import Delivery
 from handlers.slack import Deps
 from storage.models import Account, Status
 

@@ -10,8 +10,8 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import help_blocks, status_card
 from bot.i18n import text
+from bot.slack.blocks.status import help_blocks, status_card
 from handlers.slack import Deps, admin
 
 log = logging.getLogger(__name__)

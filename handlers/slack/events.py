@@ -6,7 +6,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import home_view
+from bot.slack.blocks.status import home_view
 from handlers.slack import Deps
 
 

@@ -16,7 +16,7 @@ from storage.crypto import generate_key
 from storage.errors import Conflict, NotFound, TokenUnreadable
 from storage.models import Status, TokenGrant
 from storage.scopes import Capability
-from tests.conftest import load_legacy_seed
+from tests.helpers import load_legacy_seed
 
 GMAIL = "https://www.googleapis.com/auth/"
 

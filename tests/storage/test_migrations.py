@@ -10,7 +10,7 @@ import pytest
 from storage.errors import MigrationError
 from storage.migrator import inspect_database, load_migrations, migrate, pending_migrations
 from storage.pool import connect
-from tests.conftest import load_legacy_seed
+from tests.helpers import load_legacy_seed
 
 SEED_COLUMNS = (
     "id, user_id, robing_id, token_data, oauth_config, scopes, metadata, expiry, created_at, updated_at"

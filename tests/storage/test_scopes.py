@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.token_health import offline_assessment
+from bot.google.health import offline_assessment
 from storage.models import Status
 from storage.scopes import Capability, capabilities_of, missing_capabilities, normalize_scopes
 

@@ -1,0 +1,456 @@
+"""The briefing run: check every linked account, refresh what a refresh can heal, ask the user where only
+they can fix it, and (in digest mode) post the email part of the 9am briefing.
+
+A scheduled run (kind and day) happens once: its accounts are claimed through run records, so replicas share
+the work and a run restarted after a crash finishes without redoing what was done. A dry run changes and
+sends nothing; it says what would happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.briefing.summary import RunSummary
+from bot.config import Settings
+from bot.database import open_accounts
+from bot.errors import ConfigError
+from bot.google.client import retry_transient
+from bot.google.errors import Failure, GoogleError
+from bot.google.health import Cause, effective_status, testing_expiry_near
+from bot.google.token_service import Outcome, TokenService, build_token_service
+from bot.metrics import Metrics
+from bot.reconnect.links import LinkSigner
+from bot.slack.blocks.digest import digest_blocks
+from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
+from bot.slack.prompter import Delivery, Prompter
+from storage.accounts import Accounts
+from storage.models import Account, Status, StoredTokens
+from storage.prompts import Prompts
+from storage.runs import Claim, Done, Fetch, Run, Runs
+from storage.slack_locales import SlackLocales
+
+log = logging.getLogger(__name__)
+
+UNREAD_QUERY = "is:unread newer_than:1d"
+ACTOR = "briefing"
+
+
+class Kind(enum.StrEnum):
+    """Which run: the early check (prompts only) or the briefing itself."""
+
+    PREFLIGHT = "preflight"
+    BRIEFING = "briefing"
+
+
+class Result(enum.StrEnum):
+    """What a run did for one account."""
+
+    DIGEST = "digest"  # healthy; the email part of the briefing was posted
+    CHECKED = "checked"  # healthy; nothing to post (preflight, or BRIEFING_MODE=check)
+    PROMPTED = "prompted"  # only the user can fix it: the Reconnect Gmail DM was sent or updated
+    SNOOZED = "snoozed"  # only the user can fix it, and they asked to be reminded tomorrow
+    UNAVAILABLE = "unavailable"  # Google could not be asked now: nothing changed, nobody was prompted
+    SKIPPED = "skipped"  # disconnected on purpose
+    FAILED = "failed"  # Slack refused a message, or an answer could not be understood
+
+
+@dataclass(frozen=True)
+class AccountReport:
+    """One account's line of the run report."""
+
+    account: Account
+    result: Result
+    status: Status
+    detail: str | None = None
+    messages: int | None = None
+    fetch: Fetch | None = None  # how the briefing fetch went, when Gmail was asked
+
+
+@dataclass
+class RunReport:
+    """What a run did (or, dry, would do)."""
+
+    kind: Kind
+    dry_run: bool
+    accounts: list[AccountReport] = field(default_factory=list)
+    already_finished: bool = False
+
+    @property
+    def counts(self) -> dict[Result, int]:
+        """How many accounts ended in each result."""
+        return dict(Counter(report.result for report in self.accounts))
+
+
+class Briefing:
+    """Runs the preflight and the briefing over every linked account."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        accounts: Accounts,
+        tokens: TokenService,
+        prompter: Prompter,
+        client: AsyncWebClient,
+        users: SlackUsers,
+        runs: Runs,
+        summary: RunSummary,
+        metrics: Metrics,
+    ) -> None:
+        self.metrics = metrics
+        self.settings = settings
+        self.summary = summary
+        self.accounts = accounts
+        self.tokens = tokens
+        self.prompter = prompter
+        self.client = client
+        self.users = users
+        self.runs = runs
+
+    async def run(
+        self, kind: Kind, *, dry_run: bool = False, only: Collection[str] | None = None
+    ) -> RunReport:
+        """Run `kind` now: today's scheduled run (once), or for the Slack users in `only`, or dry."""
+        report = RunReport(kind, dry_run)
+        if dry_run or only:
+            wanted = set(only or ())
+            linked = [a for a in await self.accounts.list() if a.slack_user_id]
+            chosen = [a for a in linked if not wanted or a.slack_user_id in wanted]
+            report.accounts = await self._each(
+                chosen, lambda account: self._process_and_record(account, kind, dry_run=dry_run)
+            )
+            return report
+        day = datetime.now(self.settings.briefing_timezone).date()
+        run = await self.runs.begin(str(kind), day)
+        if run.finished:
+            report.already_finished = True
+            return report
+        started = time.monotonic()
+        if run.created:
+            await self._learn_languages()
+        report.accounts, finished_here = await self._claimed(run, kind)
+        self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
+        for result, n in report.counts.items():
+            self.metrics.run_accounts.labels(str(kind), str(result)).inc(n)
+        if finished_here:
+            log.info("The %s run of %s finished: %s", kind, day, await self.runs.outcomes(run))
+            await self._summarise(run)
+        return report
+
+    async def _claimed(self, run: Run, kind: Kind) -> tuple[list[AccountReport], bool]:
+        """This process's share of the run, and whether it was the one to finish the run."""
+        reports: list[AccountReport] = []
+
+        async def worker() -> None:
+            # Each claim also records the account handled before it: one round trip per account.
+            handled: Done | None = None
+            while (claim := await self.runs.claim(run, after=handled)) is not None:
+                report = await self._claimed_one(claim, kind)
+                if report is None:
+                    handled = Done(claim.account_id, str(Result.SKIPPED), "no longer linked to a Slack user")
+                    continue
+                handled = Done(
+                    claim.account_id,
+                    str(report.result),
+                    report.detail,
+                    needed_user=report.status.needs_user,
+                    fetch=report.fetch,
+                )
+                reports.append(report)
+
+        while True:
+            try:
+                # return_exceptions: a shutdown waits for every worker to stop before going on.
+                outcomes = await asyncio.gather(
+                    *(worker() for _ in range(self.settings.briefing_concurrency)), return_exceptions=True
+                )
+            except asyncio.CancelledError:
+                # Shutting down: give back what this process claimed and did not finish, rather than leave
+                # it to go stale.
+                await asyncio.shield(self.runs.release(run))
+                raise
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if await self.runs.finish(run):
+                return reports, True
+            remaining = await self.runs.unfinished(run)
+            if remaining == 0:
+                return reports, False  # another process finished it a moment ago
+            # Other processes hold the last claims: wait for them to finish, or for a dead one's claims to go
+            # stale and be claimed here.
+            log.info("The %s run waits for %d accounts claimed by other processes", kind, remaining)
+            await asyncio.sleep(self.runs.poll_interval)
+
+    async def _claimed_one(self, claim: Claim, kind: Kind) -> AccountReport | None:
+        """Process a claimed account; None when it was deleted or unlinked since the run began."""
+        if claim.account is not None and claim.account.slack_user_id:
+            self.users.remember(claim.account.slack_user_id, claim.slack_locale)
+            return await self._safely(claim.account, kind, stored=claim.stored)
+        log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
+        return None
+
+    async def _learn_languages(self) -> None:
+        """Before the first process starts a run: the languages of the linked users not stored yet (or no
+        longer fresh), from users.list pages rather than a users.info call per user."""
+        if self.users.stored is None:
+            return
+        try:
+            found = await self.users.prime(await self.users.stored.linked_without())
+        except Exception:  # only a shortcut: the run asks users.info for whoever is left
+            log.exception("The users' languages could not be learned from users.list")
+            return
+        if found:
+            log.info("Learned the language of %d users from users.list", found)
+
+    async def _summarise(self, run: Run) -> None:
+        try:
+            await self.summary.post(run)
+        except Exception:  # the run is done; a summary that fails must not make it look failed
+            log.exception("The admin summary of the %s run could not be posted", run.kind)
+
+    async def reconnected(self, account: Account) -> None:
+        """After a reconnection: post the email part the user missed today (once), and edit the admin
+        summaries that listed them."""
+        if self.settings.briefing_mode == "digest" and account.slack_user_id:
+            await self._make_up(account)
+        await self.summary.reconnected(account)
+
+    async def _make_up(self, account: Account) -> None:
+        day = datetime.now(self.settings.briefing_timezone).date()
+        taken = await self.runs.take_missed(str(Kind.BRIEFING), day, account.id)
+        if taken is None:
+            return  # today's briefing has not run yet, or it reached this user, or this was made up already
+        run, before = taken
+        access = await self.tokens.access(account)
+        report = None
+        if access.ok and access.access_token is not None:
+            report = await self._fetch(access.account, access.access_token)
+            await self._record_fetch(account, report)
+        if report is None or report.result is not Result.DIGEST:
+            log.warning("Today's missed briefing for %s could not be posted", account.slack_user_id)
+            await self.runs.give_back(
+                run, account.id, outcome=before, detail="could not be posted after the reconnection"
+            )
+            return
+        log.info("Posted today's missed briefing to %s after the reconnection", account.slack_user_id)
+
+    async def _each(
+        self, accounts: list[Account], process: Callable[[Account], Awaitable[AccountReport]]
+    ) -> list[AccountReport]:
+        limit = asyncio.Semaphore(self.settings.briefing_concurrency)
+
+        async def one(account: Account) -> AccountReport:
+            async with limit:
+                return await process(account)
+
+        return list(await asyncio.gather(*(one(account) for account in accounts)))
+
+    async def _process_and_record(self, account: Account, kind: Kind, *, dry_run: bool) -> AccountReport:
+        """process(), outside a scheduled run: the fetch is recorded on its own, not with a run's item."""
+        report = await self.process(account, kind, dry_run=dry_run)
+        await self._record_fetch(account, report)
+        return report
+
+    async def _record_fetch(self, account: Account, report: AccountReport | None) -> None:
+        if report is not None and report.fetch is not None:
+            await self.accounts.record_fetch(
+                account.id, result=report.fetch.result, messages=report.fetch.messages
+            )
+
+    async def _safely(
+        self, account: Account, kind: Kind, *, stored: StoredTokens | None = None
+    ) -> AccountReport:
+        try:
+            return await self.process(account, kind, stored=stored)
+        except Exception as error:  # one account's surprise must not stop the run for everyone else
+            log.exception("The %s run failed for account %s", kind, account.id)
+            return AccountReport(account, Result.FAILED, account.status, f"{type(error).__name__}")
+
+    async def process(
+        self, account: Account, kind: Kind, *, dry_run: bool = False, stored: StoredTokens | None = None
+    ) -> AccountReport:
+        """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
+
+        `stored`: the account's token_data, read along with `account`. The fetch is not recorded here: the
+        caller records AccountReport.fetch (a run does it as it marks the account done).
+        """
+        status, why = effective_status(account, self.settings.required_capabilities)
+        if status is Status.DISCONNECTED:
+            return AccountReport(account, Result.SKIPPED, status, "disconnected on purpose")
+        cause = Cause.of(status)
+        if cause is not None:
+            if status is not account.status and not dry_run:
+                # Never checked, and the stored data already shows it (e.g. a NULL token): record it.
+                account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
+            return await self._prompt(account, status, cause, dry_run=dry_run)
+        if dry_run:
+            return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
+        access = await self.tokens.access(account, stored=stored)
+        if access.outcome is Outcome.UNAVAILABLE:
+            return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
+        if not access.ok:
+            return await self._prompt(
+                access.account, access.account.status, Cause.of(access.account.status) or Cause.EXPIRED
+            )
+        warning = None
+        if self.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
+            warning = await self._prompt(access.account, Status.HEALTHY, Cause.TESTING_EXPIRY)
+        if kind is Kind.PREFLIGHT:
+            return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
+        assert access.access_token is not None
+        return await self._fetch(access.account, access.access_token)
+
+    async def _fetch(self, account: Account, access_token: str) -> AccountReport:
+        google = self.tokens.google
+        try:
+            unread = await retry_transient(
+                lambda: google.unread_mail(
+                    access_token, query=UNREAD_QUERY, limit=self.settings.briefing_max_messages
+                ),
+                attempts=self.tokens.attempts,
+                backoff=self.tokens.backoff,
+            )
+        except GoogleError as error:
+            return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
+        fetch = Fetch("ok", unread.total)
+        if self.settings.briefing_mode != "digest":
+            return AccountReport(account, Result.CHECKED, Status.HEALTHY, messages=unread.total, fetch=fetch)
+        assert account.slack_user_id is not None
+        locale = await self.users.locale(account.slack_user_id)
+        blocks, fallback = digest_blocks(unread.messages, unread.total, locale)
+        try:
+            # A user ID as the channel posts in the user's DM with the bot: no conversations.open round trip.
+            await self.client.chat_postMessage(channel=account.slack_user_id, blocks=blocks, text=fallback)
+        except SlackApiError as error:
+            return AccountReport(
+                account,
+                Result.FAILED,
+                Status.HEALTHY,
+                f"Slack answered {error.response.get('error')}",
+                fetch=fetch,
+            )
+        return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
+
+    async def _fetch_failed(self, account: Account, error: GoogleError) -> AccountReport:
+        if error.failure is Failure.UNAUTHORIZED:
+            status, cause = Status.EXPIRED, Cause.EXPIRED
+        elif error.failure is Failure.INSUFFICIENT_SCOPE:
+            status, cause = Status.INSUFFICIENT_SCOPE, Cause.INSUFFICIENT_SCOPE
+        elif error.transient:
+            return AccountReport(account, Result.UNAVAILABLE, account.status, str(error))
+        else:
+            return AccountReport(account, Result.FAILED, account.status, str(error))
+        updated = await self.accounts.set_status(account.id, status=status, cause=str(error), actor=ACTOR)
+        return await self._prompt(updated, status, cause)
+
+    async def _prompt(
+        self, account: Account, status: Status, cause: Cause, *, dry_run: bool = False
+    ) -> AccountReport:
+        if dry_run:
+            return AccountReport(
+                account, Result.PROMPTED, status, f"would send the Reconnect Gmail DM ({cause})"
+            )
+        assert account.slack_user_id is not None
+        sent = await self.prompter.send(account.slack_user_id, account=account, cause=cause, actor=ACTOR)
+        if sent.delivery is Delivery.SNOOZED:
+            return AccountReport(account, Result.SNOOZED, status, str(cause))
+        if sent.delivery is Delivery.FAILED:
+            return AccountReport(account, Result.FAILED, status, f"Slack answered {sent.error}")
+        return AccountReport(account, Result.PROMPTED, status, f"{cause}, DM {sent.delivery}")
+
+
+@asynccontextmanager
+async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
+    """A Briefing with its own database pool and HTTP sessions, for `gmail-reconnect run-briefing`."""
+    problems = settings.missing_for_serve()
+    if settings.secret_key is None:
+        problems.append("SECRET_KEY is not set: it signs the Reconnect Gmail links in the DMs.")
+    if problems:
+        raise ConfigError(problems)
+    assert settings.secret_key is not None
+    # Each worker may hold one connection (a refresh lock, or a prompt lock around a Slack call).
+    pool_size = min(settings.briefing_concurrency, 32) + 2
+    async with (
+        open_accounts(settings, max_size=pool_size) as accounts,
+        http_sessions(settings) as (google_session, slack_session),
+    ):
+        client = create_web_client(settings)
+        client.session = slack_session
+        links = LinkSigner(
+            settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
+        )
+        yield build_briefing(
+            settings,
+            accounts=accounts,
+            tokens=build_token_service(settings, accounts, google_session),
+            client=client,
+            users=SlackUsers(client, settings.default_locale, stored=SlackLocales(accounts.pool)),
+            links=links,
+        )
+
+
+@asynccontextmanager
+async def http_sessions(
+    settings: Settings,
+) -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
+    """Long-lived sessions to Google and to Slack, with room for BRIEFING_CONCURRENCY workers: each may fetch
+    all its messages at once (aiohttp's default limit of 100 connections throttled that)."""
+    google_limit = max(100, settings.briefing_concurrency * (settings.briefing_max_messages + 1))
+    slack_limit = max(100, settings.briefing_concurrency * 2)
+    async with (
+        aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT}, connector=aiohttp.TCPConnector(limit=google_limit)
+        ) as google_session,
+        aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
+            connector=aiohttp.TCPConnector(limit=slack_limit),
+        ) as slack_session,
+    ):
+        yield google_session, slack_session
+
+
+def build_briefing(
+    settings: Settings,
+    *,
+    accounts: Accounts,
+    tokens: TokenService,
+    client: AsyncWebClient,
+    users: SlackUsers,
+    links: LinkSigner,
+    metrics: Metrics | None = None,
+) -> Briefing:
+    """The Briefing and its Prompter (Briefing.prompter), on the database pool of `accounts`."""
+    prompter = Prompter(
+        client=client,
+        prompts=Prompts(accounts.pool),
+        accounts=accounts,
+        links=links,
+        users=users,
+        timezone=settings.briefing_timezone,
+        metrics=metrics,
+    )
+    runs = Runs(accounts)
+    return Briefing(
+        settings=settings,
+        accounts=accounts,
+        tokens=tokens,
+        prompter=prompter,
+        client=client,
+        users=users,
+        runs=runs,
+        summary=RunSummary(settings=settings, client=client, accounts=accounts, runs=runs),
+        metrics=prompter.metrics,
+    )

@@ -1,0 +1,85 @@
+"""The admin summary of each run: one message in ADMIN_CHANNEL_ID with counts by status and the accounts
+that need their user, edited as those users reconnect ("3 → 1 need attention", then "resolved")."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.google.health import effective_status
+from bot.slack.blocks.admin import RunSummaryView, run_summary
+from storage.accounts import Accounts
+from storage.models import Account, Status
+from storage.runs import Run, Runs
+
+log = logging.getLogger(__name__)
+
+# Key space of the per-run advisory lock ("gmrs"): one edit of a summary at a time.
+SUMMARY_LOCK_SPACE = 0x676D7273
+
+
+class RunSummary:
+    """Posts and edits the admin summaries; does nothing when ADMIN_CHANNEL_ID is not set."""
+
+    def __init__(self, *, settings: Settings, client: AsyncWebClient, accounts: Accounts, runs: Runs) -> None:
+        self.settings = settings
+        self.client = client
+        self.accounts = accounts
+        self.runs = runs
+
+    async def post(self, run: Run) -> None:
+        """Post the summary of a run that just finished."""
+        channel = self.settings.admin_channel_id
+        if channel is None:
+            return
+        blocks, fallback = run_summary(await self._view(run), self.settings.default_locale)
+        try:
+            response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=fallback)
+        except SlackApiError as error:
+            log.warning(
+                "The admin summary could not be posted to %s: Slack answered %s%s",
+                channel,
+                error.response.get("error"),
+                " (invite the bot to that channel)"
+                if error.response.get("error") == "not_in_channel"
+                else "",
+            )
+            return
+        await self.runs.record_summary(run, channel=str(response["channel"]), ts=str(response["ts"]))
+
+    async def reconnected(self, account: Account) -> None:
+        """Edit today's summaries that list this account, now that it works again."""
+        today = datetime.now(self.settings.briefing_timezone).date()
+        for run, channel, ts in await self.runs.summaries_with(today, account.id):
+            async with self.runs.pool.acquire() as conn, conn.transaction():
+                # Two reconnections at once: the second edit waits, then draws both.
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", SUMMARY_LOCK_SPACE, run.id)
+                blocks, fallback = run_summary(await self._view(run), self.settings.default_locale)
+                try:
+                    await self.client.chat_update(channel=channel, ts=ts, blocks=blocks, text=fallback)
+                except SlackApiError as error:
+                    log.warning(
+                        "The admin summary of the %s run could not be edited: Slack answered %s",
+                        run.kind,
+                        error.response.get("error"),
+                    )
+
+    async def _view(self, run: Run) -> RunSummaryView:
+        needed = await self.runs.needed_user(run)
+        attention = []
+        for account in await self.accounts.list(ids=needed):
+            status, cause = effective_status(account, self.settings.required_capabilities)
+            attention.append((account, status, cause))
+        outcomes = await self.runs.outcomes(run)
+        return RunSummaryView(
+            kind=run.kind,
+            day=run.day.isoformat(),
+            total=sum(outcomes.values()),
+            outcomes=outcomes,
+            counts={Status(name): n for name, n in (await self.runs.statuses(run)).items()},
+            attention=attention,
+        )

@@ -1,0 +1,118 @@
+"""What can be said of a connection's health without asking Google: missing tokens and missing permissions."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from storage.models import Account, Status
+from storage.scopes import Capability, missing_capabilities
+
+_CAPABILITY_WORDS = {
+    Capability.READ: "reading mail (gmail.readonly)",
+    Capability.SEND: "sending mail (gmail.send)",
+}
+
+
+def offline_assessment(
+    *,
+    has_access_token: bool,
+    has_refresh_token: bool,
+    scopes: Iterable[str],
+    required: Iterable[Capability],
+    is_equipped: bool | None = None,
+) -> tuple[Status, str]:
+    """The status and cause that stored data alone shows; UNKNOWN when only Google can tell."""
+    if not has_access_token and not has_refresh_token:
+        cause = "No Gmail token is stored"
+        if is_equipped:
+            cause += " (the legacy is_equipped flag says connected, but token_data is empty)"
+        return Status.MISSING, cause + "."
+    if not has_refresh_token:
+        return Status.MISSING, "No refresh token is stored, so the access token cannot be renewed."
+    lacking = missing_capabilities(list(scopes), required)
+    if lacking:
+        words = " or ".join(_CAPABILITY_WORDS[capability] for capability in lacking)
+        return Status.INSUFFICIENT_SCOPE, f"The granted permissions do not allow {words}."
+    return Status.UNKNOWN, "Not checked with Google yet."
+
+
+def effective_status(account: Account, required: Iterable[Capability]) -> tuple[Status, str | None]:
+    """The stored status, or for an account never checked, what the stored data already shows."""
+    if account.status is not Status.UNKNOWN:
+        return account.status, account.status_cause
+    status, cause = offline_assessment(
+        has_access_token=account.has_access_token,
+        has_refresh_token=account.has_refresh_token,
+        scopes=account.scopes,
+        required=required,
+        is_equipped=account.is_equipped,
+    )
+    return status, (account.status_cause or cause) if status is Status.UNKNOWN else cause
+
+
+class Cause(enum.StrEnum):
+    """Why a user is asked to (re)connect, in the words of the Reconnect Gmail DM (slack.cause.*)."""
+
+    MISSING = "missing"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    DISCONNECTED = "disconnected"
+    TESTING_EXPIRY = "testing_expiry"  # still works, but Google ends it soon (7-day testing-mode tokens)
+
+    @classmethod
+    def of(cls, status: Status) -> Cause | None:
+        """The cause that a status shows, or None for a connection that works (or is not checked yet)."""
+        return _CAUSE_OF_STATUS.get(status)
+
+
+_CAUSE_OF_STATUS = {
+    Status.MISSING: Cause.MISSING,
+    Status.EXPIRED: Cause.EXPIRED,
+    Status.REVOKED: Cause.REVOKED,
+    Status.INSUFFICIENT_SCOPE: Cause.INSUFFICIENT_SCOPE,
+    Status.DISCONNECTED: Cause.DISCONNECTED,
+}
+
+
+# Google ends a testing-mode refresh token 7 days after it is issued; warn a day before.
+TESTING_TOKEN_LIFETIME = timedelta(days=7)
+TESTING_WARNING = timedelta(days=1)
+
+
+def testing_expiry_near(account: Account, now: datetime) -> bool:
+    """True when a testing-mode refresh token ends within a day (only meaningful with GOOGLE_OAUTH_TESTING_MODE)."""
+    issued = account.refresh_token_issued_at
+    return (
+        account.has_refresh_token
+        and issued is not None
+        and now >= issued + TESTING_TOKEN_LIFETIME - TESTING_WARNING
+    )
+
+
+def account_summary(account: Account, required: Iterable[Capability]) -> dict[str, Any]:
+    """One account as plain data: what an admin needs, never a token."""
+    status, cause = effective_status(account, required)
+    return {
+        "slack_user_id": account.slack_user_id,
+        "user_id": account.user_id,
+        "email": account.email,
+        "status": str(status),
+        "status_checked": account.last_checked_at is not None,
+        "cause": cause,
+        "can_read": Capability.READ in account.capabilities,
+        "can_send": Capability.SEND in account.capabilities,
+        "scopes": account.scopes,
+        "expiry": _iso(account.expiry),
+        "last_refresh_at": _iso(account.last_refresh_at),
+        "last_checked_at": _iso(account.last_checked_at),
+        "refresh_token_issued_at": _iso(account.refresh_token_issued_at),
+        "robing_id": account.robing_id,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -1,0 +1,290 @@
+"""The one place that answers "give me valid credentials for this account", refreshing safely when needed.
+
+A refresh is single-flight: concurrent callers in one process share one task per account, and processes
+serialise on a transaction-scoped advisory lock, re-reading the row once they hold it, so one expiring account
+costs one call to Google however many callers ask at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import asyncpg
+
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.google.client import GoogleClient, retry_transient
+from bot.google.errors import Failure, GoogleError
+from bot.google.health import TESTING_TOKEN_LIFETIME
+from bot.metrics import Metrics
+from storage.accounts import Accounts
+from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
+from storage.scopes import Capability, missing_capabilities
+
+log = logging.getLogger(__name__)
+
+# The first key of pg_advisory_xact_lock(int, int): a namespace, so these locks meet no one else's.
+REFRESH_LOCK_NAMESPACE = 0x676D7263  # "gmrc"
+ACTOR = "token-service"
+_CAPABILITY_SCOPES = {Capability.READ: "gmail.readonly", Capability.SEND: "gmail.send"}
+
+
+class Outcome(enum.StrEnum):
+    """What a request for credentials came to."""
+
+    VALID = "valid"  # the stored access token is good for a while
+    REFRESHED = "refreshed"  # a new access token was fetched and stored
+    NEEDS_USER = "needs_user"  # only the user, reconnecting, can fix it; the status says why
+    UNAVAILABLE = "unavailable"  # Google could not be asked right now; the status is unchanged
+
+
+@dataclass(frozen=True)
+class Access:
+    """The typed answer of `TokenService.access`."""
+
+    outcome: Outcome
+    account: Account
+    access_token: str | None = field(default=None, repr=False)
+    expiry: datetime | None = None
+    cause: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when `access_token` can be used now."""
+        return self.outcome in (Outcome.VALID, Outcome.REFRESHED)
+
+
+@dataclass(frozen=True)
+class Disconnection:
+    """What `disconnect` did."""
+
+    account: Account
+    revoked_at_google: bool
+    had_tokens: bool
+    cause: str | None = None
+
+
+class TokenService:
+    """Valid credentials on demand; refresh failures classified and recorded on the account."""
+
+    def __init__(
+        self,
+        accounts: Accounts,
+        google: GoogleClient,
+        *,
+        client_id: str,
+        client_secret: str,
+        required: frozenset[Capability],
+        testing_mode: bool = False,
+        refresh_margin: timedelta = timedelta(minutes=5),
+        attempts: int = 3,
+        backoff: float = 0.5,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.accounts = accounts
+        self.metrics = metrics or Metrics()
+        self.google = google
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.required = required
+        self.testing_mode = testing_mode
+        self.refresh_margin = refresh_margin
+        self.attempts = attempts
+        self.backoff = backoff
+        self._in_flight: dict[int, asyncio.Task[Access]] = {}
+
+    async def access(
+        self, account: Account | int, *, force_refresh: bool = False, stored: StoredTokens | None = None
+    ) -> Access:
+        """An access token for the account, refreshed if it is missing or expires within the margin.
+
+        `stored`: the account's token_data, read along with `account` (else it is read now).
+        """
+        current = account if isinstance(account, Account) else await self.accounts.get(account)
+        if not force_refresh:
+            if stored is not None:
+                tokens = self.accounts.unpack(current, stored)
+            else:
+                tokens = await self.accounts.read_tokens(current.id)
+            if self._fresh(tokens):
+                assert tokens is not None
+                return Access(Outcome.VALID, current, tokens.access_token, tokens.expiry)
+        task = self._in_flight.get(current.id)
+        if task is None:
+            task = asyncio.create_task(self._refresh_once(current.id, force=force_refresh))
+            self._in_flight[current.id] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(current.id, None))
+        # Shielded: a caller that gives up must not cancel the refresh other callers are waiting on.
+        return await asyncio.shield(task)
+
+    async def disconnect(self, account_id: int, *, actor: str) -> Disconnection:
+        """Revoke the account's grant at Google, wipe its tokens and mark it disconnected."""
+        async with self.accounts.pool.acquire() as conn, conn.transaction():
+            await _lock(conn, account_id)
+            tokens = await self.accounts.read_tokens(account_id, conn=conn)
+            revoked, cause = False, None
+            token = (tokens.refresh_token or tokens.access_token) if tokens else None
+            if token:
+                try:
+                    revoked = await self.google.revoke(token)
+                except GoogleError as error:
+                    cause = f"Google could not revoke the access ({error}); remove it at myaccount.google.com/permissions."
+                    log.warning(
+                        "Disconnecting account %s: revocation at Google failed: %s", account_id, error
+                    )
+            account = await self.accounts.clear_tokens(
+                account_id,
+                status=Status.DISCONNECTED,
+                cause=f"Disconnected by {actor}.",
+                actor=actor,
+                details={"revoked_at_google": revoked, "had_tokens": token is not None},
+                conn=conn,
+            )
+        return Disconnection(account, revoked, token is not None, cause)
+
+    def _fresh(self, tokens: TokenSet | None) -> bool:
+        if tokens is None or not tokens.access_token or tokens.expiry is None:
+            return False
+        return tokens.expiry > datetime.now(UTC) + self.refresh_margin
+
+    async def _refresh_once(self, account_id: int, *, force: bool) -> Access:
+        async with self.accounts.pool.acquire() as conn, conn.transaction():
+            await _lock(conn, account_id)
+            # Another process may have refreshed while we waited for the lock: re-read under it.
+            account = await self.accounts.get(account_id, conn=conn)
+            tokens = await self.accounts.read_tokens(account_id, conn=conn)
+            if not force and self._fresh(tokens):
+                assert tokens is not None
+                return Access(Outcome.VALID, account, tokens.access_token, tokens.expiry)
+            if tokens is None and account.status is Status.DISCONNECTED:
+                # Disconnected on purpose: say so, rather than calling the tokens "missing".
+                return Access(Outcome.NEEDS_USER, account, cause=account.status_cause)
+            if tokens is None or not tokens.refresh_token:
+                cause = "No Gmail token is stored." if tokens is None else "No refresh token is stored."
+                account = await self.accounts.set_status(
+                    account_id, status=Status.MISSING, cause=cause, actor=ACTOR, conn=conn
+                )
+                return Access(Outcome.NEEDS_USER, account, cause=cause)
+            access = await self._refresh(conn, account, tokens.refresh_token)
+        self.metrics.refreshes.labels(str(access.outcome)).inc()
+        return access
+
+    async def _refresh(self, conn: asyncpg.Connection, account: Account, refresh_token: str) -> Access:
+        client_id, client_secret = await self.accounts.oauth_client(account.id, conn=conn) or (
+            self.client_id,
+            self._client_secret,
+        )
+        try:
+            response = await retry_transient(
+                lambda: self.google.refresh(
+                    refresh_token=refresh_token, client_id=client_id, client_secret=client_secret
+                ),
+                attempts=self.attempts,
+                backoff=self.backoff,
+            )
+        except GoogleError as error:
+            return await self._failed(conn, account, error, legacy_client=client_id != self.client_id)
+        scopes = response.scopes if response.scopes is not None else account.scopes
+        lacking = missing_capabilities(scopes, self.required)
+        status, cause = Status.HEALTHY, None
+        if lacking:
+            status = Status.INSUFFICIENT_SCOPE
+            cause = (
+                "The granted permissions lack " + " and ".join(_CAPABILITY_SCOPES[c] for c in lacking) + "."
+            )
+        stored = await self.accounts.store_tokens(
+            grant=TokenGrant(response.access_token, response.refresh_token, response.expiry, response.scopes),
+            actor=ACTOR,
+            user_id=account.user_id,
+            status=status,
+            cause=cause,
+            action="tokens.refreshed",
+            refreshed=True,
+            conn=conn,
+        )
+        log.info("Refreshed the access token of account %s (%s)", account.id, account.user_id)
+        if lacking:
+            return Access(Outcome.NEEDS_USER, stored, cause=cause)
+        return Access(Outcome.REFRESHED, stored, response.access_token, response.expiry)
+
+    async def _failed(
+        self, conn: asyncpg.Connection, account: Account, error: GoogleError, *, legacy_client: bool
+    ) -> Access:
+        if error.failure is Failure.INVALID_GRANT:
+            status, cause = self._invalid_grant(account, error)
+        elif error.failure is Failure.REAUTH_REQUIRED:
+            status = Status.EXPIRED
+            cause = (
+                "Your Google Workspace administrator requires you to sign in again "
+                f"(Google: {error.error}); reconnect to continue."
+            )
+        elif error.failure is Failure.CLIENT_REJECTED and legacy_client:
+            status = Status.EXPIRED
+            cause = (
+                f"The token was issued to an OAuth client that Google no longer accepts ({error.error}); "
+                "reconnecting issues a new one."
+            )
+        else:
+            if error.failure is Failure.CLIENT_REJECTED:
+                log.error(
+                    "Google rejects this bot's OAuth client (%s): check GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET",
+                    error.error,
+                )
+            else:
+                log.warning("Could not refresh account %s now: %s", account.id, error)
+            return Access(Outcome.UNAVAILABLE, account, cause=f"Could not check with Google now: {error}")
+        updated = await self.accounts.set_status(
+            account.id, status=status, cause=cause, actor=ACTOR, conn=conn
+        )
+        log.info("Account %s needs its user to reconnect: %s", account.id, cause)
+        return Access(Outcome.NEEDS_USER, updated, cause=cause)
+
+    def _invalid_grant(self, account: Account, error: GoogleError) -> tuple[Status, str]:
+        issued = account.refresh_token_issued_at
+        if self.testing_mode and issued is not None and datetime.now(UTC) - issued >= TESTING_TOKEN_LIFETIME:
+            return Status.EXPIRED, (
+                "Google ended the access after 7 days, as it does for OAuth apps in testing mode (invalid_grant)."
+            )
+        # Google's usual text, "Token has been expired or revoked.", does not say which; only an answer that
+        # speaks of revocation alone is recorded as revoked.
+        description = str(error).lower()
+        status = (
+            Status.REVOKED if "revoked" in description and "expired" not in description else Status.EXPIRED
+        )
+        return status, (
+            "Google says the access was revoked or has expired (invalid_grant): the password may have changed, "
+            "access may have been removed in the Google account, or the token went unused for months."
+        )
+
+
+def build_token_service(
+    settings: Settings, accounts: Accounts, session: aiohttp.ClientSession, *, metrics: Metrics | None = None
+) -> TokenService:
+    """The token service for these settings, calling Google on `session`."""
+    if settings.google_client_id is None or settings.google_client_secret is None:
+        raise ConfigError(settings.missing_for_serve())
+    google = GoogleClient(
+        session,
+        token_uri=settings.google_token_uri,
+        revoke_uri=settings.google_revoke_uri,
+        userinfo_uri=settings.google_userinfo_uri,
+        gmail_api_url=settings.gmail_api_url,
+    )
+    return TokenService(
+        accounts,
+        google,
+        client_id=settings.google_client_id,
+        client_secret=settings.google_client_secret.reveal(),
+        required=settings.required_capabilities,
+        testing_mode=settings.google_testing_mode,
+        metrics=metrics,
+    )
+
+
+async def _lock(conn: asyncpg.Connection, account_id: int) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", REFRESH_LOCK_NAMESPACE, account_id)

@@ -1,0 +1,287 @@
+"""The self-service reconnection: from a Slack link to Google's consent screen, and back to stored tokens.
+
+`start` turns a link into a fresh OAuth state and Google's URL; `finish` checks the callback, exchanges the
+code, checks what was granted and whose mailbox it is, stores the tokens and fires the reconnection hooks.
+Both return an `Answer` (a redirect or a page to show); nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.config import Settings
+from bot.google.client import GoogleClient
+from bot.google.consent import Consent, verified_email
+from bot.google.errors import Failure, GoogleError
+from bot.reconnect.hooks import Reconnected, ReconnectHooks
+from bot.reconnect.links import LinkClaims, LinkError, LinkSigner, Purpose
+from storage.accounts import Accounts
+from storage.errors import Conflict
+from storage.models import Account, Status, TokenGrant
+from storage.oauth_states import OAuthState, OAuthStates, Rejection, StateRejected
+from storage.scopes import missing_capabilities
+
+log = logging.getLogger(__name__)
+
+STATE_TTL = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to send the browser: a redirect to `location`, or the page `page` with its parameters."""
+
+    page: str
+    status: int = 200
+    location: str | None = field(default=None, repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class ReconnectFlow:
+    """The consent flow's two steps, over the stores, Google and the hooks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        accounts: Accounts,
+        states: OAuthStates,
+        links: LinkSigner,
+        consent: Consent,
+        google: GoogleClient,
+        hooks: ReconnectHooks,
+    ) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.states = states
+        self.links = links
+        self.consent = consent
+        self.google = google
+        self.hooks = hooks
+
+    async def start(self, link_token: str | None, *, browser_binding: str) -> Answer:
+        """A fresh state for this visit and the redirect to Google; the link itself is not used up."""
+        if not link_token:
+            return Answer("link_missing", 400)
+        try:
+            claims = self.links.verify(link_token)
+        except LinkError as error:
+            return Answer("link_expired" if error.expired else "link_invalid", 400)
+        account = await self.accounts.find_by_slack_id(claims.slack_user_id)
+        # Only a healthy account can be "already connected" by this link; anything else starts a flow.
+        if (
+            account is not None
+            and account.status is Status.HEALTHY
+            and account.id == await self.states.connected_account(claims.link_id)
+        ):
+            return _already_connected(account, claims.slack_team_id)
+        state = secrets.token_urlsafe(32)
+        code_verifier = secrets.token_urlsafe(64)
+        scopes = list(self.settings.google_scopes)
+        redirect_uri = self.settings.oauth_redirect_uri
+        await self.states.create(
+            state=state,
+            browser_binding=browser_binding,
+            slack_user_id=claims.slack_user_id,
+            slack_team_id=claims.slack_team_id,
+            purpose=str(claims.purpose),
+            link_id=claims.link_id,
+            link_expires_at=claims.expires_at,
+            code_verifier=code_verifier,
+            redirect_uri=redirect_uri,
+            scopes=scopes,
+            ttl=STATE_TTL,
+        )
+        hint = account.email if account is not None and claims.purpose is Purpose.RECONNECT else None
+        url = self.consent.authorization_url(
+            state=state,
+            code_verifier=code_verifier,
+            scopes=scopes,
+            redirect_uri=redirect_uri,
+            login_hint=hint,
+        )
+        return Answer("redirect", 302, location=url)
+
+    async def finish(self, query: Mapping[str, str], *, browser_binding: str | None) -> Answer:
+        """Handle Google's redirect back: every outcome is a page; tokens are stored only on full success."""
+        state_value = query.get("state", "")
+        if not state_value:
+            return Answer("state_missing", 400)
+        try:
+            state = await self.states.consume(state=state_value, browser_binding=browser_binding)
+        except StateRejected as rejected:
+            return await self._rejected(rejected)
+        answer, account_id = await self._complete(state, query, state_value)
+        await self.states.finish(state.id, outcome=answer.page, account_id=account_id)
+        log.info("Consent callback for Slack user %s ended: %s", state.slack_user_id, answer.page)
+        return answer
+
+    async def _rejected(self, rejected: StateRejected) -> Answer:
+        state = rejected.state
+        if rejected.reason is Rejection.USED and state is not None and state.outcome == "connected":
+            account = await self.accounts.find_by_slack_id(state.slack_user_id)
+            if account is not None and account.status is Status.HEALTHY:
+                return _already_connected(account, state.slack_team_id)
+        retry = self._retry_url(state) if state is not None else None
+        status = {Rejection.UNKNOWN: 400, Rejection.WRONG_BROWSER: 403}.get(rejected.reason, 400)
+        return Answer(f"state_{rejected.reason}", status, params={"retry_url": retry})
+
+    async def _complete(
+        self, state: OAuthState, query: Mapping[str, str], state_value: str
+    ) -> tuple[Answer, int | None]:
+        retry = self._retry_url(state)
+        error = query.get("error")
+        if error == "access_denied":
+            return Answer("denied", params={"retry_url": retry}), None
+        if error:
+            return Answer(
+                "google_refused", 400, params={"error": _printable(error), "retry_url": retry}
+            ), None
+        code = query.get("code", "")
+        if not code:
+            return Answer("code_missing", 400, params={"retry_url": retry}), None
+        try:
+            exchange = await self.consent.exchange(
+                code=code,
+                state=state_value,
+                code_verifier=state.code_verifier,
+                scopes=state.scopes or list(self.settings.google_scopes),
+                redirect_uri=state.redirect_uri or self.settings.oauth_redirect_uri,
+            )
+        except GoogleError as failure:
+            log.warning("Code exchange for Slack user %s failed: %s", state.slack_user_id, failure)
+            return _exchange_failed(failure, retry), None
+
+        lacking = missing_capabilities(exchange.granted_scopes, self.settings.required_capabilities)
+        if lacking:
+            return Answer(
+                "missing_permissions", 400, params={"missing": [str(c) for c in lacking], "retry_url": retry}
+            ), None
+
+        email = verified_email(exchange.id_claims) or await self._userinfo_email(exchange.access_token)
+        account = await self.accounts.find_by_slack_id(state.slack_user_id)
+        adopt_user_id = None
+        if account is None and email:
+            unlinked = await self.accounts.find_unlinked_by_email(email)
+            if len(unlinked) == 1:
+                # The user just proved they own this mailbox: take over its existing row instead of a new one.
+                account, adopt_user_id = unlinked[0], unlinked[0].user_id
+        known = account.email.lower() if account is not None and account.email else None
+        if known and state.purpose != Purpose.SWITCH:
+            if email is None:
+                return Answer("identity_unknown", 502, params={"retry_url": retry}), None
+            if email != known:
+                return Answer(
+                    "wrong_account",
+                    409,
+                    params={
+                        "expected": known,
+                        "got": email,
+                        "switch_url": self._retry_url(state, purpose=Purpose.SWITCH),
+                        "retry_url": retry,
+                    },
+                ), None
+        if not exchange.refresh_token and not (account is not None and account.has_refresh_token):
+            return Answer("no_refresh_token", 502, params={"retry_url": retry}), None
+        try:
+            stored = await self.accounts.store_tokens(
+                grant=TokenGrant(
+                    exchange.access_token, exchange.refresh_token, exchange.expiry, exchange.granted_scopes
+                ),
+                actor=f"slack:{state.slack_user_id}",
+                slack_user_id=state.slack_user_id,
+                user_id=adopt_user_id,
+                metadata={
+                    "connected_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **({"email": email} if email else {}),
+                },
+                oauth_config=await self._oauth_config(account),
+                status=Status.HEALTHY,
+                action="tokens.reconnected",
+                details={
+                    "purpose": state.purpose,
+                    "email": email,
+                    "previous_status": str(account.status) if account is not None else None,
+                    "adopted_row": adopt_user_id is not None,
+                },
+            )
+        except Conflict as conflict:
+            log.warning("Could not store tokens for Slack user %s: %s", state.slack_user_id, conflict)
+            return Answer("store_conflict", 409), None
+        self.hooks.fire(
+            Reconnected(
+                slack_user_id=state.slack_user_id,
+                slack_team_id=state.slack_team_id,
+                account=stored,
+                email=email,
+                previous_status=account.status if account is not None else None,
+                purpose=state.purpose,
+                link_id=state.link_id,
+            )
+        )
+        return Answer(
+            "connected", params={"email": email or "", "slack_team_id": state.slack_team_id}
+        ), stored.id
+
+    async def _userinfo_email(self, access_token: str) -> str | None:
+        try:
+            return verified_email(await self.google.userinfo(access_token))
+        except GoogleError as error:
+            log.warning("Could not read the Google account's email from userinfo: %s", error)
+            return None
+
+    async def _oauth_config(self, account: Account | None) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "client_id": self.settings.google_client_id,
+            "auth_uri": self.settings.google_auth_uri,
+            "token_uri": self.settings.google_token_uri,
+        }
+        # Legacy rows carry their client's secret, and services that still refresh from the row need the pair
+        # to match; keep that shape for them, and leave the secret out of rows that never had one.
+        if account is not None and await self.accounts.oauth_client(account.id) is not None:
+            assert self.settings.google_client_secret is not None
+            config["client_secret"] = self.settings.google_client_secret.reveal()
+        return config
+
+    def _retry_url(self, state: OAuthState, *, purpose: Purpose | None = None) -> str | None:
+        """The link this flow started from (same claims, so the same link), if it is still valid."""
+        if (
+            state.link_id is None
+            or state.link_expires_at is None
+            or state.link_expires_at <= datetime.now(UTC)
+        ):
+            return None
+        claims = LinkClaims(
+            slack_user_id=state.slack_user_id,
+            slack_team_id=state.slack_team_id,
+            purpose=purpose or Purpose(state.purpose),
+            expires_at=state.link_expires_at,
+            link_id=state.link_id,
+        )
+        return self.links.url(claims)
+
+
+def new_browser_binding() -> str:
+    """A random value for the browser-binding cookie."""
+    return secrets.token_urlsafe(32)
+
+
+def _exchange_failed(failure: GoogleError, retry: str | None) -> Answer:
+    if failure.failure is Failure.INVALID_GRANT:
+        return Answer("code_rejected", 400, params={"retry_url": retry})
+    if failure.failure is Failure.TRANSIENT:
+        return Answer("google_unavailable", 503, params={"retry_url": retry})
+    return Answer("google_error", 502, params={"retry_url": retry})
+
+
+def _already_connected(account: Account, slack_team_id: str | None) -> Answer:
+    return Answer("already_connected", params={"email": account.email or "", "slack_team_id": slack_team_id})
+
+
+def _printable(error: str) -> str:
+    # Google's error codes are short ASCII words; anything else is cut down before it reaches a page.
+    return "".join(ch for ch in error[:64] if ch.isalnum() or ch in "_-.")

@@ -1,0 +1,165 @@
+"""What admins see: every account's health (/gmail-status all) and each run's summary in ADMIN_CHANNEL_ID."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.i18n import text
+from bot.slack.blocks.elements import (
+    ADMIN_LIST_LIMIT,
+    EMOJI,
+    NUDGE_ALL_ACTION,
+    SECTION_LIMIT,
+    chunks,
+    confirm_dialog,
+    shorten,
+)
+from storage.models import Account, Status
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Every account's health, for admins: counts by status and the accounts that need attention."""
+
+    counts: dict[Status, int]
+    attention: list[tuple[Account, Status, str | None]]
+    nudgeable: int  # how many of those are linked to a Slack user
+
+
+def admin_overview(overview: Overview, locale: str) -> list[dict[str, Any]]:
+    """The /gmail-status all card: counts by status, the accounts needing attention, and a Nudge-all button."""
+    total = sum(overview.counts.values())
+    blocks: list[Block] = [HeaderBlock(text=text(locale, "slack.admin.title", total=total))]
+    counts = _status_counts(overview.counts, locale)
+    blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(counts) or "-")))
+    blocks.append(DividerBlock())
+    if not overview.attention:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.admin.all_healthy"))))
+        return [block.to_dict() for block in blocks]
+    rows = [_admin_row(account, status, cause, locale) for account, status, cause in overview.attention]
+    shown = rows[:ADMIN_LIST_LIMIT]
+    if len(rows) > len(shown):
+        shown.append(text(locale, "slack.admin.more", count=len(rows) - len(shown)))
+    heading = text(locale, "slack.admin.attention", count=len(rows))
+    for chunk in chunks([heading, *shown], SECTION_LIMIT):
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
+    if overview.nudgeable:
+        button = ButtonElement(
+            text=text(locale, "slack.button.nudge_all", count=overview.nudgeable),
+            action_id=NUDGE_ALL_ACTION,
+            value="unhealthy",
+            style="primary",
+            confirm=confirm_dialog(locale, "slack.confirm.nudge_all"),
+        )
+        blocks.append(ActionsBlock(block_id="admin_actions", elements=[button]))
+    return [block.to_dict() for block in blocks]
+
+
+@dataclass(frozen=True)
+class RunSummaryView:
+    """A run's admin summary as it stands now: what the run found, and who has reconnected since."""
+
+    kind: str
+    day: str
+    total: int
+    outcomes: dict[str, int]
+    counts: dict[Status, int]
+    # The accounts that needed their user when the run handled them, each with its status now.
+    attention: list[tuple[Account, Status, str | None]]
+
+    @property
+    def still(self) -> int:
+        """How many of them still need their user."""
+        return sum(1 for _, status, _ in self.attention if status.needs_user)
+
+
+_OUTCOMES = ("digest", "checked", "prompted", "snoozed", "unavailable", "skipped", "failed")
+
+
+def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]], str]:
+    """The admin channel's message about one run, edited as users reconnect: "3 → 1 need attention"."""
+    kind = text(locale, f"slack.summary.kind.{view.kind}")
+    outcomes = " · ".join(
+        text(locale, f"slack.summary.outcome.{name}", count=view.outcomes[name])
+        for name in _OUTCOMES
+        if view.outcomes.get(name)
+    )
+    counts = _status_counts(view.counts, locale)
+    before, now = len(view.attention), view.still
+    if before == 0:
+        verdict = text(locale, "slack.summary.none")
+    elif now == 0:
+        verdict = text(locale, "slack.summary.resolved", before=before)
+    elif now == before:
+        verdict = text(locale, "slack.summary.attention", count=before)
+    else:
+        verdict = text(locale, "slack.summary.attention_now", before=before, now=now)
+    blocks: list[Block] = [
+        HeaderBlock(text=text(locale, "slack.summary.title", kind=kind, day=view.day)),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=text(locale, "slack.summary.accounts", total=view.total, outcomes=outcomes or "-")
+                + "\n"
+                + "\n".join(counts)
+            )
+        ),
+        DividerBlock(),
+    ]
+    # Those still waiting first, then those who reconnected since.
+    ordered = sorted(view.attention, key=lambda item: not item[1].needs_user)
+    rows = [
+        _admin_row(account, status, cause, locale)
+        if status.needs_user
+        else text(locale, "slack.summary.row_resolved", who=_who(account, locale), email=account.email or "-")
+        for account, status, cause in ordered
+    ]
+    shown = rows[:ADMIN_LIST_LIMIT]
+    if len(rows) > len(shown):
+        shown.append(text(locale, "slack.admin.more", count=len(rows) - len(shown)))
+    for chunk in chunks([verdict, *shown], SECTION_LIMIT):
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
+    fallback = text(locale, "slack.summary.fallback", kind=kind, day=view.day, now=now, total=view.total)
+    return [block.to_dict() for block in blocks], fallback
+
+
+def _status_counts(counts: dict[Status, int], locale: str) -> list[str]:
+    """One line per status that has accounts ("✅ Connected: *12*"), in the order of Status."""
+    return [
+        text(
+            locale,
+            "slack.admin.count",
+            emoji=EMOJI[status],
+            label=text(locale, f"slack.label.{status}"),
+            count=n,
+        )
+        for status, n in sorted(counts.items(), key=lambda item: list(Status).index(item[0]))
+        if n
+    ]
+
+
+def _who(account: Account, locale: str) -> str:
+    if account.slack_user_id:
+        return f"<@{account.slack_user_id}>"
+    return text(locale, "slack.admin.not_linked", user_id=account.user_id)
+
+
+def _admin_row(account: Account, status: Status, cause: str | None, locale: str) -> str:
+    return text(
+        locale,
+        "slack.admin.row",
+        who=_who(account, locale),
+        email=account.email or "-",
+        label=text(locale, f"slack.label.{status}"),
+        cause=shorten(cause or text(locale, f"slack.cause.{status}"), 300),
+    )

@@ -1,0 +1,91 @@
+"""What every message shares: action IDs, Slack's size limits, status emoji, and small text helpers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from slack_sdk.models.blocks import (
+    ConfirmObject,
+)
+
+from bot.i18n import text
+from storage.models import Status
+
+RECONNECT_ACTION = "reconnect_gmail"
+
+
+SWITCH_ACTION = "switch_gmail_account"
+
+
+DISCONNECT_ACTION = "disconnect_gmail"
+
+
+LINK_ACTION = "link_gmail_account"
+
+
+SNOOZE_ACTION = "snooze_reconnect_prompt"
+
+
+NUDGE_ALL_ACTION = "nudge_all_unhealthy"
+
+
+# Slack allows 50 blocks per message and 3,000 characters per section; the admin list stays well inside.
+ADMIN_LIST_LIMIT = 40
+
+
+SECTION_LIMIT = 2900
+
+
+BUTTON_TEXT_LIMIT = 75
+
+
+DISPLAY_ZONE = ZoneInfo("Asia/Seoul")
+
+
+EMOJI = {
+    Status.HEALTHY: "✅",
+    Status.UNKNOWN: "⏳",
+    Status.EXPIRED: "⚠️",
+    Status.REVOKED: "⚠️",
+    Status.MISSING: "⚠️",
+    Status.INSUFFICIENT_SCOPE: "⚠️",
+    Status.DISCONNECTED: "⏸️",
+}
+
+
+def confirm_dialog(locale: str, key: str, *, style: str | None = None) -> ConfirmObject:
+    """Slack's confirmation dialog, from the catalogue's `key`.title/.text/.yes/.no."""
+    return ConfirmObject(
+        title=text(locale, f"{key}.title"),
+        text=text(locale, f"{key}.text"),
+        confirm=text(locale, f"{key}.yes"),
+        deny=text(locale, f"{key}.no"),
+        style=style,
+    )
+
+
+def chunks(lines: list[str], limit: int) -> list[str]:
+    """Lines joined into texts of at most `limit` characters each."""
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        if current and len(current) + 1 + len(line) > limit:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    return [*chunks, current] if current else chunks
+
+
+def shorten(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def button_text(value: str) -> str:
+    return shorten(value, BUTTON_TEXT_LIMIT)
+
+
+def local_time(moment: datetime | None, locale: str) -> str:
+    if moment is None:
+        return text(locale, "slack.status.never")
+    return moment.astimezone(DISPLAY_ZONE).strftime("%Y-%m-%d %H:%M KST")

@@ -1,0 +1,79 @@
+"""The Reconnect Gmail DM: the cause in plain words, what is lost, and the buttons; and the DM once reconnected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.google.health import Cause
+from bot.i18n import text
+from bot.slack.blocks.elements import RECONNECT_ACTION, SNOOZE_ACTION, local_time
+
+
+@dataclass(frozen=True)
+class PromptView:
+    """What the Reconnect Gmail DM shows."""
+
+    prompt_id: int
+    cause: Cause
+    email: str | None
+    reconnect_url: str
+    link_expires_at: datetime
+    snoozed: bool = False
+    first_connection: bool = False  # the user has no row yet: "Connect Gmail" rather than "Reconnect"
+
+
+def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], str]:
+    """The Reconnect Gmail DM (blocks, and the notification text): the cause, what is lost, the buttons."""
+    cause = text(locale, f"slack.cause.{view.cause}")
+    body = [text(locale, "slack.dm.title"), cause]
+    if view.cause is not Cause.TESTING_EXPIRY:
+        body.append(text(locale, "slack.status.lose"))
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(body)))]
+    buttons = [
+        ButtonElement(
+            text=text(locale, "slack.button.connect" if view.first_connection else "slack.button.reconnect"),
+            action_id=RECONNECT_ACTION,
+            url=view.reconnect_url,
+            style="primary",
+        )
+    ]
+    if not view.snoozed:
+        buttons.append(
+            ButtonElement(
+                text=text(locale, "slack.button.snooze"), action_id=SNOOZE_ACTION, value=str(view.prompt_id)
+            )
+        )
+    blocks.append(ActionsBlock(block_id="reconnect_prompt_actions", elements=buttons))
+    notes = [text(locale, "slack.dm.link_expires", when=local_time(view.link_expires_at, locale))]
+    if view.email:
+        notes.insert(0, text(locale, "slack.dm.account", email=view.email))
+    if view.snoozed:
+        notes.insert(0, text(locale, "slack.dm.snoozed"))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note) for note in notes]))
+    return [block.to_dict() for block in blocks], text(locale, "slack.dm.fallback", cause=cause)
+
+
+def reconnected_dm(email: str | None, locale: str) -> tuple[list[dict[str, Any]], str]:
+    """The Reconnect Gmail DM once the user has reconnected: no buttons left to press."""
+    line = (
+        text(locale, "slack.dm.reconnected", email=email)
+        if email
+        else text(locale, "slack.dm.reconnected_plain")
+    )
+    return [SectionBlock(text=MarkdownTextObject(text=line)).to_dict()], line
+
+
+def reconnected_confirmation(email: str | None, locale: str) -> str:
+    """The short message posted after a reconnection."""
+    return text(locale, "slack.dm.confirmation", email=email or "Gmail")

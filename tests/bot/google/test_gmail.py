@@ -1,0 +1,179 @@
+"""The briefing's Gmail fetch: one search, then the messages' headers in batch requests, against the fake
+Google over HTTP; and the reading of batch answers shaped as Gmail sends them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+
+from bot.google.client import GoogleClient
+from bot.google.errors import Failure, GoogleError
+from bot.google.gmail import BATCH_SIZE, batch_answers
+from tests.fakes.google import FakeGoogle
+
+READONLY = "https://www.googleapis.com/auth/gmail.readonly"
+QUERY = "is:unread newer_than:1d"
+MESSAGES = "/gmail/v1/users/me/messages"
+
+
+@pytest.fixture
+async def google(fake_google: FakeGoogle) -> AsyncIterator[GoogleClient]:
+    async with aiohttp.ClientSession() as session:
+        yield GoogleClient(
+            session,
+            token_uri=fake_google.token_uri,
+            revoke_uri=fake_google.revoke_uri,
+            userinfo_uri=fake_google.userinfo_uri,
+            gmail_api_url=fake_google.gmail_api_url,
+        )
+
+
+def mailbox(fake: FakeGoogle, email: str, count: int) -> list[str]:
+    """`count` unread messages, newest first (message 0 is the newest); their ids in that order."""
+    return [
+        fake.add_message(
+            email,
+            sender=f"Sender {n} <s{n}@example.com>",
+            subject=f"Subject {n}",
+            snippet=f"Snippet {n}",
+            age=timedelta(minutes=10 + n),
+        )
+        for n in range(count)
+    ]
+
+
+async def test_one_search_and_one_batch_for_the_newest_messages(
+    google: GoogleClient, fake_google: FakeGoogle
+) -> None:
+    token = fake_google.issue_access_token("a@example.com", [READONLY])
+    ids = mailbox(fake_google, "a@example.com", 4)
+    fake_google.add_message("a@example.com", sender="Old", subject="Old", snippet="-", age=timedelta(days=2))
+
+    unread = await google.unread_mail(token, query=QUERY, limit=3)
+
+    assert [m.id for m in unread.messages] == ids[:3] and unread.total == 4
+    first = unread.messages[0]
+    assert (first.sender, first.subject, first.snippet) == (
+        "Sender 0 <s0@example.com>",
+        "Subject 0",
+        "Snippet 0",
+    )
+    assert first.received_at is not None
+    outer = [call for call in fake_google.calls if not call.batch]
+    assert [call.path for call in outer] == [MESSAGES, "/batch/gmail/v1"]
+    inner = [call for call in fake_google.calls if call.batch]
+    assert [call.path for call in inner] == [f"{MESSAGES}/{message_id}" for message_id in ids[:3]]
+    assert all(call.query.get("format") == "metadata" for call in inner)
+
+
+async def test_more_messages_than_one_batch_takes_go_in_several(
+    google: GoogleClient, fake_google: FakeGoogle
+) -> None:
+    token = fake_google.issue_access_token("b@example.com", [READONLY])
+    ids = mailbox(fake_google, "b@example.com", BATCH_SIZE + 10)
+
+    unread = await google.unread_mail(token, query=QUERY, limit=100)
+
+    assert [m.id for m in unread.messages] == ids  # in the search's order, across the batches
+    assert len(fake_google.calls_to("/batch/gmail/v1")) == 2
+
+
+async def test_no_unread_mail_makes_no_batch(google: GoogleClient, fake_google: FakeGoogle) -> None:
+    token = fake_google.issue_access_token("c@example.com", [READONLY])
+
+    unread = await google.unread_mail(token, query=QUERY, limit=10)
+
+    assert unread.messages == [] and unread.total == 0
+    assert fake_google.calls_to("/batch/gmail/v1") == []
+
+
+async def test_a_message_gone_since_the_search_answers_none(
+    google: GoogleClient, fake_google: FakeGoogle
+) -> None:
+    token = fake_google.issue_access_token("d@example.com", [READONLY])
+    (kept,) = mailbox(fake_google, "d@example.com", 1)
+
+    found = await google.summaries(token, ["0000deleted0000", kept])
+
+    assert found[0] is None and found[1] is not None and found[1].id == kept
+    assert [call.status for call in fake_google.calls if call.batch] == [404, 200]
+
+
+@pytest.mark.parametrize(
+    ("status", "failure"),
+    [(401, Failure.UNAUTHORIZED), (403, Failure.INSUFFICIENT_SCOPE), (429, Failure.TRANSIENT)],
+)
+async def test_a_refused_batch_is_classified_like_any_gmail_answer(
+    google: GoogleClient, fake_google: FakeGoogle, status: int, failure: Failure
+) -> None:
+    token = fake_google.issue_access_token("e@example.com", [READONLY])
+    mailbox(fake_google, "e@example.com", 2)
+    fake_google.fail_gmail_batch(status)
+
+    with pytest.raises(GoogleError) as caught:
+        await google.unread_mail(token, query=QUERY, limit=10)
+
+    assert caught.value.failure is failure and caught.value.status == status
+    assert token not in str(caught.value)
+
+
+# Gmail's answers, as it sends them: part headers, then the embedded HTTP answer with headers of its own.
+GOOGLE_SHAPED = (
+    b"--batch_7Xp52oGIwpA_AAEAc7ERnGU\r\n"
+    b"Content-Type: application/http\r\n"
+    b"Content-ID: <response-item1>\r\n"
+    b"\r\n"
+    b"HTTP/1.1 404 Not Found\r\n"
+    b"Vary: Origin\r\n"
+    b"Content-Type: application/json; charset=UTF-8\r\n"
+    b"\r\n"
+    b'{"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}}\r\n'
+    b"--batch_7Xp52oGIwpA_AAEAc7ERnGU\r\n"
+    b"Content-Type: application/http\r\n"
+    b"Content-ID: <response-item0>\r\n"
+    b"\r\n"
+    b"HTTP/1.1 200 OK\r\n"
+    b'ETag: "A-DdBGA6g-wV4rIZCu5Hcm3JQpY/w2hzEg9kqXFH7AEJ-oSc-y10HNQ"\r\n'
+    b"Content-Type: application/json; charset=UTF-8\r\n"
+    b"Content-Length: 50\r\n"
+    b"\r\n"
+    b'{"id": "152d10540c21bd07", "snippet": "Likewise."}\r\n'
+    b"--batch_7Xp52oGIwpA_AAEAc7ERnGU--\r\n"
+)
+CONTENT_TYPE = "multipart/mixed; boundary=batch_7Xp52oGIwpA_AAEAc7ERnGU"
+
+
+def test_answers_are_put_back_in_the_order_of_the_calls_by_their_content_id() -> None:
+    answers = batch_answers(CONTENT_TYPE, GOOGLE_SHAPED, 2)
+
+    assert answers[0] == (200, {"id": "152d10540c21bd07", "snippet": "Likewise."})
+    assert answers[1][0] == 404 and answers[1][1]["error"]["status"] == "NOT_FOUND"
+
+
+def test_answers_without_content_ids_are_taken_in_order_with_bare_newlines_and_a_quoted_boundary() -> None:
+    payload = (
+        b"--b\nContent-Type: application/http\n\nHTTP/1.1 200 OK\nContent-Type: application/json\n\n"
+        b'{"id": "1"}\n--b\nContent-Type: application/http\n\nHTTP/1.1 503 Service Unavailable\n\n'
+        b"not json\n--b--\n"
+    )
+
+    assert batch_answers('multipart/mixed; boundary="b"', payload, 2) == [(200, {"id": "1"}), (503, None)]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "payload", "problem"),
+    [
+        ("application/json; charset=UTF-8", b'{"messages": []}', "is not multipart"),
+        ("multipart/mixed", GOOGLE_SHAPED, "is not multipart"),  # no boundary
+        (CONTENT_TYPE, GOOGLE_SHAPED.replace(b"HTTP/1.1 404 Not Found", b"garbage"), "holds no HTTP answer"),
+        (CONTENT_TYPE, GOOGLE_SHAPED.replace(b"response-item1", b"response-item0"), "1 answers for 2 calls"),
+    ],
+)
+def test_what_is_not_a_batch_answer_to_these_calls_is_refused(
+    content_type: str, payload: bytes, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        batch_answers(content_type, payload, 2)

@@ -1,0 +1,618 @@
+"""The API for other services through the real application, over real HTTP, against a real PostgreSQL, the
+fake Google and the fake Slack: API-key authentication, credentials, token-failure reports, the registry and
+GET /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.appkeys import ACCOUNTS, API_KEYS, LINKS, POOL, TOKENS
+from handlers.http.api import REASON_LIMIT, RETRY_AFTER_SECONDS
+from storage.api_keys import ApiKeys
+from storage.models import Status
+from tests.fakes.google import FakeGoogle
+from tests.fakes.slack import FakeSlack
+from tests.helpers import Serve, call, dms, healthy, load_legacy_seed
+
+KEY_NAME = "skill-email"
+ACTOR = f"api:{KEY_NAME}"
+SEED_NULL_TOKENS = "U0EAGLE0914"  # seed 001: a Slack-linked row whose token_data is NULL
+SEED_ROWS = 6  # seed 000's three rows and seed 001's three
+SEED_MISSING = 3  # seed 001's NULL-token rows
+
+
+async def new_key(app: web.Application, name: str = KEY_NAME) -> str:
+    """A new API key's secret, created through the application's repository."""
+    _, secret = await app[API_KEYS].create(name, actor="test")
+    return secret
+
+
+def credentials_path(slack_id: str) -> str:
+    return f"/api/v1/accounts/{slack_id}/credentials"
+
+
+def failure_path(slack_id: str) -> str:
+    return f"/api/v1/accounts/{slack_id}/token-failure"
+
+
+async def audit_details(app: web.Application) -> str:
+    """Every audit row's details, as text, to search for what must never be there."""
+    rows = await app[POOL].fetch("SELECT details::text AS details FROM audit_log ORDER BY id")
+    return "\n".join(str(row["details"]) for row in rows)
+
+
+async def audit_rows(app: web.Application, action: str) -> list[dict[str, Any]]:
+    rows = await app[POOL].fetch(
+        "SELECT actor, slack_user_id, details::text AS details FROM audit_log WHERE action = $1 ORDER BY id",
+        action,
+    )
+    return [
+        {"actor": row["actor"], "slack_user_id": row["slack_user_id"], **json.loads(row["details"])}
+        for row in rows
+    ]
+
+
+async def stored_access_token(app: web.Application, slack_id: str) -> str | None:
+    account = await app[ACCOUNTS].find_by_slack_id(slack_id)
+    assert account is not None
+    tokens = await app[ACCOUNTS].read_tokens(account.id)
+    return tokens.access_token if tokens else None
+
+
+async def stored_status(app: web.Application, slack_id: str) -> Status:
+    account = await app[ACCOUNTS].find_by_slack_id(slack_id)
+    assert account is not None
+    return account.status
+
+
+def assert_no_google_secret(fake_google: FakeGoogle, text: str) -> None:
+    leaked = [secret for secret in fake_google.issued_secrets if secret in text]
+    assert leaked == [], "a token the fake Google issued is in the text"
+
+
+async def scrape(app: web.Application) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """GET /metrics, parsed: the value of every sample by its name and labels."""
+    reply = await call(app, "GET", "/metrics")
+    assert reply.status == 200, reply.text
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    assert reply.headers["Cache-Control"] == "no-store"
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples[name, frozenset(labels.items())]
+
+
+# ---- Authentication -----------------------------------------------------------------------------------------
+
+
+async def test_without_a_key_every_endpoint_answers_401_saying_how_to_create_one(serve: Serve) -> None:
+    app = await serve()
+
+    for method, path in [
+        ("GET", "/api/v1/accounts"),
+        ("GET", credentials_path("U0ANYONE")),
+        ("POST", failure_path("U0ANYONE")),
+    ]:
+        reply = await call(app, method, path, body={"reason": "x"} if method == "POST" else None)
+
+        assert reply.status == 401, path
+        assert reply.headers["WWW-Authenticate"] == 'Bearer realm="gmail-reconnect"'
+        assert reply.headers["Cache-Control"] == "no-store"
+        answer = reply.json()
+        assert answer["error"] == "unauthorized"
+        assert "gmail-reconnect api-key create NAME" in answer["message"]
+    refused = await audit_rows(app, "api.refused")
+    assert [(row["actor"], row["path"], row["prefix"]) for row in refused] == [
+        ("api:unknown", "/api/v1/accounts", None),
+        ("api:unknown", credentials_path("U0ANYONE"), None),
+        ("api:unknown", failure_path("U0ANYONE"), None),
+    ]
+
+
+async def test_wrong_malformed_and_revoked_keys_get_401_and_a_good_key_gets_200(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await serve()
+    secret = await new_key(app)
+    wrong = "gmr_" + secrets.token_urlsafe(32)
+
+    good = await call(app, "GET", "/api/v1/accounts", key=secret)
+    bad = await call(app, "GET", "/api/v1/accounts", key=wrong)
+    not_bearer = await call(app, "GET", "/api/v1/accounts", authorization=f"Basic {secret}")
+    bare = await call(app, "GET", "/api/v1/accounts", authorization=secret)
+    unprefixed = await call(app, "GET", "/api/v1/accounts", key=secret.removeprefix("gmr_"))
+    lower_scheme = await call(app, "GET", "/api/v1/accounts", authorization=f"bearer {secret}")
+
+    assert good.status == 200 and good.json() == {"accounts": [], "count": 0}
+    assert lower_scheme.status == 200  # the scheme is case-insensitive (RFC 7235)
+    for reply in (bad, not_bearer, bare, unprefixed):
+        assert reply.status == 401
+        assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    assert bad.json()["message"] == "This API key is not valid, or it was revoked."
+
+    await ApiKeys(app[POOL]).revoke(KEY_NAME, actor="test")
+    revoked = await call(app, "GET", "/api/v1/accounts", key=secret)
+
+    assert revoked.status == 401 and revoked.json()["error"] == "unauthorized"
+    refused = await audit_rows(app, "api.refused")
+    assert len(refused) == 5
+    assert all(row["actor"] == "api:unknown" and row["path"] == "/api/v1/accounts" for row in refused)
+    assert refused[0]["prefix"] == wrong[:12]  # the shown prefix of a well-formed key, and no more
+    assert refused[-1]["prefix"] == secret[:12]
+    details = await audit_details(app)
+    for presented in (secret, wrong, secret.removeprefix("gmr_")):
+        assert presented not in details
+    assert secret not in caplog.text and wrong not in caplog.text
+
+
+async def test_refusals_record_whether_a_key_was_presented(serve: Serve) -> None:
+    app = await serve()
+    wrong = "gmr_" + secrets.token_urlsafe(32)
+
+    assert (await call(app, "GET", "/api/v1/accounts")).status == 401
+    assert (await call(app, "GET", "/api/v1/accounts", key=wrong)).status == 401
+    assert (await call(app, "GET", "/api/v1/accounts", key="not-a-gmr-key")).status == 401
+
+    refused = await audit_rows(app, "api.refused")
+    # A caller without a key is told apart from one with a bad key.
+    assert [(row["key_presented"], row["prefix"]) for row in refused] == [
+        (False, None),
+        (True, wrong[:12]),
+        (True, None),
+    ]
+
+
+async def test_keys_are_stored_hashed_and_their_use_is_recorded(serve: Serve) -> None:
+    app = await serve()
+    key, secret = await app[API_KEYS].create(KEY_NAME, actor="test")
+    assert secret.startswith("gmr_") and len(secret) > 40
+    assert key.key_prefix == secret[:12] and key.last_used_at is None and key.active
+
+    assert (await call(app, "GET", "/api/v1/accounts", key=secret)).status == 200
+
+    rows = await app[POOL].fetch(
+        """SELECT id::text, name, key_prefix, encode(key_hash, 'escape') AS hash_escaped,
+                  encode(key_hash, 'hex') AS hash_hex, encode(key_hash, 'base64') AS hash_base64,
+                  created_by, created_at::text, last_used_at::text, revoked_at::text
+             FROM api_keys"""
+    )
+    (row,) = rows
+    for column, value in dict(row).items():
+        assert value is None or secret not in value, column
+        assert value is None or secret.removeprefix("gmr_") not in value, column
+    assert row["hash_hex"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert row["last_used_at"] is not None  # recorded on use
+    (listed,) = await app[API_KEYS].list()
+    assert listed.last_used_at is not None
+    assert secret not in await audit_details(app)
+
+
+# ---- Credentials --------------------------------------------------------------------------------------------
+
+
+async def test_credentials_of_a_healthy_account(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    account = await healthy(app, fake_google, "U0FRESH")
+    issued = await stored_access_token(app, "U0FRESH")
+
+    reply = await call(app, "GET", credentials_path("U0FRESH"), key=key)
+
+    assert reply.status == 200, reply.text
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert reply.headers["Content-Type"].startswith("application/json")
+    answer = reply.json()
+    assert answer["access_token"] == issued and issued in fake_google.issued_secrets
+    expiry = datetime.fromisoformat(answer["expiry"])
+    assert expiry.tzinfo is not None and expiry == account.expiry
+    assert expiry > datetime.now(UTC) + timedelta(minutes=40)
+    assert answer["email"] == "u0fresh@gmail.com"
+    assert (
+        answer["scopes"] == account.scopes
+        and "https://www.googleapis.com/auth/gmail.send" in answer["scopes"]
+    )
+    assert fake_google.calls_to("/token") == []  # still valid: Google is not asked
+    assert fake_slack.calls == []
+    (audited,) = await audit_rows(app, "api.credentials")
+    assert (audited["actor"], audited["slack_user_id"], audited["outcome"]) == (ACTOR, "U0FRESH", "valid")
+    assert_no_google_secret(fake_google, await audit_details(app))
+
+
+async def test_credentials_of_an_expiring_account_are_refreshed_once(
+    serve: Serve, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0STALE", expiring=True)
+    old = await stored_access_token(app, "U0STALE")
+
+    first = await call(app, "GET", credentials_path("U0STALE"), key=key)
+    second = await call(app, "GET", credentials_path("U0STALE"), key=key)
+
+    assert first.status == 200 and second.status == 200
+    token = first.json()["access_token"]
+    assert token != old and token in fake_google.issued_secrets
+    assert token == await stored_access_token(app, "U0STALE")
+    assert datetime.fromisoformat(first.json()["expiry"]) > datetime.now(UTC) + timedelta(minutes=50)
+    assert second.json()["access_token"] == token  # the refreshed token is now fresh: no second refresh
+    (refresh,) = fake_google.calls_to("/token")
+    assert refresh.form["grant_type"] == "refresh_token" and refresh.status == 200
+    assert [row["outcome"] for row in await audit_rows(app, "api.credentials")] == ["refreshed", "valid"]
+    assert_no_google_secret(fake_google, await audit_details(app))
+
+
+async def test_concurrent_credentials_for_one_expiring_account_cost_one_refresh(
+    serve: Serve, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0STALE", expiring=True)
+    fake_google.token_delay = 0.2  # every caller arrives while the refresh is under way
+
+    replies = await asyncio.gather(
+        *(call(app, "GET", credentials_path("U0STALE"), key=key) for _ in range(8))
+    )
+
+    assert [reply.status for reply in replies] == [200] * 8
+    assert len({reply.json()["access_token"] for reply in replies}) == 1
+    assert len(fake_google.calls_to("/token")) == 1
+    assert value(await scrape(app), "gmail_reconnect_refreshes_total", outcome="refreshed") == 1
+
+
+async def test_credentials_of_an_account_without_tokens_is_409_missing(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack, database_url: str
+) -> None:
+    await load_legacy_seed(database_url)
+    app = await serve()
+    key = await new_key(app)
+
+    reply = await call(app, "GET", credentials_path(SEED_NULL_TOKENS), key=key)
+
+    assert reply.status == 409, reply.text
+    assert reply.headers["Cache-Control"] == "no-store"
+    answer = reply.json()
+    assert answer["error"] == "reconnect_required"
+    assert answer["status"] == "missing"
+    assert isinstance(answer["cause"], str) and "No Gmail token is stored" in answer["cause"]
+    assert answer["reconnect_prompted"] is False  # nothing was sent, and no earlier DM is open
+    assert "access_token" not in answer
+    assert fake_google.calls == [] and fake_slack.calls == []
+
+
+async def test_credentials_whose_refresh_token_was_revoked_prompt_the_user_once(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    fake_slack.add_user("U0GONE", locale="en-US")
+    await healthy(app, fake_google, "U0GONE", expiring=True)
+    fake_google.revoke_refresh_token("1//U0GONE")
+
+    reply = await call(app, "GET", credentials_path("U0GONE"), key=key)
+
+    assert reply.status == 409, reply.text
+    answer = reply.json()
+    assert answer["status"] in ("expired", "revoked")
+    assert answer["reconnect_prompted"] is True
+    assert "invalid_grant" in answer["cause"]
+    assert await stored_status(app, "U0GONE") == Status(answer["status"])
+    (dm,) = dms(fake_slack, "U0GONE")
+    assert "Reconnect" in json.dumps(dm["blocks"])
+
+    again = await call(app, "GET", credentials_path("U0GONE"), key=key)
+
+    assert again.status == 409
+    assert again.json()["status"] == answer["status"] and again.json()["reconnect_prompted"] is True
+    assert len(dms(fake_slack, "U0GONE")) == 1
+    assert len(fake_google.calls_to("/token")) == 1  # the stored status already says only the user can fix it
+    assert_no_google_secret(fake_google, reply.text + again.text + str(fake_slack.calls))
+
+
+async def test_credentials_when_slack_cannot_take_the_dm_still_answer_409(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0GONE", expiring=True)  # U0GONE is not in the fake Slack workspace
+    fake_google.revoke_refresh_token("1//U0GONE")
+
+    reply = await call(app, "GET", credentials_path("U0GONE"), key=key)
+
+    assert reply.status == 409, reply.text
+    assert reply.json()["reconnect_prompted"] is False
+    assert reply.json()["status"] in ("expired", "revoked")
+    assert dms(fake_slack, "U0GONE") == []
+
+
+async def test_credentials_when_google_is_unavailable_are_503_and_change_nothing(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    app[TOKENS].backoff = 0.01  # the retries' waits, shortened for the test
+    fake_slack.add_user("U0STALE", locale="en-US")
+    await healthy(app, fake_google, "U0STALE", expiring=True)
+    old = await stored_access_token(app, "U0STALE")
+    fake_google.fail_token(503, times=app[TOKENS].attempts)
+
+    reply = await call(app, "GET", credentials_path("U0STALE"), key=key)
+
+    assert reply.status == 503, reply.text
+    assert reply.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert reply.json()["error"] == "unavailable"
+    assert [call.status for call in fake_google.calls_to("/token")] == [503] * app[TOKENS].attempts
+    assert await stored_status(app, "U0STALE") is Status.HEALTHY
+    assert await stored_access_token(app, "U0STALE") == old
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+    recovered = await call(app, "GET", credentials_path("U0STALE"), key=key)
+
+    assert recovered.status == 200 and recovered.json()["access_token"] != old
+
+
+async def test_credentials_of_unknown_and_malformed_users(serve: Serve) -> None:
+    app = await serve()
+    key = await new_key(app)
+
+    unknown = await call(app, "GET", credentials_path("U0NOBODY"), key=key)
+    malformed = await call(app, "GET", credentials_path("foo"), key=key)
+    lower = await call(app, "GET", credentials_path("u0nobody"), key=key)
+
+    assert unknown.status == 404 and unknown.json()["error"] == "not_found"
+    assert "U0NOBODY" in unknown.json()["message"]
+    assert malformed.status == 400 and malformed.json()["error"] == "bad_request"
+    assert "'foo' is not a Slack user ID" in malformed.json()["message"]
+    assert lower.status == 400
+
+
+# ---- Token-failure reports ----------------------------------------------------------------------------------
+
+
+async def test_token_failure_refuses_bad_bodies(serve: Serve, fake_google: FakeGoogle) -> None:
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0FRESH")
+    path = failure_path("U0FRESH")
+
+    for data in (b"reason=401", b"", b"\xff\xfe{", b"[1]", b"null", b'"reason"'):
+        reply = await call(app, "POST", path, key=key, data=data)
+        assert reply.status == 400, data
+        assert reply.json()["error"] == "bad_request" and '{"reason":' in reply.json()["message"]
+    for body in ({}, {"reason": ""}, {"reason": "   "}, {"reason": 401}, {"reason": None}, {"why": "x"}):
+        reply = await call(app, "POST", path, key=key, body=body)
+        assert reply.status == 400, body
+    too_long = await call(app, "POST", path, key=key, body={"reason": "x" * (REASON_LIMIT + 1)})
+    assert too_long.status == 400
+    assert too_long.json()["message"] == f"reason is longer than {REASON_LIMIT} characters."
+    assert (await call(app, "POST", failure_path("foo"), key=key, body={"reason": "x"})).status == 400
+    assert (await call(app, "POST", failure_path("U0NOBODY"), key=key, body={"reason": "x"})).status == 404
+
+    assert fake_google.calls_to("/token") == []  # nothing was checked for a refused report
+    assert await audit_rows(app, "api.token_failure") == []
+
+
+async def test_token_failure_for_a_token_google_still_honours_is_not_confirmed(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    fake_slack.add_user("U0FRESH", locale="en-US")
+    await healthy(app, fake_google, "U0FRESH")
+    old = await stored_access_token(app, "U0FRESH")
+    reason = "Gmail answered 401 to users.messages.list " + "x" * (REASON_LIMIT - 60)
+
+    reply = await call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": f"  {reason}  "})
+
+    assert reply.status == 200, reply.text
+    assert reply.headers["Cache-Control"] == "no-store"
+    answer = reply.json()
+    assert answer["confirmed"] is False and answer["status"] == "healthy"
+    (refresh,) = fake_google.calls_to("/token")  # checked with Google although the stored token looked fine
+    assert refresh.status == 200
+    new = await stored_access_token(app, "U0FRESH")
+    assert new != old and new in fake_google.issued_secrets
+    assert await stored_status(app, "U0FRESH") is Status.HEALTHY
+    assert fake_slack.calls_to("chat.postMessage") == [] and dms(fake_slack, "U0FRESH") == []
+    (audited,) = await audit_rows(app, "api.token_failure")
+    assert audited["actor"] == ACTOR and audited["slack_user_id"] == "U0FRESH"
+    assert audited["reason"] == reason and audited["confirmed"] is False
+    assert_no_google_secret(fake_google, await audit_details(app) + reply.text)
+
+
+async def test_token_failure_for_a_revoked_token_prompts_the_user_once_and_edits_after(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    fake_slack.add_user("U0GONE", locale="en-US")
+    await healthy(app, fake_google, "U0GONE")  # the stored token still looks good
+    fake_google.revoke_refresh_token("1//U0GONE")
+
+    first = await call(app, "POST", failure_path("U0GONE"), key=key, body={"reason": "Gmail answered 401"})
+
+    assert first.status == 409, first.text
+    answer = first.json()
+    assert answer["confirmed"] is True and answer["reconnect_prompted"] is True
+    assert answer["error"] == "reconnect_required" and answer["status"] in ("expired", "revoked")
+    assert await stored_status(app, "U0GONE") == Status(answer["status"])
+    (dm,) = dms(fake_slack, "U0GONE")
+    assert "Reconnect Gmail" in json.dumps(dm["blocks"])
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+    second = await call(
+        app, "POST", failure_path("U0GONE"), key=key, body={"reason": "Gmail answered 401 again"}
+    )
+
+    assert second.status == 409 and second.json()["confirmed"] is True
+    assert second.json()["reconnect_prompted"] is True
+    assert len(dms(fake_slack, "U0GONE")) == 1  # the same DM, edited
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    (update,) = fake_slack.calls_to("chat.update")
+    assert update.args["ts"] == dm["ts"]
+    assert len(fake_google.calls_to("/token")) == 1  # the second report needs no new check
+    audited = await audit_rows(app, "api.token_failure")
+    assert [(row["actor"], row["reason"], row["confirmed"]) for row in audited] == [
+        (ACTOR, "Gmail answered 401", True),
+        (ACTOR, "Gmail answered 401 again", True),
+    ]
+    assert all(row["status"] == answer["status"] for row in audited)
+    assert_no_google_secret(fake_google, await audit_details(app) + str(fake_slack.calls))
+
+
+async def test_token_failure_when_google_is_unavailable_is_503(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    app[TOKENS].backoff = 0.01
+    await healthy(app, fake_google, "U0FRESH")
+    fake_google.fail_token(500, times=app[TOKENS].attempts)
+
+    reply = await call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": "401"})
+
+    assert reply.status == 503 and reply.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert await stored_status(app, "U0FRESH") is Status.HEALTHY
+    assert fake_slack.calls == []
+    (audited,) = await audit_rows(app, "api.token_failure")
+    assert audited["confirmed"] is None and audited["reason"] == "401"
+
+
+# ---- The registry -------------------------------------------------------------------------------------------
+
+
+async def test_the_registry_lists_every_account_without_tokens_and_filters_by_status(
+    serve: Serve, fake_google: FakeGoogle, database_url: str
+) -> None:
+    await load_legacy_seed(database_url)
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0FRESH")
+    await healthy(app, fake_google, "U0STALE", expiring=True)
+    await call(app, "GET", credentials_path("U0STALE"), key=key)  # a refresh: one more token issued
+
+    everything = await call(app, "GET", "/api/v1/accounts", key=key)
+
+    assert everything.status == 200 and everything.headers["Cache-Control"] == "no-store"
+    answer = everything.json()
+    assert answer["count"] == len(answer["accounts"]) == SEED_ROWS + 2
+    by_user = {row["user_id"]: row for row in answer["accounts"]}
+    assert len(by_user) == SEED_ROWS + 2
+    assert all(row["status"] in {str(status) for status in Status} for row in answer["accounts"])
+    by_slack = {row["slack_user_id"]: row for row in answer["accounts"] if row["slack_user_id"]}
+    assert by_slack["U0FRESH"]["status"] == "healthy" and by_slack["U0FRESH"]["email"] == "u0fresh@gmail.com"
+    assert by_slack["U0STALE"]["status"] == "healthy" and by_slack["U0STALE"]["last_refresh_at"]
+    assert by_slack[SEED_NULL_TOKENS]["status"] == "missing"
+    assert by_user["unknown"]["status"] == "insufficient_scope"
+    assert_no_google_secret(fake_google, everything.text)
+    for seed_token in ("ya29.", "1//", "GOCSPX"):
+        assert seed_token not in everything.text
+    for row in answer["accounts"]:
+        assert not {"access_token", "refresh_token", "token_data", "oauth_config"} & set(row)
+
+    missing = await call(app, "GET", "/api/v1/accounts?status=missing", key=key)
+    healthy_only = await call(app, "GET", "/api/v1/accounts?status=healthy", key=key)
+    bogus = await call(app, "GET", "/api/v1/accounts?status=bogus", key=key)
+
+    assert missing.status == 200
+    assert missing.json()["count"] == SEED_MISSING
+    assert {row["status"] for row in missing.json()["accounts"]} == {"missing"}
+    assert SEED_NULL_TOKENS in {row["slack_user_id"] for row in missing.json()["accounts"]}
+    assert {row["slack_user_id"] for row in healthy_only.json()["accounts"]} == {"U0FRESH", "U0STALE"}
+    assert bogus.status == 400 and bogus.json()["error"] == "bad_request"
+    for status in Status:
+        assert str(status) in bogus.json()["message"]
+    assert [
+        (row["actor"], row["status"], row["count"]) for row in await audit_rows(app, "api.accounts_listed")
+    ] == [
+        (ACTOR, None, SEED_ROWS + 2),
+        (ACTOR, "missing", SEED_MISSING),
+        (ACTOR, "healthy", 2),
+    ]
+
+
+# ---- Metrics ------------------------------------------------------------------------------------------------
+
+
+async def test_metrics_count_accounts_refreshes_api_calls_and_callbacks(
+    serve: Serve, fake_google: FakeGoogle, database_url: str
+) -> None:
+    await load_legacy_seed(database_url)
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0FRESH")
+    await healthy(app, fake_google, "U0STALE", expiring=True)
+
+    before = await scrape(app)
+
+    # The statuses the registry shows: never-checked seed rows count under what their stored data shows.
+    listed = (await call(app, "GET", "/api/v1/accounts", key=key)).json()
+    shown = Counter(account["status"] for account in listed["accounts"])
+    assert sum(shown.values()) == SEED_ROWS + 2 and shown["missing"] == 3
+    for status in Status:
+        assert value(before, "gmail_reconnect_accounts", status=str(status)) == shown[str(status)], status
+    assert value(before, "gmail_reconnect_refreshes_total", outcome="refreshed") == 0
+    assert value(before, "gmail_reconnect_prompts_total", delivery="posted") == 0
+    assert (
+        "gmail_reconnect_api_requests_total",
+        frozenset({("endpoint", "credentials"), ("status", "200")}),
+    ) not in before
+
+    assert (await call(app, "GET", credentials_path("U0STALE"), key=key)).status == 200
+    assert (await call(app, "GET", "/api/v1/accounts")).status == 401
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(app[LINKS].public_base_url + "/oauth/google/callback") as response,
+    ):
+        assert response.status == 400
+    after = await scrape(app)
+
+    assert value(after, "gmail_reconnect_api_requests_total", endpoint="credentials", status="200") == 1.0
+    assert value(after, "gmail_reconnect_api_requests_total", endpoint="accounts", status="401") == 1.0
+    assert value(after, "gmail_reconnect_refreshes_total", outcome="refreshed") == 1.0
+    assert value(after, "gmail_reconnect_oauth_callbacks_total", outcome="state_missing") == 1.0
+    assert value(after, "gmail_reconnect_accounts", status="healthy") == 2
+
+    text = (await call(app, "GET", "/metrics")).text
+    for private in ("U0FRESH", "U0STALE", "u0fresh@gmail.com", "skill-email", key):
+        assert private not in text
+    assert_no_google_secret(fake_google, text)
+
+
+async def test_the_accounts_gauge_follows_the_database_at_each_scrape(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    fake_slack.add_user("U0GONE", locale="en-US")
+    await healthy(app, fake_google, "U0GONE")
+    fake_google.revoke_refresh_token("1//U0GONE")
+    assert value(await scrape(app), "gmail_reconnect_accounts", status="healthy") == 1
+
+    reply = await call(app, "POST", failure_path("U0GONE"), key=key, body={"reason": "401"})
+
+    after = await scrape(app)
+    status = reply.json()["status"]
+    assert value(after, "gmail_reconnect_accounts", status="healthy") == 0
+    assert value(after, "gmail_reconnect_accounts", status=status) == 1
+    assert value(after, "gmail_reconnect_refreshes_total", outcome="needs_user") == 1
+    assert value(after, "gmail_reconnect_prompts_total", delivery="posted") == 1
+    assert value(after, "gmail_reconnect_api_requests_total", endpoint="token_failure", status="409") == 1

@@ -1,0 +1,215 @@
+"""What several test modules share: the test settings, the legacy seed, and ways to talk to the served
+application as Slack, a browser, another service or the command line would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from bot.appkeys import ACCOUNTS, LINKS
+from storage.models import Account, Status, TokenGrant
+from tests.fakes.google import FakeGoogle
+from tests.fakes.slack import FORM_CONTENT_TYPE, FakeSlack, dm_channel_id, sign
+
+SEEDS = Path(__file__).parent / "data"
+
+
+# A fixed, valid configuration for tests; each test overrides what it is about.
+BASE_ENV = {
+    "SLACK_BOT_TOKEN": "xoxb-test-bot-token",
+    "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
+    "GOOGLE_CLIENT_ID": "test-client.apps.googleusercontent.com",
+    "GOOGLE_CLIENT_SECRET": "GOCSPX-test-client-secret",
+    "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+    # Scheduled runs would fire in whichever test happens to be running at 08:00 or 09:00 KST.
+    "PREFLIGHT_TIME": "off",
+    "BRIEFING_TIME": "off",
+}
+
+
+async def load_legacy_seed(url: str) -> None:
+    """Seed 000's table with its three rows, and seed 001's three NULL-token rows with is_equipped."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute((SEEDS / "legacy_gmail_tokens.sql").read_text())
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def google_env(fake: FakeGoogle) -> dict[str, str]:
+    """Settings that point every Google endpoint at the fake."""
+    return {
+        "GOOGLE_CLIENT_ID": fake.client_id,
+        "GOOGLE_CLIENT_SECRET": fake.client_secret,
+        "GOOGLE_AUTH_URI": fake.auth_uri,
+        "GOOGLE_TOKEN_URI": fake.token_uri,
+        "GOOGLE_REVOKE_URI": fake.revoke_uri,
+        "GOOGLE_USERINFO_URI": fake.userinfo_uri,
+        "GMAIL_API_URL": fake.gmail_api_url,
+    }
+
+
+Serve = Callable[..., Awaitable[web.Application]]
+
+
+SECRET = BASE_ENV["SLACK_SIGNING_SECRET"]
+
+
+READONLY = "https://www.googleapis.com/auth/gmail.readonly"
+
+
+SEND = "https://www.googleapis.com/auth/gmail.send"
+
+
+async def post(
+    app: web.Application, body: bytes, *, content_type: str = FORM_CONTENT_TYPE, **sign_args: Any
+) -> tuple[int, str]:
+    """POST a body to /slack/events as Slack would (signed), and return the status and body."""
+    headers = sign(
+        body, sign_args.pop("secret", SECRET), sign_args.pop("timestamp", None), content_type=content_type
+    )
+    url = app[LINKS].public_base_url + "/slack/events"
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        return response.status, await response.text()
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Wait until `condition()` holds: the work after an ack runs in the background."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition did not come true in time")
+
+
+async def settled(fake: FakeSlack, method: str, count: int = 1) -> list[Any]:
+    """The calls to `method` once there are `count` of them."""
+    await eventually(lambda: len(fake.calls_to(method)) >= count)
+    return fake.calls_to(method)
+
+
+def block_text(blocks: list[dict[str, Any]]) -> str:
+    """Every text in a list of blocks, joined, to search in."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                found.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(blocks)
+    return "\n".join(found)
+
+
+def buttons(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["action_id"]: e for b in blocks if b["type"] == "actions" for e in b["elements"]}
+
+
+async def visit(browser: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, str, str]:
+    """Open a URL and follow redirects like a browser: status, page text and final URL."""
+    async with browser.get(url, headers=headers) as response:
+        return response.status, await response.text(), str(response.url)
+
+
+SCOPES = ["openid", "email", READONLY, SEND]
+
+
+async def healthy(
+    app: web.Application, google: FakeGoogle, slack_id: str, *, expiring: bool = False
+) -> Account:
+    """A linked account whose refresh token the fake Google honours; `expiring` makes it need a refresh."""
+    email = f"{slack_id.lower()}@gmail.com"
+    google.add_refresh_token(f"1//{slack_id}", email=email, scopes=SCOPES)
+    access = google.issue_access_token(email, SCOPES)
+    expiry = datetime.now(UTC) + (timedelta(minutes=1) if expiring else timedelta(minutes=50))
+    return await app[ACCOUNTS].store_tokens(
+        grant=TokenGrant(access, f"1//{slack_id}", expiry, SCOPES),
+        actor="test",
+        slack_user_id=slack_id,
+        metadata={"email": email},
+        status=Status.HEALTHY,
+    )
+
+
+def dms(fake: FakeSlack, slack_id: str) -> list[dict[str, Any]]:
+    channel = dm_channel_id(slack_id)
+    return [message for (where, _), message in sorted(fake.messages.items()) if where == channel]
+
+
+async def run_async(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run the CLI without blocking the event loop, on which the tests' fake Google and Slack answer."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode or 0, stdout.decode(), stderr.decode()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer of the application."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+async def call(
+    app: web.Application,
+    method: str,
+    path: str,
+    *,
+    key: str | None = None,
+    authorization: str | None = None,
+    body: Any = None,
+    data: bytes | None = None,
+) -> Reply:
+    """Call the application over HTTP, with `Authorization: Bearer key` (or the raw `authorization`)."""
+    headers: dict[str, str] = {}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    url = app[LINKS].public_base_url + path
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers, json=body, data=data) as response,
+    ):
+        return Reply(response.status, response.headers, await response.text())
