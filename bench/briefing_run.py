@@ -1,7 +1,7 @@
 """How long the 9am briefing run takes over many accounts, how close it comes to the floor that the latency
 of Google and Slack sets, and what it costs in CPU and memory.
 
-The run is the real scheduled one (`open_briefing(settings)`, then `Briefing.run(Kind.BRIEFING)`, with run
+The run is the real scheduled one (`open_services(settings)`, then `services.briefing.run(Kind.BRIEFING)`, with run
 records and claims, BRIEFING_MODE=digest), in this process. Fakes of Google and Slack (tests/fakes), with a
 fixed added latency per call, serve from a child process, so their CPU is not counted against the briefing;
 the same child seeds the accounts, as the past left them. The database is a throwaway one: in an embedded
@@ -64,11 +64,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import database_server, machine, percentiles, positive, throwaway_database
 from bench.common import postgres_version as bench_postgres_version
 from bot import event_loop
-from bot.briefing.run import Kind, Result, open_briefing
+from bot.briefing.run import Kind, Result
 from bot.config import load_settings
 from bot.database import token_codec
 from bot.google.health import effective_status
 from bot.logs import MASK, configure_logging
+from bot.services import open_services
 from bot.slack.client import LIST_PAGE_SIZE, PAGE_WORTH, PRIME_AT_LEAST
 from storage.accounts import DEFAULT_TOKEN_TYPE, Accounts
 from storage.crypto import generate_key
@@ -675,7 +676,8 @@ async def measured_run(
         postgres = await PostgresCpu.find(dsn)
         await world.call("reset")
         started = time.perf_counter()
-        async with open_briefing(settings) as briefing:
+        async with open_services(settings) as services:
+            briefing = services.briefing
             setup_s = time.perf_counter() - started
             rss_before = current_rss_mb()
             world_before = (await world.call("stats"))["cpu_s"]
@@ -913,7 +915,7 @@ def print_run(title: str, run: dict[str, Any]) -> None:
         f"  languages stored by an earlier run: {run['languages_stored']} of {total} accounts; learned at the "
         f"start from users.list: {listed['accounts']} ({listed['pages']} page{'' if listed['pages'] == 1 else 's'})"
     )
-    print(f"  seeding {run['seed_s']:.1f} s; open_briefing {run['setup_s'] * 1000:.0f} ms")
+    print(f"  seeding {run['seed_s']:.1f} s; open_services {run['setup_s'] * 1000:.0f} ms")
     rows = [
         ("wall time", f"{run['wall_s']:.2f} s", f"{run['accounts_per_s']:.0f} accounts/s"),
         (

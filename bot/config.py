@@ -15,14 +15,17 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError
+from bot.google.endpoints import (
+    GMAIL_API_URL,
+    GOOGLE_AUTH_URI,
+    GOOGLE_REVOKE_URI,
+    GOOGLE_TOKEN_URI,
+    GOOGLE_USERINFO_URI,
+)
+from bot.slack.ids import SLACK_CHANNEL_ID, is_user_id
 from storage.crypto import KeyFormatError, parse_keys
 from storage.scopes import Capability, capabilities_of, normalize_scopes
 
-GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
-GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
-GOOGLE_USERINFO_URI = "https://openidconnect.googleapis.com/v1/userinfo"
-GMAIL_API_URL = "https://gmail.googleapis.com/"
 SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_SCOPES = (
     "openid",
@@ -38,8 +41,6 @@ DEFAULT_LINK_TTL = timedelta(days=7)
 DEFAULT_MISFIRE_GRACE = timedelta(hours=1)
 DEFAULT_TIMEZONE = "Asia/Seoul"
 BRIEFING_MODES = ("digest", "check")
-_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
-_SLACK_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -119,6 +120,10 @@ class Settings:
     def required_capabilities(self) -> frozenset[Capability]:
         """What a connection must be able to do, judged from the scopes the bot asks for."""
         return capabilities_of(self.google_scopes)
+
+    def is_admin(self, slack_user_id: str) -> bool:
+        """True for the users listed in ADMIN_SLACK_USER_IDS."""
+        return slack_user_id in self.admin_slack_user_ids
 
     def missing_for_serve(self) -> list[str]:
         """Problems that stop `serve` (settings other commands do without), one line each."""
@@ -380,7 +385,7 @@ class _Reader:
 
     def slack_ids(self, name: str) -> frozenset[str]:
         values = [v.strip() for v in (self.text(name, "") or "").replace(" ", ",").split(",") if v.strip()]
-        wrong = [v for v in values if not _SLACK_USER_ID.fullmatch(v)]
+        wrong = [v for v in values if not is_user_id(v)]
         if wrong:
             self.problems.append(
                 f"{name} has {', '.join(map(repr, wrong))}, which are not Slack user IDs: list IDs like U0123ABCD "
@@ -408,7 +413,7 @@ class _Reader:
 
     def channel_id(self, name: str) -> str | None:
         value = self.text(name)
-        if value is not None and not _SLACK_CHANNEL_ID.fullmatch(value):
+        if value is not None and not SLACK_CHANNEL_ID.fullmatch(value):
             self.problems.append(
                 f"{name}={value!r} is not a Slack channel ID: set an ID like C0123ABCD (channel name → "
                 "About → Channel ID at the bottom), and invite the bot to that channel."

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import asyncpg
 
 from bot.config import Settings
 from storage import embedded
-from storage.accounts import Accounts
 from storage.crypto import TokenCipher
 from storage.errors import MigrationError
 from storage.migrator import Migration, inspect_database, migrate, pending_migrations, refuse_wrong_database
-from storage.pool import connect, create_pool, describe_dsn
+from storage.pool import connect, describe_dsn
 from storage.token_data import TokenCodec
 
 log = logging.getLogger(__name__)
@@ -73,15 +68,3 @@ async def check_schema(settings: Settings, dsn: str) -> None:
         raise MigrationError(
             f"{len(pending)} migration(s) are pending on {describe_dsn(dsn)}: run `gmail-reconnect migrate` first."
         )
-
-
-@asynccontextmanager
-async def open_accounts(settings: Settings, *, max_size: int = 4) -> AsyncIterator[Accounts]:
-    """An Accounts repository on a current schema, for a CLI command; its pool closes on exit."""
-    dsn = await resolve_database_url(settings)
-    await check_schema(settings, dsn)
-    pool: asyncpg.Pool = await create_pool(dsn, min_size=1, max_size=max_size)
-    try:
-        yield Accounts(pool, token_codec(settings))
-    finally:
-        await pool.close()

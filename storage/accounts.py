@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ import asyncpg
 
 from storage import audit
 from storage.errors import Conflict, NotFound
+from storage.locks import lock_account_refresh
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 from storage.pool import transaction
 from storage.scopes import normalize_scopes
@@ -78,14 +80,17 @@ class Accounts:
         self.pool = pool
         self.codec = codec
 
+    @asynccontextmanager
+    async def refresh_locked(self, account_id: int) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction holding the account's refresh lock: one refresh (or disconnection) at a time, in every
+        process."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_account_refresh(conn, account_id)
+            yield conn
+
     async def find_by_slack_id(self, slack_user_id: str) -> Account | None:
         """The account linked to a Slack user, or None."""
         row = await self.pool.fetchrow(f"{_SELECT} WHERE {_BY_SLACK_ID}", slack_user_id)
-        return _account(row) if row else None
-
-    async def find_by_user_id(self, user_id: str) -> Account | None:
-        """The account with this gmail_tokens.user_id, or None."""
-        row = await self.pool.fetchrow(f"{_SELECT} WHERE g.user_id = $1", user_id)
         return _account(row) if row else None
 
     async def get(self, account_id: int, *, conn: asyncpg.Connection | None = None) -> Account:

@@ -11,11 +11,10 @@ from importlib import resources
 import asyncpg
 
 from storage.errors import MigrationError, WrongDatabaseError
+from storage.locks import lock_migrations, unlock_migrations
 
 log = logging.getLogger(__name__)
 
-# Any fixed number works; it only has to be the same in every replica ("gmail-reconnect migrations").
-MIGRATION_LOCK_ID = 0x676D61696C5F6D69
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 _CREATE_HISTORY = """
@@ -114,7 +113,7 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     Holds a session advisory lock on `conn` for the whole run, so replicas starting together apply each
     migration once. `conn` must be a dedicated connection: a pooled one drops session locks on release.
     """
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    await lock_migrations(conn)
     try:
         await conn.execute(_CREATE_HISTORY)
         applied = await applied_versions(conn)
@@ -142,7 +141,7 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             done.append(migration)
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+        await unlock_migrations(conn)
 
 
 def _check_history(applied: dict[int, str], shipped: list[Migration]) -> None:

@@ -17,10 +17,9 @@ from typing import Any
 import asyncpg
 
 from storage import audit
+from storage.locks import lock_prompt
 from storage.pool import transaction
 
-# Key space of the per-user advisory lock ("gmrp"), beside the token service's per-account one.
-PROMPT_LOCK_SPACE = 0x676D7270
 _COLUMNS = """id, slack_user_id, account_id, incident, cause, state, channel_id, message_ts, snoozed_until,
               sent_count, last_sent_at, created_at, updated_at, resolved_at"""
 
@@ -78,9 +77,7 @@ class Prompts:
     async def locked(self, slack_user_id: str) -> AsyncIterator[asyncpg.Connection]:
         """A transaction holding this user's prompt lock: one sender at a time, in every process."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))", PROMPT_LOCK_SPACE, slack_user_id
-            )
+            await lock_prompt(conn, slack_user_id)
             yield conn
 
     async def get(self, prompt_id: int) -> Prompt | None:

@@ -6,21 +6,41 @@ An account's item is claimed before it is processed and marked done after; a cla
 
 from __future__ import annotations
 
+import enum
 import os
 import secrets
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import asyncpg
+
 from storage.accounts import ACCOUNT_COLUMNS, Accounts
+from storage.locks import lock_run_summary
 from storage.models import Account, StoredTokens
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 # How often a process that ran out of accounts to claim looks again while others finish theirs.
 DEFAULT_POLL_INTERVAL = 1.0
+
+
+class Result(enum.StrEnum):
+    """What a run did for one account (briefing_run_items.outcome)."""
+
+    DIGEST = "digest"  # healthy; the email part of the briefing was posted
+    CHECKED = "checked"  # healthy; nothing to post (preflight, or BRIEFING_MODE=check)
+    PROMPTED = "prompted"  # only the user can fix it: the Reconnect Gmail DM was sent or updated
+    SNOOZED = "snoozed"  # only the user can fix it, and they asked to be reminded tomorrow
+    UNAVAILABLE = "unavailable"  # Google could not be asked now: nothing changed, nobody was prompted
+    SKIPPED = "skipped"  # disconnected on purpose
+    FAILED = "failed"  # Slack refused a message, or an answer could not be understood
+
+
 # Outcomes of accounts that needed their user: a reconnection later that day makes up for them.
-NEEDED_THE_USER = ("prompted", "snoozed")
+NEEDED_THE_USER = (Result.PROMPTED, Result.SNOOZED)
 
 
 @dataclass(frozen=True)
@@ -64,7 +84,7 @@ class Done:
 
 
 # One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row,
-# and (if $10) claim the next one, read along with its row, tokens and fresh stored language. A claim older
+# and claim the next one, read along with its row, tokens and fresh stored language. A claim older
 # than stale_after ($3) belongs to a process that died; the account being marked done is never the one
 # claimed (were its own claim stale, both updates would hit one row in one statement).
 _RECORD_AND_CLAIM = f"""
@@ -80,7 +100,7 @@ WITH fetched AS (
         UPDATE briefing_run_items AS item
            SET state = 'claimed', claimed_by = $2, claimed_at = now()
           FROM (SELECT run_id, account_id FROM briefing_run_items
-                 WHERE $10 AND run_id = $1 AND account_id IS DISTINCT FROM $4
+                 WHERE run_id = $1 AND account_id IS DISTINCT FROM $4
                    AND (state = 'pending' OR (state = 'claimed' AND claimed_at < now() - $3::interval))
                  ORDER BY account_id
                  LIMIT 1
@@ -145,8 +165,8 @@ class Runs:
     async def claim(self, run: Run, *, after: Done | None = None) -> Claim | None:
         """The next account of the run for this process to handle, with its row, tokens and stored language,
         or None when none is left to claim; `after` (the account just handled) is recorded in the same
-        statement, as done() records it."""
-        row = await self.pool.fetchrow(_RECORD_AND_CLAIM, *self._arguments(run, after, claim_next=True))
+        statement."""
+        row = await self.pool.fetchrow(_RECORD_AND_CLAIM, *self._arguments(run, after))
         if row is None:
             return None
         if row["id"] is None:
@@ -154,12 +174,7 @@ class Runs:
         account, stored = Accounts.from_row(row)
         return Claim(row["claimed_id"], account, stored, row["slack_locale"])
 
-    async def done(self, run: Run, done: Done) -> None:
-        """Record what happened to one account of the run, and how its briefing fetch went (on the account,
-        as Accounts.record_fetch does), if it was fetched."""
-        await self.pool.execute(_RECORD_AND_CLAIM, *self._arguments(run, done, claim_next=False))
-
-    def _arguments(self, run: Run, done: Done | None, *, claim_next: bool) -> tuple[Any, ...]:
+    def _arguments(self, run: Run, done: Done | None) -> tuple[Any, ...]:
         fetch = done.fetch if done is not None else None
         return (
             run.id,
@@ -171,7 +186,6 @@ class Runs:
             done.needed_user if done is not None else False,
             fetch.result if fetch is not None else None,
             fetch.messages if fetch is not None else None,
-            claim_next,
         )
 
     async def release(self, run: Run) -> None:
@@ -246,6 +260,13 @@ class Runs:
             run.id,
         )
         return [row["account_id"] for row in rows]
+
+    @asynccontextmanager
+    async def summary_locked(self, run: Run) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction holding the run's summary lock: one edit of its admin summary at a time."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_run_summary(conn, run.id)
+            yield conn
 
     async def record_summary(self, run: Run, *, channel: str, ts: str) -> None:
         """Where the run's admin summary was posted."""

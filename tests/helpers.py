@@ -18,7 +18,8 @@ import asyncpg
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bot.appkeys import ACCOUNTS, LINKS
+from bot.appkeys import SERVICES
+from storage.accounts import Accounts
 from storage.models import Account, Status, TokenGrant
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FORM_CONTENT_TYPE, FakeSlack, dm_channel_id, sign
@@ -88,7 +89,7 @@ async def post(
     headers = sign(
         body, sign_args.pop("secret", SECRET), sign_args.pop("timestamp", None), content_type=content_type
     )
-    url = app[LINKS].public_base_url + "/slack/events"
+    url = app[SERVICES].links.public_base_url + "/slack/events"
     async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
         return response.status, await response.text()
 
@@ -147,7 +148,7 @@ async def healthy(
     google.add_refresh_token(f"1//{slack_id}", email=email, scopes=SCOPES)
     access = google.issue_access_token(email, SCOPES)
     expiry = datetime.now(UTC) + (timedelta(minutes=1) if expiring else timedelta(minutes=50))
-    return await app[ACCOUNTS].store_tokens(
+    return await app[SERVICES].accounts.store_tokens(
         grant=TokenGrant(access, f"1//{slack_id}", expiry, SCOPES),
         actor="test",
         slack_user_id=slack_id,
@@ -207,9 +208,14 @@ async def call(
         headers["Authorization"] = authorization
     if data is not None:
         headers["Content-Type"] = "application/json"
-    url = app[LINKS].public_base_url + path
+    url = app[SERVICES].links.public_base_url + path
     async with (
         aiohttp.ClientSession() as session,
         session.request(method, url, headers=headers, json=body, data=data) as response,
     ):
         return Reply(response.status, response.headers, await response.text())
+
+
+async def account_by_user_id(accounts: Accounts, user_id: str) -> Account | None:
+    """The account on the gmail_tokens row with this user_id, if there is one."""
+    return next((account for account in await accounts.list() if account.user_id == user_id), None)

@@ -20,9 +20,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import create_app
 from bot.appkeys import BOLT
-from bot.config import Settings
+from tests.helpers import Serve
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_PATH = PROJECT_ROOT / "manifest.yml"
@@ -351,9 +350,9 @@ def required_scopes(listeners: dict[str, set[str]], uses: dict[str, list[str]]) 
 
 
 @pytest.fixture
-def bolt(make_settings: Callable[..., Settings]) -> AsyncApp:
-    """The Bolt app of the real application with every listener registered; building it starts nothing."""
-    return create_app(make_settings())[BOLT]
+async def bolt(serve: Serve) -> AsyncApp:
+    """The Bolt app of the real application, started, with every listener registered."""
+    return (await serve())[BOLT]
 
 
 async def test_slash_commands_are_the_registered_ones(bolt: AsyncApp, manifest: dict[str, Any]) -> None:

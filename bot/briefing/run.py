@@ -13,33 +13,26 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
-from bot.database import open_accounts
-from bot.errors import ConfigError
-from bot.google.client import retry_transient
 from bot.google.errors import Failure, GoogleError
+from bot.google.gmail import Gmail
 from bot.google.health import Cause, effective_status, testing_expiry_near
-from bot.google.token_service import Outcome, TokenService, build_token_service
+from bot.google.token_service import Outcome, TokenService
 from bot.metrics import Metrics
-from bot.reconnect.links import LinkSigner
 from bot.slack.blocks.digest import digest_blocks
-from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
+from bot.slack.client import SlackUsers
 from bot.slack.prompter import Delivery, Prompter
 from storage.accounts import Accounts
 from storage.models import Account, Status, StoredTokens
-from storage.prompts import Prompts
-from storage.runs import Claim, Done, Fetch, Run, Runs
-from storage.slack_locales import SlackLocales
+from storage.runs import Claim, Done, Fetch, Result, Run, Runs
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +45,6 @@ class Kind(enum.StrEnum):
 
     PREFLIGHT = "preflight"
     BRIEFING = "briefing"
-
-
-class Result(enum.StrEnum):
-    """What a run did for one account."""
-
-    DIGEST = "digest"  # healthy; the email part of the briefing was posted
-    CHECKED = "checked"  # healthy; nothing to post (preflight, or BRIEFING_MODE=check)
-    PROMPTED = "prompted"  # only the user can fix it: the Reconnect Gmail DM was sent or updated
-    SNOOZED = "snoozed"  # only the user can fix it, and they asked to be reminded tomorrow
-    UNAVAILABLE = "unavailable"  # Google could not be asked now: nothing changed, nobody was prompted
-    SKIPPED = "skipped"  # disconnected on purpose
-    FAILED = "failed"  # Slack refused a message, or an answer could not be understood
 
 
 @dataclass(frozen=True)
@@ -102,6 +83,7 @@ class Briefing:
         settings: Settings,
         accounts: Accounts,
         tokens: TokenService,
+        gmail: Gmail,
         prompter: Prompter,
         client: AsyncWebClient,
         users: SlackUsers,
@@ -114,6 +96,7 @@ class Briefing:
         self.summary = summary
         self.accounts = accounts
         self.tokens = tokens
+        self.gmail = gmail
         self.prompter = prompter
         self.client = client
         self.users = users
@@ -314,14 +297,11 @@ class Briefing:
         return await self._fetch(access.account, access.access_token)
 
     async def _fetch(self, account: Account, access_token: str) -> AccountReport:
-        google = self.tokens.google
         try:
-            unread = await retry_transient(
-                lambda: google.unread_mail(
+            unread = await self.gmail.google.retrying(
+                lambda: self.gmail.unread_mail(
                     access_token, query=UNREAD_QUERY, limit=self.settings.briefing_max_messages
-                ),
-                attempts=self.tokens.attempts,
-                backoff=self.tokens.backoff,
+                )
             )
         except GoogleError as error:
             return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
@@ -370,87 +350,3 @@ class Briefing:
         if sent.delivery is Delivery.FAILED:
             return AccountReport(account, Result.FAILED, status, f"Slack answered {sent.error}")
         return AccountReport(account, Result.PROMPTED, status, f"{cause}, DM {sent.delivery}")
-
-
-@asynccontextmanager
-async def open_briefing(settings: Settings) -> AsyncIterator[Briefing]:
-    """A Briefing with its own database pool and HTTP sessions, for `gmail-reconnect run-briefing`."""
-    problems = settings.missing_for_serve()
-    if settings.secret_key is None:
-        problems.append("SECRET_KEY is not set: it signs the Reconnect Gmail links in the DMs.")
-    if problems:
-        raise ConfigError(problems)
-    assert settings.secret_key is not None
-    # Each worker may hold one connection (a refresh lock, or a prompt lock around a Slack call).
-    pool_size = min(settings.briefing_concurrency, 32) + 2
-    async with (
-        open_accounts(settings, max_size=pool_size) as accounts,
-        http_sessions(settings) as (google_session, slack_session),
-    ):
-        client = create_web_client(settings)
-        client.session = slack_session
-        links = LinkSigner(
-            settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
-        )
-        yield build_briefing(
-            settings,
-            accounts=accounts,
-            tokens=build_token_service(settings, accounts, google_session),
-            client=client,
-            users=SlackUsers(client, settings.default_locale, stored=SlackLocales(accounts.pool)),
-            links=links,
-        )
-
-
-@asynccontextmanager
-async def http_sessions(
-    settings: Settings,
-) -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
-    """Long-lived sessions to Google and to Slack, with room for BRIEFING_CONCURRENCY workers: each may fetch
-    all its messages at once (aiohttp's default limit of 100 connections throttled that)."""
-    google_limit = max(100, settings.briefing_concurrency * (settings.briefing_max_messages + 1))
-    slack_limit = max(100, settings.briefing_concurrency * 2)
-    async with (
-        aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT}, connector=aiohttp.TCPConnector(limit=google_limit)
-        ) as google_session,
-        aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
-            connector=aiohttp.TCPConnector(limit=slack_limit),
-        ) as slack_session,
-    ):
-        yield google_session, slack_session
-
-
-def build_briefing(
-    settings: Settings,
-    *,
-    accounts: Accounts,
-    tokens: TokenService,
-    client: AsyncWebClient,
-    users: SlackUsers,
-    links: LinkSigner,
-    metrics: Metrics | None = None,
-) -> Briefing:
-    """The Briefing and its Prompter (Briefing.prompter), on the database pool of `accounts`."""
-    prompter = Prompter(
-        client=client,
-        prompts=Prompts(accounts.pool),
-        accounts=accounts,
-        links=links,
-        users=users,
-        timezone=settings.briefing_timezone,
-        metrics=metrics,
-    )
-    runs = Runs(accounts)
-    return Briefing(
-        settings=settings,
-        accounts=accounts,
-        tokens=tokens,
-        prompter=prompter,
-        client=client,
-        users=users,
-        runs=runs,
-        summary=RunSummary(settings=settings, client=client, accounts=accounts, runs=runs),
-        metrics=prompter.metrics,
-    )

@@ -18,9 +18,6 @@ from storage.runs import Run, Runs
 
 log = logging.getLogger(__name__)
 
-# Key space of the per-run advisory lock ("gmrs"): one edit of a summary at a time.
-SUMMARY_LOCK_SPACE = 0x676D7273
-
 
 class RunSummary:
     """Posts and edits the admin summaries; does nothing when ADMIN_CHANNEL_ID is not set."""
@@ -55,9 +52,8 @@ class RunSummary:
         """Edit today's summaries that list this account, now that it works again."""
         today = datetime.now(self.settings.briefing_timezone).date()
         for run, channel, ts in await self.runs.summaries_with(today, account.id):
-            async with self.runs.pool.acquire() as conn, conn.transaction():
-                # Two reconnections at once: the second edit waits, then draws both.
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", SUMMARY_LOCK_SPACE, run.id)
+            # Two reconnections at once: the second edit waits, then draws both.
+            async with self.runs.summary_locked(run):
                 blocks, fallback = run_summary(await self._view(run), self.settings.default_locale)
                 try:
                     await self.client.chat_update(channel=channel, ts=ts, blocks=blocks, text=fallback)

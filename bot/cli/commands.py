@@ -13,9 +13,9 @@ import asyncpg
 
 from bot import __version__, event_loop
 from bot.config import Settings, load_settings
-from bot.database import open_accounts
 from bot.errors import ConfigError, GmailReconnectError
 from bot.logs import configure_logging
+from bot.services import open_services
 from storage.crypto import TokenCipher
 from storage.errors import StorageError
 from storage.models import Status
@@ -165,8 +165,8 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     from bot.cli.registry import render_json, render_table
     from bot.google.health import effective_status
 
-    async with open_accounts(settings) as accounts:
-        found = await accounts.list()
+    async with open_services(settings) as services:
+        found = await services.accounts.list()
     required = list(settings.required_capabilities)
     if args.status:  # by the status shown, which for never-checked accounts comes from the stored data
         found = [a for a in found if str(effective_status(a, required)[0]) in args.status]
@@ -175,8 +175,8 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _link(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_accounts(settings) as accounts:
-        account = await accounts.link_slack_user(
+    async with open_services(settings) as services:
+        account = await services.accounts.link_slack_user(
             slack_user_id=args.slack_user_id, user_id=args.user_id, actor=CLI_ACTOR
         )
     print(
@@ -193,10 +193,10 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
             ["--user-id and --slack-user-id name one account: import one FILE at a time with them."]
         )
     token_files = [read_token_file(path) for path in args.files]  # check every file before storing any
-    async with open_accounts(settings) as accounts:
+    async with open_services(settings) as services:
         for token_file in token_files:
             account = await import_token_file(
-                accounts,
+                services.accounts,
                 token_file,
                 user_id=args.user_id or default_user_id(token_file.path),
                 slack_user_id=args.slack_user_id,
@@ -210,8 +210,8 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
 async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.token_encryption_keys:
         raise ConfigError(["TOKEN_ENCRYPTION_KEYS is not set: set it (new key first) before rotate-keys."])
-    async with open_accounts(settings) as accounts:
-        count = await accounts.reencrypt_all(actor=CLI_ACTOR)
+    async with open_services(settings) as services:
+        count = await services.accounts.reencrypt_all(actor=CLI_ACTOR)
     print(
         f"re-encrypted {count} account(s) under key {TokenCipher(settings.token_encryption_keys).current_key_id}"
     )
@@ -228,13 +228,9 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _reconnect_link(settings: Settings, args: argparse.Namespace) -> int:
     from bot.config import ensure_secret_key
-    from bot.reconnect.links import LinkSigner, Purpose
+    from bot.reconnect.links import Purpose, link_signer
 
-    settings = ensure_secret_key(settings)
-    assert settings.secret_key is not None
-    signer = LinkSigner(
-        settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
-    )
+    signer = link_signer(ensure_secret_key(settings))
     claims = signer.new_claims(
         args.slack_user_id,
         slack_team_id=args.team,
@@ -249,17 +245,11 @@ async def _reconnect_link(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
-    import aiohttp
-
-    from bot.google.token_service import build_token_service
-
-    async with open_accounts(settings) as accounts, aiohttp.ClientSession() as session:
-        account = await accounts.find_by_slack_id(args.slack_user_id)
+    async with open_services(settings) as services:
+        account = await services.accounts.find_by_slack_id(args.slack_user_id)
         if account is None:
             raise GmailReconnectError(f"no account is linked to Slack user {args.slack_user_id}")
-        result = await build_token_service(settings, accounts, session).disconnect(
-            account.id, actor=CLI_ACTOR
-        )
+        result = await services.tokens.disconnect(account.id, actor=CLI_ACTOR)
     if not result.had_tokens:
         done = "no tokens were stored"
     elif result.revoked_at_google:
@@ -273,10 +263,8 @@ async def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
-    from storage.api_keys import ApiKeys
-
-    async with open_accounts(settings) as accounts:
-        keys = ApiKeys(accounts.pool)
+    async with open_services(settings) as services:
+        keys = services.api_keys
         if args.api_key_command == "create":
             name = args.name.strip()
             if not name or len(name) > 100:
@@ -306,11 +294,17 @@ async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.briefing.run import Kind, open_briefing
+    from bot.briefing.run import Kind
 
+    # Checked before the database starts: the run needs Slack, Google, and SECRET_KEY for its links.
+    problems = settings.missing_for_serve()
+    if settings.secret_key is None:
+        problems.append("SECRET_KEY is not set: it signs the Reconnect Gmail links in the DMs.")
+    if problems:
+        raise ConfigError(problems)
     kind = Kind.PREFLIGHT if args.preflight else Kind.BRIEFING
-    async with open_briefing(settings) as briefing:
-        report = await briefing.run(kind, dry_run=args.dry_run, only=args.users)
+    async with open_services(settings) as services:
+        report = await services.briefing.run(kind, dry_run=args.dry_run, only=args.users)
     if report.already_finished:
         print(f"Today's {kind} run has already finished; use --user SLACK_ID to run it again for someone.")
         return EXIT_OK

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import GmailReconnectError
+from bot.google.endpoints import GOOGLE_AUTH_URI
 from bot.google.health import offline_assessment
 from storage.accounts import Accounts
 from storage.models import Account, TokenGrant
 from storage.scopes import Capability, normalize_scopes
-
-DEFAULT_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 
 
 class TokenFileError(GmailReconnectError):
@@ -64,7 +63,7 @@ def read_token_file(path: Path) -> TokenFile:
             for key in ("client_id", "client_secret", "token_uri", "auth_uri")
             if isinstance(document.get(key), str)
         }
-        | ({} if document.get("auth_uri") else {"auth_uri": DEFAULT_AUTH_URI}),
+        | ({} if document.get("auth_uri") else {"auth_uri": GOOGLE_AUTH_URI}),
         email=_text(document, "account") or _text(document, "email"),
     )
 

@@ -9,11 +9,7 @@ from bot.errors import GmailReconnectError
 
 # The token endpoint's retryable answers, as google-auth judges them (google/oauth2/_client.py _can_retry).
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
 _RETRYABLE_ERRORS = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
-
-
 _REAUTH_SUBTYPES = frozenset({"invalid_rapt", "rapt_required"})
 
 

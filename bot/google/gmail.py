@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-from bot.google.errors import gmail_error
+from bot.google.client import GoogleClient, json_or_none
+from bot.google.endpoints import GMAIL_API_URL
+from bot.google.errors import Failure, GoogleError, gmail_error
 
 # Gmail takes up to 100 calls in one batch request, and advises against more than 50.
 BATCH_SIZE = 50
-
-
 METADATA_QUERY = "format=metadata&metadataHeaders=From&metadataHeaders=Subject"
-
-
 _BOUNDARY = re.compile(r'boundary=(?:"(?P<quoted>[^"]+)"|(?P<bare>[^;\s]+))', re.IGNORECASE)
-
-
 _ITEM_LABEL = re.compile(rb"^content-id:\s*<?response-item(\d+)>?\s*$", re.IGNORECASE | re.MULTILINE)
-
-
 _STATUS_LINE = re.compile(rb"HTTP/\d(?:\.\d)?\s+(\d{3})")
 
 
@@ -116,8 +112,64 @@ def _head_and_rest(data: bytes) -> tuple[bytes, bytes]:
     return data, b""
 
 
-def json_or_none(payload: bytes) -> Any:
-    try:
-        return json.loads(payload)
-    except ValueError:
-        return None
+class Gmail:
+    """The Gmail API calls of the briefing, through the shared Google client."""
+
+    def __init__(self, google: GoogleClient, *, api_url: str = GMAIL_API_URL) -> None:
+        self.google = google
+        self.api_url = api_url
+
+    async def unread_mail(self, access_token: str, *, query: str, limit: int) -> UnreadMail:
+        """The newest messages matching `query` (sender, subject, snippet), at most `limit`, newest first.
+
+        One search, then the messages' headers in one batch request (or a few, at BATCH_SIZE each).
+        """
+        status, body = await self.google.call(
+            "GET",
+            self.api_url + "gmail/v1/users/me/messages",
+            params={"q": query, "maxResults": str(limit)},
+            headers={"Authorization": f"Bearer {access_token}"},
+            what="Gmail search",
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise gmail_error(status, body)
+        ids = [
+            str(item["id"]) for item in body.get("messages") or [] if isinstance(item, dict) and "id" in item
+        ]
+        found = [
+            summary for summary in await self.summaries(access_token, ids[:limit]) if summary is not None
+        ]
+        estimate = body.get("resultSizeEstimate")
+        return UnreadMail(found, max(len(found), estimate if isinstance(estimate, int) else 0))
+
+    async def summaries(self, access_token: str, ids: list[str]) -> list[MailSummary | None]:
+        """Sender, subject and snippet of each message, in order, in batch requests of BATCH_SIZE; None for a
+        message that is gone (deleted since it was listed)."""
+        auth = {"Authorization": f"Bearer {access_token}"}
+        chunks = [ids[start : start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
+        answers = await asyncio.gather(*(self._batch(chunk, auth) for chunk in chunks))
+        return [summary for answer in answers for summary in answer]
+
+    async def _batch(self, ids: list[str], auth: dict[str, str]) -> list[MailSummary | None]:
+        prefix = urlsplit(self.api_url).path + "gmail/v1/users/me/messages/"
+        boundary = "batch_" + secrets.token_hex(12)
+        lines = [f"GET {prefix}{quote(message_id, safe='')}?{METADATA_QUERY}" for message_id in ids]
+        status, content_type, payload = await self.google.request(
+            "POST",
+            self.api_url + "batch/gmail/v1",
+            data=batch_body(boundary, lines),
+            headers={**auth, "Content-Type": f"multipart/mixed; boundary={boundary}"},
+            what="Gmail batch",
+        )
+        if status != 200:
+            raise gmail_error(status, json_or_none(payload))
+        try:
+            answers = batch_answers(content_type, payload, len(ids))
+        except ValueError as error:
+            raise GoogleError(
+                Failure.UNEXPECTED, f"Gmail's batch answer could not be read: {error}"
+            ) from None
+        return [
+            message_summary(message_id, answer_status, body)
+            for message_id, (answer_status, body) in zip(ids, answers, strict=True)
+        ]

@@ -13,12 +13,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import asyncpg
 
 from bot.config import Settings
 from bot.errors import ConfigError
-from bot.google.client import GoogleClient, retry_transient
+from bot.google.client import GoogleClient
 from bot.google.errors import Failure, GoogleError
 from bot.google.health import TESTING_TOKEN_LIFETIME
 from bot.metrics import Metrics
@@ -28,8 +27,6 @@ from storage.scopes import Capability, missing_capabilities
 
 log = logging.getLogger(__name__)
 
-# The first key of pg_advisory_xact_lock(int, int): a namespace, so these locks meet no one else's.
-REFRESH_LOCK_NAMESPACE = 0x676D7263  # "gmrc"
 ACTOR = "token-service"
 _CAPABILITY_SCOPES = {Capability.READ: "gmail.readonly", Capability.SEND: "gmail.send"}
 
@@ -82,8 +79,6 @@ class TokenService:
         required: frozenset[Capability],
         testing_mode: bool = False,
         refresh_margin: timedelta = timedelta(minutes=5),
-        attempts: int = 3,
-        backoff: float = 0.5,
         metrics: Metrics | None = None,
     ) -> None:
         self.accounts = accounts
@@ -94,8 +89,6 @@ class TokenService:
         self.required = required
         self.testing_mode = testing_mode
         self.refresh_margin = refresh_margin
-        self.attempts = attempts
-        self.backoff = backoff
         self._in_flight: dict[int, asyncio.Task[Access]] = {}
 
     async def access(
@@ -124,8 +117,7 @@ class TokenService:
 
     async def disconnect(self, account_id: int, *, actor: str) -> Disconnection:
         """Revoke the account's grant at Google, wipe its tokens and mark it disconnected."""
-        async with self.accounts.pool.acquire() as conn, conn.transaction():
-            await _lock(conn, account_id)
+        async with self.accounts.refresh_locked(account_id) as conn:
             tokens = await self.accounts.read_tokens(account_id, conn=conn)
             revoked, cause = False, None
             token = (tokens.refresh_token or tokens.access_token) if tokens else None
@@ -153,8 +145,7 @@ class TokenService:
         return tokens.expiry > datetime.now(UTC) + self.refresh_margin
 
     async def _refresh_once(self, account_id: int, *, force: bool) -> Access:
-        async with self.accounts.pool.acquire() as conn, conn.transaction():
-            await _lock(conn, account_id)
+        async with self.accounts.refresh_locked(account_id) as conn:
             # Another process may have refreshed while we waited for the lock: re-read under it.
             account = await self.accounts.get(account_id, conn=conn)
             tokens = await self.accounts.read_tokens(account_id, conn=conn)
@@ -180,12 +171,10 @@ class TokenService:
             self._client_secret,
         )
         try:
-            response = await retry_transient(
+            response = await self.google.retrying(
                 lambda: self.google.refresh(
                     refresh_token=refresh_token, client_id=client_id, client_secret=client_secret
-                ),
-                attempts=self.attempts,
-                backoff=self.backoff,
+                )
             )
         except GoogleError as error:
             return await self._failed(conn, account, error, legacy_client=client_id != self.client_id)
@@ -263,18 +252,11 @@ class TokenService:
 
 
 def build_token_service(
-    settings: Settings, accounts: Accounts, session: aiohttp.ClientSession, *, metrics: Metrics | None = None
+    settings: Settings, accounts: Accounts, google: GoogleClient, *, metrics: Metrics | None = None
 ) -> TokenService:
-    """The token service for these settings, calling Google on `session`."""
+    """The token service for these settings, calling Google through `google`."""
     if settings.google_client_id is None or settings.google_client_secret is None:
         raise ConfigError(settings.missing_for_serve())
-    google = GoogleClient(
-        session,
-        token_uri=settings.google_token_uri,
-        revoke_uri=settings.google_revoke_uri,
-        userinfo_uri=settings.google_userinfo_uri,
-        gmail_api_url=settings.gmail_api_url,
-    )
     return TokenService(
         accounts,
         google,
@@ -284,7 +266,3 @@ def build_token_service(
         testing_mode=settings.google_testing_mode,
         metrics=metrics,
     )
-
-
-async def _lock(conn: asyncpg.Connection, account_id: int) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", REFRESH_LOCK_NAMESPACE, account_id)

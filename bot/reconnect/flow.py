@@ -20,6 +20,7 @@ from bot.google.consent import Consent, verified_email
 from bot.google.errors import Failure, GoogleError
 from bot.reconnect.hooks import Reconnected, ReconnectHooks
 from bot.reconnect.links import LinkClaims, LinkError, LinkSigner, Purpose
+from bot.slack.ids import slack_actor
 from storage.accounts import Accounts
 from storage.errors import Conflict
 from storage.models import Account, Status, TokenGrant
@@ -192,7 +193,7 @@ class ReconnectFlow:
                 grant=TokenGrant(
                     exchange.access_token, exchange.refresh_token, exchange.expiry, exchange.granted_scopes
                 ),
-                actor=f"slack:{state.slack_user_id}",
+                actor=slack_actor(state.slack_user_id),
                 slack_user_id=state.slack_user_id,
                 user_id=adopt_user_id,
                 metadata={

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from bot.errors import GmailReconnectError
+from bot.config import Settings
+from bot.errors import ConfigError, GmailReconnectError
 
 START_PATH = "/oauth/google/start"
 _KEY_LABEL = b"gmail-reconnect link token v1"
@@ -49,10 +50,6 @@ class LinkClaims:
     purpose: Purpose
     expires_at: datetime
     link_id: str
-
-    def with_purpose(self, purpose: Purpose) -> LinkClaims:
-        """The same link, allowing something else (a refused account switch offers a `switch` link)."""
-        return LinkClaims(self.slack_user_id, self.slack_team_id, purpose, self.expires_at, self.link_id)
 
 
 class LinkSigner:
@@ -145,3 +142,12 @@ def _unb64(text: str) -> bytes:
     if _b64(data) != text:
         raise ValueError("not canonical base64url")
     return data
+
+
+def link_signer(settings: Settings) -> LinkSigner:
+    """The signer of these settings' links (SECRET_KEY, PUBLIC_BASE_URL, LINK_TTL); ConfigError without a key."""
+    if settings.secret_key is None:
+        raise ConfigError(["SECRET_KEY is not set: it signs the Reconnect Gmail links."])
+    return LinkSigner(
+        settings.secret_key.reveal(), public_base_url=settings.public_base_url, ttl=settings.link_ttl
+    )

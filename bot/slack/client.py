@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.errors import ConfigError
 from bot.i18n import LOCALES
 from storage.slack_locales import SlackLocales
 
@@ -37,21 +38,19 @@ SLACK_TIMEOUT_SECONDS = 30
 USER_AGENT = "gmail-reconnect"
 
 
-def create_bolt_app(settings: Settings) -> AsyncApp:
-    """A single-workspace Bolt app whose client calls SLACK_API_URL and retries 429s and server errors."""
+def create_bolt_app(settings: Settings, *, client: AsyncWebClient) -> AsyncApp:
+    """A single-workspace Bolt app on `client` (see create_web_client), verifying with SLACK_SIGNING_SECRET."""
     if settings.slack_signing_secret is None:
-        raise ValueError("the Slack app needs SLACK_SIGNING_SECRET")
+        raise ConfigError(settings.missing_for_serve())
     return AsyncApp(
-        client=create_web_client(settings),
-        signing_secret=settings.slack_signing_secret.reveal(),
-        name="gmail-reconnect",
+        client=client, signing_secret=settings.slack_signing_secret.reveal(), name="gmail-reconnect"
     )
 
 
 def create_web_client(settings: Settings) -> AsyncWebClient:
     """The Web API client on SLACK_API_URL, retrying connection errors, 429s (after Retry-After) and 5xx."""
     if settings.slack_bot_token is None:
-        raise ValueError("the Slack client needs SLACK_BOT_TOKEN")
+        raise ConfigError(settings.missing_for_serve())
     return AsyncWebClient(
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,

@@ -22,6 +22,7 @@ from bot.reconnect.hooks import Reconnected
 from bot.reconnect.links import LinkSigner
 from bot.slack.blocks.prompt import PromptView, reconnect_dm, reconnected_confirmation, reconnected_dm
 from bot.slack.client import SlackUsers
+from bot.slack.ids import slack_actor
 from storage.accounts import Accounts
 from storage.models import Account
 from storage.prompts import Prompt, Prompts, PromptState
@@ -127,6 +128,7 @@ class Prompter:
                     email=account.email if account else None,
                     reconnect_url=url,
                     link_expires_at=claims.expires_at,
+                    zone=self.timezone,
                     first_connection=account is None,
                 )
                 blocks, fallback = reconnect_dm(view, locale)
@@ -158,6 +160,7 @@ class Prompter:
             email=(await self.accounts.get(snoozed.account_id)).email if snoozed.account_id else None,
             reconnect_url=self.links.url(claims),
             link_expires_at=claims.expires_at,
+            zone=self.timezone,
             snoozed=True,
             first_connection=snoozed.account_id is None,
         )
@@ -176,7 +179,7 @@ class Prompter:
         email = event.email or event.account.email
         async with self.prompts.locked(user) as conn:
             closed = await self.prompts.close(
-                user, state=PromptState.RESOLVED, actor=f"slack:{user}", conn=conn
+                user, state=PromptState.RESOLVED, actor=slack_actor(user), conn=conn
             )
         if closed is not None and closed.has_message:
             blocks, fallback = reconnected_dm(email, locale)

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, API_KEYS, METRICS, POOL, PROMPTER, SETTINGS, TOKENS
+from bot.appkeys import SERVICES
 from bot.google.health import Cause, account_summary, effective_status
 from bot.google.token_service import Outcome
 from bot.i18n import text
+from bot.slack.ids import is_user_id
 from storage import audit
 from storage.api_keys import KEY_PREFIX, SHOWN_PREFIX_LENGTH, ApiKey
 from storage.models import Account, Status
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 REASON_LIMIT = 1000
 RETRY_AFTER_SECONDS = 60
-_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 NO_STORE = {"Cache-Control": "no-store"}
 
 Endpoint = Callable[[web.Request, ApiKey], Awaitable[web.Response]]
@@ -58,7 +57,7 @@ def _keyed(name: str, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[w
     async def handler(request: web.Request) -> web.Response:
         key = await _authenticate(request)
         response = await endpoint(request, key) if isinstance(key, ApiKey) else key
-        request.app[METRICS].api_requests.labels(name, str(response.status)).inc()
+        request.app[SERVICES].metrics.api_requests.labels(name, str(response.status)).inc()
         return response
 
     return handler
@@ -67,13 +66,17 @@ def _keyed(name: str, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[w
 async def _authenticate(request: web.Request) -> ApiKey | web.Response:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     presented = presented.strip()
-    key = await request.app[API_KEYS].verify(presented) if scheme.lower() == "bearer" and presented else None
+    key = (
+        await request.app[SERVICES].api_keys.verify(presented)
+        if scheme.lower() == "bearer" and presented
+        else None
+    )
     if key is not None:
         return key
     # The shown prefix of a well-formed key is not secret (api-key list prints it); the rest never leaves.
     shown = presented[:SHOWN_PREFIX_LENGTH] if presented.startswith(KEY_PREFIX) else None
     await audit.append(
-        request.app[POOL],
+        request.app[SERVICES].pool,
         actor="api:unknown",
         action="api.refused",
         details={"path": request.path, "prefix": shown, "key_presented": bool(presented)},
@@ -90,9 +93,9 @@ async def _authenticate(request: web.Request) -> ApiKey | web.Response:
 
 async def _account(request: web.Request) -> Account | web.Response:
     slack_user_id = request.match_info["slack_user_id"]
-    if not _SLACK_USER_ID.fullmatch(slack_user_id):
+    if not is_user_id(slack_user_id):
         return _problem(400, "bad_request", f"{slack_user_id!r} is not a Slack user ID (like U0123ABCD).")
-    account = await request.app[ACCOUNTS].find_by_slack_id(slack_user_id)
+    account = await request.app[SERVICES].accounts.find_by_slack_id(slack_user_id)
     if account is None:
         return _problem(404, "not_found", f"No Gmail account is linked to Slack user {slack_user_id}.")
     return account
@@ -102,7 +105,7 @@ async def _audit(
     request: web.Request, key: ApiKey, action: str, account: Account | None, **details: Any
 ) -> None:
     await audit.append(
-        request.app[POOL],
+        request.app[SERVICES].pool,
         actor=f"api:{key.name}",
         action=action,
         account_id=account.id if account else None,
@@ -121,8 +124,10 @@ async def list_accounts(request: web.Request, key: ApiKey) -> web.Response:
             "bad_request",
             f"status={wanted!r} is not a status: use one of {', '.join(map(str, Status))}.",
         )
-    required = list(request.app[SETTINGS].required_capabilities)
-    summaries = [account_summary(account, required) for account in await request.app[ACCOUNTS].list()]
+    required = list(request.app[SERVICES].settings.required_capabilities)
+    summaries = [
+        account_summary(account, required) for account in await request.app[SERVICES].accounts.list()
+    ]
     if wanted is not None:
         summaries = [summary for summary in summaries if summary["status"] == wanted]
     await _audit(request, key, "api.accounts_listed", None, status=wanted, count=len(summaries))
@@ -134,11 +139,11 @@ async def credentials(request: web.Request, key: ApiKey) -> web.Response:
     account = await _account(request)
     if isinstance(account, web.Response):
         return account
-    status, _ = effective_status(account, request.app[SETTINGS].required_capabilities)
+    status, _ = effective_status(account, request.app[SERVICES].settings.required_capabilities)
     if status is Status.DISCONNECTED or status.needs_user:
         await _audit(request, key, "api.credentials", account, outcome=str(status))
         return await _needs_user(request, account, status)
-    access = await request.app[TOKENS].access(account)
+    access = await request.app[SERVICES].tokens.access(account)
     if access.ok:
         await _audit(request, key, "api.credentials", account, outcome=str(access.outcome))
         assert access.expiry is not None
@@ -166,10 +171,10 @@ async def token_failure(request: web.Request, key: ApiKey) -> web.Response:
     account = await _account(request)
     if isinstance(account, web.Response):
         return account
-    status, _ = effective_status(account, request.app[SETTINGS].required_capabilities)
+    status, _ = effective_status(account, request.app[SERVICES].settings.required_capabilities)
     if not (status is Status.DISCONNECTED or status.needs_user):
         # The stored token may look fine to us and still be refused: ask Google with a refresh.
-        access = await request.app[TOKENS].access(account, force_refresh=True)
+        access = await request.app[SERVICES].tokens.access(account, force_refresh=True)
         if access.ok:
             await _audit(request, key, "api.token_failure", account, reason=reason, confirmed=False)
             return web.json_response(
@@ -216,17 +221,17 @@ async def _needs_user(
     cause = Cause.of(status)
     prompted = False
     if prompt and cause is not None and cause is not Cause.DISCONNECTED and account.slack_user_id:
-        sent = await request.app[PROMPTER].send(
+        sent = await request.app[SERVICES].prompter.send(
             account.slack_user_id, account=account, cause=cause, actor="api"
         )
         prompted = sent.prompt is not None and sent.prompt.has_message
     elif account.slack_user_id:
-        current = await request.app[PROMPTER].prompts.open_for(account.slack_user_id)
+        current = await request.app[SERVICES].prompts.open_for(account.slack_user_id)
         prompted = current is not None and current.has_message
     body: dict[str, Any] = {
         "error": "reconnect_required",
         "status": str(status),
-        "cause": effective_status(account, request.app[SETTINGS].required_capabilities)[1]
+        "cause": effective_status(account, request.app[SERVICES].settings.required_capabilities)[1]
         or text("en", f"slack.cause.{status}"),
         "reconnect_prompted": prompted,
     }

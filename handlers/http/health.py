@@ -7,7 +7,7 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from bot.appkeys import POOL
+from bot.appkeys import SERVICES
 from storage.migrator import pending_migrations
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the database is reachable and every migration is applied."""
     try:
-        async with request.app[POOL].acquire(timeout=5) as conn:
+        async with request.app[SERVICES].pool.acquire(timeout=5) as conn:
             pending = await pending_migrations(conn)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         log.warning("Readiness check: the database does not answer (%s)", type(error).__name__)

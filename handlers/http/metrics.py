@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, METRICS, SETTINGS
+from bot.appkeys import SERVICES
 from bot.metrics import CONTENT_TYPE
 from handlers.http.api import NO_STORE
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics (counts only: no user, address or token appears in them)."""
-    body = await request.app[METRICS].render(
-        request.app[ACCOUNTS], request.app[SETTINGS].required_capabilities
+    body = await request.app[SERVICES].metrics.render(
+        request.app[SERVICES].accounts, request.app[SERVICES].settings.required_capabilities
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 

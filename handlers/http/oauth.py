@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from bot.appkeys import METRICS, RECONNECT, SETTINGS
+from bot.appkeys import SERVICES
 from bot.i18n import pick_locale
 from bot.reconnect.flow import STATE_TTL, Answer, new_browser_binding
 from handlers.http.pages import render
@@ -27,7 +27,7 @@ def register(app: web.Application) -> None:
 async def oauth_start(request: web.Request) -> web.StreamResponse:
     """Verify the link, start a fresh OAuth state bound to this browser, and redirect to Google."""
     binding = _binding(request) or new_browser_binding()
-    answer = await request.app[RECONNECT].start(request.query.get("t"), browser_binding=binding)
+    answer = await request.app[SERVICES].reconnect.start(request.query.get("t"), browser_binding=binding)
     response = _respond(request, answer)
     if answer.location is not None:
         # Reuse the browser's existing value, so two tabs started from Slack both finish.
@@ -38,21 +38,23 @@ async def oauth_start(request: web.Request) -> web.StreamResponse:
             path=_COOKIE_PATH,
             httponly=True,
             samesite="Lax",
-            secure=request.app[SETTINGS].public_base_url.startswith("https://"),
+            secure=request.app[SERVICES].settings.public_base_url.startswith("https://"),
         )
     return response
 
 
 async def oauth_callback(request: web.Request) -> web.StreamResponse:
     """Finish the flow Google redirected back from; every outcome is a page, never an error 500."""
-    answer = await request.app[RECONNECT].finish(dict(request.query), browser_binding=_binding(request))
-    request.app[METRICS].callbacks.labels(answer.page).inc()
+    answer = await request.app[SERVICES].reconnect.finish(
+        dict(request.query), browser_binding=_binding(request)
+    )
+    request.app[SERVICES].metrics.callbacks.labels(answer.page).inc()
     return _respond(request, answer)
 
 
 def locale_of(request: web.Request) -> str:
     """The visitor's language from Accept-Language, else DEFAULT_LOCALE."""
-    return pick_locale(request.headers.get("Accept-Language"), request.app[SETTINGS].default_locale)
+    return pick_locale(request.headers.get("Accept-Language"), request.app[SERVICES].settings.default_locale)
 
 
 def _binding(request: web.Request) -> str | None:

@@ -14,6 +14,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.i18n import text
+from bot.services import Services
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
     LINK_ACTION,
@@ -22,31 +23,32 @@ from bot.slack.blocks.elements import (
     SWITCH_ACTION,
 )
 from bot.slack.blocks.status import status_card
-from handlers.slack import Deps
+from bot.slack.ids import slack_actor
 from handlers.slack.events import refresh_home
+from handlers.slack.status_view import linkable_account, status_view
 from storage.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
 
-def register(bolt: Any, deps: Deps) -> None:
+def register(bolt: Any, services: Services) -> None:
     """Add the button listeners."""
 
     async def on_snooze(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        await snooze(deps, body=body)
+        await snooze(services, body=body)
 
     async def on_disconnect(
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
         await ack()
-        await disconnect(deps, body=body, client=client, respond=respond)
+        await disconnect(services, body=body, client=client, respond=respond)
 
     async def on_link(
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
         await ack()
-        await link_account(deps, body=body, client=client, respond=respond)
+        await link_account(services, body=body, client=client, respond=respond)
 
     bolt.action(RECONNECT_ACTION)(link_button)
     bolt.action(SWITCH_ACTION)(link_button)
@@ -60,69 +62,71 @@ async def link_button(ack: AsyncAck) -> None:
     await ack()
 
 
-async def snooze(deps: Deps, *, body: dict[str, Any]) -> None:
+async def snooze(services: Services, *, body: dict[str, Any]) -> None:
     """The Reconnect Gmail DM's Remind me tomorrow button."""
     user_id = body["user"]["id"]
     prompt_id = _clicked_id(body)
     if prompt_id is None:
         return
-    snoozed = await deps.prompter.snooze(prompt_id, slack_user_id=user_id, actor=f"slack:{user_id}")
+    snoozed = await services.prompter.snooze(prompt_id, slack_user_id=user_id, actor=slack_actor(user_id))
     if snoozed is None:
         log.info("Snooze of prompt %s by %s ignored: not their open prompt", prompt_id, user_id)
 
 
 async def disconnect(
-    deps: Deps, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    services: Services, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
 ) -> None:
     """Disconnect (confirmed in Slack's dialog): revoke at Google, delete the tokens, show the new state."""
     user_id = body["user"]["id"]
-    locale = await deps.users.locale(user_id)
-    account = await deps.accounts.find_by_slack_id(user_id)
+    locale = await services.users.locale(user_id)
+    account = await services.accounts.find_by_slack_id(user_id)
     if account is None or str(account.id) != _clicked_value(body):
-        await _show(deps, body, client, respond, notice=text(locale, "slack.status.not_yours"))
+        await _show(services, body, client, respond, notice=text(locale, "slack.status.not_yours"))
         return
-    done = await deps.tokens.disconnect(account.id, actor=f"slack:{user_id}")
-    await deps.prompter.dismiss(user_id, actor=f"slack:{user_id}")
+    done = await services.tokens.disconnect(account.id, actor=slack_actor(user_id))
+    await services.prompter.dismiss(user_id, actor=slack_actor(user_id))
     key = (
         "slack.status.disconnected_done"
         if done.revoked_at_google or not done.had_tokens
         else ("slack.status.disconnected_not_revoked")
     )
-    await _show(deps, body, client, respond, notice=text(locale, key))
+    await _show(services, body, client, respond, notice=text(locale, key))
 
 
 async def link_account(
-    deps: Deps, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    services: Services, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
 ) -> None:
     """Link x@gmail.com: attach the unlinked row whose email is the user's Slack email to this user."""
     user_id = body["user"]["id"]
-    locale = await deps.users.locale(user_id)
-    offered = await deps.linkable_account(user_id)
+    locale = await services.users.locale(user_id)
+    offered = await linkable_account(services, user_id)
     if offered is None or str(offered.id) != _clicked_value(body):
-        await _show(deps, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
+        await _show(services, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
         return
     try:
-        linked = await deps.accounts.link_slack_user(
-            slack_user_id=user_id, user_id=offered.user_id, actor=f"slack:{user_id}"
+        linked = await services.accounts.link_slack_user(
+            slack_user_id=user_id, user_id=offered.user_id, actor=slack_actor(user_id)
         )
     except (Conflict, NotFound) as error:
         log.info("Linking %s to Slack user %s refused: %s", offered.user_id, user_id, error)
-        await _show(deps, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
+        await _show(services, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
         return
-    await _show(deps, body, client, respond, notice=text(locale, "slack.status.linked", email=linked.email))
+    await _show(
+        services, body, client, respond, notice=text(locale, "slack.status.linked", email=linked.email)
+    )
 
 
 async def _show(
-    deps: Deps, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, *, notice: str
+    services: Services, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, *, notice: str
 ) -> None:
     """Redraw the card the click came from (the App Home, or the ephemeral /gmail-status card)."""
     user_id = body["user"]["id"]
     team_id = (body.get("team") or {}).get("id")
     if (body.get("container") or {}).get("type") == "view":
-        await refresh_home(deps, client, user_id, team_id, notice=notice)
+        await refresh_home(services, client, user_id, team_id, notice=notice)
         return
-    locale = await deps.users.locale(user_id)
-    view = await deps.status_view(user_id, team_id, notice=notice)
+    locale = await services.users.locale(user_id)
+    view = await status_view(services, user_id, team_id, notice=notice)
     await respond(
         blocks=status_card(view, locale),
         text=notice,

@@ -7,7 +7,6 @@ every refusal, goes to the audit log.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -18,50 +17,51 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from bot.google.health import Cause, effective_status, testing_expiry_near
 from bot.google.token_service import Outcome
 from bot.i18n import text
+from bot.services import Services
 from bot.slack.blocks.admin import Overview, admin_overview
 from bot.slack.blocks.elements import NUDGE_ALL_ACTION
 from bot.slack.blocks.status import notice_blocks
+from bot.slack.ids import mentioned_user, slack_actor
 from bot.slack.prompter import Delivery
-from handlers.slack import Deps
+from storage import audit
 from storage.models import Account, Status
 
 VERBS = frozenset({"all", "nudge"})
 NUDGE_CONCURRENCY = 8
-_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>|@?([UW][A-Z0-9]{2,})")
 
 Answer = tuple[list[dict[str, Any]], str]
 
 
-def register(bolt: Any, deps: Deps) -> None:
+def register(bolt: Any, services: Services) -> None:
     """Add the admin buttons."""
 
     async def on_nudge_all(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        await nudge_all(deps, body=body, respond=respond)
+        await nudge_all(services, body=body, respond=respond)
 
     bolt.action(NUDGE_ALL_ACTION)(on_nudge_all)
 
 
-async def answer(deps: Deps, user_id: str, verb: str, arguments: list[str], locale: str) -> Answer:
+async def answer(services: Services, user_id: str, verb: str, arguments: list[str], locale: str) -> Answer:
     """The answer to `/gmail-status all` or `/gmail-status nudge …` (or a refusal for non-admins)."""
-    if not deps.is_admin(user_id):
-        await deps.audit(user_id, "admin.refused", command=verb)
+    if not services.settings.is_admin(user_id):
+        await _audit(services, user_id, "admin.refused", command=verb)
         return _line(text(locale, "slack.admin.refused", argument=verb))
     if verb == "all":
-        overview = await health_overview(deps)
-        await deps.audit(user_id, "admin.overview_viewed", attention=len(overview.attention))
+        overview = await health_overview(services)
+        await _audit(services, user_id, "admin.overview_viewed", attention=len(overview.attention))
         return admin_overview(overview, locale), text(
             locale, "slack.admin.title", total=sum(overview.counts.values())
         )
-    return await nudge(deps, user_id, arguments, locale)
+    return await nudge(services, user_id, arguments, locale)
 
 
-async def health_overview(deps: Deps) -> Overview:
+async def health_overview(services: Services) -> Overview:
     """Counts by status (as the stored data shows it) and the accounts only their users can fix."""
     counts: Counter[Status] = Counter()
     attention: list[tuple[Account, Status, str | None]] = []
-    for account in await deps.accounts.list():
-        status, cause = effective_status(account, deps.settings.required_capabilities)
+    for account in await services.accounts.list():
+        status, cause = effective_status(account, services.settings.required_capabilities)
         counts[status] += 1
         if status.needs_user:
             attention.append((account, status, cause))
@@ -69,24 +69,24 @@ async def health_overview(deps: Deps) -> Overview:
     return Overview(counts=dict(counts), attention=attention, nudgeable=nudgeable)
 
 
-async def nudge(deps: Deps, admin_id: str, arguments: list[str], locale: str) -> Answer:
+async def nudge(services: Services, admin_id: str, arguments: list[str], locale: str) -> Answer:
     """Send one user the Reconnect Gmail DM now (checking with Google first when the stored status is good)."""
-    match = _MENTION.fullmatch(arguments[0]) if len(arguments) == 1 else None
-    if match is None:
+    target = mentioned_user(arguments[0]) if len(arguments) == 1 else None
+    if target is None:
         return _line(text(locale, "slack.admin.nudge_usage"))
-    target = match.group(1) or match.group(2)
-    account = await deps.accounts.find_by_slack_id(target)
-    cause, reason = await _cause_for(deps, account)
+    account = await services.accounts.find_by_slack_id(target)
+    cause, reason = await _cause_for(services, account)
     if cause is None:
-        await deps.audit(admin_id, "admin.nudged", target=target, delivery="not_sent", reason=reason)
+        await _audit(services, admin_id, "admin.nudged", target=target, delivery="not_sent", reason=reason)
         if reason == "unavailable":
             return _line(text(locale, "slack.admin.nudge_unavailable", user=target))
         assert account is not None
         return _line(text(locale, "slack.admin.nudge_healthy", user=target, email=account.email or "-"))
-    result = await deps.prompter.send(
-        target, account=account, cause=cause, actor=f"slack:{admin_id}", respect_snooze=False
+    result = await services.prompter.send(
+        target, account=account, cause=cause, actor=slack_actor(admin_id), respect_snooze=False
     )
-    await deps.audit(
+    await _audit(
+        services,
         admin_id,
         "admin.nudged",
         target=target,
@@ -101,46 +101,46 @@ async def nudge(deps: Deps, admin_id: str, arguments: list[str], locale: str) ->
     return _line(text(locale, key, user=target, label=label))
 
 
-async def _cause_for(deps: Deps, account: Account | None) -> tuple[Cause | None, str]:
+async def _cause_for(services: Services, account: Account | None) -> tuple[Cause | None, str]:
     """Why this user should reconnect; (None, reason) when they should not be asked now."""
     if account is None:
         return Cause.MISSING, "no_account"
-    status, _ = effective_status(account, deps.settings.required_capabilities)
+    status, _ = effective_status(account, services.settings.required_capabilities)
     cause = Cause.of(status)
     if cause is not None:
         return cause, "stored_status"
-    access = await deps.tokens.access(account)
+    access = await services.tokens.access(account)
     if access.outcome is Outcome.UNAVAILABLE:
         return None, "unavailable"
     if not access.ok:
         return Cause.of(access.account.status) or Cause.EXPIRED, "checked"
-    if deps.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
+    if services.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
         return Cause.TESTING_EXPIRY, "checked"
     return None, "healthy"
 
 
-async def nudge_all(deps: Deps, *, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def nudge_all(services: Services, *, body: dict[str, Any], respond: AsyncRespond) -> None:
     """Nudge all unhealthy: every linked user who must reconnect gets the DM (snoozed users are skipped)."""
     admin_id = body["user"]["id"]
-    locale = await deps.users.locale(admin_id)
-    if not deps.is_admin(admin_id):
-        await deps.audit(admin_id, "admin.refused", command="nudge-all")
+    locale = await services.users.locale(admin_id)
+    if not services.settings.is_admin(admin_id):
+        await _audit(services, admin_id, "admin.refused", command="nudge-all")
         line = text(locale, "slack.admin.refused", argument="all")
         await respond(
             text=line, blocks=notice_blocks(line), response_type="ephemeral", replace_original=False
         )
         return
-    overview = await health_overview(deps)
+    overview = await health_overview(services)
     limit = asyncio.Semaphore(NUDGE_CONCURRENCY)
 
     async def one(account: Account, status: Status) -> Delivery:
         assert account.slack_user_id is not None
         async with limit:
-            result = await deps.prompter.send(
+            result = await services.prompter.send(
                 account.slack_user_id,
                 account=account,
                 cause=Cause.of(status) or Cause.EXPIRED,
-                actor=f"slack:{admin_id}",
+                actor=slack_actor(admin_id),
             )
         return result.delivery
 
@@ -151,10 +151,21 @@ async def nudge_all(deps: Deps, *, body: dict[str, Any], respond: AsyncRespond) 
     )
     counts = {str(delivery): deliveries.get(delivery, 0) for delivery in Delivery}
     unlinked = len(overview.attention) - overview.nudgeable
-    await deps.audit(admin_id, "admin.nudged_all", unlinked=unlinked, **counts)
+    await _audit(services, admin_id, "admin.nudged_all", unlinked=unlinked, **counts)
     line = text(locale, "slack.admin.nudge_all_done", unlinked=unlinked, **counts)
     await respond(text=line, blocks=notice_blocks(line), response_type="ephemeral", replace_original=False)
 
 
 def _line(line: str) -> Answer:
     return notice_blocks(line), line
+
+
+async def _audit(services: Services, slack_user_id: str, action: str, **details: Any) -> None:
+    """Record what a Slack user did (admin actions, refusals) in the audit log."""
+    await audit.append(
+        services.pool,
+        actor=slack_actor(slack_user_id),
+        action=action,
+        slack_user_id=slack_user_id,
+        details=details,
+    )

@@ -11,8 +11,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.i18n import text
+from bot.services import Services
 from bot.slack.blocks.status import help_blocks, status_card
-from handlers.slack import Deps, admin
+from handlers.slack import admin
+from handlers.slack.status_view import status_view
 
 log = logging.getLogger(__name__)
 
@@ -20,38 +22,43 @@ COMMAND = "/gmail-status"
 HELP_WORDS = frozenset({"help", "도움말"})
 
 
-def register(bolt: Any, deps: Deps) -> None:
+def register(bolt: Any, services: Services) -> None:
     """Add the slash command."""
 
     async def on_gmail_status(
         ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
-        await gmail_status(deps, ack=ack, command=command, client=client, respond=respond)
+        await gmail_status(services, ack=ack, command=command, client=client, respond=respond)
 
     bolt.command(COMMAND)(on_gmail_status)
 
 
 async def gmail_status(
-    deps: Deps, *, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    services: Services,
+    *,
+    ack: AsyncAck,
+    command: dict[str, Any],
+    client: AsyncWebClient,
+    respond: AsyncRespond,
 ) -> None:
     """Acknowledge at once, then answer with an ephemeral message in the user's language."""
     await ack()
     user_id = command["user_id"]
     words = (command.get("text") or "").split()
     verb = words[0].lower() if words else ""
-    locale = await deps.users.locale(user_id)
+    locale = await services.users.locale(user_id)
     if verb in admin.VERBS:
-        blocks, fallback = await admin.answer(deps, user_id, verb, words[1:], locale)
+        blocks, fallback = await admin.answer(services, user_id, verb, words[1:], locale)
     elif verb:
         notice = (
             None
             if verb in HELP_WORDS
             else text(locale, "slack.status.unknown_argument", argument=words[0][:50])
         )
-        blocks = help_blocks(locale, admin=deps.is_admin(user_id), notice=notice)
+        blocks = help_blocks(locale, admin=services.settings.is_admin(user_id), notice=notice)
         fallback = text(locale, "slack.help")
     else:
-        view = await deps.status_view(user_id, command.get("team_id"))
+        view = await status_view(services, user_id, command.get("team_id"))
         blocks = status_card(view, locale)
         fallback = text(locale, "slack.status.title")
     await post_ephemeral(

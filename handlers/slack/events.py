@@ -6,34 +6,40 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.services import Services
 from bot.slack.blocks.status import home_view
-from handlers.slack import Deps
+from handlers.slack.status_view import status_view
 
 
-def register(bolt: Any, deps: Deps) -> None:
+def register(bolt: Any, services: Services) -> None:
     """Add the event listeners."""
 
     async def on_app_home_opened(
         event: dict[str, Any], client: AsyncWebClient, context: dict[str, Any]
     ) -> None:
-        await app_home_opened(deps, event=event, client=client, team_id=context.get("team_id"))
+        await app_home_opened(services, event=event, client=client, team_id=context.get("team_id"))
 
     bolt.event("app_home_opened")(on_app_home_opened)
 
 
 async def app_home_opened(
-    deps: Deps, *, event: dict[str, Any], client: AsyncWebClient, team_id: str | None
+    services: Services, *, event: dict[str, Any], client: AsyncWebClient, team_id: str | None
 ) -> None:
     """Publish the user's status card on their Home tab (the Messages tab needs nothing)."""
     if event.get("tab", "home") != "home":
         return
-    await refresh_home(deps, client, event["user"], team_id)
+    await refresh_home(services, client, event["user"], team_id)
 
 
 async def refresh_home(
-    deps: Deps, client: AsyncWebClient, slack_user_id: str, team_id: str | None, *, notice: str | None = None
+    services: Services,
+    client: AsyncWebClient,
+    slack_user_id: str,
+    team_id: str | None,
+    *,
+    notice: str | None = None,
 ) -> None:
     """Publish the user's current status card on their Home tab."""
-    locale = await deps.users.locale(slack_user_id)
-    view = await deps.status_view(slack_user_id, team_id, notice=notice)
+    locale = await services.users.locale(slack_user_id)
+    view = await status_view(services, slack_user_id, team_id, notice=notice)
     await client.views_publish(user_id=slack_user_id, view=home_view(view, locale))

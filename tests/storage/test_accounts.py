@@ -16,7 +16,7 @@ from storage.crypto import generate_key
 from storage.errors import Conflict, NotFound, TokenUnreadable
 from storage.models import Status, TokenGrant
 from storage.scopes import Capability
-from tests.helpers import load_legacy_seed
+from tests.helpers import account_by_user_id, load_legacy_seed
 
 GMAIL = "https://www.googleapis.com/auth/"
 
@@ -52,13 +52,13 @@ async def test_find_by_slack_id_and_user_id_on_legacy_rows(legacy_accounts: Acco
     assert heejae.expiry == datetime(2025, 8, 18, 10, 0, tzinfo=UTC)
     assert heejae.has_refresh_token and heejae.is_equipped is False
 
-    eagle = await legacy_accounts.find_by_user_id("b6ea2ee0-a15a-5cf4-93a9-a9ca20d4c4a0")
+    eagle = await account_by_user_id(legacy_accounts, "b6ea2ee0-a15a-5cf4-93a9-a9ca20d4c4a0")
     assert eagle is not None
     assert eagle.slack_user_id == "U0EAGLE0914"
     assert not eagle.has_access_token and not eagle.has_refresh_token and eagle.is_equipped is True
     assert await legacy_accounts.read_tokens(eagle.id) is None
 
-    unknown = await legacy_accounts.find_by_user_id("unknown")
+    unknown = await account_by_user_id(legacy_accounts, "unknown")
     assert unknown is not None and unknown.capabilities == frozenset()
     assert await legacy_accounts.find_by_slack_id("UNOBODY") is None
     assert await legacy_accounts.find_by_slack_id("") is None
@@ -68,7 +68,7 @@ async def test_list_filters_by_status(legacy_accounts: Accounts) -> None:
     everyone = await legacy_accounts.list()
     assert [a.user_id for a in everyone] == sorted(a.user_id for a in everyone) and len(everyone) == 6
 
-    heejae = await legacy_accounts.find_by_user_id("heejae")
+    heejae = await account_by_user_id(legacy_accounts, "heejae")
     assert heejae is not None
     await legacy_accounts.set_status(
         heejae.id, status=Status.EXPIRED, cause="Token has been expired or revoked.", actor="test"
@@ -152,7 +152,7 @@ async def test_store_tokens_refuses_a_row_linked_to_someone_else(legacy_accounts
         await legacy_accounts.store_tokens(
             grant=grant(), actor="oauth", slack_user_id="U0OTHER", user_id="heejae"
         )
-    tokens = await legacy_accounts.read_tokens((await legacy_accounts.find_by_user_id("heejae")).id)  # type: ignore[union-attr]
+    tokens = await legacy_accounts.read_tokens((await account_by_user_id(legacy_accounts, "heejae")).id)  # type: ignore[union-attr]
     assert tokens is not None and tokens.access_token == "ya29.heejae-access"
 
 
@@ -228,7 +228,7 @@ async def test_rotation_encrypts_legacy_plain_rows(
 
     assert await encrypting.reencrypt_all(actor="cli") == 3  # the three seed 000 rows; NULL rows stay NULL
 
-    heejae = await encrypting.find_by_user_id("heejae")
+    heejae = await account_by_user_id(encrypting, "heejae")
     assert heejae is not None
     tokens = await encrypting.read_tokens(heejae.id)
     assert tokens is not None and tokens.refresh_token == "1//heejae-refresh"

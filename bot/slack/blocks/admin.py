@@ -26,6 +26,7 @@ from bot.slack.blocks.elements import (
     shorten,
 )
 from storage.models import Account, Status
+from storage.runs import Result
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,12 @@ class RunSummaryView:
         return sum(1 for _, status, _ in self.attention if status.needs_user)
 
 
-_OUTCOMES = ("digest", "checked", "prompted", "snoozed", "unavailable", "skipped", "failed")
-
-
 def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]], str]:
     """The admin channel's message about one run, edited as users reconnect: "3 → 1 need attention"."""
     kind = text(locale, f"slack.summary.kind.{view.kind}")
     outcomes = " · ".join(
         text(locale, f"slack.summary.outcome.{name}", count=view.outcomes[name])
-        for name in _OUTCOMES
+        for name in Result
         if view.outcomes.get(name)
     )
     counts = _status_counts(view.counts, locale)

@@ -40,9 +40,6 @@ SECTION_LIMIT = 2900
 BUTTON_TEXT_LIMIT = 75
 
 
-DISPLAY_ZONE = ZoneInfo("Asia/Seoul")
-
-
 EMOJI = {
     Status.HEALTHY: "✅",
     Status.UNKNOWN: "⏳",
@@ -85,7 +82,8 @@ def button_text(value: str) -> str:
     return shorten(value, BUTTON_TEXT_LIMIT)
 
 
-def local_time(moment: datetime | None, locale: str) -> str:
+def local_time(moment: datetime | None, locale: str, zone: ZoneInfo) -> str:
+    """A moment as users read it, in BRIEFING_TIMEZONE with its abbreviation (2026-12-01 09:00 KST)."""
     if moment is None:
         return text(locale, "slack.status.never")
-    return moment.astimezone(DISPLAY_ZONE).strftime("%Y-%m-%d %H:%M KST")
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -29,6 +30,7 @@ class PromptView:
     email: str | None
     reconnect_url: str
     link_expires_at: datetime
+    zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
     snoozed: bool = False
     first_connection: bool = False  # the user has no row yet: "Connect Gmail" rather than "Reconnect"
 
@@ -55,7 +57,7 @@ def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], s
             )
         )
     blocks.append(ActionsBlock(block_id="reconnect_prompt_actions", elements=buttons))
-    notes = [text(locale, "slack.dm.link_expires", when=local_time(view.link_expires_at, locale))]
+    notes = [text(locale, "slack.dm.link_expires", when=local_time(view.link_expires_at, locale, view.zone))]
     if view.email:
         notes.insert(0, text(locale, "slack.dm.account", email=view.email))
     if view.snoozed:

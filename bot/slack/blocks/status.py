@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -41,6 +42,7 @@ class StatusView:
     status: Status
     reconnect_url: str
     switch_url: str
+    zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
     offer: Account | None = None  # an unlinked row with the user's Slack email, offered for linking
     notice: str | None = None  # one line above the card saying what just happened (e.g. "Disconnected")
 
@@ -86,16 +88,18 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
                         )
                     ),
                     MarkdownTextObject(
-                        text=text(locale, "slack.status.expiry", when=local_time(account.expiry, locale))
+                        text=text(
+                            locale, "slack.status.expiry", when=local_time(account.expiry, locale, view.zone)
+                        )
                     ),
                     MarkdownTextObject(
                         text=text(
                             locale,
                             "slack.status.last_refresh",
-                            when=local_time(account.last_refresh_at, locale),
+                            when=local_time(account.last_refresh_at, locale, view.zone),
                         )
                     ),
-                    MarkdownTextObject(text=_last_fetch(account, locale)),
+                    MarkdownTextObject(text=_last_fetch(account, locale, view.zone)),
                 ]
             )
         )
@@ -162,7 +166,7 @@ def home_view(view: StatusView, locale: str) -> dict[str, Any]:
     return {"type": "home", "blocks": [intro, *status_card(view, locale)]}
 
 
-def _last_fetch(account: Account, locale: str) -> str:
+def _last_fetch(account: Account, locale: str, zone: ZoneInfo) -> str:
     if account.last_fetch_at is None:
         result = ""
     elif account.last_fetch_result == "ok":
@@ -172,7 +176,7 @@ def _last_fetch(account: Account, locale: str) -> str:
             locale, "slack.status.fetch_failed", reason=shorten(account.last_fetch_result or "?", 200)
         )
     return text(
-        locale, "slack.status.last_fetch", when=local_time(account.last_fetch_at, locale), result=result
+        locale, "slack.status.last_fetch", when=local_time(account.last_fetch_at, locale, zone), result=result
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, BRIEFING, LINKS, POOL, PROMPTER
+from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
 from bot.slack.blocks.elements import RECONNECT_ACTION
 from tests.fakes.google import FakeGoogle
@@ -33,12 +33,12 @@ async def reconnect(
 ) -> None:
     """The user clicks Reconnect Gmail in their DM and consents as the same Google account."""
     google.consent.email = f"{slack_id.lower()}@gmail.com"
-    prompt = await app[PROMPTER].prompts.open_for(slack_id)
+    prompt = await app[SERVICES].prompts.open_for(slack_id)
     if prompt is not None:
         message = fake.messages[prompt.channel_id or "", prompt.message_ts or ""]
         url = buttons(message["blocks"])[RECONNECT_ACTION]["url"]
     else:
-        url = app[LINKS].new_url(slack_id)
+        url = app[SERVICES].links.new_url(slack_id)
     status, _, _ = await visit(browser, url)
     assert status == 200
 
@@ -51,7 +51,7 @@ async def test_the_missed_briefing_is_posted_once_after_a_reconnection(
     await healthy(app, fake_google, "U0GONE", expiring=True)
     fake_google.revoke_refresh_token("1//U0GONE")
     fake_google.add_message("u0gone@gmail.com", sender="Kim", subject="Budget", snippet="Numbers")
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
     assert [line.result for line in report.accounts] == [Result.PROMPTED]
     assert digests(fake_slack, "U0GONE") == []
 
@@ -59,14 +59,14 @@ async def test_the_missed_briefing_is_posted_once_after_a_reconnection(
 
     await eventually(lambda: len(digests(fake_slack, "U0GONE")) == 1)
     assert "Budget" in block_text(digests(fake_slack, "U0GONE")[0]["blocks"])
-    outcome = await app[POOL].fetchval("SELECT outcome FROM briefing_run_items")
+    outcome = await app[SERVICES].pool.fetchval("SELECT outcome FROM briefing_run_items")
     assert outcome == "digest"
 
     # Reconnecting again the same day (say, to switch accounts) confirms again, but the briefing is not repeated.
     confirmations = len(dms(fake_slack, "U0GONE"))
     await reconnect(app, fake_slack, fake_google, browser, "U0GONE")
     await eventually(lambda: len(dms(fake_slack, "U0GONE")) == confirmations + 1)
-    await app[BRIEFING].reconnected(await app[ACCOUNTS].get(report.accounts[0].account.id))
+    await app[SERVICES].briefing.reconnected(await app[SERVICES].accounts.get(report.accounts[0].account.id))
     assert len(digests(fake_slack, "U0GONE")) == 1
 
 
@@ -77,14 +77,14 @@ async def test_no_missed_briefing_before_the_run_or_in_check_mode(
     fake_slack.add_user("U0GONE", locale="en-US")
     await healthy(app, fake_google, "U0GONE", expiring=True)
     fake_google.revoke_refresh_token("1//U0GONE")
-    await app[BRIEFING].run(Kind.PREFLIGHT)  # prompts, but today's briefing has not run
+    await app[SERVICES].briefing.run(Kind.PREFLIGHT)  # prompts, but today's briefing has not run
 
     await reconnect(app, fake_slack, fake_google, browser, "U0GONE")
     await eventually(lambda: any("connected again" in m["text"] for m in dms(fake_slack, "U0GONE")))
-    await app[BRIEFING].run(Kind.BRIEFING)
-    account = await app[ACCOUNTS].find_by_slack_id("U0GONE")
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
+    account = await app[SERVICES].accounts.find_by_slack_id("U0GONE")
     assert account is not None
-    await app[BRIEFING].reconnected(account)
+    await app[SERVICES].briefing.reconnected(account)
 
     assert digests(fake_slack, "U0GONE") == []  # check mode: another service posts the briefing
     assert account.last_fetch_result == "ok"  # but the health work was done
@@ -101,7 +101,7 @@ async def test_the_admin_summary_is_edited_as_users_reconnect(
     fake_google.revoke_refresh_token("1//U0GONE1")
     fake_google.revoke_refresh_token("1//U0GONE2")
 
-    await app[BRIEFING].run(Kind.BRIEFING)
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     (summary,) = summaries(fake_slack)
     first = block_text(summary["blocks"])
@@ -126,11 +126,11 @@ async def test_a_summary_that_slack_refuses_does_not_fail_the_run(
     fake_slack.add_user("U0OK")
     await healthy(app, fake_google, "U0OK")
 
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert [line.result for line in report.accounts] == [Result.DIGEST]
-    assert await app[POOL].fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs")
-    assert await app[POOL].fetchval("SELECT summary_ts FROM briefing_runs") is None
+    assert await app[SERVICES].pool.fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs")
+    assert await app[SERVICES].pool.fetchval("SELECT summary_ts FROM briefing_runs") is None
 
 
 async def test_the_next_days_reminder_edits_the_same_dm(
@@ -140,17 +140,17 @@ async def test_the_next_days_reminder_edits_the_same_dm(
     fake_slack.add_user("U0GONE", locale="en-US")
     await healthy(app, fake_google, "U0GONE", expiring=True)
     fake_google.revoke_refresh_token("1//U0GONE")
-    await app[BRIEFING].run(Kind.BRIEFING)
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
     (first,) = dms(fake_slack, "U0GONE")
     # A day passes: today's run becomes yesterday's.
-    await app[POOL].execute("UPDATE briefing_runs SET day = day - 1")
+    await app[SERVICES].pool.execute("UPDATE briefing_runs SET day = day - 1")
 
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert [line.result for line in report.accounts] == [Result.PROMPTED]
     (reminder,) = dms(fake_slack, "U0GONE")
     assert reminder["ts"] == first["ts"] and len(fake_slack.calls_to("chat.update")) == 1
-    prompt = await app[PROMPTER].prompts.open_for("U0GONE")
+    prompt = await app[SERVICES].prompts.open_for("U0GONE")
     assert prompt is not None and prompt.sent_count == 2
 
 
@@ -161,12 +161,12 @@ async def test_testing_mode_warns_a_day_before_google_ends_the_connection(
     for slack_id in ("U0OLD", "U0NEW"):
         fake_slack.add_user(slack_id, locale="en-US")
         await healthy(app, fake_google, slack_id)
-    await app[POOL].execute(
+    await app[SERVICES].pool.execute(
         "UPDATE gmail_tokens SET refresh_token_issued_at = now() - $1::interval WHERE metadata->>'slack_user_id' = 'U0OLD'",
         timedelta(days=6, hours=12),
     )
 
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     results = {line.account.slack_user_id: line.result for line in report.accounts}
     assert results == {"U0OLD": Result.DIGEST, "U0NEW": Result.DIGEST}  # both still work today

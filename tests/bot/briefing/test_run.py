@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, BRIEFING, POOL
+from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
 from bot.slack.client import PRIME_AT_LEAST
 from storage.models import Status
@@ -21,7 +21,7 @@ SEED_SLACK_IDS = {"U0HAPPYBELL", "U0EAGLE0914", "U091UNVE41M"}  # seed 000 and s
 
 
 async def audit_count(app: web.Application) -> int:
-    return int(await app[POOL].fetchval("SELECT count(*) FROM audit_log"))
+    return int(await app[SERVICES].pool.fetchval("SELECT count(*) FROM audit_log"))
 
 
 async def test_a_run_over_legacy_and_healthy_accounts(
@@ -43,7 +43,7 @@ async def test_a_run_over_legacy_and_healthy_accounts(
     )
     fake_google.add_message("u0stale@gmail.com", sender="Park", subject="Read", snippet="y", unread=False)
 
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     results = {line.account.slack_user_id: line.result for line in report.accounts}
     assert results == {
@@ -56,22 +56,24 @@ async def test_a_run_over_legacy_and_healthy_accounts(
     assert "(1)" in fresh and "Q4 &lt;plan&gt;" in fresh and "Kim &lt;kim@example.com&gt;" in fresh
     assert "Old" not in fresh  # older than a day
     assert "No unread mail" in block_text(dms(fake_slack, "U0STALE")[0]["blocks"])
-    stale = await app[ACCOUNTS].find_by_slack_id("U0STALE")
+    stale = await app[SERVICES].accounts.find_by_slack_id("U0STALE")
     assert stale is not None and stale.last_refresh_at is not None and stale.expiry is not None
     assert stale.expiry > datetime.now(UTC) + timedelta(minutes=30)  # refreshed before the fetch
     assert (stale.last_fetch_result, stale.last_fetch_messages) == ("ok", 0)
-    gone = await app[ACCOUNTS].find_by_slack_id("U0GONE")
+    gone = await app[SERVICES].accounts.find_by_slack_id("U0GONE")
     assert gone is not None and gone.status is Status.EXPIRED
     assert "Your Gmail needs reconnecting" in block_text(dms(fake_slack, "U0GONE")[0]["blocks"])
     assert "No Gmail token is stored" in block_text(dms(fake_slack, "U0HAPPYBELL")[0]["blocks"])
-    heejae = await app[ACCOUNTS].find_by_slack_id("U091UNVE41M")  # seed 000: tokens Google does not know
+    heejae = await app[SERVICES].accounts.find_by_slack_id(
+        "U091UNVE41M"
+    )  # seed 000: tokens Google does not know
     assert heejae is not None and heejae.status.needs_user
     for slack_id in [*SEED_SLACK_IDS, "U0FRESH", "U0STALE", "U0GONE"]:
         assert len(dms(fake_slack, slack_id)) == 1, slack_id
     for secret in fake_google.issued_secrets:
         assert secret not in str(fake_slack.calls)
 
-    again = await app[BRIEFING].run(Kind.BRIEFING)
+    again = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert again.already_finished and again.accounts == []
     assert len(fake_slack.calls_to("chat.postMessage")) == 2 + 4  # two digests, four prompts: nothing more
@@ -85,7 +87,7 @@ async def test_a_dry_run_changes_and_sends_nothing(
     await healthy(app, fake_google, "U0STALE", expiring=True)
     before = await audit_count(app)
 
-    report = await app[BRIEFING].run(Kind.BRIEFING, dry_run=True)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING, dry_run=True)
 
     results = {line.account.slack_user_id: line.result for line in report.accounts}
     assert results["U0STALE"] is Result.CHECKED
@@ -94,8 +96,8 @@ async def test_a_dry_run_changes_and_sends_nothing(
     assert all(line.detail for line in report.accounts)
     assert fake_slack.calls == [] and fake_google.calls == []
     assert await audit_count(app) == before
-    assert await app[POOL].fetchval("SELECT count(*) FROM briefing_runs") == 0
-    assert await app[POOL].fetchval("SELECT count(*) FROM reconnect_prompts") == 0
+    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM briefing_runs") == 0
+    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM reconnect_prompts") == 0
 
 
 async def test_transient_google_failures_flip_nothing_and_prompt_nobody(
@@ -107,11 +109,11 @@ async def test_transient_google_failures_flip_nothing_and_prompt_nobody(
         await healthy(app, fake_google, slack_id, expiring=True)
     fake_google.fail_token(503, times=9)  # three accounts × three attempts
 
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert {line.result for line in report.accounts} == {Result.UNAVAILABLE}
     assert fake_slack.calls_to("chat.postMessage") == []
-    for account in await app[ACCOUNTS].list():
+    for account in await app[SERVICES].accounts.list():
         assert account.status is Status.HEALTHY
 
 
@@ -123,21 +125,21 @@ async def test_gmail_refusing_the_token_or_the_scope_prompts_the_user(
     account = await healthy(app, fake_google, "U0A")
     fake_google.fail_gmail(401)
 
-    report = await app[BRIEFING].run(Kind.BRIEFING, only=["U0A"])
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING, only=["U0A"])
 
     assert [line.result for line in report.accounts] == [Result.PROMPTED]
-    after = await app[ACCOUNTS].get(account.id)
+    after = await app[SERVICES].accounts.get(account.id)
     assert (
         after.status is Status.EXPIRED
         and after.last_fetch_result
         == "Gmail answered HTTP 401 (Request had invalid authentication credentials.)"
     )
 
-    await app[ACCOUNTS].set_status(account.id, status=Status.HEALTHY, cause=None, actor="test")
+    await app[SERVICES].accounts.set_status(account.id, status=Status.HEALTHY, cause=None, actor="test")
     fake_google.fail_gmail(403)
-    await app[BRIEFING].run(Kind.BRIEFING, only=["U0A"])
+    await app[SERVICES].briefing.run(Kind.BRIEFING, only=["U0A"])
 
-    assert (await app[ACCOUNTS].get(account.id)).status is Status.INSUFFICIENT_SCOPE
+    assert (await app[SERVICES].accounts.get(account.id)).status is Status.INSUFFICIENT_SCOPE
     (prompt,) = dms(fake_slack, "U0A")  # the same DM, edited
     assert "missing a Gmail permission" in block_text(prompt["blocks"])
 
@@ -152,7 +154,9 @@ async def test_two_runners_at_once_process_each_account_once(
         await healthy(app, fake_google, slack_id)
     fake_google.gmail_delay = 0.02
 
-    first, second = await asyncio.gather(app[BRIEFING].run(Kind.BRIEFING), app[BRIEFING].run(Kind.BRIEFING))
+    first, second = await asyncio.gather(
+        app[SERVICES].briefing.run(Kind.BRIEFING), app[SERVICES].briefing.run(Kind.BRIEFING)
+    )
 
     processed = [line.account.slack_user_id for line in first.accounts + second.accounts]
     assert sorted(processed) == slack_ids
@@ -168,29 +172,32 @@ async def test_a_run_killed_halfway_finishes_without_a_second_dm(
         fake_slack.add_user(slack_id)
         await healthy(app, fake_google, slack_id)
     # The first process: it handled three accounts, claimed a fourth, and died.
-    dead = Runs(app[ACCOUNTS])
-    run = await dead.begin("briefing", datetime.now(app[BRIEFING].settings.briefing_timezone).date())
+    dead = Runs(app[SERVICES].accounts)
+    run = await dead.begin("briefing", datetime.now(app[SERVICES].briefing.settings.briefing_timezone).date())
+    handled = None
     for _ in range(3):
-        claim = await dead.claim(run)
+        claim = await dead.claim(run, after=handled)
         assert claim is not None and claim.account is not None and claim.stored is not None
-        await dead.done(run, Done(claim.account_id, "digest"))
-    crashed = await dead.claim(run)
+        handled = Done(claim.account_id, "digest")
+    crashed = await dead.claim(run, after=handled)  # records the third as done, as a worker does
     assert crashed is not None
-    await app[POOL].execute(
+    await app[SERVICES].pool.execute(
         "UPDATE briefing_run_items SET claimed_at = now() - interval '1 hour' WHERE account_id = $1",
         crashed.account_id,
     )
 
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
-    done_before = {a.slack_user_id for a in await app[ACCOUNTS].list()} - {
+    done_before = {a.slack_user_id for a in await app[SERVICES].accounts.list()} - {
         line.account.slack_user_id for line in report.accounts
     }
     assert len(report.accounts) == 3 and len(done_before) == 3
     assert crashed.account_id in {line.account.id for line in report.accounts}
     for slack_id in slack_ids:
         assert len(dms(fake_slack, slack_id)) == (0 if slack_id in done_before else 1)
-    assert await app[POOL].fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs WHERE id = $1", run.id)
+    assert await app[SERVICES].pool.fetchval(
+        "SELECT finished_at IS NOT NULL FROM briefing_runs WHERE id = $1", run.id
+    )
 
 
 async def test_accounts_removed_or_unlinked_after_the_run_began_are_skipped(
@@ -200,20 +207,22 @@ async def test_accounts_removed_or_unlinked_after_the_run_began_are_skipped(
     for slack_id in ("U0KEPT", "U0GONE", "U0UNLINKED"):
         fake_slack.add_user(slack_id)
         await healthy(app, fake_google, slack_id)
-    runs = Runs(app[ACCOUNTS])
-    run = await runs.begin("briefing", datetime.now(app[BRIEFING].settings.briefing_timezone).date())
+    runs = Runs(app[SERVICES].accounts)
+    run = await runs.begin("briefing", datetime.now(app[SERVICES].briefing.settings.briefing_timezone).date())
     # After the run's items were made: one row deleted by hand, one unlinked from its Slack user.
-    await app[POOL].execute("DELETE FROM gmail_tokens WHERE metadata->>'slack_user_id' = 'U0GONE'")
-    await app[POOL].execute(
+    await app[SERVICES].pool.execute("DELETE FROM gmail_tokens WHERE metadata->>'slack_user_id' = 'U0GONE'")
+    await app[SERVICES].pool.execute(
         """UPDATE gmail_tokens SET metadata = metadata - 'slack_user_id'
             WHERE metadata->>'slack_user_id' = 'U0UNLINKED'"""
     )
 
-    report = await app[BRIEFING].run(Kind.BRIEFING)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert [line.account.slack_user_id for line in report.accounts] == ["U0KEPT"]
     assert await runs.outcomes(run) == {"digest": 1, "skipped": 2}
-    assert await app[POOL].fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs WHERE id = $1", run.id)
+    assert await app[SERVICES].pool.fetchval(
+        "SELECT finished_at IS NOT NULL FROM briefing_runs WHERE id = $1", run.id
+    )
     assert dms(fake_slack, "U0GONE") == [] and dms(fake_slack, "U0UNLINKED") == []
 
 
@@ -226,14 +235,14 @@ async def test_the_run_reads_each_users_stored_language_along_with_the_account(
     for slack_id in ("U0KNOWN", "U0NEW"):
         await healthy(app, fake_google, slack_id)
     # An earlier users.info gave English for U0KNOWN, still fresh: the run does not ask Slack again.
-    await SlackLocales(app[POOL]).put("U0KNOWN", "en-US")
+    await SlackLocales(app[SERVICES].pool).put("U0KNOWN", "en-US")
 
-    await app[BRIEFING].run(Kind.BRIEFING)
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert [call.args["user"] for call in fake_slack.calls_to("users.info")] == ["U0NEW"]
     for slack_id in ("U0KNOWN", "U0NEW"):
         assert "No unread mail" in block_text(dms(fake_slack, slack_id)[0]["blocks"])
-    stored = await app[POOL].fetch("SELECT slack_user_id, locale FROM slack_locales ORDER BY 1")
+    stored = await app[SERVICES].pool.fetch("SELECT slack_user_id, locale FROM slack_locales ORDER BY 1")
     assert [tuple(row) for row in stored] == [("U0KNOWN", "en-US"), ("U0NEW", "en-US")]
 
 
@@ -246,12 +255,12 @@ async def test_the_process_that_begins_a_run_learns_the_languages_from_users_lis
         fake_slack.add_user(slack_id, locale="en-US")
         await healthy(app, fake_google, slack_id)
 
-    await app[BRIEFING].run(Kind.BRIEFING)
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert fake_slack.calls_to("users.info") == [] and len(fake_slack.calls_to("users.list")) == 1
     for slack_id in slack_ids:  # in English, as Slack's users.list said
         assert "No unread mail" in block_text(dms(fake_slack, slack_id)[0]["blocks"])
-    assert await app[POOL].fetchval("SELECT count(*) FROM slack_locales") == len(slack_ids)
+    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM slack_locales") == len(slack_ids)
 
 
 async def test_the_preflight_refreshes_and_prompts_but_posts_no_email(
@@ -265,7 +274,7 @@ async def test_the_preflight_refreshes_and_prompts_but_posts_no_email(
     fake_google.revoke_refresh_token("1//U0GONE")
     fake_google.add_message("u0ok@gmail.com", sender="Kim", subject="Hello", snippet="Hi")
 
-    report = await app[BRIEFING].run(Kind.PREFLIGHT)
+    report = await app[SERVICES].briefing.run(Kind.PREFLIGHT)
 
     results = {line.account.slack_user_id: line.result for line in report.accounts}
     assert results == {"U0OK": Result.CHECKED, "U0GONE": Result.PROMPTED}

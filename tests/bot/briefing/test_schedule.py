@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 
-from bot.appkeys import BRIEFING, POOL, SCHEDULE
+from bot.appkeys import SCHEDULE, SERVICES
 from bot.briefing.run import Kind
 from bot.briefing.schedule import Schedule
 from bot.config import Settings
@@ -28,7 +28,9 @@ def at(hour: int, minute: int, day: int = 21) -> datetime:
 
 
 async def finished_runs(app: web.Application) -> list[str]:
-    rows = await app[POOL].fetch("SELECT kind FROM briefing_runs WHERE finished_at IS NOT NULL ORDER BY id")
+    rows = await app[SERVICES].pool.fetch(
+        "SELECT kind FROM briefing_runs WHERE finished_at IS NOT NULL ORDER BY id"
+    )
     return [row["kind"] for row in rows]
 
 
@@ -62,7 +64,7 @@ async def test_the_runs_are_scheduled_at_their_times_in_seoul(
 ) -> None:
     app = await serve()
     assert not app[SCHEDULE].scheduler.running  # both set to off in the tests' environment
-    schedule = Schedule(make_settings(PREFLIGHT_TIME="08:00", BRIEFING_TIME="09:00"), app[BRIEFING])
+    schedule = Schedule(make_settings(PREFLIGHT_TIME="08:00", BRIEFING_TIME="09:00"), app[SERVICES].briefing)
     await schedule.start(now=at(3, 0))  # nothing due at 03:00
     try:
         upcoming = schedule.next_runs()
@@ -80,7 +82,7 @@ async def test_the_runs_are_scheduled_at_their_times_in_seoul(
 
 async def test_what_is_due_at_start_up(serve: Serve, make_settings: Callable[..., Settings]) -> None:
     app = await serve()
-    schedule = Schedule(make_settings(PREFLIGHT_TIME="08:00", BRIEFING_TIME="09:00"), app[BRIEFING])
+    schedule = Schedule(make_settings(PREFLIGHT_TIME="08:00", BRIEFING_TIME="09:00"), app[SERVICES].briefing)
 
     assert await schedule.due(at(7, 59)) == []
     assert await schedule.due(at(8, 59)) == [Kind.PREFLIGHT]  # restarted during the preflight's grace hour
@@ -88,14 +90,14 @@ async def test_what_is_due_at_start_up(serve: Serve, make_settings: Callable[...
     assert await schedule.due(at(10, 30)) == []  # too late for a 9am briefing
 
     # A run that began today and did not finish (the process was killed) is finished whenever the bot returns.
-    runs = app[BRIEFING].runs
+    runs = app[SERVICES].briefing.runs
     await runs.begin("briefing", at(10, 30).date())
-    await app[POOL].execute(
+    await app[SERVICES].pool.execute(
         "INSERT INTO briefing_run_items (run_id, account_id) SELECT id, 1 FROM briefing_runs"
     )
     assert await schedule.due(at(15, 0)) == [Kind.BRIEFING]
     assert await schedule.due(at(15, 0, day=22)) == []  # but not the next day
-    await app[POOL].execute("UPDATE briefing_runs SET finished_at = now()")
+    await app[SERVICES].pool.execute("UPDATE briefing_runs SET finished_at = now()")
     assert await schedule.due(at(9, 30)) == []  # finished: never again that day
 
 
@@ -148,23 +150,25 @@ async def test_a_shutdown_mid_run_gives_the_accounts_back(
         fake_slack.add_user(f"U0SLOW{n}")
         await healthy(app, fake_google, f"U0SLOW{n}")
     fake_google.gmail_delay = 30  # every fetch hangs until the shutdown
-    schedule = Schedule(make_settings(), app[BRIEFING])
+    schedule = Schedule(make_settings(), app[SERVICES].briefing)
     schedule._spawn(Kind.BRIEFING)
     await eventually_claimed(app, 4)
 
     await schedule.stop()
 
-    states = await app[POOL].fetch("SELECT state, claimed_by FROM briefing_run_items")
+    states = await app[SERVICES].pool.fetch("SELECT state, claimed_by FROM briefing_run_items")
     assert [(row["state"], row["claimed_by"]) for row in states] == [("pending", None)] * 4
     assert await finished_runs(app) == []
     fake_google.gmail_delay = 0
-    report = await app[BRIEFING].run(Kind.BRIEFING)  # the restarted bot finishes it at once
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)  # the restarted bot finishes it at once
     assert len(report.accounts) == 4 and await finished_runs(app) == ["briefing"]
 
 
 async def eventually_claimed(app: web.Application, count: int) -> None:
     for _ in range(200):
-        claimed = await app[POOL].fetchval("SELECT count(*) FROM briefing_run_items WHERE state = 'claimed'")
+        claimed = await app[SERVICES].pool.fetchval(
+            "SELECT count(*) FROM briefing_run_items WHERE state = 'claimed'"
+        )
         if claimed == count:
             return
         await asyncio.sleep(0.02)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.appkeys import POOL
+from bot.appkeys import SERVICES
 from tests.helpers import BASE_ENV, Serve, call, run_async
 
 SECRET = re.compile(r"gmr_[A-Za-z0-9_-]{40,}")
@@ -48,9 +48,9 @@ async def test_create_prints_the_secret_once_and_it_opens_the_api(
     assert secret not in stderr
     reply = await call(app, "GET", "/api/v1/accounts", key=secret)
     assert reply.status == 200, reply.text
-    row = await app[POOL].fetchrow("SELECT row_to_json(k)::text AS r FROM api_keys k")
+    row = await app[SERVICES].pool.fetchrow("SELECT row_to_json(k)::text AS r FROM api_keys k")
     assert row is not None and secret not in row["r"] and secret.removeprefix("gmr_") not in row["r"]
-    created = await app[POOL].fetchrow(
+    created = await app[SERVICES].pool.fetchrow(
         "SELECT actor, details::text AS details FROM audit_log WHERE action = 'api_key.created'"
     )
     assert created is not None and created["actor"] == "cli" and secret not in created["details"]
@@ -68,7 +68,7 @@ async def test_a_second_active_key_with_the_same_name_is_refused(
     assert code == 1
     assert stdout == ""  # no secret of a key that does not exist
     assert "an active API key is already named 'skill-email'" in stderr and "revoke it first" in stderr
-    assert await app[POOL].fetchval("SELECT count(*) FROM api_keys") == 1
+    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM api_keys") == 1
 
     code, stdout, stderr = await api_key("create", "   ", env=cli_env, cwd=tmp_path)
 
@@ -134,7 +134,7 @@ async def test_revoke_by_name_or_prefix_shuts_the_key_out_of_the_api(
     assert code == 0
     assert [line.split()[0] for line in everything.strip().splitlines()] == ["registry", "skill-email"]
     assert all(" revoked " in line for line in everything.strip().splitlines())
-    revoked = await app[POOL].fetch(
+    revoked = await app[SERVICES].pool.fetch(
         "SELECT actor, details::text AS details FROM audit_log WHERE action = 'api_key.revoked'"
     )
     assert [row["actor"] for row in revoked] == ["cli", "cli"]

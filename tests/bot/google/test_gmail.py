@@ -11,7 +11,7 @@ import pytest
 
 from bot.google.client import GoogleClient
 from bot.google.errors import Failure, GoogleError
-from bot.google.gmail import BATCH_SIZE, batch_answers
+from bot.google.gmail import BATCH_SIZE, Gmail, batch_answers
 from tests.fakes.google import FakeGoogle
 
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
@@ -20,15 +20,15 @@ MESSAGES = "/gmail/v1/users/me/messages"
 
 
 @pytest.fixture
-async def google(fake_google: FakeGoogle) -> AsyncIterator[GoogleClient]:
+async def google(fake_google: FakeGoogle) -> AsyncIterator[Gmail]:
     async with aiohttp.ClientSession() as session:
-        yield GoogleClient(
+        client = GoogleClient(
             session,
             token_uri=fake_google.token_uri,
             revoke_uri=fake_google.revoke_uri,
             userinfo_uri=fake_google.userinfo_uri,
-            gmail_api_url=fake_google.gmail_api_url,
         )
+        yield Gmail(client, api_url=fake_google.gmail_api_url)
 
 
 def mailbox(fake: FakeGoogle, email: str, count: int) -> list[str]:
@@ -46,7 +46,7 @@ def mailbox(fake: FakeGoogle, email: str, count: int) -> list[str]:
 
 
 async def test_one_search_and_one_batch_for_the_newest_messages(
-    google: GoogleClient, fake_google: FakeGoogle
+    google: Gmail, fake_google: FakeGoogle
 ) -> None:
     token = fake_google.issue_access_token("a@example.com", [READONLY])
     ids = mailbox(fake_google, "a@example.com", 4)
@@ -70,7 +70,7 @@ async def test_one_search_and_one_batch_for_the_newest_messages(
 
 
 async def test_more_messages_than_one_batch_takes_go_in_several(
-    google: GoogleClient, fake_google: FakeGoogle
+    google: Gmail, fake_google: FakeGoogle
 ) -> None:
     token = fake_google.issue_access_token("b@example.com", [READONLY])
     ids = mailbox(fake_google, "b@example.com", BATCH_SIZE + 10)
@@ -81,7 +81,7 @@ async def test_more_messages_than_one_batch_takes_go_in_several(
     assert len(fake_google.calls_to("/batch/gmail/v1")) == 2
 
 
-async def test_no_unread_mail_makes_no_batch(google: GoogleClient, fake_google: FakeGoogle) -> None:
+async def test_no_unread_mail_makes_no_batch(google: Gmail, fake_google: FakeGoogle) -> None:
     token = fake_google.issue_access_token("c@example.com", [READONLY])
 
     unread = await google.unread_mail(token, query=QUERY, limit=10)
@@ -90,9 +90,7 @@ async def test_no_unread_mail_makes_no_batch(google: GoogleClient, fake_google: 
     assert fake_google.calls_to("/batch/gmail/v1") == []
 
 
-async def test_a_message_gone_since_the_search_answers_none(
-    google: GoogleClient, fake_google: FakeGoogle
-) -> None:
+async def test_a_message_gone_since_the_search_answers_none(google: Gmail, fake_google: FakeGoogle) -> None:
     token = fake_google.issue_access_token("d@example.com", [READONLY])
     (kept,) = mailbox(fake_google, "d@example.com", 1)
 
@@ -107,7 +105,7 @@ async def test_a_message_gone_since_the_search_answers_none(
     [(401, Failure.UNAUTHORIZED), (403, Failure.INSUFFICIENT_SCOPE), (429, Failure.TRANSIENT)],
 )
 async def test_a_refused_batch_is_classified_like_any_gmail_answer(
-    google: GoogleClient, fake_google: FakeGoogle, status: int, failure: Failure
+    google: Gmail, fake_google: FakeGoogle, status: int, failure: Failure
 ) -> None:
     token = fake_google.issue_access_token("e@example.com", [READONLY])
     mailbox(fake_google, "e@example.com", 2)

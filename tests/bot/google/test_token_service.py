@@ -17,7 +17,7 @@ import pytest
 from bot.config import Settings
 from bot.database import token_codec
 from bot.errors import ConfigError
-from bot.google.client import DEFAULT_TIMEOUT, GoogleClient, token_response
+from bot.google.client import DEFAULT_TIMEOUT, GoogleClient, google_client, token_response
 from bot.google.errors import Failure, token_error
 from bot.google.token_service import Outcome, TokenService, build_token_service
 from storage import audit
@@ -27,7 +27,7 @@ from storage.models import Account, Status, TokenGrant
 from storage.pool import connect, create_pool
 from storage.scopes import Capability
 from tests.fakes.google import ACCESS_TOKEN_LIFETIME, FakeGoogle
-from tests.helpers import free_port, google_env, load_legacy_seed
+from tests.helpers import account_by_user_id, free_port, google_env, load_legacy_seed
 
 GMAIL = "https://www.googleapis.com/auth/gmail."
 READONLY, SEND, MODIFY = GMAIL + "readonly", GMAIL + "send", GMAIL + "modify"
@@ -71,13 +71,13 @@ def make_service(fake_google: FakeGoogle, session: aiohttp.ClientSession) -> Mak
             revoke_uri=revoke_uri or fake_google.revoke_uri,
             userinfo_uri=fake_google.userinfo_uri,
             timeout=timeout,
+            attempts=options.pop("attempts", 3),
+            backoff=options.pop("backoff", 0.01),
         )
         settings: dict[str, Any] = {
             "client_id": fake_google.client_id,
             "client_secret": fake_google.client_secret,
             "required": REQUIRED,
-            "attempts": 3,
-            "backoff": 0.01,
             **options,
         }
         return TokenService(repo, google, **settings)
@@ -691,7 +691,7 @@ async def test_a_legacy_row_is_refreshed_with_its_own_oauth_client(
     legacy_accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
     register_heejae_with_the_legacy_client(fake_google)
-    heejae = await legacy_accounts.find_by_user_id("heejae")
+    heejae = await account_by_user_id(legacy_accounts, "heejae")
     assert heejae is not None and heejae.is_equipped is False and heejae.status is Status.UNKNOWN
 
     result = await make_service(legacy_accounts).access(heejae.id)
@@ -731,7 +731,7 @@ async def test_a_rejected_legacy_client_needs_the_user(
             client_secret=LEGACY_CLIENT_SECRET,
         )
         fake_google.add_refresh_token(HEEJAE_REFRESH, email="heejae@gmail.com", scopes=[MODIFY])
-    heejae = await legacy_accounts.find_by_user_id("heejae")
+    heejae = await account_by_user_id(legacy_accounts, "heejae")
     assert heejae is not None
 
     result = await make_service(legacy_accounts).access(heejae.id)
@@ -749,7 +749,7 @@ async def test_a_rejected_legacy_client_needs_the_user(
 async def test_a_seed_001_row_without_tokens_is_missing(
     legacy_accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
-    row = await legacy_accounts.find_by_user_id(NULL_TOKEN_USER)
+    row = await account_by_user_id(legacy_accounts, NULL_TOKEN_USER)
     assert row is not None and row.is_equipped is True
 
     result = await make_service(legacy_accounts).access(row.id)
@@ -840,7 +840,7 @@ async def test_disconnect_of_a_legacy_row_clears_is_equipped(
     legacy_accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
     register_heejae_with_the_legacy_client(fake_google)
-    heejae = await legacy_accounts.find_by_user_id("heejae")
+    heejae = await account_by_user_id(legacy_accounts, "heejae")
     assert heejae is not None
     service = make_service(legacy_accounts)
     assert (await service.access(heejae.id)).outcome is Outcome.REFRESHED
@@ -860,7 +860,7 @@ async def test_disconnect_of_a_legacy_row_clears_is_equipped(
 async def test_disconnect_of_a_seed_001_row_without_tokens(
     legacy_accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
-    row = await legacy_accounts.find_by_user_id(NULL_TOKEN_USER)
+    row = await account_by_user_id(legacy_accounts, NULL_TOKEN_USER)
     assert row is not None and row.is_equipped is True
 
     done = await make_service(legacy_accounts).disconnect(row.id, actor="slack:U0HAPPYBELL")
@@ -884,7 +884,7 @@ async def test_build_token_service_uses_the_settings(
     settings = make_settings(**google_env(fake_google), GOOGLE_OAUTH_TESTING_MODE="true")
     connected = await connect_account(accounts, fake_google, expires_in=timedelta(minutes=1))
 
-    service = build_token_service(settings, accounts, session)
+    service = build_token_service(settings, accounts, google_client(settings, session))
 
     assert service.client_id == fake_google.client_id
     assert service.testing_mode is True
@@ -903,7 +903,7 @@ async def test_build_token_service_needs_the_google_client(
     settings = make_settings(**{unset: None})
 
     with pytest.raises(ConfigError) as raised:
-        build_token_service(settings, accounts, session)
+        build_token_service(settings, accounts, google_client(settings, session))
     assert "GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET" in str(raised.value)
 
 

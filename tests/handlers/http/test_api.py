@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.appkeys import ACCOUNTS, API_KEYS, LINKS, POOL, TOKENS
+from bot.appkeys import SERVICES
 from handlers.http.api import REASON_LIMIT, RETRY_AFTER_SECONDS
 from storage.api_keys import ApiKeys
 from storage.models import Status
@@ -34,7 +34,7 @@ SEED_MISSING = 3  # seed 001's NULL-token rows
 
 async def new_key(app: web.Application, name: str = KEY_NAME) -> str:
     """A new API key's secret, created through the application's repository."""
-    _, secret = await app[API_KEYS].create(name, actor="test")
+    _, secret = await app[SERVICES].api_keys.create(name, actor="test")
     return secret
 
 
@@ -48,12 +48,12 @@ def failure_path(slack_id: str) -> str:
 
 async def audit_details(app: web.Application) -> str:
     """Every audit row's details, as text, to search for what must never be there."""
-    rows = await app[POOL].fetch("SELECT details::text AS details FROM audit_log ORDER BY id")
+    rows = await app[SERVICES].pool.fetch("SELECT details::text AS details FROM audit_log ORDER BY id")
     return "\n".join(str(row["details"]) for row in rows)
 
 
 async def audit_rows(app: web.Application, action: str) -> list[dict[str, Any]]:
-    rows = await app[POOL].fetch(
+    rows = await app[SERVICES].pool.fetch(
         "SELECT actor, slack_user_id, details::text AS details FROM audit_log WHERE action = $1 ORDER BY id",
         action,
     )
@@ -64,14 +64,14 @@ async def audit_rows(app: web.Application, action: str) -> list[dict[str, Any]]:
 
 
 async def stored_access_token(app: web.Application, slack_id: str) -> str | None:
-    account = await app[ACCOUNTS].find_by_slack_id(slack_id)
+    account = await app[SERVICES].accounts.find_by_slack_id(slack_id)
     assert account is not None
-    tokens = await app[ACCOUNTS].read_tokens(account.id)
+    tokens = await app[SERVICES].accounts.read_tokens(account.id)
     return tokens.access_token if tokens else None
 
 
 async def stored_status(app: web.Application, slack_id: str) -> Status:
-    account = await app[ACCOUNTS].find_by_slack_id(slack_id)
+    account = await app[SERVICES].accounts.find_by_slack_id(slack_id)
     assert account is not None
     return account.status
 
@@ -146,7 +146,7 @@ async def test_wrong_malformed_and_revoked_keys_get_401_and_a_good_key_gets_200(
         assert reply.headers["WWW-Authenticate"].startswith("Bearer")
     assert bad.json()["message"] == "This API key is not valid, or it was revoked."
 
-    await ApiKeys(app[POOL]).revoke(KEY_NAME, actor="test")
+    await ApiKeys(app[SERVICES].pool).revoke(KEY_NAME, actor="test")
     revoked = await call(app, "GET", "/api/v1/accounts", key=secret)
 
     assert revoked.status == 401 and revoked.json()["error"] == "unauthorized"
@@ -180,13 +180,13 @@ async def test_refusals_record_whether_a_key_was_presented(serve: Serve) -> None
 
 async def test_keys_are_stored_hashed_and_their_use_is_recorded(serve: Serve) -> None:
     app = await serve()
-    key, secret = await app[API_KEYS].create(KEY_NAME, actor="test")
+    key, secret = await app[SERVICES].api_keys.create(KEY_NAME, actor="test")
     assert secret.startswith("gmr_") and len(secret) > 40
     assert key.key_prefix == secret[:12] and key.last_used_at is None and key.active
 
     assert (await call(app, "GET", "/api/v1/accounts", key=secret)).status == 200
 
-    rows = await app[POOL].fetch(
+    rows = await app[SERVICES].pool.fetch(
         """SELECT id::text, name, key_prefix, encode(key_hash, 'escape') AS hash_escaped,
                   encode(key_hash, 'hex') AS hash_hex, encode(key_hash, 'base64') AS hash_base64,
                   created_by, created_at::text, last_used_at::text, revoked_at::text
@@ -198,7 +198,7 @@ async def test_keys_are_stored_hashed_and_their_use_is_recorded(serve: Serve) ->
         assert value is None or secret.removeprefix("gmr_") not in value, column
     assert row["hash_hex"] == hashlib.sha256(secret.encode()).hexdigest()
     assert row["last_used_at"] is not None  # recorded on use
-    (listed,) = await app[API_KEYS].list()
+    (listed,) = await app[SERVICES].api_keys.list()
     assert listed.last_used_at is not None
     assert secret not in await audit_details(app)
 
@@ -347,11 +347,11 @@ async def test_credentials_when_google_is_unavailable_are_503_and_change_nothing
 ) -> None:
     app = await serve()
     key = await new_key(app)
-    app[TOKENS].backoff = 0.01  # the retries' waits, shortened for the test
+    app[SERVICES].google.backoff = 0.01  # the retries' waits, shortened for the test
     fake_slack.add_user("U0STALE", locale="en-US")
     await healthy(app, fake_google, "U0STALE", expiring=True)
     old = await stored_access_token(app, "U0STALE")
-    fake_google.fail_token(503, times=app[TOKENS].attempts)
+    fake_google.fail_token(503, times=app[SERVICES].google.attempts)
 
     reply = await call(app, "GET", credentials_path("U0STALE"), key=key)
 
@@ -359,7 +359,7 @@ async def test_credentials_when_google_is_unavailable_are_503_and_change_nothing
     assert reply.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     assert reply.headers["Cache-Control"] == "no-store"
     assert reply.json()["error"] == "unavailable"
-    assert [call.status for call in fake_google.calls_to("/token")] == [503] * app[TOKENS].attempts
+    assert [call.status for call in fake_google.calls_to("/token")] == [503] * app[SERVICES].google.attempts
     assert await stored_status(app, "U0STALE") is Status.HEALTHY
     assert await stored_access_token(app, "U0STALE") == old
     assert fake_slack.calls_to("chat.postMessage") == []
@@ -483,9 +483,9 @@ async def test_token_failure_when_google_is_unavailable_is_503(
 ) -> None:
     app = await serve()
     key = await new_key(app)
-    app[TOKENS].backoff = 0.01
+    app[SERVICES].google.backoff = 0.01
     await healthy(app, fake_google, "U0FRESH")
-    fake_google.fail_token(500, times=app[TOKENS].attempts)
+    fake_google.fail_token(500, times=app[SERVICES].google.attempts)
 
     reply = await call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": "401"})
 
@@ -580,7 +580,7 @@ async def test_metrics_count_accounts_refreshes_api_calls_and_callbacks(
     assert (await call(app, "GET", "/api/v1/accounts")).status == 401
     async with (
         aiohttp.ClientSession() as session,
-        session.get(app[LINKS].public_base_url + "/oauth/google/callback") as response,
+        session.get(app[SERVICES].links.public_base_url + "/oauth/google/callback") as response,
     ):
         assert response.status == 400
     after = await scrape(app)

@@ -26,9 +26,9 @@ async def test_readiness_reports_pending_migrations(
     aiohttp_client: Callable[..., TestClient], migrated_url: str, make_settings: Callable[..., Settings]
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(DATABASE_URL=migrated_url)))
-    from bot.appkeys import POOL
+    from bot.appkeys import SERVICES
 
-    await client.app[POOL].execute("DELETE FROM schema_migrations WHERE version = 2")
+    await client.app[SERVICES].pool.execute("DELETE FROM schema_migrations WHERE version = 2")
     ready = await client.get("/readyz")
 
     assert ready.status == 503

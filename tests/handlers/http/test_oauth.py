@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from bot.appkeys import ACCOUNTS, HOOKS, LINKS, POOL, RECONNECT
+from bot.appkeys import SERVICES
 from bot.reconnect.hooks import Reconnected
 from bot.reconnect.links import Purpose
 from storage import audit
@@ -33,7 +33,7 @@ async def to_callback(browser: aiohttp.ClientSession, link: str) -> str:
 
 
 async def audit_actions(app: web.Application, slack_user_id: str) -> list[str]:
-    return [event.action for event in await audit.recent(app[POOL], slack_user_id=slack_user_id)]
+    return [event.action for event in await audit.recent(app[SERVICES].pool, slack_user_id=slack_user_id)]
 
 
 async def test_a_new_user_connects_and_the_tokens_are_stored(
@@ -45,23 +45,23 @@ async def test_a_new_user_connects_and_the_tokens_are_stored(
     async def record(event: Reconnected) -> None:
         events.append(event)
 
-    app[HOOKS].register(record)
+    app[SERVICES].hooks.register(record)
     fake_google.consent.email = "New.User@gmail.com"
 
-    status, page, _ = await visit(browser, app[LINKS].new_url("U0NEW", slack_team_id="T0TEAM"))
+    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U0NEW", slack_team_id="T0TEAM"))
 
     assert status == 200
     assert "Gmail이 연결되었습니다" in page and "new.user@gmail.com" in page
     assert 'href="slack://open?team=T0TEAM"' in page
-    account = await app[ACCOUNTS].find_by_slack_id("U0NEW")
+    account = await app[SERVICES].accounts.find_by_slack_id("U0NEW")
     assert account is not None
     assert (account.user_id, account.email, account.status) == ("U0NEW", "new.user@gmail.com", Status.HEALTHY)
     assert {READONLY, SEND} <= set(account.scopes)
     assert account.refresh_token_issued_at is not None and account.expiry is not None
-    tokens = await app[ACCOUNTS].read_tokens(account.id)
+    tokens = await app[SERVICES].accounts.read_tokens(account.id)
     assert tokens is not None and tokens.refresh_token in fake_google.issued_secrets
     assert "tokens.reconnected" in await audit_actions(app, "U0NEW")
-    await app[HOOKS].drain()
+    await app[SERVICES].hooks.drain()
     assert [(e.slack_user_id, e.email, e.account.id) for e in events] == [
         ("U0NEW", "new.user@gmail.com", account.id)
     ]
@@ -75,7 +75,7 @@ async def test_the_consent_request_asks_for_offline_access_every_scope_and_pkce(
     await load_legacy_seed(database_url)
     app = await serve()
 
-    google_url = await location(browser, app[LINKS].new_url("U091UNVE41M"))
+    google_url = await location(browser, app[SERVICES].links.new_url("U091UNVE41M"))
 
     query = {key: values[0] for key, values in parse_qs(urlsplit(google_url).query).items()}
     assert google_url.startswith(fake_google.auth_uri)
@@ -85,9 +85,9 @@ async def test_the_consent_request_asks_for_offline_access_every_scope_and_pkce(
     assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
     assert set(query["scope"].split()) == {"openid", "email", READONLY, SEND}
     assert query["login_hint"] == "heejae@gmail.com"
-    assert query["redirect_uri"] == app[RECONNECT].settings.oauth_redirect_uri
+    assert query["redirect_uri"] == app[SERVICES].reconnect.settings.oauth_redirect_uri
     assert len(query["state"]) >= 43  # 32 random bytes, base64url
-    async with app[POOL].acquire() as conn:
+    async with app[SERVICES].pool.acquire() as conn:
         row = await conn.fetchrow("SELECT state_hash, code_verifier FROM oauth_states")
     assert row["state_hash"] != query["state"].encode()  # only a hash is kept
 
@@ -96,7 +96,7 @@ async def test_the_browser_binding_cookie_is_http_only_and_lax(
     serve: Serve, browser: aiohttp.ClientSession
 ) -> None:
     app = await serve()
-    async with browser.get(app[LINKS].new_url("U0COOKIE"), allow_redirects=False) as response:
+    async with browser.get(app[SERVICES].links.new_url("U0COOKIE"), allow_redirects=False) as response:
         cookie = response.cookies["gmail_reconnect_binding"]
     assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/oauth/google/"
     assert not cookie["secure"]  # PUBLIC_BASE_URL is http://127.0.0.1 here; https deployments get Secure
@@ -107,18 +107,18 @@ async def test_a_legacy_row_is_reconnected_in_place(
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
-    before = await app[ACCOUNTS].find_by_slack_id("U0HAPPYBELL")
+    before = await app[SERVICES].accounts.find_by_slack_id("U0HAPPYBELL")
     assert before is not None and not before.has_refresh_token and before.is_equipped
     fake_google.consent.email = "goeun2dc@gmail.com"
 
-    status, _, _ = await visit(browser, app[LINKS].new_url("U0HAPPYBELL"))
+    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0HAPPYBELL"))
 
-    after = await app[ACCOUNTS].find_by_slack_id("U0HAPPYBELL")
+    after = await app[SERVICES].accounts.find_by_slack_id("U0HAPPYBELL")
     assert status == 200 and after is not None
     assert (after.id, after.user_id, after.robing_id) == (before.id, before.user_id, before.robing_id)
     assert after.status is Status.HEALTHY and after.has_refresh_token and after.is_equipped
     assert after.metadata["username"] == "happybell80"  # other metadata is kept
-    async with app[POOL].acquire() as conn:
+    async with app[SERVICES].pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM gmail_tokens") == 6
 
 
@@ -130,15 +130,15 @@ async def test_reconnecting_keeps_the_old_refresh_token_when_google_sends_none(
     fake_google.consent.email = "heejae@gmail.com"
     fake_google.omit_refresh_token = True
 
-    status, _, _ = await visit(browser, app[LINKS].new_url("U091UNVE41M"))
+    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U091UNVE41M"))
 
-    account = await app[ACCOUNTS].find_by_slack_id("U091UNVE41M")
+    account = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
     assert status == 200 and account is not None and account.status is Status.HEALTHY
-    tokens = await app[ACCOUNTS].read_tokens(account.id)
+    tokens = await app[SERVICES].accounts.read_tokens(account.id)
     assert tokens is not None
     assert tokens.refresh_token == "1//heejae-refresh"
     assert tokens.access_token in fake_google.issued_secrets
-    async with app[POOL].acquire() as conn:
+    async with app[SERVICES].pool.acquire() as conn:
         config = await conn.fetchval("SELECT oauth_config FROM gmail_tokens WHERE id = $1", account.id)
     # The row now names our client; it kept the legacy shape (with a secret) that old readers expect.
     assert (
@@ -152,10 +152,10 @@ async def test_no_refresh_token_from_google_and_none_stored_is_refused(
     app = await serve()
     fake_google.omit_refresh_token = True
 
-    status, page, _ = await visit(browser, app[LINKS].new_url("U0NORT"), **{"Accept-Language": "en"})
+    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U0NORT"), **{"Accept-Language": "en"})
 
     assert status == 502 and "did not grant lasting access" in page
-    assert await app[ACCOUNTS].find_by_slack_id("U0NORT") is None
+    assert await app[SERVICES].accounts.find_by_slack_id("U0NORT") is None
 
 
 async def test_an_unlinked_row_with_the_same_email_is_adopted_not_duplicated(
@@ -165,12 +165,12 @@ async def test_an_unlinked_row_with_the_same_email_is_adopted_not_duplicated(
     app = await serve()
     fake_google.consent.email = "cdctfm@gmail.com"
 
-    status, _, _ = await visit(browser, app[LINKS].new_url("U0CDCTFM"))
+    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0CDCTFM"))
 
-    account = await app[ACCOUNTS].find_by_slack_id("U0CDCTFM")
+    account = await app[SERVICES].accounts.find_by_slack_id("U0CDCTFM")
     assert status == 200 and account is not None
     assert account.user_id == "69ae4ea9-a15f-5110-9f5d-6568e380fcfb"
-    async with app[POOL].acquire() as conn:
+    async with app[SERVICES].pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM gmail_tokens") == 6
 
 
@@ -180,16 +180,16 @@ async def test_cancel_at_google_changes_nothing(
     await load_legacy_seed(database_url)
     app = await serve()
     fake_google.consent.deny = True
-    link = app[LINKS].new_url("U091UNVE41M")
+    link = app[SERVICES].links.new_url("U091UNVE41M")
 
     status, page, _ = await visit(browser, link)
 
     assert status == 200 and "아무것도 변경되지 않았습니다" in page
     assert f'href="{link.replace("&", "&amp;")}"' in page  # "try again" is the same link
     assert fake_google.calls_to("/token") == []
-    account = await app[ACCOUNTS].find_by_slack_id("U091UNVE41M")
+    account = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
     assert account is not None and account.status is Status.UNKNOWN
-    tokens = await app[ACCOUNTS].read_tokens(account.id)
+    tokens = await app[SERVICES].accounts.read_tokens(account.id)
     assert tokens is not None and tokens.access_token == "ya29.heejae-access"
 
 
@@ -200,14 +200,14 @@ async def test_an_unticked_send_permission_is_not_stored_and_the_page_names_it(
     fake_google.consent.granted_scopes = ["openid", "email", READONLY]
 
     status, page, _ = await visit(
-        browser, app[LINKS].new_url("U0SCOPE"), **{"Accept-Language": "en-US,en;q=0.9"}
+        browser, app[SERVICES].links.new_url("U0SCOPE"), **{"Accept-Language": "en-US,en;q=0.9"}
     )
 
     assert status == 400
     assert "One more permission is needed" in page and "Send email on your behalf" in page
     assert "View your email messages" not in page
     assert "Try again" in page
-    assert await app[ACCOUNTS].find_by_slack_id("U0SCOPE") is None
+    assert await app[SERVICES].accounts.find_by_slack_id("U0SCOPE") is None
 
 
 async def test_a_different_google_account_is_refused_and_a_switch_link_offered(
@@ -217,22 +217,22 @@ async def test_a_different_google_account_is_refused_and_a_switch_link_offered(
     app = await serve()
     fake_google.consent.email = "someone.else@gmail.com"
 
-    status, page, _ = await visit(browser, app[LINKS].new_url("U091UNVE41M"))
+    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U091UNVE41M"))
 
     assert status == 409
     assert "heejae@gmail.com" in page and "someone.else@gmail.com" in page
-    account = await app[ACCOUNTS].find_by_slack_id("U091UNVE41M")
+    account = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
     assert account is not None and account.email == "heejae@gmail.com"
-    tokens = await app[ACCOUNTS].read_tokens(account.id)
+    tokens = await app[SERVICES].accounts.read_tokens(account.id)
     assert tokens is not None and tokens.refresh_token == "1//heejae-refresh"
 
     # "Use this account instead" is a switch link for the same user; following it replaces the mailbox.
     switch_url = page.split('class="button primary" href="')[1].split('"')[0].replace("&amp;", "&")
-    assert app[LINKS].verify(parse_qs(urlsplit(switch_url).query)["t"][0]).purpose is Purpose.SWITCH
+    assert app[SERVICES].links.verify(parse_qs(urlsplit(switch_url).query)["t"][0]).purpose is Purpose.SWITCH
     fake_google.consent.email = "someone.else@gmail.com"
     status, page, _ = await visit(browser, switch_url)
 
-    switched = await app[ACCOUNTS].find_by_slack_id("U091UNVE41M")
+    switched = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
     assert status == 200 and switched is not None
     assert (switched.id, switched.email) == (account.id, "someone.else@gmail.com")
 
@@ -241,7 +241,7 @@ async def test_a_replayed_state_stores_nothing_twice(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[LINKS].new_url("U0REPLAY"))
+    callback = await to_callback(browser, app[SERVICES].links.new_url("U0REPLAY"))
     first, _, _ = await visit(browser, callback)
 
     # The same browser reloading the page is told it is connected; nothing is exchanged again.
@@ -261,7 +261,7 @@ async def test_a_replayed_state_of_a_failed_flow_is_refused(
 ) -> None:
     app = await serve()
     fake_google.consent.deny = True
-    callback = await to_callback(browser, app[LINKS].new_url("U0REPLAY2"))
+    callback = await to_callback(browser, app[SERVICES].links.new_url("U0REPLAY2"))
     await visit(browser, callback)
 
     status, page, _ = await visit(browser, callback)
@@ -273,7 +273,7 @@ async def test_a_tampered_state_is_refused(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[LINKS].new_url("U0TAMPER"))
+    callback = await to_callback(browser, app[SERVICES].links.new_url("U0TAMPER"))
     state = parse_qs(urlsplit(callback).query)["state"][0]
     tampered = callback.replace(f"state={state}", f"state={state[:-2]}xx")
 
@@ -281,7 +281,7 @@ async def test_a_tampered_state_is_refused(
 
     assert status == 400 and "유효하지 않은 로그인" in page
     assert fake_google.calls_to("/token") == []
-    assert await app[ACCOUNTS].find_by_slack_id("U0TAMPER") is None
+    assert await app[SERVICES].accounts.find_by_slack_id("U0TAMPER") is None
     # The genuine state was not used up by the forgery.
     status, _, _ = await visit(browser, callback)
     assert status == 200
@@ -291,9 +291,9 @@ async def test_an_expired_state_is_refused_with_the_same_link_to_retry(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    link = app[LINKS].new_url("U0SLOW")
+    link = app[SERVICES].links.new_url("U0SLOW")
     callback = await to_callback(browser, link)
-    async with app[POOL].acquire() as conn:
+    async with app[SERVICES].pool.acquire() as conn:
         await conn.execute("UPDATE oauth_states SET expires_at = now() - interval '1 second'")
 
     status, page, _ = await visit(browser, callback, **{"Accept-Language": "en"})
@@ -301,7 +301,7 @@ async def test_an_expired_state_is_refused_with_the_same_link_to_retry(
     assert status == 400 and "took too long" in page and "Nothing was changed" in page
     assert f'href="{link.replace("&", "&amp;")}"' in page
     assert fake_google.calls_to("/token") == []
-    assert await app[ACCOUNTS].find_by_slack_id("U0SLOW") is None
+    assert await app[SERVICES].accounts.find_by_slack_id("U0SLOW") is None
 
 
 @pytest.mark.parametrize("cookie", [None, "x" * 43])
@@ -309,7 +309,7 @@ async def test_a_missing_or_wrong_cookie_is_refused_without_using_the_state(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, cookie: str | None
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[LINKS].new_url("U0COOKIE"))
+    callback = await to_callback(browser, app[SERVICES].links.new_url("U0COOKIE"))
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
         if cookie:
             other.cookie_jar.update_cookies({"gmail_reconnect_binding": cookie}, response_url=URL(callback))
@@ -325,7 +325,7 @@ async def test_fifty_concurrent_callbacks_with_one_state_store_once(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[LINKS].new_url("U0RACE"))
+    callback = await to_callback(browser, app[SERVICES].links.new_url("U0RACE"))
 
     results = await asyncio.gather(*(visit(browser, callback) for _ in range(50)))
 
@@ -341,7 +341,7 @@ async def test_opening_a_link_uses_nothing_up(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    link = app[LINKS].new_url("U0PREFETCH")
+    link = app[SERVICES].links.new_url("U0PREFETCH")
     async with aiohttp.ClientSession() as unfurler:  # Slack's unfurler or a browser prefetch
         for _ in range(3):
             async with unfurler.get(link, allow_redirects=False) as response:
@@ -356,7 +356,7 @@ async def test_a_link_that_already_reconnected_says_so(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    link = app[LINKS].new_url("U0TWICE")
+    link = app[SERVICES].links.new_url("U0TWICE")
     fake_google.consent.email = "twice@gmail.com"
     await visit(browser, link)
 
@@ -380,7 +380,7 @@ async def test_bad_links_get_a_clear_page(
     serve: Serve, browser: aiohttp.ClientSession, query: str, expected: str
 ) -> None:
     app = await serve()
-    base = app[LINKS].public_base_url
+    base = app[SERVICES].links.public_base_url
 
     status, page, _ = await visit(browser, f"{base}/oauth/google/start{query}")
 
@@ -389,7 +389,7 @@ async def test_bad_links_get_a_clear_page(
 
 async def test_an_expired_link_says_so(serve: Serve, browser: aiohttp.ClientSession) -> None:
     app = await serve(LINK_TTL="1s")
-    link = app[LINKS].new_url("U0OLD")
+    link = app[SERVICES].links.new_url("U0OLD")
     await asyncio.sleep(1.1)
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
@@ -399,7 +399,7 @@ async def test_an_expired_link_says_so(serve: Serve, browser: aiohttp.ClientSess
 
 async def test_a_callback_without_state_explains_itself(serve: Serve, browser: aiohttp.ClientSession) -> None:
     app = await serve()
-    status, page, _ = await visit(browser, app[RECONNECT].settings.oauth_redirect_uri + "?code=abc")
+    status, page, _ = await visit(browser, app[SERVICES].reconnect.settings.oauth_redirect_uri + "?code=abc")
     assert status == 400 and "Slack에서 시작해 주세요" in page
 
 
@@ -421,7 +421,7 @@ async def test_token_endpoint_failures_become_pages_and_store_nothing(
     text: str,
 ) -> None:
     app = await serve()
-    link = app[LINKS].new_url("U0FAIL")
+    link = app[SERVICES].links.new_url("U0FAIL")
     callback = await to_callback(browser, link)
     fake_google.fail_token(**failure)  # type: ignore[arg-type]
 
@@ -429,21 +429,21 @@ async def test_token_endpoint_failures_become_pages_and_store_nothing(
 
     assert (got, text in page) == (status, True)
     assert "Try again" in page and "Traceback" not in page
-    assert await app[ACCOUNTS].find_by_slack_id("U0FAIL") is None
+    assert await app[SERVICES].accounts.find_by_slack_id("U0FAIL") is None
 
 
 async def test_a_slow_google_gives_a_page_not_a_hang(
     serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    app[RECONNECT].consent.timeout = 0.3
-    callback = await to_callback(browser, app[LINKS].new_url("U0SLOWG"))
+    app[SERVICES].reconnect.consent.timeout = 0.3
+    callback = await to_callback(browser, app[SERVICES].links.new_url("U0SLOWG"))
     fake_google.token_delay = 1.0
 
     status, page, _ = await visit(browser, callback, **{"Accept-Language": "en"})
 
     assert status == 503 and "not answering" in page
-    assert await app[ACCOUNTS].find_by_slack_id("U0SLOWG") is None
+    assert await app[SERVICES].accounts.find_by_slack_id("U0SLOWG") is None
 
 
 async def test_the_email_comes_from_userinfo_when_there_is_no_id_token(
@@ -453,9 +453,9 @@ async def test_the_email_comes_from_userinfo_when_there_is_no_id_token(
     fake_google.omit_id_token = True
     fake_google.consent.email = "via.userinfo@gmail.com"
 
-    status, _, _ = await visit(browser, app[LINKS].new_url("U0USERINFO"))
+    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0USERINFO"))
 
-    account = await app[ACCOUNTS].find_by_slack_id("U0USERINFO")
+    account = await app[SERVICES].accounts.find_by_slack_id("U0USERINFO")
     assert status == 200 and account is not None and account.email == "via.userinfo@gmail.com"
     assert len(fake_google.calls_to("/v1/userinfo")) == 1
 
@@ -472,11 +472,11 @@ async def test_a_failing_hook_does_not_break_the_success_page(
     async def working(event: Reconnected) -> None:
         calls.append(event.slack_user_id)
 
-    app[HOOKS].register(broken)
-    app[HOOKS].register(working)
+    app[SERVICES].hooks.register(broken)
+    app[SERVICES].hooks.register(working)
 
-    status, _, _ = await visit(browser, app[LINKS].new_url("U0HOOK"))
-    await app[HOOKS].drain()
+    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0HOOK"))
+    await app[SERVICES].hooks.drain()
 
     assert status == 200 and calls == ["U0HOOK"]
     assert any("reconnection hook" in record.getMessage() and record.exc_info for record in caplog.records)
@@ -486,7 +486,7 @@ async def test_pages_follow_accept_language_and_carry_security_headers(
     serve: Serve, browser: aiohttp.ClientSession
 ) -> None:
     app = await serve()
-    url = app[LINKS].public_base_url + "/oauth/google/start"
+    url = app[SERVICES].links.public_base_url + "/oauth/google/start"
     async with browser.get(url, headers={"Accept-Language": "en-GB,en;q=0.9"}) as response:
         english, headers = await response.text(), response.headers
     async with browser.get(url, headers={"Accept-Language": "fr-FR"}) as response:
@@ -504,26 +504,26 @@ async def test_the_verifier_is_encrypted_when_encryption_is_on(
     from storage.crypto import generate_key, is_encrypted
 
     app = await serve(TOKEN_ENCRYPTION_KEYS=generate_key())
-    callback = await to_callback(browser, app[LINKS].new_url("U0ENC"))
-    async with app[POOL].acquire() as conn:
+    callback = await to_callback(browser, app[SERVICES].links.new_url("U0ENC"))
+    async with app[SERVICES].pool.acquire() as conn:
         verifier = await conn.fetchval("SELECT code_verifier FROM oauth_states")
     assert is_encrypted(verifier)
 
     status, _, _ = await visit(browser, callback)
 
     assert status == 200
-    async with app[POOL].acquire() as conn:
+    async with app[SERVICES].pool.acquire() as conn:
         token_data = await conn.fetchval("SELECT token_data FROM gmail_tokens WHERE user_id = 'U0ENC'")
     assert "access_token" not in token_data and is_encrypted(token_data["encrypted"]["refresh_token"])
 
 
 async def test_old_states_are_forgotten(serve: Serve, browser: aiohttp.ClientSession) -> None:
     app = await serve()
-    pool: asyncpg.Pool = app[POOL]
-    await location(browser, app[LINKS].new_url("U0GC"))
+    pool: asyncpg.Pool = app[SERVICES].pool
+    await location(browser, app[SERVICES].links.new_url("U0GC"))
     await pool.execute("UPDATE oauth_states SET expires_at = now() - interval '2 days'")
 
-    await location(browser, app[LINKS].new_url("U0GC"))
+    await location(browser, app[SERVICES].links.new_url("U0GC"))
 
     assert await pool.fetchval("SELECT count(*) FROM oauth_states") == 1
 
@@ -532,8 +532,8 @@ async def test_a_database_outage_shows_a_page_not_a_traceback(
     serve: Serve, browser: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = await serve()
-    link = app[LINKS].new_url("U0DBDOWN")
-    await app[POOL].close()
+    link = app[SERVICES].links.new_url("U0DBDOWN")
+    await app[SERVICES].pool.close()
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
 

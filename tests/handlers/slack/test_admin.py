@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, LINKS, POOL, PROMPTER
+from bot.appkeys import SERVICES
 from bot.slack.blocks.elements import NUDGE_ALL_ACTION, RECONNECT_ACTION, SNOOZE_ACTION
 from storage import audit
 from storage.models import Account, AuditEvent, Status, TokenGrant
@@ -59,7 +59,7 @@ async def audited(app: web.Application, slack_user_id: str, action: str) -> list
     """The audit events of one action by (or about) a Slack user, newest first."""
     return [
         event
-        for event in await audit.recent(app[POOL], slack_user_id=slack_user_id)
+        for event in await audit.recent(app[SERVICES].pool, slack_user_id=slack_user_id)
         if event.action == action
     ]
 
@@ -74,7 +74,7 @@ async def linked_account(
     refresh_token: str | None = None,
 ) -> Account:
     """An account linked to a Slack user, with tokens stored and the given status."""
-    account = await app[ACCOUNTS].store_tokens(
+    account = await app[SERVICES].accounts.store_tokens(
         grant=TokenGrant("ya29.stored", refresh_token or f"1//{slack_user_id.lower()}", None, list(scopes)),
         actor="test",
         slack_user_id=slack_user_id,
@@ -83,12 +83,12 @@ async def linked_account(
     )
     if status is Status.HEALTHY:
         return account
-    return await app[ACCOUNTS].set_status(account.id, status=status, cause=cause, actor="test")
+    return await app[SERVICES].accounts.set_status(account.id, status=status, cause=cause, actor="test")
 
 
 async def unlinked_row(app: web.Application, user_id: str) -> None:
     """A legacy row no Slack user is linked to, with no token stored."""
-    await app[POOL].execute(
+    await app[SERVICES].pool.execute(
         "INSERT INTO gmail_tokens (user_id, metadata) VALUES ($1, $2)",
         user_id,
         {"email": f"{user_id}@gmail.com"},
@@ -132,7 +132,7 @@ async def test_a_non_admin_is_refused_politely_in_their_language(
     )
     assert answer["channel"] == "C0GENERAL" and sections(answer["blocks"]) == [answer["text"]]
     assert fake_slack.calls_to("conversations.open") == [] and fake_slack.calls_to("chat.postMessage") == []
-    assert await app[PROMPTER].prompts.open_for("UEXPIRED") is None
+    assert await app[SERVICES].prompts.open_for("UEXPIRED") is None
     (refusal,) = await audited(app, "U0USER", "admin.refused")
     assert (refusal.actor, refusal.details) == ("slack:U0USER", {"command": verb})
 
@@ -231,7 +231,7 @@ async def test_all_with_many_unhealthy_accounts_stays_within_slacks_limits(
     app = await serve(ADMIN_SLACK_USER_IDS=ADMIN)
     fake_slack.add_user(ADMIN, locale="en-US")
     long_cause = "Google said no. " * 40  # 640 characters, shortened in the list
-    await app[POOL].executemany(
+    await app[SERVICES].pool.executemany(
         "INSERT INTO gmail_tokens (user_id, metadata, status, status_cause) VALUES ($1, $2, 'expired', $3)",
         [
             (
@@ -282,9 +282,9 @@ async def test_nudge_sends_the_reconnect_dm_then_edits_it_in_place(
     found = buttons(dm["blocks"])
     reconnect, snooze = found[RECONNECT_ACTION], found[SNOOZE_ACTION]
     assert reconnect["text"]["text"] == "Gmail 다시 연결" and snooze["text"]["text"] == "내일 다시 알림"
-    claims = app[LINKS].verify(reconnect["url"].split("t=", 1)[1])
+    claims = app[SERVICES].links.verify(reconnect["url"].split("t=", 1)[1])
     assert claims.slack_user_id == "UEXPIRED"
-    prompt = await app[PROMPTER].prompts.open_for("UEXPIRED")
+    prompt = await app[SERVICES].prompts.open_for("UEXPIRED")
     assert prompt is not None
     assert (prompt.channel_id, prompt.message_ts, prompt.account_id, prompt.cause, prompt.sent_count) == (
         channel,
@@ -309,7 +309,7 @@ async def test_nudge_sends_the_reconnect_dm_then_edits_it_in_place(
     (update,) = fake_slack.calls_to("chat.update")
     assert (update.args["channel"], update.args["ts"]) == (channel, ts)
     assert "edited" in fake_slack.messages[channel, ts]
-    reminded = await app[PROMPTER].prompts.open_for("UEXPIRED")
+    reminded = await app[SERVICES].prompts.open_for("UEXPIRED")
     assert reminded is not None and (reminded.id, reminded.sent_count) == (prompt.id, 2)
     assert [event.details["delivery"] for event in await audited(app, ADMIN, "admin.nudged")] == [
         "updated",
@@ -330,9 +330,9 @@ async def test_nudge_of_a_user_without_a_row_asks_them_to_connect(
     (dm,) = fake_slack.messages.values()
     assert dm["channel"] == dm_channel_id("U0NOROW")
     assert "No Gmail token is stored for you" in block_text(dm["blocks"])
-    claims = app[LINKS].verify(buttons(dm["blocks"])[RECONNECT_ACTION]["url"].split("t=", 1)[1])
+    claims = app[SERVICES].links.verify(buttons(dm["blocks"])[RECONNECT_ACTION]["url"].split("t=", 1)[1])
     assert claims.slack_user_id == "U0NOROW"
-    prompt = await app[PROMPTER].prompts.open_for("U0NOROW")
+    prompt = await app[SERVICES].prompts.open_for("U0NOROW")
     assert prompt is not None and (prompt.account_id, prompt.cause) == (None, "missing")
     (nudged,) = await audited(app, ADMIN, "admin.nudged")
     assert nudged.details == {"target": "U0NOROW", "cause": "missing", "delivery": "posted"}
@@ -352,7 +352,7 @@ async def test_nudge_of_a_working_account_checks_with_google_and_sends_nothing(
     assert answer["text"] == "<@UHEALTHY>'s Gmail works (uhealthy@gmail.com): no DM sent."
     assert [call.status for call in fake_google.calls_to("/token")] == [200]
     assert fake_slack.calls_to("conversations.open") == [] and fake_slack.calls_to("chat.postMessage") == []
-    assert await app[PROMPTER].prompts.open_for("UHEALTHY") is None
+    assert await app[SERVICES].prompts.open_for("UHEALTHY") is None
     (nudged,) = await audited(app, ADMIN, "admin.nudged")
     assert nudged.details == {"target": "UHEALTHY", "delivery": "not_sent", "reason": "healthy"}
 
@@ -371,7 +371,7 @@ async def test_nudge_of_an_account_google_rejects_marks_it_expired_and_sends_the
 
     assert answer["text"] == ("Sent <@UREVOKED> the Reconnect Gmail DM (Expired).")
     assert [call.status for call in fake_google.calls_to("/token")] == [400]
-    account = await app[ACCOUNTS].find_by_slack_id("UREVOKED")
+    account = await app[SERVICES].accounts.find_by_slack_id("UREVOKED")
     assert account is not None and account.status is Status.EXPIRED
     (dm,) = fake_slack.messages.values()
     assert dm["channel"] == dm_channel_id("UREVOKED")
@@ -397,7 +397,7 @@ async def test_nudge_while_google_is_unavailable_sends_nothing(
     )
     assert [call.status for call in fake_google.calls_to("/token")] == [503, 503, 503]
     assert fake_slack.calls_to("conversations.open") == [] and fake_slack.calls_to("chat.postMessage") == []
-    account = await app[ACCOUNTS].find_by_slack_id("UHEALTHY")
+    account = await app[SERVICES].accounts.find_by_slack_id("UHEALTHY")
     assert account is not None and account.status is Status.HEALTHY
     (nudged,) = await audited(app, ADMIN, "admin.nudged")
     assert nudged.details == {"target": "UHEALTHY", "delivery": "not_sent", "reason": "unavailable"}
@@ -443,7 +443,7 @@ async def test_a_dm_slack_refuses_is_reported_and_leaves_no_prompt(
 
     assert answer["text"] == f"The DM to <@UEXPIRED> could not be sent (Slack answered `{error}`)."
     assert fake_slack.messages == {}
-    assert await app[PROMPTER].prompts.open_for("UEXPIRED") is None
+    assert await app[SERVICES].prompts.open_for("UEXPIRED") is None
     assert await audited(app, "UEXPIRED", "prompt.sent") == []
     (nudged,) = await audited(app, ADMIN, "admin.nudged")
     assert nudged.details == {
@@ -505,7 +505,7 @@ async def test_nudge_all_dms_every_linked_unhealthy_user_and_skips_the_snoozed(
     )
 
     snoozed_dm = dms[dm_channel_id("USNOOZE")]
-    prompt = await app[PROMPTER].prompts.open_for("USNOOZE")
+    prompt = await app[SERVICES].prompts.open_for("USNOOZE")
     assert prompt is not None
     await post(
         app,
@@ -568,7 +568,7 @@ async def test_a_forged_nudge_all_click_by_a_non_admin_is_refused(
     assert refusal["text"].startswith("Sorry, `/gmail-status all` is only for this bot's admins.")
     assert refusal["response_type"] == "ephemeral"
     assert fake_slack.calls_to("conversations.open") == [] and fake_slack.calls_to("chat.postMessage") == []
-    assert await app[PROMPTER].prompts.open_for("UEXPIRED") is None
+    assert await app[SERVICES].prompts.open_for("UEXPIRED") is None
     (refused,) = await audited(app, "U0USER", "admin.refused")
     assert (refused.actor, refused.details) == ("slack:U0USER", {"command": "nudge-all"})
     assert await audited(app, "U0USER", "admin.nudged_all") == []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, LINKS, POOL
+from bot.appkeys import SERVICES
 from bot.reconnect.links import Purpose
 from bot.slack.blocks.elements import RECONNECT_ACTION, SWITCH_ACTION
 from storage.models import Status, TokenGrant
@@ -89,7 +89,7 @@ async def test_gmail_status_for_a_user_without_a_row_offers_to_connect(
     assert "No Gmail account is connected" in text
     connect = buttons(call.args["blocks"])[RECONNECT_ACTION]
     assert connect["text"]["text"] == "Connect Gmail" and connect["style"] == "primary"
-    claims = app[LINKS].verify(connect["url"].split("t=", 1)[1])
+    claims = app[SERVICES].links.verify(connect["url"].split("t=", 1)[1])
     assert (claims.slack_user_id, claims.slack_team_id, claims.purpose) == (
         "U0NEW",
         "T0TEAM",
@@ -101,7 +101,7 @@ async def test_gmail_status_for_a_user_without_a_row_offers_to_connect(
 async def test_gmail_status_for_a_healthy_account_in_korean(serve: Serve, fake_slack: FakeSlack) -> None:
     app = await serve()
     fake_slack.add_user("U0OK", locale="ko-KR")
-    await app[ACCOUNTS].store_tokens(
+    await app[SERVICES].accounts.store_tokens(
         grant=TokenGrant("ya29.ok", "1//ok", None, ["openid", "email", READONLY, SEND]),
         actor="test",
         slack_user_id="U0OK",
@@ -121,7 +121,7 @@ async def test_gmail_status_for_a_healthy_account_in_korean(serve: Serve, fake_s
         found[RECONNECT_ACTION]["text"]["text"] == "Gmail 다시 연결"
         and "style" not in found[RECONNECT_ACTION]
     )
-    switch = app[LINKS].verify(found[SWITCH_ACTION]["url"].split("t=", 1)[1])
+    switch = app[SERVICES].links.verify(found[SWITCH_ACTION]["url"].split("t=", 1)[1])
     assert switch.purpose is Purpose.SWITCH
     assert "ya29.ok" not in str(call.args) and "1//ok" not in str(call.args)
 
@@ -152,10 +152,12 @@ async def test_gmail_status_for_legacy_rows(
 async def test_gmail_status_for_an_expired_account_says_why(serve: Serve, fake_slack: FakeSlack) -> None:
     app = await serve()
     fake_slack.add_user("U0EXP", locale="en-GB")
-    account = await app[ACCOUNTS].store_tokens(
+    account = await app[SERVICES].accounts.store_tokens(
         grant=TokenGrant("ya29.x", "1//x", None, [READONLY, SEND]), actor="test", slack_user_id="U0EXP"
     )
-    await app[ACCOUNTS].set_status(account.id, status=Status.EXPIRED, cause="invalid_grant", actor="test")
+    await app[SERVICES].accounts.set_status(
+        account.id, status=Status.EXPIRED, cause="invalid_grant", actor="test"
+    )
 
     await post(app, slash_command_body(user_id="U0EXP"))
 
@@ -198,7 +200,9 @@ async def test_the_locale_is_kept_in_the_database_across_a_restart_for_about_a_w
 ) -> None:
     first = await serve()
     fake_slack.add_user("U0KEEP", locale="en-US")
-    await first[ACCOUNTS].store_tokens(  # linked: the status card needs no profile email, only the language
+    await first[
+        SERVICES
+    ].accounts.store_tokens(  # linked: the status card needs no profile email, only the language
         grant=TokenGrant("ya29.keep", "1//keep", None, ["openid", "email", READONLY, SEND]),
         actor="test",
         slack_user_id="U0KEEP",
@@ -213,10 +217,10 @@ async def test_the_locale_is_kept_in_the_database_across_a_restart_for_about_a_w
     second = (await settled(fake_slack, "chat.postEphemeral", 2))[1]
     assert "Gmail connection" in block_text(second.args["blocks"])  # English, from the stored language
     assert len(fake_slack.calls_to("users.info")) == 1
-    fresh_for = await first[POOL].fetchval("SELECT fresh_until - fetched_at FROM slack_locales")
+    fresh_for = await first[SERVICES].pool.fetchval("SELECT fresh_until - fetched_at FROM slack_locales")
     assert timedelta(days=6) <= fresh_for <= timedelta(days=8)
 
-    await first[POOL].execute("UPDATE slack_locales SET fresh_until = now() - interval '1 second'")
+    await first[SERVICES].pool.execute("UPDATE slack_locales SET fresh_until = now() - interval '1 second'")
     fake_slack.add_user("U0KEEP", locale="ko-KR")  # changed in Slack meanwhile
     third = await serve()
     await post(third, slash_command_body(user_id="U0KEEP"))
@@ -224,7 +228,7 @@ async def test_the_locale_is_kept_in_the_database_across_a_restart_for_about_a_w
     last = (await settled(fake_slack, "chat.postEphemeral", 3))[2]
     assert len(fake_slack.calls_to("users.info")) == 2  # stale: Slack was asked again
     assert "Gmail connection" not in block_text(last.args["blocks"])
-    assert await first[POOL].fetchval("SELECT locale FROM slack_locales") == "ko-KR"
+    assert await first[SERVICES].pool.fetchval("SELECT locale FROM slack_locales") == "ko-KR"
 
 
 async def test_an_unknown_locale_falls_back_to_default_locale(serve: Serve, fake_slack: FakeSlack) -> None:
@@ -324,18 +328,18 @@ async def test_the_card_shows_the_last_briefing_fetch(serve: Serve, fake_slack: 
     fake_slack.add_user("U0OK", locale="en-US")
     fake_slack.add_user("U0BAD", locale="ko-KR")
     for slack_id in ("U0OK", "U0BAD"):
-        await app[ACCOUNTS].store_tokens(
+        await app[SERVICES].accounts.store_tokens(
             grant=TokenGrant("ya29.x", "1//x", None, ["openid", "email", READONLY, SEND]),
             actor="test",
             slack_user_id=slack_id,
             metadata={"email": f"{slack_id.lower()}@gmail.com"},
             status=Status.HEALTHY,
         )
-    ok = await app[ACCOUNTS].find_by_slack_id("U0OK")
-    bad = await app[ACCOUNTS].find_by_slack_id("U0BAD")
+    ok = await app[SERVICES].accounts.find_by_slack_id("U0OK")
+    bad = await app[SERVICES].accounts.find_by_slack_id("U0BAD")
     assert ok is not None and bad is not None
-    await app[ACCOUNTS].record_fetch(ok.id, result="ok", messages=3)
-    await app[ACCOUNTS].record_fetch(bad.id, result="Gmail answered 503", messages=None)
+    await app[SERVICES].accounts.record_fetch(ok.id, result="ok", messages=3)
+    await app[SERVICES].accounts.record_fetch(bad.id, result="Gmail answered 503", messages=None)
 
     await post(app, slash_command_body(user_id="U0OK"))
     await post(app, slash_command_body(user_id="U0BAD"))

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
-from bot.appkeys import ACCOUNTS, LINKS, POOL, PROMPTER
+from bot.appkeys import SERVICES
 from bot.google.health import Cause
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
@@ -54,14 +54,14 @@ SEOUL = ZoneInfo("Asia/Seoul")
 
 async def expired_account(app: web.Application, slack_user_id: str, email: str) -> Account:
     """A linked account whose refresh token Google refused."""
-    account = await app[ACCOUNTS].store_tokens(
+    account = await app[SERVICES].accounts.store_tokens(
         grant=TokenGrant("ya29.old", "1//old-" + slack_user_id, None, SCOPES),
         actor="test",
         slack_user_id=slack_user_id,
         metadata={"email": email},
         status=Status.HEALTHY,
     )
-    return await app[ACCOUNTS].set_status(
+    return await app[SERVICES].accounts.set_status(
         account.id, status=Status.EXPIRED, cause="invalid_grant", actor="test"
     )
 
@@ -72,7 +72,7 @@ async def healthy_account(
     """A linked account whose refresh token the fake Google knows (so it can be revoked)."""
     refresh_token = "1//good-" + slack_user_id
     fake_google.add_refresh_token(refresh_token, email=email, scopes=SCOPES)
-    return await app[ACCOUNTS].store_tokens(
+    return await app[SERVICES].accounts.store_tokens(
         grant=TokenGrant("ya29.good", refresh_token, datetime.now(UTC) + timedelta(hours=1), SCOPES),
         actor="test",
         slack_user_id=slack_user_id,
@@ -94,7 +94,7 @@ async def test_the_reconnect_dm_says_why_what_is_lost_and_offers_two_buttons(
     fake_slack.add_user("U0EXP", locale="ko-KR")
     account = await expired_account(app, "U0EXP", "exp@gmail.com")
 
-    result = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    result = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
 
     assert result.delivery is Delivery.POSTED and result.prompt is not None
     (message,) = dm(fake_slack, "U0EXP")
@@ -106,7 +106,7 @@ async def test_the_reconnect_dm_says_why_what_is_lost_and_offers_two_buttons(
     assert message["text"].startswith("Gmail을 다시 연결해 주세요:")  # the notification text
     found = buttons(message["blocks"])
     assert found[RECONNECT_ACTION]["style"] == "primary"
-    claims = app[LINKS].verify(found[RECONNECT_ACTION]["url"].split("t=", 1)[1])
+    claims = app[SERVICES].links.verify(found[RECONNECT_ACTION]["url"].split("t=", 1)[1])
     assert claims.slack_user_id == "U0EXP"
     assert found[SNOOZE_ACTION]["text"]["text"] == "내일 다시 알림"
     assert found[SNOOZE_ACTION]["value"] == str(result.prompt.id)
@@ -118,7 +118,7 @@ async def test_the_dm_in_english_for_a_missing_permission(serve: Serve, fake_sla
     app = await serve()
     fake_slack.add_user("U0SCOPE", locale="en-US")
 
-    await app[PROMPTER].send("U0SCOPE", account=None, cause=Cause.INSUFFICIENT_SCOPE, actor="test")
+    await app[SERVICES].prompter.send("U0SCOPE", account=None, cause=Cause.INSUFFICIENT_SCOPE, actor="test")
 
     (message,) = dm(fake_slack, "U0SCOPE")
     text = block_text(message["blocks"])
@@ -133,8 +133,8 @@ async def test_a_reminder_edits_the_open_dm_instead_of_sending_another(
     fake_slack.add_user("U0EXP")
     account = await expired_account(app, "U0EXP", "exp@gmail.com")
 
-    first = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
-    second = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.REVOKED, actor="test")
+    first = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    second = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.REVOKED, actor="test")
 
     assert (first.delivery, second.delivery) == (Delivery.POSTED, Delivery.UPDATED)
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
@@ -142,7 +142,7 @@ async def test_a_reminder_edits_the_open_dm_instead_of_sending_another(
     assert "edited" in message and "취소되었다고 알려왔습니다" in block_text(message["blocks"])
     assert second.prompt is not None and first.prompt is not None
     assert (second.prompt.id, second.prompt.sent_count) == (first.prompt.id, 2)
-    actions = [event.action for event in await audit.recent(app[POOL], slack_user_id="U0EXP")]
+    actions = [event.action for event in await audit.recent(app[SERVICES].pool, slack_user_id="U0EXP")]
     assert actions[:2] == ["prompt.updated", "prompt.sent"]
 
 
@@ -150,11 +150,11 @@ async def test_a_dm_deleted_in_slack_is_sent_again(serve: Serve, fake_slack: Fak
     app = await serve()
     fake_slack.add_user("U0EXP")
     account = await expired_account(app, "U0EXP", "exp@gmail.com")
-    first = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    first = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
     assert first.prompt is not None
     del fake_slack.messages[dm_channel_id("U0EXP"), first.prompt.message_ts]
 
-    again = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    again = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
 
     assert again.delivery is Delivery.POSTED and again.prompt is not None
     assert again.prompt.id == first.prompt.id and again.prompt.message_ts != first.prompt.message_ts
@@ -168,14 +168,17 @@ async def test_two_senders_at_once_send_one_dm(serve: Serve, fake_slack: FakeSla
     account = await expired_account(app, "U0EXP", "exp@gmail.com")
 
     results = await asyncio.gather(
-        *(app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test") for _ in range(4))
+        *(
+            app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+            for _ in range(4)
+        )
     )
 
     assert sorted(result.delivery for result in results) == sorted(
         [Delivery.POSTED, Delivery.UPDATED, Delivery.UPDATED, Delivery.UPDATED]
     )
     assert len(fake_slack.calls_to("chat.postMessage")) == 1 and len(dm(fake_slack, "U0EXP")) == 1
-    async with app[POOL].acquire() as conn:
+    async with app[SERVICES].pool.acquire() as conn:
         assert (
             await conn.fetchval("SELECT count(*) FROM reconnect_prompts WHERE slack_user_id = 'U0EXP'") == 1
         )
@@ -186,10 +189,10 @@ async def test_slack_refusing_the_dm_records_nothing(serve: Serve, fake_slack: F
     fake_slack.add_user("U0GONE")
     fake_slack.fail("chat.postMessage", error="user_disabled")
 
-    result = await app[PROMPTER].send("U0GONE", account=None, cause=Cause.MISSING, actor="test")
+    result = await app[SERVICES].prompter.send("U0GONE", account=None, cause=Cause.MISSING, actor="test")
 
     assert (result.delivery, result.error) == (Delivery.FAILED, "user_disabled")
-    assert await app[PROMPTER].prompts.open_for("U0GONE") is None
+    assert await app[SERVICES].prompts.open_for("U0GONE") is None
 
 
 async def test_remind_me_tomorrow_holds_reminders_until_the_next_day(
@@ -198,7 +201,7 @@ async def test_remind_me_tomorrow_holds_reminders_until_the_next_day(
     app = await serve()
     fake_slack.add_user("U0EXP", locale="en-US")
     account = await expired_account(app, "U0EXP", "exp@gmail.com")
-    sent = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    sent = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
     assert sent.prompt is not None
     channel, ts = dm_channel_id("U0EXP"), sent.prompt.message_ts
 
@@ -211,7 +214,7 @@ async def test_remind_me_tomorrow_holds_reminders_until_the_next_day(
 
     assert status == 200
     await settled(fake_slack, "chat.update")
-    prompt = await app[PROMPTER].prompts.open_for("U0EXP")
+    prompt = await app[SERVICES].prompts.open_for("U0EXP")
     assert prompt is not None and prompt.snoozed_until is not None
     local = prompt.snoozed_until.astimezone(SEOUL)
     assert (local.hour, local.minute) == (0, 0)
@@ -219,11 +222,13 @@ async def test_remind_me_tomorrow_holds_reminders_until_the_next_day(
     (message,) = dm(fake_slack, "U0EXP")
     assert "I'll remind you tomorrow" in block_text(message["blocks"])
     assert SNOOZE_ACTION not in buttons(message["blocks"]) and RECONNECT_ACTION in buttons(message["blocks"])
-    assert "prompt.snoozed" in [e.action for e in await audit.recent(app[POOL], slack_user_id="U0EXP")]
+    assert "prompt.snoozed" in [
+        e.action for e in await audit.recent(app[SERVICES].pool, slack_user_id="U0EXP")
+    ]
 
-    skipped = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    skipped = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
     assert skipped.delivery is Delivery.SNOOZED and len(fake_slack.calls_to("chat.update")) == 1
-    forced = await app[PROMPTER].send(
+    forced = await app[SERVICES].prompter.send(
         "U0EXP", account=account, cause=Cause.EXPIRED, actor="test", respect_snooze=False
     )
     assert forced.delivery is Delivery.UPDATED and forced.prompt is not None
@@ -235,7 +240,7 @@ async def test_snoozing_someone_elses_prompt_does_nothing(serve: Serve, fake_sla
     fake_slack.add_user("U0EXP")
     fake_slack.add_user("U0OTHER")
     account = await expired_account(app, "U0EXP", "exp@gmail.com")
-    sent = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    sent = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
     assert sent.prompt is not None
 
     status, _ = await post(
@@ -244,7 +249,7 @@ async def test_snoozing_someone_elses_prompt_does_nothing(serve: Serve, fake_sla
     await asyncio.sleep(0.3)
 
     assert status == 200
-    prompt = await app[PROMPTER].prompts.open_for("U0EXP")
+    prompt = await app[SERVICES].prompts.open_for("U0EXP")
     assert prompt is not None and prompt.snoozed_until is None
     assert fake_slack.calls_to("chat.update") == []
 
@@ -255,7 +260,7 @@ async def test_reconnecting_turns_the_dm_into_reconnected_and_confirms(
     app = await serve()
     fake_slack.add_user("U0EXP", locale="en-US")
     account = await expired_account(app, "U0EXP", "exp@gmail.com")
-    sent = await app[PROMPTER].send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
+    sent = await app[SERVICES].prompter.send("U0EXP", account=account, cause=Cause.EXPIRED, actor="test")
     assert sent.prompt is not None
     url = buttons(dm(fake_slack, "U0EXP")[0]["blocks"])[RECONNECT_ACTION]["url"]
     fake_google.consent.email = "exp@gmail.com"
@@ -271,8 +276,8 @@ async def test_reconnecting_turns_the_dm_into_reconnected_and_confirms(
     assert "connected again (exp@gmail.com)" in confirmation["text"]
     await eventually(lambda: "U0EXP" in fake_slack.views)
     assert "✅ Connected" in block_text(fake_slack.views["U0EXP"]["blocks"])  # the Home tab is current
-    assert await app[PROMPTER].prompts.open_for("U0EXP") is None
-    closed = await app[PROMPTER].prompts.get(sent.prompt.id)
+    assert await app[SERVICES].prompts.open_for("U0EXP") is None
+    closed = await app[SERVICES].prompts.get(sent.prompt.id)
     assert closed is not None and closed.state is PromptState.RESOLVED
     for secret in fake_google.issued_secrets:
         assert secret not in str(fake_slack.calls)
@@ -285,7 +290,7 @@ async def test_a_first_connection_without_a_prompt_is_confirmed(
     fake_slack.add_user("U0NEW", locale="ko-KR")
     fake_google.consent.email = "new@gmail.com"
 
-    await visit(browser, app[LINKS].new_url("U0NEW"))
+    await visit(browser, app[SERVICES].links.new_url("U0NEW"))
 
     await eventually(lambda: len(dm(fake_slack, "U0NEW")) == 1)
     assert "Gmail이 다시 연결되었습니다(new@gmail.com)" in dm(fake_slack, "U0NEW")[0]["text"]
@@ -323,7 +328,7 @@ async def test_disconnect_from_the_card_revokes_at_google_and_redraws_it(
     assert "revoked at Google" in text and "Disconnected" in text
     assert DISCONNECT_ACTION not in buttons(response["blocks"])
     assert "1//good-U0OK" in fake_google.revoked
-    after = await app[ACCOUNTS].get(account.id)
+    after = await app[SERVICES].accounts.get(account.id)
     assert after.status is Status.DISCONNECTED and not after.has_refresh_token
 
 
@@ -342,7 +347,7 @@ async def test_disconnect_from_app_home_republishes_it(
 
     await settled(fake_slack, "views.publish", 2)
     assert "Google에서 봇의 접근 권한을 취소했고" in block_text(fake_slack.views["U0OK"]["blocks"])
-    assert (await app[ACCOUNTS].get(account.id)).status is Status.DISCONNECTED
+    assert (await app[SERVICES].accounts.get(account.id)).status is Status.DISCONNECTED
 
 
 async def test_a_forged_disconnect_of_another_account_changes_nothing(
@@ -357,7 +362,7 @@ async def test_a_forged_disconnect_of_another_account_changes_nothing(
 
     await eventually(lambda: bool(fake_slack.responses))
     assert "another user's card" in block_text(fake_slack.responses[0]["blocks"])
-    after = await app[ACCOUNTS].get(victim.id)
+    after = await app[SERVICES].accounts.get(victim.id)
     assert after.status is Status.HEALTHY and after.has_refresh_token and not fake_google.revoked
 
 
@@ -381,9 +386,11 @@ async def test_a_user_without_a_row_is_offered_the_row_with_their_slack_email(
 
     await eventually(lambda: bool(fake_slack.responses))
     assert "Linked: *cdctfm@gmail.com*" in block_text(fake_slack.responses[0]["blocks"])
-    account = await app[ACCOUNTS].find_by_slack_id("U0CDC")
+    account = await app[SERVICES].accounts.find_by_slack_id("U0CDC")
     assert account is not None and account.email == "cdctfm@gmail.com" and account.id == int(link["value"])
-    assert "account.linked" in [e.action for e in await audit.recent(app[POOL], slack_user_id="U0CDC")]
+    assert "account.linked" in [
+        e.action for e in await audit.recent(app[SERVICES].pool, slack_user_id="U0CDC")
+    ]
 
 
 async def test_linking_needs_the_matching_slack_email(
@@ -392,7 +399,7 @@ async def test_linking_needs_the_matching_slack_email(
     await load_legacy_seed(database_url)
     app = await serve()
     fake_slack.add_user("U0NOPE", locale="en-US", email="someone.else@gmail.com")
-    unlinked = await app[ACCOUNTS].find_unlinked_by_email("cdctfm@gmail.com")
+    unlinked = await app[SERVICES].accounts.find_unlinked_by_email("cdctfm@gmail.com")
 
     await post(app, slash_command_body(user_id="U0NOPE"))
     (card,) = await settled(fake_slack, "chat.postEphemeral")
@@ -401,8 +408,10 @@ async def test_linking_needs_the_matching_slack_email(
 
     await eventually(lambda: bool(fake_slack.responses))
     assert "can no longer be linked" in block_text(fake_slack.responses[0]["blocks"])
-    assert await app[ACCOUNTS].find_by_slack_id("U0NOPE") is None
-    assert [a.id for a in await app[ACCOUNTS].find_unlinked_by_email("cdctfm@gmail.com")] == [unlinked[0].id]
+    assert await app[SERVICES].accounts.find_by_slack_id("U0NOPE") is None
+    assert [a.id for a in await app[SERVICES].accounts.find_unlinked_by_email("cdctfm@gmail.com")] == [
+        unlinked[0].id
+    ]
 
 
 async def test_every_button_click_is_acknowledged(serve: Serve, fake_slack: FakeSlack) -> None:

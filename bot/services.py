@@ -1,0 +1,214 @@
+"""The one place that wires the bot's services: `serve`, `run-briefing` and every other command get them here.
+
+`Services` is built from the settings, a database pool and the HTTP sessions. Each service is made on first
+use, so a command that never talks to Slack (`accounts`, `link`, …) does without the Slack settings, and one
+that does gets a ConfigError naming what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cached_property
+
+import aiohttp
+import asyncpg
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.briefing.run import Briefing
+from bot.briefing.summary import RunSummary
+from bot.config import Settings
+from bot.database import check_schema, resolve_database_url, token_codec
+from bot.google.client import GoogleClient, google_client
+from bot.google.consent import Consent
+from bot.google.gmail import Gmail
+from bot.google.token_service import TokenService, build_token_service
+from bot.metrics import Metrics
+from bot.reconnect.flow import ReconnectFlow
+from bot.reconnect.hooks import ReconnectHooks
+from bot.reconnect.links import LinkSigner, link_signer
+from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
+from bot.slack.prompter import Prompter
+from storage.accounts import Accounts
+from storage.api_keys import ApiKeys
+from storage.oauth_states import OAuthStates
+from storage.pool import create_pool
+from storage.prompts import Prompts
+from storage.runs import Runs
+from storage.slack_locales import SlackLocales
+
+# Connections beyond the briefing's workers (each may hold one: a refresh or prompt lock) for Slack, OAuth and
+# the API; the workers themselves count for at most MAX_POOLED_WORKERS.
+SPARE_CONNECTIONS = 8
+MAX_POOLED_WORKERS = 32
+
+
+def pool_size(settings: Settings) -> int:
+    """How many database connections a process needs: one per briefing worker, and some to spare."""
+    return min(settings.briefing_concurrency, MAX_POOLED_WORKERS) + SPARE_CONNECTIONS
+
+
+@dataclass(frozen=True)
+class HttpSessions:
+    """The long-lived HTTP sessions: one to Google, one to Slack."""
+
+    google: aiohttp.ClientSession
+    slack: aiohttp.ClientSession
+
+
+@asynccontextmanager
+async def http_sessions(settings: Settings) -> AsyncIterator[HttpSessions]:
+    """Sessions with room for BRIEFING_CONCURRENCY workers: each may fetch all its messages at once (aiohttp's
+    default limit of 100 connections throttled that). Slack's client gets its own long-lived session: without
+    one, slack_sdk opens a connection per call."""
+    google_limit = max(100, settings.briefing_concurrency * (settings.briefing_max_messages + 1))
+    slack_limit = max(100, settings.briefing_concurrency * 2)
+    async with (
+        aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT}, connector=aiohttp.TCPConnector(limit=google_limit)
+        ) as google,
+        aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
+            connector=aiohttp.TCPConnector(limit=slack_limit),
+        ) as slack,
+    ):
+        yield HttpSessions(google, slack)
+
+
+class Services:
+    """Every long-lived service, each built once, on first use, from the settings, the pool and the sessions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        sessions: HttpSessions,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.sessions = sessions
+        self.metrics = metrics or Metrics()
+        # The Slack layer registers its hook on these while the application is assembled.
+        self.hooks = ReconnectHooks()
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        """The gmail_tokens repository, encrypting when TOKEN_ENCRYPTION_KEYS is set."""
+        return Accounts(self.pool, token_codec(self.settings))
+
+    @cached_property
+    def api_keys(self) -> ApiKeys:
+        """The API keys of the services that use the tokens."""
+        return ApiKeys(self.pool)
+
+    @cached_property
+    def links(self) -> LinkSigner:
+        """Signs and checks the Reconnect Gmail links (needs SECRET_KEY)."""
+        return link_signer(self.settings)
+
+    @cached_property
+    def google(self) -> GoogleClient:
+        """Google's token, revocation and userinfo endpoints, with the retry policy."""
+        return google_client(self.settings, self.sessions.google)
+
+    @cached_property
+    def gmail(self) -> Gmail:
+        """The Gmail API calls of the briefing."""
+        return Gmail(self.google, api_url=self.settings.gmail_api_url)
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        """Valid access tokens on demand (needs GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)."""
+        return build_token_service(self.settings, self.accounts, self.google, metrics=self.metrics)
+
+    @cached_property
+    def reconnect(self) -> ReconnectFlow:
+        """The consent flow, from a Slack link to stored tokens."""
+        return ReconnectFlow(
+            self.settings,
+            accounts=self.accounts,
+            states=OAuthStates(self.pool, self.accounts.codec.cipher),
+            links=self.links,
+            consent=Consent(self.settings),
+            google=self.google,
+            hooks=self.hooks,
+        )
+
+    @cached_property
+    def slack(self) -> AsyncWebClient:
+        """Slack's Web API client (needs SLACK_BOT_TOKEN), on the Slack session."""
+        client = create_web_client(self.settings)
+        client.session = self.sessions.slack
+        return client
+
+    @cached_property
+    def users(self) -> SlackUsers:
+        """Slack users' languages and emails, the languages kept in the database too."""
+        return SlackUsers(self.slack, self.settings.default_locale, stored=SlackLocales(self.pool))
+
+    @cached_property
+    def prompts(self) -> Prompts:
+        """The Reconnect Gmail DMs sent, one open per user."""
+        return Prompts(self.pool)
+
+    @cached_property
+    def prompter(self) -> Prompter:
+        """Sends, edits and closes the Reconnect Gmail DMs."""
+        return Prompter(
+            client=self.slack,
+            prompts=self.prompts,
+            accounts=self.accounts,
+            links=self.links,
+            users=self.users,
+            timezone=self.settings.briefing_timezone,
+            metrics=self.metrics,
+        )
+
+    @cached_property
+    def runs(self) -> Runs:
+        """The records of the preflight and briefing runs."""
+        return Runs(self.accounts)
+
+    @cached_property
+    def summary(self) -> RunSummary:
+        """The admin summary of each run."""
+        return RunSummary(settings=self.settings, client=self.slack, accounts=self.accounts, runs=self.runs)
+
+    @cached_property
+    def briefing(self) -> Briefing:
+        """The preflight and the 9am briefing over every linked account."""
+        return Briefing(
+            settings=self.settings,
+            accounts=self.accounts,
+            tokens=self.tokens,
+            gmail=self.gmail,
+            prompter=self.prompter,
+            client=self.slack,
+            users=self.users,
+            runs=self.runs,
+            summary=self.summary,
+            metrics=self.metrics,
+        )
+
+
+def build_services(
+    settings: Settings, pool: asyncpg.Pool, sessions: HttpSessions, *, metrics: Metrics | None = None
+) -> Services:
+    """The services of one process, on `pool` and `sessions`."""
+    return Services(settings, pool, sessions, metrics=metrics)
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Services on a current schema with a pool and sessions of their own, for a command; all close on exit."""
+    dsn = await resolve_database_url(settings)
+    await check_schema(settings, dsn)
+    pool: asyncpg.Pool = await create_pool(dsn, min_size=1, max_size=pool_size(settings))
+    try:
+        async with http_sessions(settings) as sessions:
+            yield build_services(settings, pool, sessions)
+    finally:
+        await pool.close()

@@ -1,0 +1,65 @@
+"""The listeners' error handler: a listener that fails after its ack is logged with the traceback, and the
+user who asked is told, in their language, that something went wrong (rather than nothing at all)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.i18n import text
+from bot.services import Services
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+# What telling the user can run into: Slack refusing, Slack or the database out of reach.
+_TELLING_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError, OSError, StorageError)
+
+
+def register(bolt: AsyncApp, services: Services) -> None:
+    """Make `listener_failed` Bolt's error handler."""
+
+    async def on_error(
+        error: Exception, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient
+    ) -> None:
+        await listener_failed(services, error=error, body=body, respond=respond, client=client)
+
+    bolt.error(on_error)
+
+
+async def listener_failed(
+    services: Services,
+    *,
+    error: Exception,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+) -> None:
+    """Log the failure with its traceback; tell the user through the request's response URL, or (for a
+    button on the App Home, which has none) in their DM. Events the user did not ask for are only logged."""
+    kind = str(body.get("type") or ("slash_command" if body.get("command") else "unknown"))
+    log.error("A Slack listener failed (%s)", kind, exc_info=(type(error), error, error.__traceback__))
+    user_id = _user_of(body)
+    if user_id is None or kind == "event_callback":
+        return
+    try:
+        line = text(await services.users.locale(user_id), "slack.error.generic")
+        if respond is not None and body.get("response_url"):
+            await respond(text=line, response_type="ephemeral", replace_original=False)
+        elif kind == "block_actions":
+            await client.chat_postMessage(channel=user_id, text=line)
+    except _TELLING_FAILED as telling:
+        log.warning("The user %s could not be told of the failure: %s", user_id, type(telling).__name__)
+
+
+def _user_of(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    if isinstance(user, dict) and isinstance(user.get("id"), str):
+        return str(user["id"])
+    return str(body["user_id"]) if isinstance(body.get("user_id"), str) else None

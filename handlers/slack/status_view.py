@@ -1,0 +1,38 @@
+"""The status card's content for one Slack user: their account, its status, fresh links, and a row to offer."""
+
+from __future__ import annotations
+
+from bot.google.health import effective_status
+from bot.reconnect.links import Purpose
+from bot.services import Services
+from bot.slack.blocks.status import StatusView
+from storage.models import Account, Status
+
+
+async def status_view(
+    services: Services, slack_user_id: str, slack_team_id: str | None, *, notice: str | None = None
+) -> StatusView:
+    """What /gmail-status and the App Home show this user now."""
+    account = await services.accounts.find_by_slack_id(slack_user_id)
+    status = Status.MISSING
+    if account is not None:
+        status, _ = effective_status(account, services.settings.required_capabilities)
+    links = services.links
+    return StatusView(
+        account=account,
+        status=status,
+        reconnect_url=links.new_url(slack_user_id, slack_team_id=slack_team_id),
+        switch_url=links.new_url(slack_user_id, slack_team_id=slack_team_id, purpose=Purpose.SWITCH),
+        offer=None if account is not None else await linkable_account(services, slack_user_id),
+        notice=notice,
+        zone=services.settings.briefing_timezone,
+    )
+
+
+async def linkable_account(services: Services, slack_user_id: str) -> Account | None:
+    """The one unlinked row whose email is this user's Slack profile email (none if zero or several)."""
+    email = await services.users.email(slack_user_id)
+    if not email:
+        return None
+    found = await services.accounts.find_unlinked_by_email(email)
+    return found[0] if len(found) == 1 else None
