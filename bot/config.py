@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError
+from bot.google.scopes import Capability, capabilities_of
 from storage.crypto import KeyFormatError, parse_keys
-from storage.scopes import Capability, capabilities_of, normalize_scopes
+from storage.scopes import normalize_scopes
 
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"

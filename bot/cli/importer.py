@@ -10,9 +10,10 @@ from typing import Any
 
 from bot.errors import GmailReconnectError
 from bot.google.health import offline_assessment
+from bot.google.scopes import Capability
 from storage.accounts import Accounts
 from storage.models import Account, TokenGrant
-from storage.scopes import Capability, normalize_scopes
+from storage.scopes import normalize_scopes
 
 DEFAULT_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 
