@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 GOOGLE_SCOPE_PREFIX = "https://www.googleapis.com/auth/"
-FULL_MAIL_SCOPE = "https://mail.google.com/"
 _OPENID_SHORT_NAMES = frozenset({"openid", "email", "profile"})
 
 
