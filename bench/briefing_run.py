@@ -68,13 +68,13 @@ from bot.briefing.run import Kind, Result
 from bot.config import load_settings
 from bot.database import token_codec
 from bot.google.health import effective_status
+from bot.google.scopes import Capability
 from bot.logs import MASK, configure_logging
 from bot.services import open_services
 from bot.slack.client import LIST_PAGE_SIZE, PAGE_WORTH, PRIME_AT_LEAST
 from storage.accounts import DEFAULT_TOKEN_TYPE, Accounts
 from storage.crypto import generate_key
 from storage.pool import create_pool
-from storage.scopes import Capability
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
 

@@ -22,9 +22,10 @@ from bot.google.endpoints import (
     GOOGLE_TOKEN_URI,
     GOOGLE_USERINFO_URI,
 )
+from bot.google.scopes import Capability, capabilities_of
 from bot.slack.ids import SLACK_CHANNEL_ID, is_user_id
 from storage.crypto import KeyFormatError, parse_keys
-from storage.scopes import Capability, capabilities_of, normalize_scopes
+from storage.scopes import normalize_scopes
 
 SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_SCOPES = (

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.google.health import effective_status
+from bot.google.scopes import Capability
 from storage.accounts import Accounts
 from storage.models import Status
-from storage.scopes import Capability
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)

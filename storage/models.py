@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage.scopes import Capability, capabilities_of
-
 
 class Status(enum.StrEnum):
     """The health of one Gmail connection."""
@@ -57,11 +55,6 @@ class Account:
     last_fetch_at: datetime | None = None
     last_fetch_result: str | None = None  # "ok", or why the briefing fetch did not happen
     last_fetch_messages: int | None = None
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        """What the granted scopes let the bot do with this mailbox."""
-        return capabilities_of(self.scopes)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from typing import Any
 from bot.errors import GmailReconnectError
 from bot.google.endpoints import GOOGLE_AUTH_URI
 from bot.google.health import offline_assessment
+from bot.google.scopes import Capability
 from storage.accounts import Accounts
 from storage.models import Account, TokenGrant
-from storage.scopes import Capability, normalize_scopes
+from storage.scopes import normalize_scopes
 
 
 class TokenFileError(GmailReconnectError):

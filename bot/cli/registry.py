@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from bot.google.health import account_summary
+from bot.google.scopes import Capability
 from storage.models import Account
-from storage.scopes import Capability
 
 _COLUMNS = ("SLACK ID", "USER ID", "EMAIL", "STATUS", "READ", "SEND", "EXPIRY (UTC)", "LAST REFRESH", "CAUSE")
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.google.scopes import Capability, capabilities_of, missing_capabilities
 from storage.models import Account, Status
-from storage.scopes import Capability, missing_capabilities
 
 _CAPABILITY_WORDS = {
     Capability.READ: "reading mail (gmail.readonly)",
@@ -96,6 +96,7 @@ def testing_expiry_near(account: Account, now: datetime) -> bool:
 def account_summary(account: Account, required: Iterable[Capability]) -> dict[str, Any]:
     """One account as plain data: what an admin needs, never a token."""
     status, cause = effective_status(account, required)
+    capabilities = capabilities_of(account.scopes)
     return {
         "slack_user_id": account.slack_user_id,
         "user_id": account.user_id,
@@ -103,8 +104,8 @@ def account_summary(account: Account, required: Iterable[Capability]) -> dict[st
         "status": str(status),
         "status_checked": account.last_checked_at is not None,
         "cause": cause,
-        "can_read": Capability.READ in account.capabilities,
-        "can_send": Capability.SEND in account.capabilities,
+        "can_read": Capability.READ in capabilities,
+        "can_send": Capability.SEND in capabilities,
         "scopes": account.scopes,
         "expiry": _iso(account.expiry),
         "last_refresh_at": _iso(account.last_refresh_at),

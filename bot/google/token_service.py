@@ -20,10 +20,10 @@ from bot.errors import ConfigError
 from bot.google.client import GoogleClient
 from bot.google.errors import Failure, GoogleError
 from bot.google.health import TESTING_TOKEN_LIFETIME
+from bot.google.scopes import Capability, missing_capabilities
 from bot.metrics import Metrics
 from storage.accounts import Accounts
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
-from storage.scopes import Capability, missing_capabilities
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.google.client import GoogleClient
 from bot.google.consent import Consent, verified_email
 from bot.google.errors import Failure, GoogleError
+from bot.google.scopes import missing_capabilities
 from bot.reconnect.hooks import Reconnected, ReconnectHooks
 from bot.reconnect.links import LinkClaims, LinkError, LinkSigner, Purpose
 from bot.slack.ids import slack_actor
@@ -25,7 +26,6 @@ from storage.accounts import Accounts
 from storage.errors import Conflict
 from storage.models import Account, Status, TokenGrant
 from storage.oauth_states import OAuthState, OAuthStates, Rejection, StateRejected
-from storage.scopes import missing_capabilities
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import pytest
 
 from bot.config import DEFAULT_SCOPES, Settings, ensure_secret_key, load_settings
 from bot.errors import ConfigError
+from bot.google.scopes import Capability
 from storage.crypto import generate_key
-from storage.scopes import Capability
 
 
 def problems(make: Callable[..., Settings], **env: str | None) -> str:

@@ -10,12 +10,12 @@ import pytest
 
 from bot.config import Settings
 from bot.database import token_codec
+from bot.google.scopes import Capability, capabilities_of
 from storage import audit
 from storage.accounts import Accounts
 from storage.crypto import generate_key
 from storage.errors import Conflict, NotFound, TokenUnreadable
 from storage.models import Status, TokenGrant
-from storage.scopes import Capability
 from tests.helpers import account_by_user_id, load_legacy_seed
 
 GMAIL = "https://www.googleapis.com/auth/"
@@ -48,7 +48,7 @@ async def test_find_by_slack_id_and_user_id_on_legacy_rows(legacy_accounts: Acco
     heejae = await legacy_accounts.find_by_slack_id("U091UNVE41M")
     assert heejae is not None
     assert (heejae.user_id, heejae.email, heejae.robing_id) == ("heejae", "heejae@gmail.com", "rb8001")
-    assert heejae.capabilities == {Capability.READ, Capability.SEND}  # gmail.modify can send
+    assert capabilities_of(heejae.scopes) == {Capability.READ, Capability.SEND}  # gmail.modify can send
     assert heejae.expiry == datetime(2025, 8, 18, 10, 0, tzinfo=UTC)
     assert heejae.has_refresh_token and heejae.is_equipped is False
 
@@ -59,7 +59,7 @@ async def test_find_by_slack_id_and_user_id_on_legacy_rows(legacy_accounts: Acco
     assert await legacy_accounts.read_tokens(eagle.id) is None
 
     unknown = await account_by_user_id(legacy_accounts, "unknown")
-    assert unknown is not None and unknown.capabilities == frozenset()
+    assert unknown is not None and capabilities_of(unknown.scopes) == frozenset()
     assert await legacy_accounts.find_by_slack_id("UNOBODY") is None
     assert await legacy_accounts.find_by_slack_id("") is None
 

@@ -17,6 +17,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.google.scopes import Capability, capabilities_of
 from bot.i18n import text
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
@@ -31,7 +32,6 @@ from bot.slack.blocks.elements import (
     shorten,
 )
 from storage.models import Account, Status
-from storage.scopes import Capability
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
         if status.needs_user or status is Status.DISCONNECTED:
             lines.append(text(locale, f"slack.cause.{status}"))
         blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(lines))))
-        capabilities = account.capabilities if account.has_refresh_token else frozenset()
+        capabilities = capabilities_of(account.scopes) if account.has_refresh_token else frozenset()
         blocks.append(
             ContextBlock(
                 elements=[

@@ -19,13 +19,13 @@ from bot.database import token_codec
 from bot.errors import ConfigError
 from bot.google.client import DEFAULT_TIMEOUT, GoogleClient, google_client, token_response
 from bot.google.errors import Failure, token_error
+from bot.google.scopes import Capability
 from bot.google.token_service import Outcome, TokenService, build_token_service
 from storage import audit
 from storage.accounts import Accounts
 from storage.migrator import migrate
 from storage.models import Account, Status, TokenGrant
 from storage.pool import connect, create_pool
-from storage.scopes import Capability
 from tests.fakes.google import ACCESS_TOKEN_LIFETIME, FakeGoogle
 from tests.helpers import account_by_user_id, free_port, google_env, load_legacy_seed
 
