@@ -22,6 +22,8 @@ GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
 GOOGLE_USERINFO_URI = "https://openidconnect.googleapis.com/v1/userinfo"
+# The x509 certificates (PEM, keyed by kid) of the keys that sign Google's ID tokens.
+GOOGLE_CERTS_URI = "https://www.googleapis.com/oauth2/v1/certs"
 GMAIL_API_URL = "https://gmail.googleapis.com/"
 SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_SCOPES = (
@@ -85,6 +87,7 @@ class Settings:
     google_token_uri: str
     google_revoke_uri: str
     google_userinfo_uri: str
+    google_certs_uri: str
     gmail_api_url: str
     google_scopes: tuple[str, ...]
     public_base_url: str
@@ -248,6 +251,7 @@ class _Reader:
             google_token_uri=self.url("GOOGLE_TOKEN_URI", token_uri),
             google_revoke_uri=self.url("GOOGLE_REVOKE_URI", GOOGLE_REVOKE_URI),
             google_userinfo_uri=self.url("GOOGLE_USERINFO_URI", GOOGLE_USERINFO_URI),
+            google_certs_uri=self.url("GOOGLE_CERTS_URI", GOOGLE_CERTS_URI),
             gmail_api_url=self.url("GMAIL_API_URL", GMAIL_API_URL, trailing_slash=True),
             google_scopes=self.scopes(),
             public_base_url=public_base_url,
