@@ -18,6 +18,7 @@ from bot.errors import ConfigError
 from bot.google.endpoints import (
     GMAIL_API_URL,
     GOOGLE_AUTH_URI,
+    GOOGLE_CERTS_URI,
     GOOGLE_REVOKE_URI,
     GOOGLE_TOKEN_URI,
     GOOGLE_USERINFO_URI,
@@ -87,6 +88,7 @@ class Settings:
     google_token_uri: str
     google_revoke_uri: str
     google_userinfo_uri: str
+    google_certs_uri: str
     gmail_api_url: str
     google_scopes: tuple[str, ...]
     public_base_url: str
@@ -254,6 +256,7 @@ class _Reader:
             google_token_uri=self.url("GOOGLE_TOKEN_URI", token_uri),
             google_revoke_uri=self.url("GOOGLE_REVOKE_URI", GOOGLE_REVOKE_URI),
             google_userinfo_uri=self.url("GOOGLE_USERINFO_URI", GOOGLE_USERINFO_URI),
+            google_certs_uri=self.url("GOOGLE_CERTS_URI", GOOGLE_CERTS_URI),
             gmail_api_url=self.url("GMAIL_API_URL", GMAIL_API_URL, trailing_slash=True),
             google_scopes=self.scopes(),
             public_base_url=public_base_url,

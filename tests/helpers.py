@@ -66,6 +66,7 @@ def google_env(fake: FakeGoogle) -> dict[str, str]:
         "GOOGLE_TOKEN_URI": fake.token_uri,
         "GOOGLE_REVOKE_URI": fake.revoke_uri,
         "GOOGLE_USERINFO_URI": fake.userinfo_uri,
+        "GOOGLE_CERTS_URI": fake.certs_uri,
         "GMAIL_API_URL": fake.gmail_api_url,
     }
 

@@ -2,20 +2,34 @@
 
 Flow is synchronous (requests), so the exchange runs in a worker thread with a timeout. The callback is served
 by aiohttp, never by oauthlib, so the state is checked by our own store and the code is passed as `code=`.
+
+The ID token that comes with the tokens is verified with google-auth in that same thread, bounded by the
+same timeout: its RS256 signature against Google's published certificates (GOOGLE_CERTS_URI), its audience
+(our client id), its issuer and its lifetime. OpenID Connect Core §3.1.3.7 would let a client that got the
+token straight from the token endpoint over TLS rely on that channel instead of the signature; but the email
+in it decides which mailbox a Slack user is linked to, so it is believed on Google's signature, not on the
+channel alone (a TLS-intercepting proxy or a token endpoint that is not Google's cannot name another
+mailbox). A token that does not verify, or certificates that cannot be had, leave the claims empty: the email
+is then read from userinfo with the access token, as for a grant that came without an ID token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from cryptography import x509
+from google.auth import exceptions as google_auth_errors
+from google.auth import transport
+from google.auth.transport.requests import Request as GoogleAuthRequest
+from google.oauth2 import id_token as google_id_token
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
@@ -25,7 +39,22 @@ from bot.google.errors import Failure, GoogleError, token_error
 log = logging.getLogger(__name__)
 
 EXCHANGE_TIMEOUT_SECONDS = 15
-_GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+# How far our clock may be off Google's when checking an ID token's iat and exp: a token is checked the moment
+# it is issued, so without any leeway a clock a second behind would refuse every one.
+ID_TOKEN_CLOCK_SKEW_SECONDS = 10
+# The issuers google-auth's verify_oauth2_token accepts; verify_token, which takes our certs URL, checks none.
+_GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+# google-auth's messages for a token it refuses, and the few words logged instead: some of them quote the
+# token, which must never reach a log line.
+_REJECTIONS = (
+    ("Could not verify token signature", "bad signature"),
+    ("Certificate for key id", "its kid names no published certificate"),
+    ("Unsupported signature algorithm", "unsupported or missing signature algorithm"),
+    ("Token expired", "expired"),
+    ("Token used too early", "issued in the future (is this machine's clock right?)"),
+    ("Token has wrong audience", "issued to another OAuth client"),
+    ("Token does not contain required claim", "no iat or exp claim"),
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +65,7 @@ class Exchange:
     refresh_token: str | None = field(repr=False)
     expiry: datetime | None
     granted_scopes: list[str]
+    # The ID token's claims if google-auth verified it (see `verify_id_token`), else {}.
     id_claims: dict[str, Any] = field(repr=False)
 
 
@@ -46,6 +76,7 @@ class Consent:
         if settings.google_client_id is None or settings.google_client_secret is None:
             raise ValueError("Consent needs GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET")
         self.client_id = settings.google_client_id
+        self.certs_uri = settings.google_certs_uri
         self.timeout = timeout
         self._client_config = {
             "web": {
@@ -76,7 +107,8 @@ class Consent:
     async def exchange(
         self, *, code: str, state: str, code_verifier: str, scopes: list[str], redirect_uri: str
     ) -> Exchange:
-        """Exchange an authorization code (off the event loop); GoogleError classifies a failure."""
+        """Exchange an authorization code and verify its ID token (off the event loop); GoogleError classifies
+        a failure of the exchange, while an ID token that cannot be verified only leaves `id_claims` empty."""
         flow = self._flow(scopes=scopes, redirect_uri=redirect_uri, state=state, code_verifier=code_verifier)
         answer: dict[str, int] = {}
 
@@ -86,7 +118,7 @@ class Consent:
 
         flow.oauth2session.register_compliance_hook("access_token_response", remember_status)
         try:
-            token = await asyncio.to_thread(flow.fetch_token, code=code, timeout=self.timeout)
+            token, id_claims = await asyncio.to_thread(self._fetch_and_verify, flow, code)
         except OAuth2Error as error:
             status = answer.get("status") or error.status_code
             raise token_error(
@@ -113,8 +145,16 @@ class Consent:
             refresh_token=str(token["refresh_token"]) if token.get("refresh_token") else None,
             expiry=expiry,
             granted_scopes=list(granted.split() if isinstance(granted, str) else granted),
-            id_claims=id_token_claims(token.get("id_token"), client_id=self.client_id),
+            id_claims=id_claims,
         )
+
+    def _fetch_and_verify(self, flow: Flow, code: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """In the worker thread: the token response, then the claims of its ID token if they verify."""
+        token = flow.fetch_token(code=code, timeout=self.timeout)
+        claims = verify_id_token(
+            token.get("id_token"), client_id=self.client_id, certs_uri=self.certs_uri, timeout=self.timeout
+        )
+        return token, claims
 
     def _flow(self, *, scopes: list[str], redirect_uri: str, state: str, code_verifier: str) -> Flow:
         return Flow.from_client_config(
@@ -127,25 +167,110 @@ class Consent:
         )
 
 
-def id_token_claims(id_token: object, *, client_id: str) -> dict[str, Any]:
-    """The claims of an ID token received straight from the token endpoint, or {} if it is not for us.
+class CertsUnavailable(Exception):
+    """Google's ID token certificates could not be had: no answer in time, an error status, or an answer that is
+    not x509 certificates keyed by kid."""
 
-    OpenID Connect Core §3.1.3.7 lets a client that got the ID token directly from the token endpoint over
-    TLS rely on that channel instead of the signature; the issuer and audience are still checked.
+
+def verify_id_token(id_token: object, *, client_id: str, certs_uri: str, timeout: float) -> dict[str, Any]:
+    """The claims of an ID token that google-auth verifies as Google's and ours, or {} if it is not trusted.
+
+    google-auth's `verify_token` checks the RS256 signature against the certificates at `certs_uri` (fetched
+    each time, at most `timeout` seconds per read), the audience and the iat/exp lifetime; the issuer is checked
+    here, as `verify_oauth2_token` would (it cannot be pointed at another certs URL). Blocking: call it in a
+    worker thread. Nothing of the token is ever logged.
     """
-    if not isinstance(id_token, str) or id_token.count(".") != 2:
+    if not isinstance(id_token, str) or not id_token:
         return {}
-    payload = id_token.split(".")[1]
+    with requests.Session() as session:
+        try:
+            claims = google_id_token.verify_token(
+                id_token,
+                _CertsRequest(session, timeout=timeout),
+                audience=client_id,
+                certs_url=certs_uri,
+                clock_skew_in_seconds=ID_TOKEN_CLOCK_SKEW_SECONDS,
+            )
+        except CertsUnavailable as error:
+            log.warning(
+                "Could not get Google's ID token certificates from %s (%s): reading the email from userinfo",
+                certs_uri,
+                error,
+            )
+            return {}
+        except (google_auth_errors.GoogleAuthError, ValueError, TypeError) as error:
+            log.warning(
+                "Google's ID token did not verify (%s): reading the email from userinfo", _rejection(error)
+            )
+            return {}
+    issuer = claims.get("iss")
+    if not isinstance(issuer, str) or issuer not in _GOOGLE_ISSUERS:
+        log.warning(
+            "Google's ID token did not verify (not issued by Google): reading the email from userinfo"
+        )
+        return {}
+    return dict(claims)
+
+
+class _CertsRequest(transport.Request):
+    """google-auth's requests transport for fetching the certificates: with our timeout, and raising
+    CertsUnavailable when they cannot be used, so that is told apart from a token that does not verify."""
+
+    def __init__(self, session: requests.Session, *, timeout: float) -> None:
+        self._request = GoogleAuthRequest(session)
+        self._timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> transport.Response:
+        # google-auth passes no timeout of its own for the certs; ours bounds the fetch.
+        try:
+            response = self._request(
+                url, method=method, body=body, headers=headers, timeout=self._timeout, **kwargs
+            )
+        except (google_auth_errors.TransportError, OSError) as error:
+            cause = error.__cause__ or error
+            reason = "no answer in time" if isinstance(cause, requests.Timeout) else type(cause).__name__
+            raise CertsUnavailable(reason) from None
+        if response.status != 200:
+            raise CertsUnavailable(f"HTTP {response.status}")
+        if not _are_certificates(response.data):
+            raise CertsUnavailable("the answer is not x509 certificates keyed by kid")
+        return response
+
+
+def _are_certificates(data: bytes) -> bool:
+    """Whether a certs answer is Google's v1 format, `{kid: PEM x509 certificate}`, the one this bot expects
+    (a JWK set, Google's v3 format, would need PyJWT in google-auth)."""
     try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        certs = json.loads(data)
     except ValueError:
-        return {}
-    if not isinstance(claims, dict) or claims.get("iss") not in _GOOGLE_ISSUERS:
-        return {}
-    audience = claims.get("aud")
-    if audience != client_id and not (isinstance(audience, list) and client_id in audience):
-        return {}
-    return claims
+        return False
+    if not isinstance(certs, dict) or not certs or "keys" in certs:
+        return False
+    try:
+        for pem in certs.values():
+            if not isinstance(pem, str):
+                return False
+            x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        return False
+    return True
+
+
+def _rejection(error: Exception) -> str:
+    """Why google-auth refused a token, in words that hold nothing of it."""
+    message = str(error)
+    for prefix, reason in _REJECTIONS:
+        if message.startswith(prefix):
+            return reason
+    return f"unreadable: {type(error).__name__}"
 
 
 def verified_email(claims: dict[str, Any]) -> str | None:

@@ -6,4 +6,6 @@ GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
 GOOGLE_USERINFO_URI = "https://openidconnect.googleapis.com/v1/userinfo"
+# The x509 certificates (PEM, keyed by kid) of the keys that sign Google's ID tokens.
+GOOGLE_CERTS_URI = "https://www.googleapis.com/oauth2/v1/certs"
 GMAIL_API_URL = "https://gmail.googleapis.com/"

@@ -27,6 +27,7 @@ def test_defaults(make_settings: Callable[..., Settings]) -> None:
     assert settings.oauth_redirect_uri == "http://localhost:8080/oauth/google/callback"
     assert settings.slack_api_url == "https://slack.com/api/"
     assert settings.google_token_uri == "https://oauth2.googleapis.com/token"
+    assert settings.google_certs_uri == "https://www.googleapis.com/oauth2/v1/certs"
     assert settings.google_scopes == DEFAULT_SCOPES
     assert settings.required_capabilities == {Capability.READ, Capability.SEND}
     assert settings.uses_embedded_database and settings.token_encryption_keys == ()
@@ -44,7 +45,15 @@ def test_every_problem_is_reported_at_once_with_the_variable_and_the_fix(
 
 
 @pytest.mark.parametrize(
-    "name", ["GOOGLE_TOKEN_URI", "GOOGLE_AUTH_URI", "SLACK_API_URL", "GMAIL_API_URL", "PUBLIC_BASE_URL"]
+    "name",
+    [
+        "GOOGLE_TOKEN_URI",
+        "GOOGLE_AUTH_URI",
+        "GOOGLE_CERTS_URI",
+        "SLACK_API_URL",
+        "GMAIL_API_URL",
+        "PUBLIC_BASE_URL",
+    ],
 )
 def test_plain_http_only_for_loopback(make_settings: Callable[..., Settings], name: str) -> None:
     assert "use https://" in problems(make_settings, **{name: "http://oauth.example.com/x"})

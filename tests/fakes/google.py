@@ -3,6 +3,8 @@
 The consent screen answers itself (see `Consent`); everything else follows what Google's servers send,
 status codes and error bodies included, so client code can be tested against the real protocol. Gmail's
 calls can also be sent together through its batch endpoint (multipart/mixed), as Google's clients do.
+ID tokens are signed with RS256 by an RSA key of the fake's own, whose self-signed certificate its certs
+endpoint publishes in Google's v1 format (`{kid: PEM certificate}`), so they verify as Google's do.
 """
 
 from __future__ import annotations
@@ -17,18 +19,26 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict, MultiDict, MultiMapping
 
 DEFAULT_CLIENT_ID = "test-client.apps.googleusercontent.com"
 DEFAULT_CLIENT_SECRET = "GOCSPX-test-client-secret"
 ACCESS_TOKEN_LIFETIME = 3599
+GOOGLE_ISSUER = "https://accounts.google.com"
+# Google's certs endpoint answers with this (and Expires), so clients may cache the keys for hours.
+_CERTS_CACHE_CONTROL = "public, max-age=22167, must-revalidate, no-transform"
 _GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail."
 GMAIL_READ_SCOPES = frozenset(
     {_GMAIL_SCOPE + "readonly", _GMAIL_SCOPE + "modify", "https://mail.google.com/"}
@@ -80,6 +90,47 @@ class Consent:
     def subject(self) -> str:
         """The Google account id of the consenting user."""
         return self.sub or subject_for(self.email)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An RSA key and the self-signed x509 certificate that Google's certs endpoint would publish for it."""
+
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    certificate_pem: str
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        """A new 2048-bit key with a Google-shaped (40 hex digits) key id, certified for a day either way."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "federated-signon.system.gserviceaccount.com")]
+        )
+        now = datetime.now(UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        return cls(secrets.token_hex(20), key, pem)
+
+    @property
+    def private_pem(self) -> str:
+        """The private key in PKCS#8 PEM: a secret, which no log line may hold."""
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    def sign(self, data: bytes) -> bytes:
+        """An RS256 signature (RSASSA-PKCS1-v1_5 with SHA-256) of `data`."""
+        return self.private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
 @dataclass
@@ -230,7 +281,13 @@ class FakeGoogle:
         self.consent = Consent()
         self.omit_refresh_token = False
         self.omit_id_token = False
+        # How ID tokens are signed: "served", with the key the certs endpoint publishes; "unknown", with
+        # another key under the served key's kid, as a forger would; "none", unsigned (`alg: none`).
+        self.id_token_key: Literal["served", "unknown", "none"] = "served"
+        # Claims to set in every ID token's payload, over the genuine ones; a value of None removes the claim.
+        self.id_token_claims: dict[str, Any] = {}
         self.token_delay = 0.0
+        self.certs_delay = 0.0
         self.gmail_delay = 0.0
         self.calls: list[Call] = []
         self.revoked: set[str] = set()
@@ -241,6 +298,7 @@ class FakeGoogle:
         self._granted: dict[tuple[str, str], list[str]] = {}
         self._secrets: set[str] = set()
         self._token_failures: list[tuple[int, str | None, str | None]] = []
+        self._certs_failures: list[tuple[int, str | None]] = []
         self._gmail_failures: list[int] = []
         self._gmail_batch_failures: list[int] = []
         self._mailboxes: dict[str, list[_Message]] = {}
@@ -260,6 +318,11 @@ class FakeGoogle:
     def revoke_uri(self) -> str:
         """The revocation endpoint."""
         return self.base_url + "/revoke"
+
+    @property
+    def certs_uri(self) -> str:
+        """The public keys that ID tokens are signed with, as x509 certificates keyed by kid (Google's v1)."""
+        return self.base_url + "/oauth2/v1/certs"
 
     @property
     def userinfo_uri(self) -> str:
@@ -282,6 +345,7 @@ class FakeGoogle:
         app.router.add_get("/o/oauth2/auth", self._auth)
         app.router.add_post("/token", self._token)
         app.router.add_post("/revoke", self._revoke)
+        app.router.add_get("/oauth2/v1/certs", self._certs)
         app.router.add_get("/v1/userinfo", self._userinfo)
         app.router.add_get("/gmail/v1/users/me/profile", self._gmail)
         app.router.add_get("/gmail/v1/users/me/messages", self._gmail)
@@ -306,6 +370,11 @@ class FakeGoogle:
     ) -> None:
         """Answer the next `times` /token calls with `status` and an OAuth error JSON, or the raw `body`."""
         self._token_failures += [(status, error, body)] * times
+
+    def fail_certs(self, status: int, *, times: int = 1, body: str | None = None) -> None:
+        """Answer the next `times` certs calls with `status` and Google's error JSON, or the raw `body` (which
+        may come with a 200, for an answer that is not certificates)."""
+        self._certs_failures += [(status, body)] * times
 
     def fail_gmail(self, status: int, *, times: int = 1) -> None:
         """Answer the next `times` Gmail calls with `status` and Gmail's error JSON.
@@ -368,6 +437,21 @@ class FakeGoogle:
         self._mailboxes.setdefault(email, []).append(message)
         return message.id
 
+    @cached_property
+    def signing_key(self) -> SigningKey:
+        """The key ID tokens are signed with and the certs endpoint publishes; made when first needed, since
+        most tests never see an ID token."""
+        key = SigningKey.generate()
+        self._secrets.add(key.private_pem)
+        return key
+
+    @cached_property
+    def unknown_key(self) -> SigningKey:
+        """A key the certs endpoint never publishes (see `id_token_key`)."""
+        key = SigningKey.generate()
+        self._secrets.add(key.private_pem)
+        return key
+
     def calls_to(self, path: str) -> list[Call]:
         """The recorded calls to one path, oldest first."""
         return [call for call in self.calls if call.path == path]
@@ -387,9 +471,13 @@ class FakeGoogle:
 
     def _id_token(self, grant: _Grant) -> str:
         now = int(time.time())
-        header = {"alg": "RS256", "kid": "fake", "typ": "JWT"}
-        payload = {
-            "iss": "https://accounts.google.com",
+        header = {
+            "alg": "none" if self.id_token_key == "none" else "RS256",
+            "kid": self.signing_key.kid,
+            "typ": "JWT",
+        }
+        payload: dict[str, Any] = {
+            "iss": GOOGLE_ISSUER,
             "azp": grant.client_id,
             "aud": grant.client_id,
             "sub": grant.sub,
@@ -398,8 +486,17 @@ class FakeGoogle:
             "iat": now,
             "exp": now + ACCESS_TOKEN_LIFETIME + 1,
         }
-        parts = [_b64url(json.dumps(part).encode()) for part in (header, payload)]
-        token = ".".join([*parts, _b64url(secrets.token_bytes(256))])
+        for name, value in self.id_token_claims.items():
+            if value is None:
+                payload.pop(name, None)
+            else:
+                payload[name] = value
+        signing_input = ".".join(_b64url(json.dumps(part).encode()) for part in (header, payload))
+        signature = b""
+        if self.id_token_key != "none":
+            key = self.signing_key if self.id_token_key == "served" else self.unknown_key
+            signature = key.sign(signing_input.encode())
+        token = f"{signing_input}.{_b64url(signature)}"
         self._secrets.add(token)
         return token
 
@@ -547,6 +644,20 @@ class FakeGoogle:
         grant.revoked = True
         self.revoked.add(token)
         return web.json_response({})
+
+    async def _certs(self, request: web.Request) -> web.Response:
+        if self.certs_delay:
+            await asyncio.sleep(self.certs_delay)
+        if self._certs_failures:
+            status, body = self._certs_failures.pop(0)
+            if body is not None:
+                content_type = "text/html" if body.lstrip().startswith("<") else "text/plain"
+                return web.Response(status=status, text=body, content_type=content_type)
+            return _gmail_error(status)  # the error body of every googleapis.com API
+        key = self.signing_key
+        return web.json_response(
+            {key.kid: key.certificate_pem}, headers={"Cache-Control": _CERTS_CACHE_CONTROL}
+        )
 
     async def _userinfo(self, request: web.Request) -> web.Response:
         grant = self._bearer(request.headers)

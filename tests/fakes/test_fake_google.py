@@ -15,7 +15,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import pytest
+from google.auth import exceptions as google_auth_exceptions
 from google.auth.transport.requests import Request as GoogleAuthRequest
+from google.oauth2 import id_token as google_id_token
 from google.oauth2.credentials import Credentials
 from google_auth_oauthlib.flow import Flow
 from googleapiclient.discovery import build
@@ -232,9 +234,10 @@ async def test_consent_redirect_and_id_token(google: FakeGoogle, http: aiohttp.C
     header, _, signature = tokens["id_token"].split(".")
     assert json.loads(base64.urlsafe_b64decode(header + "==")) == {
         "alg": "RS256",
-        "kid": "fake",
+        "kid": google.signing_key.kid,
         "typ": "JWT",
     }
+    assert len(google.signing_key.kid) == 40 and int(google.signing_key.kid, 16) >= 0
     assert "=" not in signature
     claims = jwt_payload(tokens["id_token"])
     assert claims["iss"] == "https://accounts.google.com" and claims["email"] == "user@gmail.com"
@@ -246,6 +249,76 @@ async def test_consent_redirect_and_id_token(google: FakeGoogle, http: aiohttp.C
         tokens["id_token"],
     } <= google.issued_secrets
     assert google.client_secret in google.issued_secrets
+    assert google.signing_key.private_pem in google.issued_secrets
+
+
+def verify(google: FakeGoogle, token: str, audience: str | None = None) -> Any:
+    """google-auth's own verification of an ID token against the fake's certs endpoint (blocking)."""
+    return google_id_token.verify_token(
+        token, GoogleAuthRequest(), audience=audience or google.client_id, certs_url=google.certs_uri
+    )
+
+
+async def test_certs_are_x509_pem_keyed_by_kid(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    async with http.get(google.certs_uri) as response:
+        assert response.status == 200 and response.content_type == "application/json"
+        assert "max-age=" in response.headers["Cache-Control"]
+        certs = await response.json()
+    assert list(certs) == [google.signing_key.kid]
+    pem = certs[google.signing_key.kid]
+    assert pem.startswith("-----BEGIN CERTIFICATE-----\n") and pem.endswith("-----END CERTIFICATE-----\n")
+    assert "PRIVATE" not in pem
+
+
+async def test_id_tokens_verify_with_google_auth(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    google.consent.email = "verified@example.com"
+    tokens = await connect(http, google)
+
+    claims = await asyncio.to_thread(verify, google, tokens["id_token"])
+
+    assert claims["email"] == "verified@example.com" and claims["iss"] == "https://accounts.google.com"
+    with pytest.raises(google_auth_exceptions.InvalidValue, match="wrong audience"):
+        await asyncio.to_thread(
+            verify, google, tokens["id_token"], "another-client.apps.googleusercontent.com"
+        )
+
+
+@pytest.mark.parametrize(
+    ("key", "error"), [("unknown", "Could not verify token signature"), ("none", "Unsupported signature")]
+)
+async def test_id_tokens_signed_otherwise_do_not_verify(
+    google: FakeGoogle, http: aiohttp.ClientSession, key: Any, error: str
+) -> None:
+    google.id_token_key = key
+    tokens = await connect(http, google)
+    header = json.loads(base64.urlsafe_b64decode(tokens["id_token"].split(".")[0] + "=="))
+    assert header["kid"] == google.signing_key.kid  # a forger names the genuine key
+    assert header["alg"] == ("none" if key == "none" else "RS256")
+
+    with pytest.raises(ValueError, match=error):
+        await asyncio.to_thread(verify, google, tokens["id_token"])
+
+
+async def test_id_token_claims_can_be_changed(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    google.id_token_claims = {"iss": "https://evil.example", "email_verified": None, "exp": 1}
+    claims = jwt_payload((await connect(http, google))["id_token"])
+    assert claims["iss"] == "https://evil.example" and claims["exp"] == 1 and "email_verified" not in claims
+    assert claims["aud"] == google.client_id  # the others stay genuine
+
+
+async def test_the_certs_endpoint_can_fail(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
+    google.fail_certs(500)
+    google.fail_certs(200, body="<html>Sign in to continue</html>")
+    async with http.get(google.certs_uri) as response:
+        assert response.status == 500 and (await response.json())["error"]["code"] == 500
+    async with http.get(google.certs_uri) as response:
+        assert response.status == 200 and response.content_type == "text/html"
+    async with http.get(google.certs_uri) as response:
+        assert response.status == 200 and google.signing_key.kid in await response.json()
+    tokens = await connect(http, google)
+    google.fail_certs(503)
+    with pytest.raises(google_auth_exceptions.TransportError):
+        await asyncio.to_thread(verify, google, tokens["id_token"])
 
 
 async def test_token_response_options(google: FakeGoogle, http: aiohttp.ClientSession) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -458,6 +460,88 @@ async def test_the_email_comes_from_userinfo_when_there_is_no_id_token(
     account = await app[SERVICES].accounts.find_by_slack_id("U0USERINFO")
     assert status == 200 and account is not None and account.email == "via.userinfo@gmail.com"
     assert len(fake_google.calls_to("/v1/userinfo")) == 1
+
+
+async def test_the_email_of_a_verified_id_token_is_used_without_userinfo(
+    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    fake_google.consent.email = "signed@gmail.com"
+
+    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0SIGNED"))
+
+    account = await app[SERVICES].accounts.find_by_slack_id("U0SIGNED")
+    assert status == 200 and account is not None and account.email == "signed@gmail.com"
+    assert [call.status for call in fake_google.calls_to("/oauth2/v1/certs")] == [200]
+    assert fake_google.calls_to("/v1/userinfo") == []
+
+
+def _forged(fake: FakeGoogle) -> None:
+    fake.id_token_key = "unknown"
+
+
+def _unsigned(fake: FakeGoogle) -> None:
+    fake.id_token_key = "none"
+
+
+def _claims(**claims: object) -> Callable[[FakeGoogle], None]:
+    def change(fake: FakeGoogle) -> None:
+        fake.id_token_claims = {**fake.id_token_claims, **claims}
+
+    return change
+
+
+def _certs_down(fake: FakeGoogle) -> None:
+    fake.fail_certs(500)
+
+
+UNTRUSTED = {
+    "signed by another key": _forged,
+    "alg none": _unsigned,
+    "wrong audience": _claims(aud="another-client.apps.googleusercontent.com"),
+    "wrong issuer": _claims(iss="https://accounts.google.com.example"),
+    "expired": _claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+    "certs endpoint down": _certs_down,
+}
+
+
+@pytest.mark.parametrize("untrusted", UNTRUSTED.values(), ids=UNTRUSTED.keys())
+async def test_an_id_token_that_does_not_verify_is_ignored_and_the_email_comes_from_userinfo(
+    serve: Serve,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    untrusted: Callable[[FakeGoogle], None],
+) -> None:
+    app = await serve()
+    fake_google.consent.email = "mallory@gmail.com"
+    fake_google.id_token_claims = {"email": "victim@gmail.com"}  # what the token claims, unlike userinfo
+    untrusted(fake_google)
+
+    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U0MALLORY"))
+
+    account = await app[SERVICES].accounts.find_by_slack_id("U0MALLORY")
+    assert status == 200 and "mallory@gmail.com" in page and "victim@gmail.com" not in page
+    assert account is not None and account.email == "mallory@gmail.com"
+    assert len(fake_google.calls_to("/oauth2/v1/certs")) == 1
+    assert [call.status for call in fake_google.calls_to("/v1/userinfo")] == [200]
+
+
+async def test_a_forged_id_token_cannot_pass_for_the_linked_mailbox(
+    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+) -> None:
+    await load_legacy_seed(database_url)
+    app = await serve()
+    fake_google.consent.email = "someone.else@gmail.com"
+    fake_google.id_token_key = "unknown"
+    fake_google.id_token_claims = {"email": "heejae@gmail.com"}  # the mailbox U091UNVE41M is linked to
+
+    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U091UNVE41M"))
+
+    assert status == 409 and "someone.else@gmail.com" in page
+    account = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
+    assert account is not None and account.email == "heejae@gmail.com"
+    tokens = await app[SERVICES].accounts.read_tokens(account.id)
+    assert tokens is not None and tokens.refresh_token == "1//heejae-refresh"
 
 
 async def test_a_failing_hook_does_not_break_the_success_page(
