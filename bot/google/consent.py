@@ -34,6 +34,7 @@ from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from bot.config import Settings
+from bot.errors import ConfigError
 from bot.google.errors import Failure, GoogleError, token_error
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Consent:
 
     def __init__(self, settings: Settings, *, timeout: float = EXCHANGE_TIMEOUT_SECONDS) -> None:
         if settings.google_client_id is None or settings.google_client_secret is None:
-            raise ValueError("Consent needs GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET")
+            raise ConfigError(settings.missing_for_serve())
         self.client_id = settings.google_client_id
         self.certs_uri = settings.google_certs_uri
         self.timeout = timeout
@@ -86,12 +87,8 @@ class Consent:
                 "token_uri": settings.google_token_uri,
             }
         }
-        # oauthlib reads both at call time. We check granted scopes ourselves, by capability, so a grant that
-        # differs from the request must not be an exception; and the settings allow http:// only for loopback
-        # addresses (local test servers), which oauthlib otherwise refuses.
-        os.environ["OAUTHLIB_RELAX_TOKEN_SCOPE"] = "1"
         if settings.google_token_uri.startswith("http://") or settings.google_auth_uri.startswith("http://"):
-            os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+            _permit_loopback_http()
 
     def authorization_url(
         self, *, state: str, code_verifier: str, scopes: list[str], redirect_uri: str, login_hint: str | None
@@ -108,8 +105,11 @@ class Consent:
         self, *, code: str, state: str, code_verifier: str, scopes: list[str], redirect_uri: str
     ) -> Exchange:
         """Exchange an authorization code and verify its ID token (off the event loop); GoogleError classifies
-        a failure of the exchange, while an ID token that cannot be verified only leaves `id_claims` empty."""
-        flow = self._flow(scopes=scopes, redirect_uri=redirect_uri, state=state, code_verifier=code_verifier)
+        a failure of the exchange, while an ID token that cannot be verified only leaves `id_claims` empty.
+
+        The exchange's Flow is given no scopes: oauthlib would raise when the grant differs from what was asked
+        (a user may untick a box), and we judge the granted scopes ourselves, by capability."""
+        flow = self._flow(scopes=None, redirect_uri=redirect_uri, state=state, code_verifier=code_verifier)
         answer: dict[str, int] = {}
 
         def remember_status(response: requests.Response) -> requests.Response:
@@ -156,7 +156,9 @@ class Consent:
         )
         return token, claims
 
-    def _flow(self, *, scopes: list[str], redirect_uri: str, state: str, code_verifier: str) -> Flow:
+    def _flow(
+        self, *, scopes: list[str] | None, redirect_uri: str, state: str, code_verifier: str
+    ) -> Flow:
         return Flow.from_client_config(
             self._client_config,
             scopes=scopes,
@@ -165,6 +167,13 @@ class Consent:
             code_verifier=code_verifier,
             autogenerate_code_verifier=False,
         )
+
+
+def _permit_loopback_http() -> None:
+    """Let oauthlib call Google's endpoints over http://, which it refuses unless OAUTHLIB_INSECURE_TRANSPORT is
+    set: its only switch, and process-wide. The settings accept http:// only for loopback addresses (local
+    servers standing in for Google), so this is set, once, only where every such address is this machine."""
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
 
 class CertsUnavailable(Exception):
