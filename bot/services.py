@@ -16,6 +16,7 @@ import aiohttp
 import asyncpg
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.briefing.account import AccountBriefing
 from bot.briefing.run import Briefing
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
@@ -180,13 +181,21 @@ class Services:
     @cached_property
     def briefing(self) -> Briefing:
         """The preflight and the 9am briefing over every linked account."""
+        one = AccountBriefing(
+            settings=self.settings,
+            accounts=self.accounts,
+            tokens=self.tokens,
+            google=self.google,
+            gmail=self.gmail,
+            prompter=self.prompter,
+            client=self.slack,
+            users=self.users,
+        )
         return Briefing(
             settings=self.settings,
             accounts=self.accounts,
             tokens=self.tokens,
-            gmail=self.gmail,
-            prompter=self.prompter,
-            client=self.slack,
+            one=one,
             users=self.users,
             runs=self.runs,
             summary=self.summary,

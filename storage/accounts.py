@@ -18,9 +18,9 @@ from storage.pool import transaction
 from storage.scopes import normalize_scopes
 from storage.token_data import TokenCodec
 
-# Seed 000 keeps `expiry` as a naive TIMESTAMP in UTC (as google-auth writes it); created_at/updated_at are
+# The legacy table keeps `expiry` as a naive TIMESTAMP in UTC (as google-auth writes it); created_at/updated_at are
 # naive CURRENT_TIMESTAMP values, i.e. the server's time zone, which ::timestamptz interprets correctly.
-# is_equipped (seed 001) may or may not exist, so it is read through to_jsonb of the row.
+# is_equipped (the flag legacy services read) may or may not exist, so it is read through to_jsonb of the row.
 ACCOUNT_COLUMNS = """
        g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
        g.expiry AT TIME ZONE 'UTC' AS expiry, g.last_refresh_at, g.last_checked_at, g.refresh_token_issued_at,
@@ -444,7 +444,7 @@ class Accounts:
 
 
 async def _sync_legacy_flag(conn: asyncpg.Connection, row: asyncpg.Record, *, equipped: bool) -> None:
-    # Seed 001's services read is_equipped; keep it true exactly when working tokens are stored.
+    # Legacy services read is_equipped; keep it true exactly when working tokens are stored.
     if row["has_legacy_flag"]:
         await conn.execute(
             "UPDATE gmail_tokens SET is_equipped = $2 WHERE id = $1 AND is_equipped IS DISTINCT FROM $2",

@@ -20,7 +20,7 @@ class MigrationError(StorageError):
 
 
 class WrongDatabaseError(StorageError):
-    """The database does not look like one that holds gmail_tokens (seed 001: auth_db instead of main_db)."""
+    """The database does not look like one that holds gmail_tokens (e.g. auth_db instead of main_db)."""
 
 
 class TokenUnreadable(StorageError):

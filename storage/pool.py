@@ -57,7 +57,7 @@ async def transaction(
 
 
 def describe_dsn(dsn: str) -> str:
-    """'database NAME on HOST' for messages, e.g. to spot seed 001's auth_db-instead-of-main_db mistake."""
+    """'database NAME on HOST' for messages, e.g. to spot a service pointed at auth_db instead of main_db."""
     parts = urlsplit(dsn)
     database = parts.path.lstrip("/") or "(default)"
     host = parts.hostname or "the local socket"

@@ -1,4 +1,4 @@
-"""How tokens sit in gmail_tokens.token_data: plain JSONB as seed 000 stores them, or AES-256-GCM encrypted.
+"""How tokens sit in gmail_tokens.token_data: plain JSONB as the legacy table stores them, or AES-256-GCM encrypted.
 
 Plain:     {"access_token": "...", "refresh_token": "...", "token_type": "Bearer", ...}
 Encrypted: {"token_type": "Bearer", "encrypted": {"access_token": "v1:<kid>:...", "refresh_token": "..."}, ...}

@@ -41,7 +41,7 @@ BASE_ENV = {
 
 
 async def load_legacy_seed(url: str) -> None:
-    """Seed 000's table with its three rows, and seed 001's three NULL-token rows with is_equipped."""
+    """The legacy gmail_tokens table with its three imported rows, and three NULL-token rows with is_equipped."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute((SEEDS / "legacy_gmail_tokens.sql").read_text())

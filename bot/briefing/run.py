@@ -1,5 +1,4 @@
-"""The briefing run: check every linked account, refresh what a refresh can heal, ask the user where only
-they can fix it, and (in digest mode) post the email part of the 9am briefing.
+"""The briefing run over every linked account (what it does for each one: bot.briefing.account).
 
 A scheduled run (kind and day) happens once: its accounts are claimed through run records, so replicas share
 the work and a run restarted after a crash finishes without redoing what was done. A dry run changes and
@@ -9,54 +8,24 @@ sends nothing; it says what would happen.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-
+from bot.briefing.account import AccountBriefing, AccountReport, Kind
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
-from bot.google.errors import Failure, GoogleError
-from bot.google.gmail import Gmail
-from bot.google.health import Cause, effective_status, testing_expiry_near
-from bot.google.token_service import Outcome, TokenService
+from bot.google.token_service import TokenService
 from bot.metrics import Metrics
-from bot.slack.blocks.digest import digest_blocks
 from bot.slack.client import SlackUsers
-from bot.slack.prompter import Delivery, Prompter
 from storage.accounts import Accounts
-from storage.models import Account, Status, StoredTokens
-from storage.runs import Claim, Done, Fetch, Result, Run, Runs
+from storage.models import Account, StoredTokens
+from storage.runs import Claim, Done, Result, Run, Runs
 
 log = logging.getLogger(__name__)
-
-UNREAD_QUERY = "is:unread newer_than:1d"
-ACTOR = "briefing"
-
-
-class Kind(enum.StrEnum):
-    """Which run: the early check (prompts only) or the briefing itself."""
-
-    PREFLIGHT = "preflight"
-    BRIEFING = "briefing"
-
-
-@dataclass(frozen=True)
-class AccountReport:
-    """One account's line of the run report."""
-
-    account: Account
-    result: Result
-    status: Status
-    detail: str | None = None
-    messages: int | None = None
-    fetch: Fetch | None = None  # how the briefing fetch went, when Gmail was asked
 
 
 @dataclass
@@ -83,9 +52,7 @@ class Briefing:
         settings: Settings,
         accounts: Accounts,
         tokens: TokenService,
-        gmail: Gmail,
-        prompter: Prompter,
-        client: AsyncWebClient,
+        one: AccountBriefing,
         users: SlackUsers,
         runs: Runs,
         summary: RunSummary,
@@ -96,9 +63,7 @@ class Briefing:
         self.summary = summary
         self.accounts = accounts
         self.tokens = tokens
-        self.gmail = gmail
-        self.prompter = prompter
-        self.client = client
+        self.one = one
         self.users = users
         self.runs = runs
 
@@ -188,10 +153,8 @@ class Briefing:
     async def _learn_languages(self) -> None:
         """Before the first process starts a run: the languages of the linked users not stored yet (or no
         longer fresh), from users.list pages rather than a users.info call per user."""
-        if self.users.stored is None:
-            return
         try:
-            found = await self.users.prime(await self.users.stored.linked_without())
+            found = await self.users.prime_linked()
         except Exception:  # only a shortcut: the run asks users.info for whoever is left
             log.exception("The users' languages could not be learned from users.list")
             return
@@ -220,7 +183,7 @@ class Briefing:
         access = await self.tokens.access(account)
         report = None
         if access.ok and access.access_token is not None:
-            report = await self._fetch(access.account, access.access_token)
+            report = await self.one.fetch(access.account, access.access_token)
             await self._record_fetch(account, report)
         if report is None or report.result is not Result.DIGEST:
             log.warning("Today's missed briefing for %s could not be posted", account.slack_user_id)
@@ -243,7 +206,7 @@ class Briefing:
 
     async def _process_and_record(self, account: Account, kind: Kind, *, dry_run: bool) -> AccountReport:
         """process(), outside a scheduled run: the fetch is recorded on its own, not with a run's item."""
-        report = await self.process(account, kind, dry_run=dry_run)
+        report = await self.one.process(account, kind, dry_run=dry_run)
         await self._record_fetch(account, report)
         return report
 
@@ -257,96 +220,7 @@ class Briefing:
         self, account: Account, kind: Kind, *, stored: StoredTokens | None = None
     ) -> AccountReport:
         try:
-            return await self.process(account, kind, stored=stored)
+            return await self.one.process(account, kind, stored=stored)
         except Exception as error:  # one account's surprise must not stop the run for everyone else
             log.exception("The %s run failed for account %s", kind, account.id)
             return AccountReport(account, Result.FAILED, account.status, f"{type(error).__name__}")
-
-    async def process(
-        self, account: Account, kind: Kind, *, dry_run: bool = False, stored: StoredTokens | None = None
-    ) -> AccountReport:
-        """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
-
-        `stored`: the account's token_data, read along with `account`. The fetch is not recorded here: the
-        caller records AccountReport.fetch (a run does it as it marks the account done).
-        """
-        status, why = effective_status(account, self.settings.required_capabilities)
-        if status is Status.DISCONNECTED:
-            return AccountReport(account, Result.SKIPPED, status, "disconnected on purpose")
-        cause = Cause.of(status)
-        if cause is not None:
-            if status is not account.status and not dry_run:
-                # Never checked, and the stored data already shows it (e.g. a NULL token): record it.
-                account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
-            return await self._prompt(account, status, cause, dry_run=dry_run)
-        if dry_run:
-            return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
-        access = await self.tokens.access(account, stored=stored)
-        if access.outcome is Outcome.UNAVAILABLE:
-            return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
-        if not access.ok:
-            return await self._prompt(
-                access.account, access.account.status, Cause.of(access.account.status) or Cause.EXPIRED
-            )
-        warning = None
-        if self.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
-            warning = await self._prompt(access.account, Status.HEALTHY, Cause.TESTING_EXPIRY)
-        if kind is Kind.PREFLIGHT:
-            return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
-        assert access.access_token is not None
-        return await self._fetch(access.account, access.access_token)
-
-    async def _fetch(self, account: Account, access_token: str) -> AccountReport:
-        try:
-            unread = await self.gmail.google.retrying(
-                lambda: self.gmail.unread_mail(
-                    access_token, query=UNREAD_QUERY, limit=self.settings.briefing_max_messages
-                )
-            )
-        except GoogleError as error:
-            return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
-        fetch = Fetch("ok", unread.total)
-        if self.settings.briefing_mode != "digest":
-            return AccountReport(account, Result.CHECKED, Status.HEALTHY, messages=unread.total, fetch=fetch)
-        assert account.slack_user_id is not None
-        locale = await self.users.locale(account.slack_user_id)
-        blocks, fallback = digest_blocks(unread.messages, unread.total, locale)
-        try:
-            # A user ID as the channel posts in the user's DM with the bot: no conversations.open round trip.
-            await self.client.chat_postMessage(channel=account.slack_user_id, blocks=blocks, text=fallback)
-        except SlackApiError as error:
-            return AccountReport(
-                account,
-                Result.FAILED,
-                Status.HEALTHY,
-                f"Slack answered {error.response.get('error')}",
-                fetch=fetch,
-            )
-        return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
-
-    async def _fetch_failed(self, account: Account, error: GoogleError) -> AccountReport:
-        if error.failure is Failure.UNAUTHORIZED:
-            status, cause = Status.EXPIRED, Cause.EXPIRED
-        elif error.failure is Failure.INSUFFICIENT_SCOPE:
-            status, cause = Status.INSUFFICIENT_SCOPE, Cause.INSUFFICIENT_SCOPE
-        elif error.transient:
-            return AccountReport(account, Result.UNAVAILABLE, account.status, str(error))
-        else:
-            return AccountReport(account, Result.FAILED, account.status, str(error))
-        updated = await self.accounts.set_status(account.id, status=status, cause=str(error), actor=ACTOR)
-        return await self._prompt(updated, status, cause)
-
-    async def _prompt(
-        self, account: Account, status: Status, cause: Cause, *, dry_run: bool = False
-    ) -> AccountReport:
-        if dry_run:
-            return AccountReport(
-                account, Result.PROMPTED, status, f"would send the Reconnect Gmail DM ({cause})"
-            )
-        assert account.slack_user_id is not None
-        sent = await self.prompter.send(account.slack_user_id, account=account, cause=cause, actor=ACTOR)
-        if sent.delivery is Delivery.SNOOZED:
-            return AccountReport(account, Result.SNOOZED, status, str(cause))
-        if sent.delivery is Delivery.FAILED:
-            return AccountReport(account, Result.FAILED, status, f"Slack answered {sent.error}")
-        return AccountReport(account, Result.PROMPTED, status, f"{cause}, DM {sent.delivery}")

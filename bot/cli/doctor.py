@@ -9,6 +9,7 @@ import asyncpg
 from bot.config import Settings
 from bot.database import resolve_database_url, token_codec
 from storage.crypto import key_id_in
+from storage.diagnostics import slack_users_on_several_rows, stored_token_data, unlinked_rows
 from storage.migrator import inspect_database, pending_migrations
 from storage.pool import connect, describe_dsn
 
@@ -99,18 +100,9 @@ async def _check_database(settings: Settings, conn: asyncpg.Connection, where: s
 
 
 async def _check_slack_ids(conn: asyncpg.Connection, report: Report) -> None:
-    rows = await conn.fetch(
-        """SELECT metadata->>'slack_user_id' AS slack_user_id, array_agg(user_id ORDER BY user_id) AS user_ids
-             FROM gmail_tokens WHERE (metadata->>'slack_user_id') <> ''
-            GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"""
-    )
-    for row in rows:
-        report.add(
-            FAIL, f"Slack user {row['slack_user_id']} is on several rows: {', '.join(row['user_ids'])}."
-        )
-    unlinked = await conn.fetchval(
-        "SELECT count(*) FROM gmail_tokens WHERE coalesce(metadata->>'slack_user_id', '') = ''"
-    )
+    for slack_user_id, user_ids in await slack_users_on_several_rows(conn):
+        report.add(FAIL, f"Slack user {slack_user_id} is on several rows: {', '.join(user_ids)}.")
+    unlinked = await unlinked_rows(conn)
     if unlinked:
         report.add(
             WARN,
@@ -122,16 +114,16 @@ async def _check_tokens(settings: Settings, conn: asyncpg.Connection, report: Re
     codec = token_codec(settings)
     known = set(codec.cipher.key_ids) if codec.cipher else set()
     unreadable, stale = [], 0
-    for row in await conn.fetch("SELECT user_id, token_data FROM gmail_tokens WHERE token_data IS NOT NULL"):
-        encrypted = row["token_data"].get("encrypted") if isinstance(row["token_data"], dict) else None
+    for user_id, token_data in await stored_token_data(conn):
+        encrypted = token_data.get("encrypted") if isinstance(token_data, dict) else None
         kids = (
             {key_id_in(value) for value in encrypted.values()} - {None}
             if isinstance(encrypted, dict)
             else set()
         )
         if kids - known:
-            unreadable.append(f"{row['user_id']} (key {', '.join(sorted(k for k in kids - known if k))})")
-        elif codec.needs_rewrite(row["token_data"]):
+            unreadable.append(f"{user_id} (key {', '.join(sorted(k for k in kids - known if k))})")
+        elif codec.needs_rewrite(token_data):
             stale += 1
     if unreadable:
         report.add(

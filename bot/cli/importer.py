@@ -1,4 +1,4 @@
-"""Import token files as seed 000 did (Google's authorized-user JSON), recording where each came from."""
+"""Import token files as the original gmail_tokens import did (Google's authorized-user JSON), recording where each came from."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class TokenFile:
 
 
 def default_user_id(path: Path) -> str:
-    """The user_id seed 000 derived from a file name: tokens/heejae_gmail.json → heejae."""
+    """The user_id the original import derived from a file name: tokens/heejae_gmail.json → heejae."""
     stem = path.stem
     return stem.removesuffix("_gmail").removesuffix("_token") or stem
 

@@ -1,4 +1,4 @@
-"""The admin's registry of every account (seed 004's GET /senders), as a table or JSON."""
+"""The admin's registry of every account (what a sender registry's GET /senders lists), as a table or JSON."""
 
 from __future__ import annotations
 

@@ -156,9 +156,7 @@ class Consent:
         )
         return token, claims
 
-    def _flow(
-        self, *, scopes: list[str] | None, redirect_uri: str, state: str, code_verifier: str
-    ) -> Flow:
+    def _flow(self, *, scopes: list[str] | None, redirect_uri: str, state: str, code_verifier: str) -> Flow:
         return Flow.from_client_config(
             self._client_config,
             scopes=scopes,

@@ -139,6 +139,12 @@ class SlackUsers:
                 log.warning("The languages from users.list could not be stored: %s", error)
         return len(found)
 
+    async def prime_linked(self) -> int:
+        """prime() for the users linked to an account whose language is not stored, or no longer fresh."""
+        if self.stored is None:
+            return 0
+        return await self.prime(await self.stored.linked_without())
+
     def remember(self, slack_user_id: str, slack_locale: str | None) -> str | None:
         """Keep what the database said of the user's language, read along with something else: Slack's form
         (e.g. ko-KR), kept for a day, or None when it has none fresh (the next lookup asks Slack at once).

@@ -1,4 +1,4 @@
-"""The API for other services (seed 001's skill-email, seed 004's registry), authenticated by API keys.
+"""The API for other services (the briefing's skill-email, a sender registry), authenticated by API keys.
 
     GET  /api/v1/accounts[?status=S]                     the registry: every account's health, no tokens
     GET  /api/v1/accounts/{slack_user_id}/credentials    a working access token (refreshed if needed), or 409

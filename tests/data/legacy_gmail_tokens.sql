@@ -1,5 +1,5 @@
--- gmail_tokens as a deployment holds it today: seed 000's DDL, indexes and trigger, its three imported rows,
--- then seed 001's state: token_data made nullable, the is_equipped flag, three users whose token is NULL.
+-- gmail_tokens as a deployment holds it today: its original DDL, indexes and trigger, three imported rows,
+-- then what later deployments did: token_data made nullable, the is_equipped flag, three users whose token is NULL.
 CREATE TABLE gmail_tokens (
     id SERIAL PRIMARY KEY,
     user_id VARCHAR(100) UNIQUE NOT NULL,

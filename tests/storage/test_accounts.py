@@ -117,7 +117,7 @@ async def test_store_tokens_creates_a_row_for_a_new_slack_user(accounts: Account
         "SELECT token_data->>'access_token' AS a, token_data->>'refresh_token' AS r FROM gmail_tokens WHERE id = $1",
         account.id,
     )
-    assert (raw["a"], raw["r"]) == ("ya29.new", "1//new-refresh")  # plain JSONB, as seed 000's readers expect
+    assert (raw["a"], raw["r"]) == ("ya29.new", "1//new-refresh")  # plain JSONB, as legacy readers expect
 
 
 async def test_a_grant_without_refresh_token_keeps_the_stored_one(legacy_accounts: Accounts) -> None:
@@ -226,7 +226,9 @@ async def test_rotation_encrypts_legacy_plain_rows(
         legacy_accounts.pool, token_codec(make_settings(TOKEN_ENCRYPTION_KEYS=generate_key()))
     )
 
-    assert await encrypting.reencrypt_all(actor="cli") == 3  # the three seed 000 rows; NULL rows stay NULL
+    assert (
+        await encrypting.reencrypt_all(actor="cli") == 3
+    )  # the three imported legacy rows; NULL rows stay NULL
 
     heejae = await account_by_user_id(encrypting, "heejae")
     assert heejae is not None

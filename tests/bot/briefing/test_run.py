@@ -17,7 +17,7 @@ from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
 from tests.helpers import Serve, block_text, dms, healthy, load_legacy_seed
 
-SEED_SLACK_IDS = {"U0HAPPYBELL", "U0EAGLE0914", "U091UNVE41M"}  # seed 000 and seed 001 rows linked to Slack
+SEED_SLACK_IDS = {"U0HAPPYBELL", "U0EAGLE0914", "U091UNVE41M"}  # legacy rows linked to Slack
 
 
 async def audit_count(app: web.Application) -> int:
@@ -66,7 +66,7 @@ async def test_a_run_over_legacy_and_healthy_accounts(
     assert "No Gmail token is stored" in block_text(dms(fake_slack, "U0HAPPYBELL")[0]["blocks"])
     heejae = await app[SERVICES].accounts.find_by_slack_id(
         "U091UNVE41M"
-    )  # seed 000: tokens Google does not know
+    )  # legacy: tokens Google does not know
     assert heejae is not None and heejae.status.needs_user
     for slack_id in [*SEED_SLACK_IDS, "U0FRESH", "U0STALE", "U0GONE"]:
         assert len(dms(fake_slack, slack_id)) == 1, slack_id

@@ -1,4 +1,4 @@
-"""Scopes are judged by what they allow (Google's Gmail discovery document), not by seed 000's table."""
+"""Scopes are judged by what they allow (Google's Gmail discovery document), not by a hand-kept table."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ SEND = {"https://mail.google.com/", G + "gmail.send", G + "gmail.compose", G + "
 @pytest.mark.parametrize(
     ("scopes", "expected"),
     [
-        ([G + "gmail.modify"], BOTH),  # seed 000's heejae: modify reads and sends
-        ([G + "gmail.send", G + "gmail.modify"], BOTH),  # seed 000's test
-        (["openid", G + "userinfo.email", G + "userinfo.profile"], set()),  # seed 000's unknown
+        ([G + "gmail.modify"], BOTH),  # the legacy heejae row: modify reads and sends
+        ([G + "gmail.send", G + "gmail.modify"], BOTH),  # the legacy test row
+        (["openid", G + "userinfo.email", G + "userinfo.profile"], set()),  # the legacy unknown row
         ([G + "gmail.readonly"], {Capability.READ}),
         ([G + "gmail.send"], {Capability.SEND}),
         ([G + "gmail.compose"], {Capability.SEND}),

@@ -89,7 +89,7 @@ def make_service(fake_google: FakeGoogle, session: aiohttp.ClientSession) -> Mak
 async def legacy_accounts(
     database_url: str, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Accounts]:
-    """The repository over a database that holds seed 000's and seed 001's rows, then migrated."""
+    """The repository over a database that holds the legacy table's rows, then migrated."""
     await load_legacy_seed(database_url)
     conn = await connect(database_url)
     try:
@@ -129,7 +129,7 @@ async def connect_account(
 
 
 def register_heejae_with_the_legacy_client(fake: FakeGoogle) -> None:
-    """Make the fake know seed 000's heejae grant, issued to the legacy OAuth client."""
+    """Make the fake know the legacy heejae grant, issued to the legacy OAuth client."""
     fake.add_refresh_token(
         HEEJAE_REFRESH,
         email="heejae@gmail.com",
@@ -706,7 +706,7 @@ async def test_a_legacy_row_is_refreshed_with_its_own_oauth_client(
     account = await legacy_accounts.get(heejae.id)
     assert account.status is Status.HEALTHY  # gmail.modify reads and sends
     assert account.scopes == [MODIFY]
-    assert account.is_equipped is True  # seed 001's readers see working tokens again
+    assert account.is_equipped is True  # legacy readers see working tokens again
     tokens = await legacy_accounts.read_tokens(heejae.id)
     assert tokens is not None
     assert (tokens.access_token, tokens.refresh_token) == (result.access_token, HEEJAE_REFRESH)

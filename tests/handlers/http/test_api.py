@@ -27,9 +27,9 @@ from tests.helpers import Serve, call, dms, healthy, load_legacy_seed
 
 KEY_NAME = "skill-email"
 ACTOR = f"api:{KEY_NAME}"
-SEED_NULL_TOKENS = "U0EAGLE0914"  # seed 001: a Slack-linked row whose token_data is NULL
-SEED_ROWS = 6  # seed 000's three rows and seed 001's three
-SEED_MISSING = 3  # seed 001's NULL-token rows
+SEED_NULL_TOKENS = "U0EAGLE0914"  # a legacy Slack-linked row whose token_data is NULL
+SEED_ROWS = 6  # the legacy table's three imported rows and its three NULL-token rows
+SEED_MISSING = 3  # the legacy NULL-token rows
 
 
 async def new_key(app: web.Application, name: str = KEY_NAME) -> str:

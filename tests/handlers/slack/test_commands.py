@@ -129,8 +129,8 @@ async def test_gmail_status_for_a_healthy_account_in_korean(serve: Serve, fake_s
 @pytest.mark.parametrize(
     ("slack_id", "label", "cause"),
     [
-        ("U0HAPPYBELL", "저장된 토큰 없음", "저장된 Gmail 토큰이 없어"),  # seed 001: NULL token_data
-        ("U091UNVE41M", "아직 확인 전", None),  # seed 000: tokens stored, never checked
+        ("U0HAPPYBELL", "저장된 토큰 없음", "저장된 Gmail 토큰이 없어"),  # legacy: NULL token_data
+        ("U091UNVE41M", "아직 확인 전", None),  # legacy: tokens stored, never checked
     ],
 )
 async def test_gmail_status_for_legacy_rows(

@@ -1,0 +1,164 @@
+"""One account's part of a run: check it, refresh what a refresh can heal, ask the user where only they can
+fix it, and (in digest mode) fetch the email part of the 9am briefing and post it."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.google.client import GoogleClient
+from bot.google.errors import Failure, GoogleError
+from bot.google.gmail import Gmail
+from bot.google.health import Cause, effective_status, testing_expiry_near
+from bot.google.token_service import Outcome, TokenService
+from bot.slack.blocks.digest import digest_blocks
+from bot.slack.client import SlackUsers
+from bot.slack.prompter import Delivery, Prompter
+from storage.accounts import Accounts
+from storage.models import Account, Status, StoredTokens
+from storage.runs import Fetch, Result
+
+log = logging.getLogger(__name__)
+
+UNREAD_QUERY = "is:unread newer_than:1d"
+ACTOR = "briefing"
+
+
+class Kind(enum.StrEnum):
+    """Which run: the early check (prompts only) or the briefing itself."""
+
+    PREFLIGHT = "preflight"
+    BRIEFING = "briefing"
+
+
+@dataclass(frozen=True)
+class AccountReport:
+    """One account's line of the run report."""
+
+    account: Account
+    result: Result
+    status: Status
+    detail: str | None = None
+    messages: int | None = None
+    fetch: Fetch | None = None  # how the briefing fetch went, when Gmail was asked
+
+
+class AccountBriefing:
+    """What a run does for one account."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        accounts: Accounts,
+        tokens: TokenService,
+        google: GoogleClient,
+        gmail: Gmail,
+        prompter: Prompter,
+        client: AsyncWebClient,
+        users: SlackUsers,
+    ) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.tokens = tokens
+        self.google = google
+        self.gmail = gmail
+        self.prompter = prompter
+        self.client = client
+        self.users = users
+
+    async def process(
+        self, account: Account, kind: Kind, *, dry_run: bool = False, stored: StoredTokens | None = None
+    ) -> AccountReport:
+        """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
+
+        `stored`: the account's token_data, read along with `account`. The fetch is not recorded here: the
+        caller records AccountReport.fetch (a run does it as it marks the account done).
+        """
+        status, why = effective_status(account, self.settings.required_capabilities)
+        if status is Status.DISCONNECTED:
+            return AccountReport(account, Result.SKIPPED, status, "disconnected on purpose")
+        cause = Cause.of(status)
+        if cause is not None:
+            if status is not account.status and not dry_run:
+                # Never checked, and the stored data already shows it (e.g. a NULL token): record it.
+                account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
+            return await self._prompt(account, status, cause, dry_run=dry_run)
+        if dry_run:
+            return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
+        access = await self.tokens.access(account, stored=stored)
+        if access.outcome is Outcome.UNAVAILABLE:
+            return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
+        if not access.ok:
+            return await self._prompt(
+                access.account, access.account.status, Cause.of(access.account.status) or Cause.EXPIRED
+            )
+        warning = None
+        if self.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
+            warning = await self._prompt(access.account, Status.HEALTHY, Cause.TESTING_EXPIRY)
+        if kind is Kind.PREFLIGHT:
+            return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
+        assert access.access_token is not None
+        return await self.fetch(access.account, access.access_token)
+
+    async def fetch(self, account: Account, access_token: str) -> AccountReport:
+        """Fetch the account's unread mail and, in digest mode, post it to the user."""
+        try:
+            unread = await self.google.retrying(
+                lambda: self.gmail.unread_mail(
+                    access_token, query=UNREAD_QUERY, limit=self.settings.briefing_max_messages
+                )
+            )
+        except GoogleError as error:
+            return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
+        fetch = Fetch("ok", unread.total)
+        if self.settings.briefing_mode != "digest":
+            return AccountReport(account, Result.CHECKED, Status.HEALTHY, messages=unread.total, fetch=fetch)
+        assert account.slack_user_id is not None
+        locale = await self.users.locale(account.slack_user_id)
+        blocks, fallback = digest_blocks(unread.messages, unread.total, locale)
+        try:
+            # A user ID as the channel posts in the user's DM with the bot: no conversations.open round trip.
+            await self.client.chat_postMessage(channel=account.slack_user_id, blocks=blocks, text=fallback)
+        except SlackApiError as error:
+            return AccountReport(
+                account,
+                Result.FAILED,
+                Status.HEALTHY,
+                f"Slack answered {error.response.get('error')}",
+                fetch=fetch,
+            )
+        return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
+
+    async def _fetch_failed(self, account: Account, error: GoogleError) -> AccountReport:
+        if error.failure is Failure.UNAUTHORIZED:
+            status, cause = Status.EXPIRED, Cause.EXPIRED
+        elif error.failure is Failure.INSUFFICIENT_SCOPE:
+            status, cause = Status.INSUFFICIENT_SCOPE, Cause.INSUFFICIENT_SCOPE
+        elif error.transient:
+            return AccountReport(account, Result.UNAVAILABLE, account.status, str(error))
+        else:
+            return AccountReport(account, Result.FAILED, account.status, str(error))
+        updated = await self.accounts.set_status(account.id, status=status, cause=str(error), actor=ACTOR)
+        return await self._prompt(updated, status, cause)
+
+    async def _prompt(
+        self, account: Account, status: Status, cause: Cause, *, dry_run: bool = False
+    ) -> AccountReport:
+        if dry_run:
+            return AccountReport(
+                account, Result.PROMPTED, status, f"would send the Reconnect Gmail DM ({cause})"
+            )
+        assert account.slack_user_id is not None
+        sent = await self.prompter.send(account.slack_user_id, account=account, cause=cause, actor=ACTOR)
+        if sent.delivery is Delivery.SNOOZED:
+            return AccountReport(account, Result.SNOOZED, status, str(cause))
+        if sent.delivery is Delivery.FAILED:
+            return AccountReport(account, Result.FAILED, status, f"Slack answered {sent.error}")
+        return AccountReport(account, Result.PROMPTED, status, f"{cause}, DM {sent.delivery}")

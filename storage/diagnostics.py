@@ -1,0 +1,32 @@
+"""What `gmail-reconnect doctor` reads to find trouble in gmail_tokens: Slack users on two rows, rows linked to
+no one, and the stored token data to check against the encryption keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+async def slack_users_on_several_rows(conn: asyncpg.Connection) -> list[tuple[str, list[str]]]:
+    """(Slack user ID, the user_ids of its rows) for every Slack user linked to more than one row."""
+    rows = await conn.fetch(
+        """SELECT metadata->>'slack_user_id' AS slack_user_id, array_agg(user_id ORDER BY user_id) AS user_ids
+             FROM gmail_tokens WHERE (metadata->>'slack_user_id') <> ''
+            GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"""
+    )
+    return [(row["slack_user_id"], list(row["user_ids"])) for row in rows]
+
+
+async def unlinked_rows(conn: asyncpg.Connection) -> int:
+    """How many rows no Slack user is linked to."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM gmail_tokens WHERE coalesce(metadata->>'slack_user_id', '') = ''"
+    )
+    return count
+
+
+async def stored_token_data(conn: asyncpg.Connection) -> list[tuple[str, Any]]:
+    """(user_id, token_data as stored) for every row that holds tokens."""
+    rows = await conn.fetch("SELECT user_id, token_data FROM gmail_tokens WHERE token_data IS NOT NULL")
+    return [(row["user_id"], row["token_data"]) for row in rows]
