@@ -65,8 +65,8 @@ from bench.common import database_server, machine, percentiles, positive, throwa
 from bench.common import postgres_version as bench_postgres_version
 from bot import event_loop
 from bot.briefing.run import Kind, Result
-from bot.config import load_settings
 from bot.database import token_codec
+from bot.environment import load_settings
 from bot.google.health import effective_status
 from bot.google.scopes import Capability
 from bot.logs import MASK, configure_logging

@@ -42,8 +42,8 @@ from bench.common import (
     throwaway_database,
 )
 from bot.cli.serve import serve
-from bot.config import load_settings
 from bot.database import token_codec
+from bot.environment import load_settings
 from bot.logs import configure_logging
 from handlers.slack import EVENTS_PATH
 from storage.accounts import Accounts

@@ -1,50 +1,24 @@
-"""Settings: read once from the environment (and an optional .env), typed, validated, failing fast."""
+"""Settings: typed, read once (by bot.environment), passed in, never imported as a global; secrets never print."""
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
-import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from bot.errors import ConfigError
-from bot.google.endpoints import (
-    GMAIL_API_URL,
-    GOOGLE_AUTH_URI,
-    GOOGLE_CERTS_URI,
-    GOOGLE_REVOKE_URI,
-    GOOGLE_TOKEN_URI,
-    GOOGLE_USERINFO_URI,
-)
 from bot.google.scopes import Capability, capabilities_of
-from bot.slack.ids import SLACK_CHANNEL_ID, is_user_id
-from storage.crypto import KeyFormatError, parse_keys
-from storage.scopes import normalize_scopes
+from bot.reconnect.paths import CALLBACK_PATH
 
-SLACK_API_URL = "https://slack.com/api/"
-DEFAULT_SCOPES = (
-    "openid",
-    "email",
-    "https://www.googleapis.com/auth/gmail.readonly",
-    "https://www.googleapis.com/auth/gmail.send",
-)
 SECRET_KEY_FILE = "secret_key"
-MIN_SECRET_KEY_LENGTH = 32
-LOCALES = ("ko", "en")
 DEFAULT_LINK_TTL = timedelta(days=7)
 # A run that could not start on time (the bot was down at 09:00) still starts this long after.
 DEFAULT_MISFIRE_GRACE = timedelta(hours=1)
 DEFAULT_TIMEZONE = "Asia/Seoul"
-BRIEFING_MODES = ("digest", "check")
-_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Secret:
@@ -117,7 +91,7 @@ class Settings:
     @property
     def oauth_redirect_uri(self) -> str:
         """The Google OAuth redirect URI that must be registered on the OAuth client."""
-        return self.public_base_url + "/oauth/google/callback"
+        return self.public_base_url + CALLBACK_PATH
 
     @property
     def required_capabilities(self) -> frozenset[Capability]:
@@ -171,285 +145,6 @@ class Settings:
         return values
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """The variables of a .env file (KEY=VALUE lines), or {} when it does not exist."""
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {key: value for key, value in dotenv_values(path).items() if value is not None}
-
-
-def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
-    """Build Settings from the environment, with `.env` values underneath; raise ConfigError listing every problem."""
-    env = dict(read_env_file(env_file if env_file is not None else Path(".env")))
-    env.update(os.environ if environ is None else environ)
-    reader = _Reader(env)
-    settings = reader.build()
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    return settings
-
-
-class _Reader:
-    """Reads and checks one variable at a time, collecting problems so the user sees all of them at once."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def text(self, name: str, default: str | None = None) -> str | None:
-        value = self.env.get(name, "").strip()
-        return value or default
-
-    def secret(self, name: str) -> Secret | None:
-        value = self.text(name)
-        return Secret(value) if value else None
-
-    def url(self, name: str, default: str, *, trailing_slash: bool = False) -> str:
-        value = self.text(name, default) or default
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.problems.append(f"{name}={value!r} is not an http(s) URL: set it like {default!r}.")
-        elif parts.scheme == "http" and not _is_loopback(parts.hostname):
-            self.problems.append(
-                f"{name} uses plain http:// for {parts.hostname!r}: use https://, "
-                "(http:// is accepted only for localhost / 127.0.0.1 / ::1, e.g. for local test servers)."
-            )
-        elif parts.username or parts.password:
-            self.problems.append(f"{name} must not carry a user name or password in the URL.")
-        if trailing_slash and not value.endswith("/"):
-            value += "/"
-        return value
-
-    def port(self) -> int:
-        return self.integer("PORT", 8080, 1, 65535, what="a port number")
-
-    def integer(self, name: str, default: int, low: int, high: int, *, what: str = "a number") -> int:
-        value = self.text(name, str(default)) or str(default)
-        if not value.isdigit() or not low <= int(value) <= high:
-            self.problems.append(f"{name}={value!r} is not {what}: set a whole number from {low} to {high}.")
-            return default
-        return int(value)
-
-    def build(self) -> Settings:
-        data_dir = Path(self.text("GMAIL_RECONNECT_DATA_DIR", "./.gmail-reconnect") or ".").expanduser()
-        database_url = self.database_url()
-        client_id, client_secret, auth_uri, token_uri = self.google_client()
-        public_base_url = self.url("PUBLIC_BASE_URL", "http://localhost:8080").rstrip("/")
-        if urlsplit(public_base_url).path not in ("",):
-            self.problems.append(
-                f"PUBLIC_BASE_URL={public_base_url!r} must be a bare origin such as https://bot.example.com "
-                "(no path): the bot serves /oauth/google/callback and /slack/events at its root."
-            )
-        return Settings(
-            data_dir=data_dir,
-            database_url=database_url,
-            secret_key=self.secret_key(data_dir, database_url),
-            slack_bot_token=self.prefixed_secret("SLACK_BOT_TOKEN", "xoxb-", "the Bot User OAuth Token"),
-            slack_signing_secret=self.secret("SLACK_SIGNING_SECRET"),
-            slack_app_token=self.prefixed_secret("SLACK_APP_TOKEN", "xapp-", "an App-Level Token"),
-            slack_api_url=self.url("SLACK_API_URL", SLACK_API_URL, trailing_slash=True),
-            google_client_id=client_id,
-            google_client_secret=client_secret,
-            google_auth_uri=self.url("GOOGLE_AUTH_URI", auth_uri),
-            google_token_uri=self.url("GOOGLE_TOKEN_URI", token_uri),
-            google_revoke_uri=self.url("GOOGLE_REVOKE_URI", GOOGLE_REVOKE_URI),
-            google_userinfo_uri=self.url("GOOGLE_USERINFO_URI", GOOGLE_USERINFO_URI),
-            google_certs_uri=self.url("GOOGLE_CERTS_URI", GOOGLE_CERTS_URI),
-            gmail_api_url=self.url("GMAIL_API_URL", GMAIL_API_URL, trailing_slash=True),
-            google_scopes=self.scopes(),
-            public_base_url=public_base_url,
-            host=self.text("HOST", "0.0.0.0") or "0.0.0.0",  # noqa: S104 - a server listens on all interfaces by default
-            port=self.port(),
-            token_encryption_keys=self.encryption_keys(),
-            log_level=self.log_level(),
-            link_ttl=self.duration("LINK_TTL", DEFAULT_LINK_TTL),
-            default_locale=self.choice("DEFAULT_LOCALE", LOCALES, "ko"),
-            google_testing_mode=self.flag("GOOGLE_OAUTH_TESTING_MODE"),
-            admin_slack_user_ids=self.slack_ids("ADMIN_SLACK_USER_IDS"),
-            briefing_timezone=self.timezone("BRIEFING_TIMEZONE", DEFAULT_TIMEZONE),
-            briefing_mode=self.choice("BRIEFING_MODE", BRIEFING_MODES, "digest"),
-            briefing_max_messages=self.integer("BRIEFING_MAX_MESSAGES", 10, 1, 100),
-            briefing_concurrency=self.integer("BRIEFING_CONCURRENCY", 32, 1, 512),
-            preflight_time=self.time_of_day("PREFLIGHT_TIME", time(8, 0)),
-            briefing_time=self.time_of_day("BRIEFING_TIME", time(9, 0)),
-            briefing_misfire_grace=self.duration("BRIEFING_MISFIRE_GRACE", DEFAULT_MISFIRE_GRACE),
-            admin_channel_id=self.channel_id("ADMIN_CHANNEL_ID"),
-        )
-
-    def database_url(self) -> Secret | None:
-        value = self.text("DATABASE_URL")
-        if value is None:
-            return None
-        if urlsplit(value).scheme not in ("postgres", "postgresql"):
-            self.problems.append(
-                "DATABASE_URL is not a PostgreSQL URL: set it like "
-                "postgresql://USER:PASSWORD@HOST:5432/DATABASE, or unset it to use the embedded PostgreSQL."
-            )
-        return Secret(value)
-
-    def prefixed_secret(self, name: str, prefix: str, what: str) -> Secret | None:
-        value = self.secret(name)
-        if value is not None and not value.reveal().startswith(prefix):
-            self.problems.append(f"{name} does not start with {prefix!r}: set it to {what} ({prefix}…).")
-        return value
-
-    def secret_key(self, data_dir: Path, database_url: Secret | None) -> Secret | None:
-        value = self.secret("SECRET_KEY")
-        if value is not None:
-            if len(value.reveal()) < MIN_SECRET_KEY_LENGTH:
-                self.problems.append(
-                    f"SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters: set a long random value, "
-                    'e.g. the output of python -c "import secrets; print(secrets.token_urlsafe(48))".'
-                )
-            return value
-        if database_url is not None:
-            self.problems.append(
-                "SECRET_KEY is not set: it is required with DATABASE_URL (every replica must share it); "
-                'set it to the output of python -c "import secrets; print(secrets.token_urlsafe(48))".'
-            )
-            return None
-        stored = data_dir / SECRET_KEY_FILE
-        return Secret(stored.read_text().strip()) if stored.is_file() else None
-
-    def google_client(self) -> tuple[str | None, Secret | None, str, str]:
-        client_id = self.text("GOOGLE_CLIENT_ID")
-        client_secret = self.secret("GOOGLE_CLIENT_SECRET")
-        auth_uri, token_uri = GOOGLE_AUTH_URI, GOOGLE_TOKEN_URI
-        secrets_file = self.text("GOOGLE_CLIENT_SECRETS_FILE")
-        if secrets_file:
-            client = self.client_secrets_file(Path(secrets_file).expanduser())
-            if client:
-                client_id = client_id or client.get("client_id")
-                if client_secret is None and client.get("client_secret"):
-                    client_secret = Secret(client["client_secret"])
-                auth_uri = client.get("auth_uri") or auth_uri
-                token_uri = client.get("token_uri") or token_uri
-        return client_id, client_secret, auth_uri, token_uri
-
-    def client_secrets_file(self, path: Path) -> dict[str, str] | None:
-        try:
-            document = json.loads(path.read_text())
-        except FileNotFoundError:
-            self.problems.append(
-                f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} does not exist: set the path of credentials.json."
-            )
-            return None
-        except (OSError, ValueError) as error:
-            self.problems.append(
-                f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} cannot be read as JSON ({type(error).__name__}): "
-                "download it again from Google Cloud Console → APIs & Services → Credentials."
-            )
-            return None
-        client = document.get("web") or document.get("installed") if isinstance(document, dict) else None
-        if not isinstance(client, dict) or not client.get("client_id"):
-            self.problems.append(
-                f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} has no 'web' client with a client_id: "
-                "create an OAuth client of type 'Web application' and download its JSON."
-            )
-            return None
-        return {key: str(value) for key, value in client.items() if isinstance(value, str)}
-
-    def scopes(self) -> tuple[str, ...]:
-        value = self.text("GOOGLE_SCOPES")
-        scopes = tuple(normalize_scopes(value.replace(",", " ").split())) if value else DEFAULT_SCOPES
-        if Capability.READ not in capabilities_of(scopes):
-            self.problems.append(
-                "GOOGLE_SCOPES grants no way to read mail, which the briefing needs: include "
-                "https://www.googleapis.com/auth/gmail.readonly (or unset GOOGLE_SCOPES for the default)."
-            )
-        return scopes
-
-    def encryption_keys(self) -> tuple[bytes, ...]:
-        try:
-            return tuple(parse_keys(self.text("TOKEN_ENCRYPTION_KEYS", "") or ""))
-        except KeyFormatError as error:
-            self.problems.append(str(error))
-            return ()
-
-    def duration(self, name: str, default: timedelta) -> timedelta:
-        value = self.text(name)
-        if value is None:
-            return default
-        match = _DURATION.fullmatch(value.lower())
-        if match is None or int(match.group(1)) == 0:
-            self.problems.append(
-                f"{name}={value!r} is not a duration: set a whole number with a unit, e.g. 7d, 36h, 90m or 600s."
-            )
-            return default
-        return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
-        value = (self.text(name, default) or default).lower()
-        if value not in allowed:
-            self.problems.append(f"{name}={value!r} is not supported: set one of {', '.join(allowed)}.")
-            return default
-        return value
-
-    def slack_ids(self, name: str) -> frozenset[str]:
-        values = [v.strip() for v in (self.text(name, "") or "").replace(" ", ",").split(",") if v.strip()]
-        wrong = [v for v in values if not is_user_id(v)]
-        if wrong:
-            self.problems.append(
-                f"{name} has {', '.join(map(repr, wrong))}, which are not Slack user IDs: list IDs like U0123ABCD "
-                "(Slack profile → ⋮ → Copy member ID), separated by commas."
-            )
-        return frozenset(v for v in values if v not in wrong)
-
-    def time_of_day(self, name: str, default: time) -> time | None:
-        value = (self.text(name) or "").lower()
-        if not value:
-            return default
-        if value == "off":
-            return None
-        try:
-            parsed = time.fromisoformat(value)
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.tzinfo is not None:
-            self.problems.append(
-                f"{name}={value!r} is not a time of day: set HH:MM in BRIEFING_TIMEZONE (e.g. "
-                f"{default:%H:%M}), or off to not schedule it."
-            )
-            return default
-        return parsed
-
-    def channel_id(self, name: str) -> str | None:
-        value = self.text(name)
-        if value is not None and not SLACK_CHANNEL_ID.fullmatch(value):
-            self.problems.append(
-                f"{name}={value!r} is not a Slack channel ID: set an ID like C0123ABCD (channel name → "
-                "About → Channel ID at the bottom), and invite the bot to that channel."
-            )
-            return None
-        return value
-
-    def timezone(self, name: str, default: str) -> ZoneInfo:
-        value = self.text(name, default) or default
-        try:
-            return ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            self.problems.append(
-                f"{name}={value!r} is not a time zone: set an IANA name such as Asia/Seoul or Europe/Berlin."
-            )
-            return ZoneInfo(default)
-
-    def flag(self, name: str) -> bool:
-        value = (self.text(name, "false") or "false").lower()
-        if value not in ("true", "false", "1", "0", "yes", "no"):
-            self.problems.append(f"{name}={value!r} is not a yes/no value: set true or false.")
-            return False
-        return value in ("true", "1", "yes")
-
-    def log_level(self) -> str:
-        value = (self.text("LOG_LEVEL", "INFO") or "INFO").upper()
-        if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            self.problems.append(f"LOG_LEVEL={value!r} is not a level: set DEBUG, INFO, WARNING or ERROR.")
-            return "INFO"
-        return value
-
-
 def ensure_secret_key(settings: Settings) -> Settings:
     """For the embedded default: create SECRET_KEY in the data dir once (mode 0600) and return settings with it."""
     if settings.secret_key is not None:
@@ -460,12 +155,3 @@ def ensure_secret_key(settings: Settings) -> Settings:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(48) + "\n")
     return replace(settings, secret_key=Secret(path.read_text().strip()))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

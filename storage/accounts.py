@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,62 +14,20 @@ from storage.errors import Conflict, NotFound
 from storage.locks import lock_account_refresh
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 from storage.pool import transaction
+from storage.rows import (
+    BY_SLACK_ID,
+    LOCKED_COLUMNS,
+    SELECT_ACCOUNT,
+    account_of,
+    lock_or_create,
+    naive_utc,
+    slack_id_of,
+    sync_legacy_flag,
+)
 from storage.scopes import normalize_scopes
 from storage.token_data import TokenCodec
 
-# The legacy table keeps `expiry` as a naive TIMESTAMP in UTC (as google-auth writes it); created_at/updated_at are
-# naive CURRENT_TIMESTAMP values, i.e. the server's time zone, which ::timestamptz interprets correctly.
-# is_equipped (the flag legacy services read) may or may not exist, so it is read through to_jsonb of the row.
-ACCOUNT_COLUMNS = """
-       g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
-       g.expiry AT TIME ZONE 'UTC' AS expiry, g.last_refresh_at, g.last_checked_at, g.refresh_token_issued_at,
-       g.created_at::timestamptz AS created_at, g.updated_at::timestamptz AS updated_at,
-       g.last_fetch_at, g.last_fetch_result, g.last_fetch_messages,
-       coalesce(g.token_data->>'access_token', g.token_data->'encrypted'->>'access_token', '') <> ''
-           AS has_access_token,
-       coalesce(g.token_data->>'refresh_token', g.token_data->'encrypted'->>'refresh_token', '') <> ''
-           AS has_refresh_token,
-       (to_jsonb(g)->>'is_equipped')::boolean AS is_equipped"""
-_SELECT = f"SELECT {ACCOUNT_COLUMNS}\n  FROM gmail_tokens AS g\n"
 DEFAULT_TOKEN_TYPE = "Bearer"
-_LOCKED_COLUMNS = "id, user_id, token_data, metadata, to_jsonb(g) ? 'is_equipped' AS has_legacy_flag"
-# The same expression and predicate as the partial unique index, so lookups can use it.
-_BY_SLACK_ID = "(g.metadata->>'slack_user_id') = $1 AND (g.metadata->>'slack_user_id') <> ''"
-
-
-def _account(row: asyncpg.Record) -> Account:
-    metadata = row["metadata"] if isinstance(row["metadata"], dict) else {}
-    return Account(
-        id=row["id"],
-        user_id=row["user_id"],
-        robing_id=row["robing_id"],
-        slack_user_id=metadata.get("slack_user_id") or None,
-        email=metadata.get("email") or None,
-        display_name=metadata.get("display_name") or None,
-        scopes=normalize_scopes(row["scopes"]),
-        status=Status(row["status"]),
-        status_cause=row["status_cause"],
-        status_changed_at=row["status_changed_at"],
-        expiry=row["expiry"],
-        last_refresh_at=row["last_refresh_at"],
-        last_checked_at=row["last_checked_at"],
-        refresh_token_issued_at=row["refresh_token_issued_at"],
-        has_access_token=row["has_access_token"],
-        has_refresh_token=row["has_refresh_token"],
-        is_equipped=row["is_equipped"],
-        metadata=metadata,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_fetch_at=row["last_fetch_at"],
-        last_fetch_result=row["last_fetch_result"],
-        last_fetch_messages=row["last_fetch_messages"],
-    )
-
-
-def _naive_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 class Accounts:
@@ -90,15 +47,15 @@ class Accounts:
 
     async def find_by_slack_id(self, slack_user_id: str) -> Account | None:
         """The account linked to a Slack user, or None."""
-        row = await self.pool.fetchrow(f"{_SELECT} WHERE {_BY_SLACK_ID}", slack_user_id)
-        return _account(row) if row else None
+        row = await self.pool.fetchrow(f"{SELECT_ACCOUNT} WHERE {BY_SLACK_ID}", slack_user_id)
+        return account_of(row) if row else None
 
     async def get(self, account_id: int, *, conn: asyncpg.Connection | None = None) -> Account:
         """The account with this id; NotFound if there is none."""
-        row = await (conn or self.pool).fetchrow(f"{_SELECT} WHERE g.id = $1", account_id)
+        row = await (conn or self.pool).fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id)
         if row is None:
             raise NotFound(f"no gmail_tokens row has id {account_id}")
-        return _account(row)
+        return account_of(row)
 
     async def list(
         self, *, statuses: Iterable[Status] | None = None, ids: Iterable[int] | None = None
@@ -106,12 +63,12 @@ class Accounts:
         """Every account (or those in `statuses`, or with these `ids`), ordered by user_id."""
         wanted = [str(status) for status in statuses] if statuses is not None else None
         rows = await self.pool.fetch(
-            f"""{_SELECT} WHERE ($1::text[] IS NULL OR g.status = ANY($1))
+            f"""{SELECT_ACCOUNT} WHERE ($1::text[] IS NULL OR g.status = ANY($1))
                             AND ($2::int[] IS NULL OR g.id = ANY($2)) ORDER BY g.user_id""",
             wanted,
             list(ids) if ids is not None else None,
         )
-        return [_account(row) for row in rows]
+        return [account_of(row) for row in rows]
 
     async def count_by_status(self) -> dict[Status, int]:
         """How many accounts are in each status (statuses with none are left out)."""
@@ -121,10 +78,10 @@ class Accounts:
     async def link_slack_user(self, *, slack_user_id: str, user_id: str, actor: str) -> Account:
         """Record `slack_user_id` on the row `user_id`; Conflict if either side is linked elsewhere."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(f"{_SELECT} WHERE g.user_id = $1 FOR UPDATE", user_id)
+            row = await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.user_id = $1 FOR UPDATE", user_id)
             if row is None:
                 raise NotFound(f"no gmail_tokens row has user_id {user_id!r}")
-            account = _account(row)
+            account = account_of(row)
             if account.slack_user_id == slack_user_id:
                 return account
             if account.slack_user_id is not None:
@@ -133,7 +90,7 @@ class Accounts:
                     "unlink it first if that link is wrong"
                 )
             other = await conn.fetchval(
-                f"SELECT g.user_id FROM gmail_tokens AS g WHERE {_BY_SLACK_ID}", slack_user_id
+                f"SELECT g.user_id FROM gmail_tokens AS g WHERE {BY_SLACK_ID}", slack_user_id
             )
             if other is not None:
                 raise Conflict(f"Slack user {slack_user_id} is already linked to user_id {other!r}")
@@ -152,7 +109,7 @@ class Accounts:
                 user_id=user_id,
                 slack_user_id=slack_user_id,
             )
-            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account.id))
+            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account.id))
 
     async def read_tokens(
         self, account_id: int, *, conn: asyncpg.Connection | None = None
@@ -173,7 +130,7 @@ class Accounts:
     @staticmethod
     def from_row(row: asyncpg.Record) -> tuple[Account, StoredTokens]:
         """The account and its stored tokens from a row of ACCOUNT_COLUMNS plus g.token_data."""
-        return _account(row), StoredTokens(row["token_data"], row["expiry"])
+        return account_of(row), StoredTokens(row["token_data"], row["expiry"])
 
     async def store_tokens(
         self,
@@ -199,7 +156,7 @@ class Accounts:
         if not (slack_user_id or user_id):
             raise ValueError("store_tokens needs a slack_user_id or a user_id")
         async with transaction(self.pool, conn) as conn:
-            row = await self._lock_or_create(conn, slack_user_id=slack_user_id, user_id=user_id)
+            row = await lock_or_create(conn, slack_user_id=slack_user_id, user_id=user_id)
             stored = self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=None)
             refresh_token = grant.refresh_token or (stored.refresh_token if stored else None)
             token_data = self.codec.pack(
@@ -228,7 +185,7 @@ class Accounts:
                     WHERE id = $1""",
                 row["id"],
                 token_data,
-                _naive_utc(grant.expiry),
+                naive_utc(grant.expiry),
                 normalize_scopes(grant.scopes) if grant.scopes is not None else None,
                 extra,
                 oauth_config,
@@ -238,14 +195,14 @@ class Accounts:
                 refreshed,
             )
             if status is Status.HEALTHY:
-                await _sync_legacy_flag(conn, row, equipped=True)
+                await sync_legacy_flag(conn, row, equipped=True)
             await audit.append(
                 conn,
                 actor=actor,
                 action=action,
                 account_id=row["id"],
                 user_id=row["user_id"],
-                slack_user_id=slack_user_id or _slack_id(row),
+                slack_user_id=slack_user_id or slack_id_of(row),
                 details={
                     "status": str(status),
                     "refresh_token_issued": bool(grant.refresh_token),
@@ -253,7 +210,7 @@ class Accounts:
                     **(details or {}),
                 },
             )
-            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", row["id"]))
+            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", row["id"]))
 
     async def set_status(
         self,
@@ -289,10 +246,10 @@ class Accounts:
                     action="status.changed",
                     account_id=account_id,
                     user_id=previous["user_id"],
-                    slack_user_id=_slack_id(previous),
+                    slack_user_id=slack_id_of(previous),
                     details={"from": previous["status"], "to": str(status), "cause": cause},
                 )
-            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account_id))
+            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
 
     async def clear_tokens(
         self,
@@ -307,7 +264,7 @@ class Accounts:
         """Remove an account's tokens (keeping the row, its metadata and other token_data keys) and set its status."""
         async with transaction(self.pool, conn) as conn:
             row = await conn.fetchrow(
-                f"SELECT {_LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE id = $1 FOR UPDATE", account_id
+                f"SELECT {LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE id = $1 FOR UPDATE", account_id
             )
             if row is None:
                 raise NotFound(f"no gmail_tokens row has id {account_id}")
@@ -328,17 +285,17 @@ class Accounts:
                 str(status),
                 cause,
             )
-            await _sync_legacy_flag(conn, row, equipped=False)
+            await sync_legacy_flag(conn, row, equipped=False)
             await audit.append(
                 conn,
                 actor=actor,
                 action="tokens.cleared",
                 account_id=account_id,
                 user_id=row["user_id"],
-                slack_user_id=_slack_id(row),
+                slack_user_id=slack_id_of(row),
                 details={"status": str(status), "cause": cause, **(details or {})},
             )
-            return _account(await conn.fetchrow(f"{_SELECT} WHERE g.id = $1", account_id))
+            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
 
     async def oauth_client(
         self, account_id: int, *, conn: asyncpg.Connection | None = None
@@ -364,11 +321,11 @@ class Accounts:
     async def find_unlinked_by_email(self, email: str) -> builtins.list[Account]:
         """Rows with this metadata.email (any case) that no Slack user is linked to."""
         rows = await self.pool.fetch(
-            f"""{_SELECT} WHERE lower(g.metadata->>'email') = lower($1)
+            f"""{SELECT_ACCOUNT} WHERE lower(g.metadata->>'email') = lower($1)
                   AND coalesce(g.metadata->>'slack_user_id', '') = '' ORDER BY g.id""",
             email,
         )
-        return [_account(row) for row in rows]
+        return [account_of(row) for row in rows]
 
     async def reencrypt_all(self, *, actor: str) -> int:
         """Rewrite every row whose tokens are plain or under an old key with the current key; return the count."""
@@ -400,59 +357,8 @@ class Accounts:
                     action="tokens.reencrypted",
                     account_id=row["id"],
                     user_id=row["user_id"],
-                    slack_user_id=_slack_id(row),
+                    slack_user_id=slack_id_of(row),
                     details={"key_id": self.codec.cipher.current_key_id if self.codec.cipher else None},
                 )
                 rewritten += 1
         return rewritten
-
-    async def _lock_or_create(
-        self, conn: asyncpg.Connection, *, slack_user_id: str | None, user_id: str | None
-    ) -> asyncpg.Record:
-        lookups: list[tuple[str, str | None]] = []
-        if slack_user_id:
-            lookups.append(
-                (
-                    f"SELECT {_LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE {_BY_SLACK_ID} FOR UPDATE",
-                    slack_user_id,
-                )
-            )
-        lookups.append(
-            (
-                f"SELECT {_LOCKED_COLUMNS} FROM gmail_tokens AS g WHERE user_id = $1 FOR UPDATE",
-                user_id or slack_user_id,
-            )
-        )
-        for query, value in lookups:
-            row = await conn.fetchrow(query, value)
-            if row is not None:
-                linked = _slack_id(row)
-                if slack_user_id and linked and linked != slack_user_id:
-                    raise Conflict(f"user_id {row['user_id']!r} is linked to another Slack user ({linked})")
-                return row
-        # A concurrent creator may win the insert; then the row exists and is locked by re-reading it.
-        await conn.execute(
-            """INSERT INTO gmail_tokens (user_id, metadata) VALUES ($1, $2)
-               ON CONFLICT (user_id) DO NOTHING""",
-            user_id or slack_user_id,
-            {},
-        )
-        row = await conn.fetchrow(lookups[-1][0], lookups[-1][1])
-        if row is None:
-            raise NotFound(f"could not create or find the gmail_tokens row for {user_id or slack_user_id!r}")
-        return row
-
-
-async def _sync_legacy_flag(conn: asyncpg.Connection, row: asyncpg.Record, *, equipped: bool) -> None:
-    # Legacy services read is_equipped; keep it true exactly when working tokens are stored.
-    if row["has_legacy_flag"]:
-        await conn.execute(
-            "UPDATE gmail_tokens SET is_equipped = $2 WHERE id = $1 AND is_equipped IS DISTINCT FROM $2",
-            row["id"],
-            equipped,
-        )
-
-
-def _slack_id(row: asyncpg.Record) -> str | None:
-    metadata = row["metadata"]
-    return (metadata.get("slack_user_id") or None) if isinstance(metadata, dict) else None

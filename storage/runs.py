@@ -18,9 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from storage.accounts import ACCOUNT_COLUMNS, Accounts
+from storage.accounts import Accounts
 from storage.locks import lock_run_summary
 from storage.models import Account, StoredTokens
+from storage.rows import ACCOUNT_COLUMNS
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 # How often a process that ran out of accounts to claim looks again while others finish theirs.

@@ -16,8 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.app import create_app
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.database import token_codec
+from bot.environment import load_settings
 from bot.logs import quiet_noisy_loggers
 from storage import embedded
 from storage.accounts import Accounts

@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 from bot.config import Settings
 from bot.errors import ConfigError, GmailReconnectError
+from bot.reconnect.paths import START_PATH
 
-START_PATH = "/oauth/google/start"
 _KEY_LABEL = b"gmail-reconnect link token v1"
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -9,12 +9,10 @@ from aiohttp import web
 from bot.appkeys import SERVICES
 from bot.i18n import pick_locale
 from bot.reconnect.flow import STATE_TTL, Answer, new_browser_binding
+from bot.reconnect.paths import CALLBACK_PATH, OAUTH_PREFIX, START_PATH
 from handlers.http.pages import render
 
-START_PATH = "/oauth/google/start"
-CALLBACK_PATH = "/oauth/google/callback"
 BINDING_COOKIE = "gmail_reconnect_binding"
-_COOKIE_PATH = "/oauth/google/"
 _BINDING_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
 
@@ -35,7 +33,7 @@ async def oauth_start(request: web.Request) -> web.StreamResponse:
             BINDING_COOKIE,
             binding,
             max_age=int(STATE_TTL.total_seconds()) * 6,
-            path=_COOKIE_PATH,
+            path=OAUTH_PREFIX,
             httponly=True,
             samesite="Lax",
             secure=request.app[SERVICES].settings.public_base_url.startswith("https://"),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import DEFAULT_SCOPES, Settings, ensure_secret_key, load_settings
+from bot.config import Settings, ensure_secret_key
+from bot.environment import DEFAULT_SCOPES, load_settings
 from bot.errors import ConfigError
 from bot.google.scopes import Capability
 from storage.crypto import generate_key

@@ -1,0 +1,104 @@
+"""The command line's grammar: every subcommand, its arguments, and its --help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bot import __version__
+from storage.models import Status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand with its own --help."""
+    parser = argparse.ArgumentParser(
+        prog="gmail-reconnect",
+        description="Keeps every Slack user's Gmail connection alive, with a one-click reconnect in Slack.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="settings file read under the environment (default: .env)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("serve", help="run the web server (applies pending migrations first)")
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument(
+        "--init",
+        action="store_true",
+        help="allow creating gmail_tokens in a DATABASE_URL database that has none (a new installation)",
+    )
+
+    accounts = commands.add_parser("accounts", help="list every account with its health")
+    accounts.add_argument(
+        "--status", action="append", choices=[str(s) for s in Status], help="only this status (repeatable)"
+    )
+    accounts.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    link = commands.add_parser("link", help="link a Slack user to an existing gmail_tokens row")
+    link.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+    link.add_argument("user_id", metavar="USER_ID")
+
+    importer = commands.add_parser("import", help="import Google authorized-user token JSON files")
+    importer.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    importer.add_argument(
+        "--user-id", help="gmail_tokens.user_id (default: from the file name, heejae_gmail.json → heejae)"
+    )
+    importer.add_argument("--slack-user-id", help="the Slack user to link the account to")
+
+    commands.add_parser(
+        "rotate-keys", help="re-encrypt every stored token under the first TOKEN_ENCRYPTION_KEYS key"
+    )
+    commands.add_parser("doctor", help="check the configuration and the database, and say what is wrong")
+
+    reconnect_link = commands.add_parser(
+        "reconnect-link", help="print a Reconnect Gmail link for a Slack user (to send it by hand)"
+    )
+    reconnect_link.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+    reconnect_link.add_argument(
+        "--team", metavar="TEAM_ID", help="the Slack team id (for the back-to-Slack link)"
+    )
+    reconnect_link.add_argument(
+        "--switch",
+        action="store_true",
+        help="allow connecting a different Google account than the stored one",
+    )
+
+    disconnect = commands.add_parser(
+        "disconnect", help="revoke a Slack user's Gmail access at Google and wipe the stored tokens"
+    )
+    disconnect.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+
+    run = commands.add_parser(
+        "run-briefing",
+        help="run today's briefing now: check and refresh every linked account, prompt, post the email part",
+    )
+    run.add_argument(
+        "--preflight", action="store_true", help="run the early check instead (prompts only, no email part)"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="change and send nothing; print what would happen"
+    )
+    run.add_argument(
+        "--user",
+        dest="users",
+        action="append",
+        metavar="SLACK_ID",
+        help="only this Slack user (repeatable); outside today's run record, so it runs even if that is done",
+    )
+
+    api_key = commands.add_parser("api-key", help="create, list or revoke API keys for other services")
+    api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
+    create = api_key_commands.add_parser(
+        "create", help="create a key and print it (once: only a hash is kept)"
+    )
+    create.add_argument("name", metavar="NAME", help="who uses it, e.g. skill-email")
+    listing = api_key_commands.add_parser("list", help="list the keys (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    revoke = api_key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("name", metavar="NAME_OR_PREFIX", help="the key's name, or its prefix from `list`")
+    return parser
