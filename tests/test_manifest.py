@@ -25,8 +25,8 @@ from tests.helpers import Serve
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_PATH = PROJECT_ROOT / "manifest.yml"
-# CI clones the project with `shared/` beside it, so the schema lives one level above the project root.
-SCHEMA_PATH = PROJECT_ROOT.parent / "shared/reference/slack-manifest-schema/manifest.schema.1.0.0.json"
+# Slack's published schema (MIT licence, beside it), carried with the tests so a bare clone can run them.
+SCHEMA_PATH = PROJECT_ROOT / "tests/data/slack-manifest-schema/manifest.schema.1.0.0.json"
 
 PLACEHOLDER_HOST = "YOUR-PUBLIC-HOST.example.com"
 EVENTS_PATH = "/slack/events"
@@ -36,8 +36,8 @@ EVENTS_PATH = "/slack/events"
 def validator() -> jsonschema.Draft7Validator:
     if not SCHEMA_PATH.is_file():
         pytest.fail(
-            f"Slack manifest schema not found at {SCHEMA_PATH}; "
-            "clone the project with the shared/ directory beside it."
+            f"Slack manifest schema not found at {SCHEMA_PATH}: it is part of the repository, restore it "
+            "(git checkout -- tests/data/slack-manifest-schema)."
         )
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     jsonschema.Draft7Validator.check_schema(schema)
