@@ -65,6 +65,9 @@ DEFAULT_SCOPES = (
     "https://www.googleapis.com/auth/gmail.send",
 )
 MIN_SECRET_KEY_LENGTH = 32
+# What a value copied from .env.example or a guide looks like when nobody filled it in: "xoxb-...", "<token>",
+# "your-client-id", "changeme". No real token, secret, ID or URL contains any of these.
+_PLACEHOLDER = re.compile(r"\.\.\.|…|<[^>]*>|^your[-_ ]|^change[-_ ]?me$", re.IGNORECASE)
 BRIEFING_MODES = ("digest", "check")
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,6 +82,8 @@ class _Reader:
 
     def text(self, name: str, default: str | None = None) -> str | None:
         value = self.env.get(name, "").strip()
+        if _PLACEHOLDER.search(value):
+            return default  # e.g. .env.example's SLACK_BOT_TOKEN=xoxb-...: not a value anyone set
         return value or default
 
     def secret(self, name: str) -> Secret | None:
@@ -161,11 +166,18 @@ class _Reader:
         value = self.text("DATABASE_URL")
         if value is None:
             return None
-        if urlsplit(value).scheme not in ("postgres", "postgresql"):
-            self.problems.append(
-                "DATABASE_URL is not a PostgreSQL URL: set it like "
-                "postgresql://USER:PASSWORD@HOST:5432/DATABASE, or unset it to use the embedded PostgreSQL."
-            )
+        shape = "set it like postgresql://USER:PASSWORD@HOST:5432/DATABASE, or unset it to use the embedded PostgreSQL"
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # ValueError for a port that is not a number from 0 to 65535
+        except ValueError as error:
+            # The message of a bad port or bracket never holds the password; the URL itself is not shown.
+            self.problems.append(f"DATABASE_URL cannot be read ({error}): {shape}.")
+            return None
+        if parts.scheme not in ("postgres", "postgresql"):
+            self.problems.append(f"DATABASE_URL is not a PostgreSQL URL: {shape}.")
+        elif port == 0:
+            self.problems.append(f"DATABASE_URL has port 0: {shape}.")
         return Secret(value)
 
     def prefixed_secret(self, name: str, prefix: str, what: str) -> Secret | None:
@@ -221,7 +233,14 @@ class _Reader:
                 "download it again from Google Cloud Console → APIs & Services → Credentials."
             )
             return None
-        client = document.get("web") or document.get("installed") if isinstance(document, dict) else None
+        if isinstance(document, dict) and "web" not in document and "installed" in document:
+            self.problems.append(
+                f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} is a 'Desktop app' client ('installed'), which cannot "
+                "send users back to PUBLIC_BASE_URL: create an OAuth client of type 'Web application' and "
+                "download its JSON."
+            )
+            return None
+        client = document.get("web") if isinstance(document, dict) else None
         if not isinstance(client, dict) or not client.get("client_id"):
             self.problems.append(
                 f"GOOGLE_CLIENT_SECRETS_FILE={str(path)!r} has no 'web' client with a client_id: "

@@ -4,6 +4,7 @@ from the database at each scrape, so every replica reports the same figures."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter as Tally
 from collections.abc import Iterable
 
@@ -12,7 +13,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from bot.google.health import effective_status
 from bot.google.scopes import Capability
 from storage.accounts import Accounts
+from storage.errors import DATABASE_OUTAGE
 from storage.models import Status
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -66,6 +70,11 @@ class Metrics:
             ["endpoint", "status"],
             registry=self.registry,
         )
+        self.database_up = Gauge(
+            "gmail_reconnect_database_up",
+            "1 when the last scrape could read the database, 0 when it could not (the accounts gauge is then stale).",
+            registry=self.registry,
+        )
         # Series that exist from the start read 0 rather than being absent until the first event.
         for outcome in ("refreshed", "needs_user", "unavailable"):
             self.refreshes.labels(outcome)
@@ -77,8 +86,15 @@ class Metrics:
 
         Statuses are those `/gmail-status all` and the registry show: an account never checked counts under
         what its stored data already shows (e.g. missing for a NULL token)."""
-        counts = Tally(await accounts.count_by_status())
-        never_checked = await accounts.list(statuses=[Status.UNKNOWN])
+        try:
+            counts = Tally(await accounts.count_by_status())
+            never_checked = await accounts.list(statuses=[Status.UNKNOWN])
+        except DATABASE_OUTAGE as error:
+            # The counters are this process's own: serve them, and keep the accounts gauge as last read.
+            log.warning("/metrics: the database could not be read (%s)", type(error).__name__)
+            self.database_up.set(0)
+            return generate_latest(self.registry)
+        self.database_up.set(1)
         counts[Status.UNKNOWN] -= len(never_checked)
         counts.update(effective_status(account, required)[0] for account in never_checked)
         for status in Status:

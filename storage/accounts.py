@@ -87,7 +87,7 @@ class Accounts:
             if account.slack_user_id is not None:
                 raise Conflict(
                     f"user_id {user_id!r} is already linked to Slack user {account.slack_user_id}; "
-                    "unlink it first if that link is wrong"
+                    f"if that link is wrong, run `gmail-reconnect unlink {account.slack_user_id}` first"
                 )
             other = await conn.fetchval(
                 f"SELECT g.user_id FROM gmail_tokens AS g WHERE {BY_SLACK_ID}", slack_user_id
@@ -107,6 +107,26 @@ class Accounts:
                 action="account.linked",
                 account_id=account.id,
                 user_id=user_id,
+                slack_user_id=slack_user_id,
+            )
+            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account.id))
+
+    async def unlink_slack_user(self, *, slack_user_id: str, actor: str) -> Account:
+        """Remove `slack_user_id` from the row it is linked to (tokens and row stay); NotFound if none is."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE {BY_SLACK_ID} FOR UPDATE", slack_user_id)
+            if row is None:
+                raise NotFound(f"no gmail_tokens row is linked to Slack user {slack_user_id}")
+            account = account_of(row)
+            await conn.execute(
+                "UPDATE gmail_tokens SET metadata = metadata - 'slack_user_id' WHERE id = $1", account.id
+            )
+            await audit.append(
+                conn,
+                actor=actor,
+                action="account.unlinked",
+                account_id=account.id,
+                user_id=account.user_id,
                 slack_user_id=slack_user_id,
             )
             return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account.id))

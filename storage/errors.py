@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 
 class StorageError(Exception):
     """Base class of the storage layer's errors."""
@@ -25,3 +27,17 @@ class WrongDatabaseError(StorageError):
 
 class TokenUnreadable(StorageError):
     """A stored token is encrypted with a key this process does not have, or was altered."""
+
+
+# What a PostgreSQL that is down, restarting or out of reach raises, as opposed to a statement that is wrong:
+# a short outage, to be answered with "try again in a minute", not with a 500.
+DATABASE_OUTAGE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)

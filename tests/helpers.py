@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -220,3 +223,78 @@ async def call(
 async def account_by_user_id(accounts: Accounts, user_id: str) -> Account | None:
     """The account on the gmail_tokens row with this user_id, if there is one."""
     return next((account for account in await accounts.list() if account.user_id == user_id), None)
+
+
+def run(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the CLI (`python -m bot ARGS`) in `cwd` with only `env` of the Slack, Google and database settings."""
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
+    }
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class DatabaseProxy:
+    """A TCP port in front of the test database that a test can cut (nothing listens, open connections drop)
+    and restore: a database outage at the network edge, without stopping the server other tests use."""
+
+    def __init__(self, url: str) -> None:
+        self.url_to = urlsplit(url)
+        query = dict(parse_qsl(self.url_to.query))
+        # The embedded cluster listens on a Unix socket only (its URL names the socket's folder as ?host=).
+        self.socket = None
+        if self.url_to.hostname is None and query.get("host", "").startswith("/"):
+            self.socket = str(sorted(Path(query["host"]).glob(".s.PGSQL.*[0-9]"))[0])
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The database's URL through the proxy."""
+        netloc = f"{self.url_to.username or 'postgres'}@127.0.0.1:{self.port}"
+        return urlunsplit(("postgresql", netloc, self.url_to.path, "", ""))
+
+    async def start(self) -> None:
+        """Listen (again, on the same port once it has one)."""
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """The outage: refuse new connections and drop the open ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+
+    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.socket is not None:
+            return await asyncio.open_unix_connection(self.socket)
+        return await asyncio.open_connection(self.url_to.hostname, self.url_to.port or 5432)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await self._connect_upstream()
+        self._open |= {writer, upstream_writer}
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass  # the other side went away, or the test cut the line
+            finally:
+                sink.transport.abort()
+                self._open.discard(sink)
+
+        await asyncio.gather(copy(reader, upstream_writer), copy(upstream_reader, writer))

@@ -7,7 +7,9 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 
 from bot import event_loop
@@ -19,6 +21,9 @@ from bot.logs import configure_logging
 from bot.services import open_services
 from storage.crypto import TokenCipher
 from storage.errors import StorageError
+from storage.models import Status
+from storage.pool import describe_dsn
+from storage.prompts import PromptState
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,9 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, load settings once, run the command; errors become a message and an exit code."""
     args = build_parser().parse_args(argv)
+    if args.env_file is not None and not args.env_file.is_file():
+        print(f"gmail-reconnect: --env-file {args.env_file}: no such file.", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         settings = load_settings(env_file=args.env_file)
     except ConfigError as error:
@@ -48,12 +56,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GmailReconnectError, StorageError) as error:
         print(f"gmail-reconnect: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except (OSError, asyncpg.PostgresError) as error:
-        print(
-            f"gmail-reconnect: the database could not be used: {type(error).__name__}: {error}",
-            file=sys.stderr,
-        )
+    except aiohttp.ClientError as error:  # before OSError: a connection error to Slack is one too
+        print(f"gmail-reconnect: {unreachable(settings, error)}", file=sys.stderr)
         return EXIT_ERROR
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        print(f"gmail-reconnect: {database_problem(settings, error)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def unreachable(settings: Settings, error: aiohttp.ClientError) -> str:
+    """Which service could not be reached, named by the setting that points at it."""
+    host = getattr(error, "host", None)
+    where = "a web service"
+    if host is not None:
+        where = f"{host}:{getattr(error, 'port', '')}"
+        for name, url in (
+            ("SLACK_API_URL", settings.slack_api_url),
+            ("GOOGLE_TOKEN_URI", settings.google_token_uri),
+            ("GMAIL_API_URL", settings.gmail_api_url),
+        ):
+            if urlsplit(url).hostname == host:
+                where = f"{'Slack' if name.startswith('SLACK') else 'Google'} at {where} ({name})"
+                break
+    return f"could not reach {where}: {type(error).__name__}. Check the network, and the setting if you changed it."
+
+
+def database_problem(settings: Settings, error: BaseException) -> str:
+    """What went wrong with the database, and where it is: DATABASE_URL's host, or the embedded cluster."""
+    if settings.database_url is not None:
+        where = f"{describe_dsn(settings.database_url.reveal())} (DATABASE_URL)"
+        advice = "Is the server running, and is DATABASE_URL right?"
+    else:
+        where = f"the embedded PostgreSQL in {settings.data_dir.resolve()}"
+        advice = "See its log in the postgres/ folder there."
+    return f"{where} could not be used: {type(error).__name__}: {error}. {advice}"
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -90,6 +126,18 @@ async def _link(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _unlink(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_services(settings) as services:
+        account = await services.accounts.unlink_slack_user(slack_user_id=args.slack_user_id, actor=CLI_ACTOR)
+        # A Reconnect Gmail DM still open for that user speaks of a row that is no longer theirs.
+        await services.prompts.close(args.slack_user_id, state=PromptState.DISMISSED, actor=CLI_ACTOR)
+    print(
+        f"unlinked Slack user {args.slack_user_id} from user_id {account.user_id} "
+        f"({account.email or 'no email'}); the row and its tokens stay"
+    )
+    return EXIT_OK
+
+
 async def _import(settings: Settings, args: argparse.Namespace) -> int:
     from bot.cli.importer import default_user_id, import_token_file, read_token_file
 
@@ -108,7 +156,10 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
                 required=list(settings.required_capabilities),
                 actor=CLI_ACTOR,
             )
-            print(f"imported {token_file.path} as user_id {account.user_id}: {account.status}")
+            state = "not checked with Google yet" if account.status is Status.UNKNOWN else account.status
+            print(f"imported {token_file.path} as user_id {account.user_id}: {state}")
+            if account.status.needs_user and account.status_cause:
+                print(f"  {account.status_cause}")
     return EXIT_OK
 
 
@@ -221,7 +272,10 @@ async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
             f"{line.result}{messages}{': ' + line.detail if line.detail else ''}"
         )
     counts = ", ".join(f"{result} {n}" for result, n in sorted(report.counts.items()))
-    print(f"{'dry run: ' if report.dry_run else ''}{len(report.accounts)} accounts ({counts or 'none'})")
+    total = len(report.accounts)
+    print(
+        f"{'dry run: ' if report.dry_run else ''}{total} account{'' if total == 1 else 's'} ({counts or 'none'})"
+    )
     return EXIT_OK
 
 
@@ -229,6 +283,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "migrate": _migrate,
     "accounts": _accounts,
     "link": _link,
+    "unlink": _unlink,
     "import": _import,
     "rotate-keys": _rotate_keys,
     "doctor": _doctor,

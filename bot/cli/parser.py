@@ -6,7 +6,18 @@ import argparse
 from pathlib import Path
 
 from bot import __version__
+from bot.slack.ids import is_user_id
 from storage.models import Status
+
+
+def slack_user_id(value: str) -> str:
+    """An argument that must be a Slack user ID (argparse's `type`): a clear error, exit 2, otherwise."""
+    if not is_user_id(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a Slack user ID: use the member ID, like U0123ABCD "
+            "(Slack profile → ⋮ → Copy member ID)"
+        )
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--env-file",
         type=Path,
-        default=Path(".env"),
-        help="settings file read under the environment (default: .env)",
+        default=None,
+        help="settings file read under the environment (default: .env, if there is one)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -40,15 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     link = commands.add_parser("link", help="link a Slack user to an existing gmail_tokens row")
-    link.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+    link.add_argument("slack_user_id", metavar="SLACK_USER_ID", type=slack_user_id)
     link.add_argument("user_id", metavar="USER_ID")
+
+    unlink = commands.add_parser(
+        "unlink", help="remove a Slack user's link to their gmail_tokens row (the row and its tokens stay)"
+    )
+    unlink.add_argument("slack_user_id", metavar="SLACK_USER_ID", type=slack_user_id)
 
     importer = commands.add_parser("import", help="import Google authorized-user token JSON files")
     importer.add_argument("files", nargs="+", type=Path, metavar="FILE")
     importer.add_argument(
         "--user-id", help="gmail_tokens.user_id (default: from the file name, heejae_gmail.json → heejae)"
     )
-    importer.add_argument("--slack-user-id", help="the Slack user to link the account to")
+    importer.add_argument("--slack-user-id", type=slack_user_id, help="the Slack user to link the account to")
 
     commands.add_parser(
         "rotate-keys", help="re-encrypt every stored token under the first TOKEN_ENCRYPTION_KEYS key"
@@ -58,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconnect_link = commands.add_parser(
         "reconnect-link", help="print a Reconnect Gmail link for a Slack user (to send it by hand)"
     )
-    reconnect_link.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+    reconnect_link.add_argument("slack_user_id", metavar="SLACK_USER_ID", type=slack_user_id)
     reconnect_link.add_argument(
         "--team", metavar="TEAM_ID", help="the Slack team id (for the back-to-Slack link)"
     )
@@ -71,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     disconnect = commands.add_parser(
         "disconnect", help="revoke a Slack user's Gmail access at Google and wipe the stored tokens"
     )
-    disconnect.add_argument("slack_user_id", metavar="SLACK_USER_ID")
+    disconnect.add_argument("slack_user_id", metavar="SLACK_USER_ID", type=slack_user_id)
 
     run = commands.add_parser(
         "run-briefing",
@@ -88,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="users",
         action="append",
         metavar="SLACK_ID",
+        type=slack_user_id,
         help="only this Slack user (repeatable); outside today's run record, so it runs even if that is done",
     )
 

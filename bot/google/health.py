@@ -96,13 +96,15 @@ def testing_expiry_near(account: Account, now: datetime) -> bool:
 def account_summary(account: Account, required: Iterable[Capability]) -> dict[str, Any]:
     """One account as plain data: what an admin needs, never a token."""
     status, cause = effective_status(account, required)
-    capabilities = capabilities_of(account.scopes)
+    # What the grant allows, as long as there is a grant: a disconnected or NULL row can do nothing.
+    capabilities = capabilities_of(account.scopes) if account.has_refresh_token else frozenset()
     return {
         "slack_user_id": account.slack_user_id,
         "user_id": account.user_id,
         "email": account.email,
         "status": str(status),
-        "status_checked": account.last_checked_at is not None,
+        # False while the status is only what the stored data suggests (never asked of Google).
+        "status_checked": account.status is not Status.UNKNOWN,
         "cause": cause,
         "can_read": Capability.READ in capabilities,
         "can_send": Capability.SEND in capabilities,

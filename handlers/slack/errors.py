@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.i18n import text
 from bot.services import Services
-from storage.errors import StorageError
+from storage.errors import DATABASE_OUTAGE, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ async def listener_failed(
     if user_id is None or kind == "event_callback":
         return
     try:
-        line = text(await services.users.locale(user_id), "slack.error.generic")
+        key = "slack.error.database" if isinstance(error, DATABASE_OUTAGE) else "slack.error.generic"
+        line = text(await services.users.locale(user_id), key)
         if respond is not None and body.get("response_url"):
             await respond(text=line, response_type="ephemeral", replace_original=False)
         elif kind == "block_actions":

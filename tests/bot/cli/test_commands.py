@@ -18,24 +18,9 @@ import pytest
 
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack, dm_channel_id
-from tests.helpers import BASE_ENV, SEEDS, google_env, load_legacy_seed, run_async
+from tests.helpers import BASE_ENV, SEEDS, google_env, load_legacy_seed, run, run_async
 
 TOKENS = SEEDS / "tokens"
-
-
-def run(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
-    }
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        env=full_env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture
@@ -140,7 +125,7 @@ def test_import_a_bad_file_names_it_and_stores_nothing(env: dict[str, str], tmp_
 
 def test_link_errors_are_clear(env: dict[str, str], tmp_path: Path) -> None:
     assert run("migrate", "--init", env=env, cwd=tmp_path).returncode == 0
-    result = run("link", "U1", "nobody", env=env, cwd=tmp_path)
+    result = run("link", "U0NOBODY1", "nobody", env=env, cwd=tmp_path)
     assert result.returncode == 1 and "no gmail_tokens row has user_id 'nobody'" in result.stderr
 
 
@@ -348,6 +333,6 @@ async def test_run_briefing_dry_then_for_one_user(
     code, out, stderr = await run_async("run-briefing", "--user", "U0HAPPYBELL", env=full_env, cwd=tmp_path)
 
     assert code == 0, stderr
-    assert out.strip().splitlines()[-1] == "1 accounts (prompted 1)"
+    assert out.strip().splitlines()[-1] == "1 account (prompted 1)"
     (message,) = fake_slack.messages.values()
     assert message["channel"] == dm_channel_id("U0HAPPYBELL") and "Reconnect" in str(message["blocks"])

@@ -621,6 +621,21 @@ async def test_a_database_outage_shows_a_page_not_a_traceback(
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
 
-    assert status == 500 and "Something went wrong" in page and "Traceback" not in page
+    assert status == 503 and "A short outage" in page and "Traceback" not in page
     assert "<html" in page and "U0DBDOWN" not in page
+    logged = [record for record in caplog.records if record.name == "handlers.http.errors"]
+    assert logged and not any(record.exc_info for record in logged)  # expected: one line, no traceback
+
+
+async def test_an_unexpected_error_shows_a_page_and_logs_the_traceback(
+    serve: Serve, browser: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await serve()
+    link = app[SERVICES].links.new_url("U0BROKEN")
+    await app[SERVICES].pool.execute("DROP TABLE oauth_states CASCADE")  # a bug, not an outage
+
+    status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
+
+    assert status == 500 and "Something went wrong" in page and "Traceback" not in page
+    assert "<html" in page and "U0BROKEN" not in page
     assert any(record.exc_info for record in caplog.records if record.name == "handlers.http.errors")
