@@ -24,7 +24,13 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
 }
 _OK_PAGES = frozenset({"connected", "already_connected"})
+# The mark before a page's title: done, something to fix, or (a cancel the user chose) just information.
+_MARKS = {**dict.fromkeys(_OK_PAGES, "✅"), "denied": "ℹ️"}
+_PROBLEM_MARK = "⚠️"
 
+# Korean wraps between words only (keep-all), never inside one; a string with no place to wrap (an email
+# address, Google's error code) wraps anywhere rather than widening the page, and that also lets a button
+# holding one shrink to the card. On a phone the card keeps a margin from the screen's edges.
 _TEMPLATE = """<!doctype html>
 <html lang="{lang}">
 <head>
@@ -33,26 +39,31 @@ _TEMPLATE = """<!doctype html>
 <meta name="robots" content="noindex">
 <title>{title} · {brand}</title>
 <style>
+html {{ -webkit-text-size-adjust: 100%; text-size-adjust: 100%; }}
 body {{ font-family: -apple-system, "Apple SD Gothic Neo", "Malgun Gothic", "Segoe UI", Roboto, sans-serif;
-       background: #f6f6f8; color: #1d1c1d; margin: 0; }}
-main {{ max-width: 34rem; margin: 12vh auto; background: #fff; border-radius: 12px; padding: 2rem 2.2rem;
+       background: #f6f6f8; color: #1d1c1d; margin: 0; padding: 12vh 1rem 2rem;
+       word-break: keep-all; overflow-wrap: anywhere; }}
+main {{ max-width: 34rem; margin: 0 auto; background: #fff; border-radius: 12px; padding: 2rem 2.2rem;
        box-shadow: 0 1px 3px rgba(0,0,0,.12); }}
-h1 {{ font-size: 1.35rem; margin: 0 0 1rem; }}
-h1 .mark {{ margin-right: .4rem; }}
+h1 {{ display: flex; gap: .5rem; font-size: 1.35rem; line-height: 1.4; margin: 0 0 1rem; }}
 p {{ line-height: 1.6; margin: 0 0 1rem; }}
 .actions {{ margin-top: 1.5rem; display: flex; flex-wrap: wrap; gap: .6rem; }}
-a.button {{ display: inline-block; padding: .6rem 1.1rem; border-radius: 6px; text-decoration: none;
-           border: 1px solid #bbb; color: #1d1c1d; }}
+a.button {{ display: inline-block; box-sizing: border-box; max-width: 100%; padding: .6rem 1.1rem;
+           border-radius: 6px; line-height: 1.4; text-decoration: none; border: 1px solid #bbb; color: #1d1c1d; }}
 a.primary {{ background: #007a5a; border-color: #007a5a; color: #fff; }}
-small {{ color: #616061; }}
+footer {{ margin-top: 2rem; padding-top: 1rem; border-top: 1px solid #ececee; color: #616061; font-size: .85rem; }}
+@media (max-width: 30rem) {{
+  body {{ padding-top: 1.5rem; }}
+  main {{ padding: 1.5rem 1.25rem; }}
+}}
 </style>
 </head>
 <body>
 <main>
-<h1><span class="mark">{mark}</span>{title}</h1>
+<h1><span class="mark" aria-hidden="true">{mark}</span><span>{title}</span></h1>
 {paragraphs}
 <div class="actions">{buttons}</div>
-<p><small>{brand}</small></p>
+<footer>{brand}</footer>
 </main>
 </body>
 </html>
@@ -86,7 +97,7 @@ def render(
     html = _TEMPLATE.format(
         lang=locale,
         brand=escape(text(locale, "page.brand")),
-        mark="✅" if page in _OK_PAGES else "⚠️",
+        mark=_MARKS.get(page, _PROBLEM_MARK),
         title=escape(text(locale, f"page.{page}.title")),
         paragraphs="\n".join(f"<p>{escape(paragraph)}</p>" for paragraph in paragraphs),
         buttons="".join(
