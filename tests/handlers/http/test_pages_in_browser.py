@@ -84,6 +84,7 @@ PAGES: dict[str, dict[str, Any]] = {
     "no_refresh_token": {"retry_url": RETRY},
     "store_conflict": {},
     "server_error": {},
+    "unavailable": {"retry_url": "/oauth/google/start?t=" + "x" * 300},
 }
 
 # Content that does not fit, to show that the check sees it: a wide box, a word that cannot wrap, and a wide
