@@ -25,3 +25,7 @@ class WrongDatabaseError(StorageError):
 
 class TokenUnreadable(StorageError):
     """A stored token is encrypted with a key this process does not have, or was altered."""
+
+
+class EmbeddedDatabaseError(StorageError):
+    """The embedded PostgreSQL cannot start where it is asked to; the message says why and what to change."""
