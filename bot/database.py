@@ -22,8 +22,30 @@ async def resolve_database_url(settings: Settings) -> str:
     """DATABASE_URL, or the URL of the embedded cluster in the data dir (started on first use)."""
     if settings.database_url is not None:
         return settings.database_url.reveal()
-    server = await asyncio.to_thread(embedded.start_server, settings.data_dir / POSTGRES_SUBDIR)
-    return await embedded.ensure_database(server)
+    cluster = await start_embedded(settings)
+    if cluster.created:
+        # A command run from another folder would otherwise quietly work on an empty database of its own.
+        log.warning("%s", describe_new_cluster(settings, cluster))
+    return await embedded.ensure_database(cluster)
+
+
+async def start_embedded(settings: Settings) -> embedded.Cluster:
+    """Start (or join) the embedded cluster of the data dir; it stops when the last process using it exits."""
+    return await asyncio.to_thread(embedded.start_server, settings.data_dir / POSTGRES_SUBDIR)
+
+
+def describe_cluster(settings: Settings, cluster: embedded.Cluster) -> str:
+    """Where the embedded cluster is, and which data dir it belongs to, as absolute paths."""
+    where = f"in {cluster.folder}" + (f", linked from {cluster.link}" if cluster.link is not None else "")
+    return f"The embedded PostgreSQL of GMAIL_RECONNECT_DATA_DIR={settings.data_dir.resolve()} is {where}."
+
+
+def describe_new_cluster(settings: Settings, cluster: embedded.Cluster) -> str:
+    """The notice that a command has just created an empty embedded cluster, and how to use another one."""
+    return (
+        f"{describe_cluster(settings, cluster)} It was created now, empty: to use an existing one instead, run "
+        "from the folder that holds its .gmail-reconnect, or set GMAIL_RECONNECT_DATA_DIR to that folder."
+    )
 
 
 async def apply_migrations(settings: Settings, dsn: str, *, init: bool = False) -> list[Migration]:

@@ -29,6 +29,10 @@ class TokenUnreadable(StorageError):
     """A stored token is encrypted with a key this process does not have, or was altered."""
 
 
+class EmbeddedDatabaseError(StorageError):
+    """The embedded PostgreSQL cannot start where it is asked to; the message says why and what to change."""
+
+
 # What a PostgreSQL that is down, restarting or out of reach raises, as opposed to a statement that is wrong:
 # a short outage, to be answered with "try again in a minute", not with a 500.
 DATABASE_OUTAGE: tuple[type[BaseException], ...] = (

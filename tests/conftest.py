@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -26,7 +29,7 @@ from storage.migrator import migrate
 from storage.pool import connect, create_pool
 from tests.fakes.google import FakeGoogle, fake_google_server
 from tests.fakes.slack import FakeSlack, fake_slack_server
-from tests.helpers import BASE_ENV, free_port, google_env
+from tests.helpers import BASE_ENV, free_port, google_env, postgres_servers
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +44,22 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def embedded_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data dir for the embedded PostgreSQL; afterwards its server is stopped and a cluster kept elsewhere removed."""
+    data_dir = tmp_path / "data"
+    yield data_dir
+    pgdata = data_dir / "postgres"
+    folder = pgdata.resolve()
+    for server in postgres_servers(folder):  # a server this test's commands left behind
+        server.send_signal(signal.SIGINT)  # a fast shutdown: a smart one would wait for its clients
+        _, running = psutil.wait_procs([server], timeout=30)
+        for process in running:
+            process.kill()
+    if pgdata.is_symlink():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_database(url: str, name: str) -> str:

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import psutil
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
@@ -58,6 +60,47 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def cli_process_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a CLI process: this one's, without the developer's Slack, Google or database, plus `env`."""
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
+    }
+    return {**inherited, **env}
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m bot ARGS` to its end, as an admin would."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env=cli_process_env(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def postgres_servers(folder: Path) -> list[psutil.Process]:
+    """The PostgreSQL servers running (not zombies) on the cluster in `folder`."""
+    return [
+        process
+        for process in psutil.process_iter(["name", "cmdline", "status"])
+        if process.info["name"] == "postgres"
+        and process.info["status"] != psutil.STATUS_ZOMBIE
+        and str(folder.resolve()) in (process.info["cmdline"] or [])
+    ]
+
+
+def wait_until_stopped(folder: Path, seconds: float = 30) -> list[psutil.Process]:
+    """Wait (at most `seconds`) until no server runs on the cluster in `folder`; the ones still running."""
+    deadline = time.monotonic() + seconds
+    while (running := postgres_servers(folder)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return running
 
 
 def google_env(fake: FakeGoogle) -> dict[str, str]:

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from bot.config import Settings
-from bot.database import resolve_database_url, token_codec
+from bot.database import describe_cluster, describe_new_cluster, start_embedded, token_codec
+from storage import embedded
 from storage.crypto import key_id_in
 from storage.diagnostics import slack_users_on_several_rows, stored_token_data, unlinked_rows
+from storage.errors import StorageError
 from storage.migrator import inspect_database, pending_migrations
 from storage.pool import connect, describe_dsn
 
@@ -40,10 +42,8 @@ async def run_doctor(settings: Settings) -> Report:
     """Every check, each adding one finding; never raises for a problem it can describe."""
     report = Report()
     _check_settings(settings, report)
-    try:
-        dsn = await resolve_database_url(settings)
-    except (OSError, RuntimeError) as error:
-        report.add(FAIL, f"The embedded PostgreSQL in {settings.data_dir} did not start: {error}")
+    dsn = await _database_url(settings, report)
+    if dsn is None:
         return report
     where = describe_dsn(dsn) + (" (embedded)" if settings.uses_embedded_database else "")
     try:
@@ -62,6 +62,24 @@ async def run_doctor(settings: Settings) -> Report:
     finally:
         await conn.close()
     return report
+
+
+async def _database_url(settings: Settings, report: Report) -> str | None:
+    """DATABASE_URL, or the embedded cluster's URL after saying which one it is; None if it did not start."""
+    if settings.database_url is not None:
+        return settings.database_url.reveal()
+    try:
+        cluster = await start_embedded(settings)
+        dsn = await embedded.ensure_database(cluster)
+    except (OSError, RuntimeError, StorageError, asyncpg.PostgresError) as error:
+        where = f"GMAIL_RECONNECT_DATA_DIR={settings.data_dir.resolve()}"
+        report.add(FAIL, f"The embedded PostgreSQL of {where} did not start: {error}")
+        return None
+    if cluster.created:
+        report.add(WARN, describe_new_cluster(settings, cluster))
+    else:
+        report.add(OK, describe_cluster(settings, cluster))
+    return dsn
 
 
 def _check_settings(settings: Settings, report: Report) -> None:
@@ -88,7 +106,12 @@ async def _check_database(settings: Settings, conn: asyncpg.Connection, where: s
         )
         return
     pending = await pending_migrations(conn)
-    if pending:
+    if pending and settings.uses_embedded_database:
+        # The embedded database is the bot's own: serve and every other command bring it up to date.
+        report.add(
+            OK, f"{len(pending)} migration(s) not applied yet: every command applies them as it starts."
+        )
+    elif pending:
         names = ", ".join(str(migration) for migration in pending)
         report.add(FAIL, f"{len(pending)} migration(s) pending ({names}): run `gmail-reconnect migrate`.")
     else:

@@ -186,11 +186,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_with_the_embedded_database(tmp_path: Path) -> None:
+def test_serve_with_the_embedded_database(embedded_data_dir: Path, tmp_path: Path) -> None:
     """The README's first command: no DATABASE_URL, so the bot starts its own PostgreSQL in the data dir."""
     port = _free_port()
     env = {k: v for k, v in BASE_ENV.items() if k != "SECRET_KEY"}
-    env.update({"GMAIL_RECONNECT_DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "HOST": "127.0.0.1"})
+    env.update({"GMAIL_RECONNECT_DATA_DIR": str(embedded_data_dir), "PORT": str(port), "HOST": "127.0.0.1"})
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
     }
@@ -205,13 +205,45 @@ def test_serve_with_the_embedded_database(tmp_path: Path) -> None:
     try:
         ready = _wait_for(f"http://127.0.0.1:{port}/readyz", process)
         assert ready == {"status": "ready"}
-        assert (tmp_path / "data" / "secret_key").is_file()
-        assert (tmp_path / "data" / "postgres" / "PG_VERSION").is_file()
+        assert (embedded_data_dir / "secret_key").is_file()
+        assert (embedded_data_dir / "postgres" / "PG_VERSION").is_file()
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=60)[0]
     assert "TOKEN_ENCRYPTION_KEYS is not set" in output
     assert "xoxb-test-bot-token" not in output and "GOCSPX" not in output
+
+
+def test_a_command_says_once_where_it_created_the_embedded_database(
+    embedded_data_dir: Path, tmp_path: Path
+) -> None:
+    """Run from another folder, a command would otherwise work quietly on a new, empty database of its own."""
+    env = {**BASE_ENV, "GMAIL_RECONNECT_DATA_DIR": str(embedded_data_dir)}
+    first = run("accounts", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    folder = (embedded_data_dir / "postgres").resolve()
+    assert first.stderr.count("It was created now, empty") == 1
+    assert f"GMAIL_RECONNECT_DATA_DIR={embedded_data_dir} is in {folder}" in first.stderr
+
+    again = run("accounts", env=env, cwd=tmp_path)
+    assert again.returncode == 0 and again.stderr == ""
+
+
+def test_doctor_on_a_fresh_embedded_install(embedded_data_dir: Path, tmp_path: Path) -> None:
+    """Pending migrations of the embedded database are a note (every command applies them), not a failure."""
+    env = {**BASE_ENV, "GMAIL_RECONNECT_DATA_DIR": str(embedded_data_dir)}
+    fresh = run("doctor", env=env, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stdout
+    assert "FAIL" not in fresh.stdout
+    folder = (embedded_data_dir / "postgres").resolve()
+    where = f"The embedded PostgreSQL of GMAIL_RECONNECT_DATA_DIR={embedded_data_dir} is in {folder}"
+    assert f"[warn] {where}" in fresh.stdout and "It was created now, empty" in fresh.stdout
+    assert "migration(s) not applied yet: every command applies them as it starts." in fresh.stdout
+
+    assert run("accounts", env=env, cwd=tmp_path).returncode == 0
+    migrated = run("doctor", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stdout
+    assert f"[  ok] {where}" in migrated.stdout and "The schema is up to date." in migrated.stdout
 
 
 def _wait_for(url: str, process: subprocess.Popen[str], timeout: float = 60) -> object:
