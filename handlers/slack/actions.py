@@ -24,6 +24,7 @@ from bot.slack.blocks.elements import (
 )
 from bot.slack.blocks.status import status_card
 from bot.slack.ids import slack_actor
+from handlers.slack.errors import after_ack
 from handlers.slack.events import refresh_home
 from handlers.slack.status_view import linkable_account, status_view
 from storage.errors import Conflict, NotFound
@@ -34,21 +35,41 @@ log = logging.getLogger(__name__)
 def register(bolt: Any, services: Services) -> None:
     """Add the button listeners."""
 
-    async def on_snooze(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        await snooze(services, body=body)
+    async def on_snooze(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await after_ack(
+            services,
+            ack=ack,
+            body=body,
+            respond=respond,
+            client=client,
+            work=lambda: snooze(services, body=body),
+        )
 
     async def on_disconnect(
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
-        await ack()
-        await disconnect(services, body=body, client=client, respond=respond)
+        await after_ack(
+            services,
+            ack=ack,
+            body=body,
+            respond=respond,
+            client=client,
+            work=lambda: disconnect(services, body=body, client=client, respond=respond),
+        )
 
     async def on_link(
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
-        await ack()
-        await link_account(services, body=body, client=client, respond=respond)
+        await after_ack(
+            services,
+            ack=ack,
+            body=body,
+            respond=respond,
+            client=client,
+            work=lambda: link_account(services, body=body, client=client, respond=respond),
+        )
 
     bolt.action(RECONNECT_ACTION)(link_button)
     bolt.action(SWITCH_ACTION)(link_button)

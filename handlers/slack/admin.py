@@ -13,6 +13,7 @@ from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.google.health import Cause, effective_status, testing_expiry_near
 from bot.google.token_service import Outcome
@@ -23,6 +24,7 @@ from bot.slack.blocks.elements import NUDGE_ALL_ACTION
 from bot.slack.blocks.status import notice_blocks
 from bot.slack.ids import mentioned_user, slack_actor
 from bot.slack.prompter import Delivery
+from handlers.slack.errors import after_ack
 from storage import audit
 from storage.models import Account, Status
 
@@ -35,9 +37,17 @@ Answer = tuple[list[dict[str, Any]], str]
 def register(bolt: Any, services: Services) -> None:
     """Add the admin buttons."""
 
-    async def on_nudge_all(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        await nudge_all(services, body=body, respond=respond)
+    async def on_nudge_all(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await after_ack(
+            services,
+            ack=ack,
+            body=body,
+            respond=respond,
+            client=client,
+            work=lambda: nudge_all(services, body=body, respond=respond),
+        )
 
     bolt.action(NUDGE_ALL_ACTION)(on_nudge_all)
 

@@ -14,6 +14,7 @@ from bot.i18n import text
 from bot.services import Services
 from bot.slack.blocks.status import help_blocks, status_card
 from handlers.slack import admin
+from handlers.slack.errors import after_ack
 from handlers.slack.status_view import status_view
 
 log = logging.getLogger(__name__)
@@ -28,21 +29,22 @@ def register(bolt: Any, services: Services) -> None:
     async def on_gmail_status(
         ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
-        await gmail_status(services, ack=ack, command=command, client=client, respond=respond)
+        await after_ack(
+            services,
+            ack=ack,
+            body=command,
+            respond=respond,
+            client=client,
+            work=lambda: gmail_status(services, command=command, client=client, respond=respond),
+        )
 
     bolt.command(COMMAND)(on_gmail_status)
 
 
 async def gmail_status(
-    services: Services,
-    *,
-    ack: AsyncAck,
-    command: dict[str, Any],
-    client: AsyncWebClient,
-    respond: AsyncRespond,
+    services: Services, *, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
 ) -> None:
-    """Acknowledge at once, then answer with an ephemeral message in the user's language."""
-    await ack()
+    """Answer (after the ack) with an ephemeral message in the user's language."""
     user_id = command["user_id"]
     words = (command.get("text") or "").split()
     verb = words[0].lower() if words else ""

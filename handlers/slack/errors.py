@@ -4,10 +4,12 @@ user who asked is told, in their language, that something went wrong (rather tha
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -20,6 +22,28 @@ log = logging.getLogger(__name__)
 
 # What telling the user can run into: Slack refusing, Slack or the database out of reach.
 _TELLING_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError, OSError, StorageError)
+
+
+async def after_ack(
+    services: Services,
+    *,
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+    work: Callable[[], Awaitable[None]],
+) -> None:
+    """Acknowledge, then do the work; a failure of the work is reported here as Bolt's error handler would.
+
+    Not left to Bolt: when a listener fails after ack() and Bolt's error handler returns within the runner's
+    10 ms polling interval, slack_bolt.listener.asyncio_runner has set ack.response back to None by the time it
+    looks, and answers Slack 404, which Slack shows the user as an error of its own. A database that refuses
+    at once, and a user whose language is known, make that fast enough (seen during outages)."""
+    await ack()
+    try:
+        await work()
+    except Exception as error:
+        await listener_failed(services, error=error, body=body, respond=respond, client=client)
 
 
 def register(bolt: AsyncApp, services: Services) -> None:

@@ -4,12 +4,17 @@ language, through the request's response URL (or, for an App Home button, in the
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.appkeys import SERVICES
+from bot.appkeys import BOLT, SERVICES
 from bot.i18n import text
 from bot.slack.blocks.elements import DISCONNECT_ACTION
+from handlers.slack.errors import after_ack
 from tests.fakes.slack import FakeSlack, app_home_opened, block_actions_body, event_body, slash_command_body
 from tests.helpers import Serve, eventually, post
 
@@ -69,3 +74,30 @@ async def test_a_failing_event_is_only_logged(
         lambda: any(r.name == "handlers.slack.errors" and r.levelno == logging.ERROR for r in caplog.records)
     )
     assert fake_slack.calls_to("chat.postMessage") == [] and fake_slack.responses == []
+
+
+async def test_work_that_fails_at_once_after_the_ack_still_answers_slack_200(
+    serve: Serve, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    bolt, services = app[BOLT], app[SERVICES]
+
+    async def fails_at_once() -> None:
+        raise RuntimeError("failed within a millisecond of the ack")
+
+    async def through_after_ack(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        await after_ack(services, ack=ack, body=command, respond=respond, client=client, work=fails_at_once)
+
+    bolt.command("/through-after-ack")(through_after_ack)
+    fake_slack.add_user("U0QUICK", locale="en-US")
+
+    kept, _ = await post(
+        app,
+        slash_command_body("/through-after-ack", user_id="U0QUICK", response_url=fake_slack.response_url()),
+    )
+
+    assert kept == 200
+    await eventually(lambda: len(fake_slack.responses) == 1)
+    assert fake_slack.responses[0]["text"] == text("en", "slack.error.generic")
