@@ -24,20 +24,25 @@ def serve(settings: Settings) -> None:
             "TOKEN_ENCRYPTION_KEYS is not set: Gmail tokens are stored unencrypted in gmail_tokens.token_data "
             "(readable by anyone who can read the table)."
         )
-    log.info(
-        "Listening on %s:%d; public URL %s; OAuth redirect URI %s",
-        settings.host,
-        settings.port,
-        settings.public_base_url,
-        settings.oauth_redirect_uri,
-    )
+
+    def listening(_banner: str) -> None:
+        # web.run_app calls this once every site is bound and listening (its banner is not our log's format):
+        # until then nothing answers on PORT, so the line is not logged before.
+        log.info(
+            "Listening on %s:%d; public URL %s; OAuth redirect URI %s",
+            settings.host,
+            settings.port,
+            settings.public_base_url,
+            settings.oauth_redirect_uri,
+        )
+
     loop = event_loop.new_event_loop()
     log.debug("Event loop: %s", type(loop).__module__)
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        print=None,
+        print=listening,
         access_log=None,
         loop=loop,
     )
