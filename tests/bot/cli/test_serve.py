@@ -6,14 +6,47 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from bot.cli.serve import port_mismatch
+from bot.config import Settings
 from tests.fakes.slack import FakeSlack
 from tests.helpers import BASE_ENV, free_port
 
 WRONG_APP_TOKEN = "xapp-1-A0APP-1-a-token-slack-never-issued"
+
+
+@pytest.mark.parametrize(
+    ("public_base_url", "port", "warned"),
+    [
+        ("http://localhost:8080", "9000", True),
+        ("http://127.0.0.1:8080", "9000", True),
+        ("http://[::1]:8080", "9000", True),
+        ("http://localhost", "8080", True),  # port 80
+        ("http://localhost:9000", "9000", False),
+        ("http://localhost", "80", False),
+        ("https://bot.example.com", "8080", False),  # a proxy in front: its port is not ours to know
+        ("https://10.0.0.5:8443", "9000", False),
+    ],
+)
+def test_a_local_public_url_on_another_port_is_warned_of(
+    make_settings: Callable[..., Settings], public_base_url: str, port: str, warned: bool
+) -> None:
+    warning = port_mismatch(make_settings(PUBLIC_BASE_URL=public_base_url, PORT=port))
+    assert (warning is not None) == warned
+    if warning is not None:
+        assert warning.startswith(f"PUBLIC_BASE_URL is {public_base_url} but PORT is {port}")
+
+
+def test_the_warning_says_what_to_set(make_settings: Callable[..., Settings]) -> None:
+    warning = port_mismatch(make_settings(PUBLIC_BASE_URL="http://localhost:8080", PORT="9000"))
+    assert warning is not None
+    assert "Set PUBLIC_BASE_URL=http://localhost:9000" in warning
+    assert "http://localhost:9000/oauth/google/callback" in warning
 
 
 async def read_until(stream: asyncio.StreamReader, lines: list[str], text: str, seconds: float = 60) -> None:
@@ -40,6 +73,7 @@ async def test_serve_listens_when_it_says_so_and_stops_cleanly_with_a_wrong_app_
             "PORT": str(port),
             "SLACK_API_URL": fake_slack.base_url,
             "SLACK_APP_TOKEN": WRONG_APP_TOKEN,
+            # PUBLIC_BASE_URL left at its default, http://localhost:8080, as a new operator's often is.
         }
     )
     process = await asyncio.create_subprocess_exec(
@@ -70,6 +104,7 @@ async def test_serve_listens_when_it_says_so_and_stops_cleanly_with_a_wrong_app_
     output = "".join(lines) + rest.decode()
 
     assert process.returncode == 0, output
+    assert f"PUBLIC_BASE_URL is http://localhost:8080 but PORT is {port}" in output
     assert "SLACK_APP_TOKEN is not a valid app-level token (xapp-…) with connections:write" in output
     for noise in ("Traceback", "Unclosed", "asynchronous generator", "Task was destroyed", "will be unused"):
         assert noise not in output, output
