@@ -6,6 +6,8 @@ import logging
 import sys
 from collections.abc import Iterable
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 MASK = "********"
 
 
@@ -31,6 +33,25 @@ class SecretMaskingFilter(logging.Filter):
                 record.exc_text = record.exc_text.replace(secret, MASK)
         if masked != message:
             record.msg, record.args = masked, None
+        return True
+
+
+class MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's record of a request it could not parse (a URL or header over its 8 kB limit, a garbled
+    request line) into one warning line: the client has had its 400, a traceback of the parser says nothing to
+    an operator, and the exception's text quotes the start of the request, where OAuth codes and link tokens
+    sit in query strings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = (
+                record.args[0] if isinstance(record.args, tuple) and record.args else "an unknown address"
+            )
+            record.msg = "Refused a malformed request from %s with %d: %s"
+            record.args = (remote, error.code, type(error).__name__)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
 
@@ -74,9 +95,12 @@ NOISY_LOGGERS = {
 
 
 def quiet_noisy_loggers() -> None:
-    """Keep the libraries that log secrets at DEBUG above that level, whatever LOG_LEVEL says, and APScheduler's
-    routine above INFO."""
+    """Keep the libraries that log secrets at DEBUG above that level, whatever LOG_LEVEL says, APScheduler's
+    routine above INFO, and aiohttp's malformed requests to one line."""
     # A child logger's records reach the root's handlers whatever the root's level, so never go below it.
     root_level = logging.getLogger().level
     for name, floor in NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, root_level))
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, MalformedRequestFilter) for existing in server.filters):
+        server.addFilter(MalformedRequestFilter())
