@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from bot.appkeys import BOLT, SCHEDULE, SERVICES
+from bot.appkeys import BOLT, SCHEDULE, SERVICES, SOCKET_MODE
 from bot.briefing.schedule import Schedule
 from bot.config import Settings
 from bot.database import apply_migrations, resolve_database_url
 from bot.errors import ConfigError
 from bot.services import build_services, http_sessions, pool_size
 from bot.slack.client import create_bolt_app
+from bot.slack.socket_mode import SocketMode
 from handlers import register_routes, register_slack
 from handlers.http.errors import error_middleware
 from storage.pool import create_pool, describe_dsn
@@ -69,13 +70,12 @@ async def _schedule(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
-    # With SLACK_APP_TOKEN, Slack's requests arrive over a WebSocket; the web server still serves OAuth and health.
-    from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-
+    # With SLACK_APP_TOKEN, Slack's requests arrive over a WebSocket. Connecting is left to a background task:
+    # OAuth, the API, /metrics and the health checks are served whether Slack takes the token or not.
     token = app[SERVICES].settings.slack_app_token
     assert token is not None
-    handler = AsyncSocketModeHandler(app[BOLT], token.reveal())
-    await handler.connect_async()
-    log.info("Connected to Slack in Socket Mode")
+    socket_mode = SocketMode(app[BOLT], token.reveal())
+    app[SOCKET_MODE] = socket_mode
+    socket_mode.start()
     yield
-    await handler.close_async()
+    await socket_mode.stop()

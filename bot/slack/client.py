@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -42,9 +44,23 @@ def create_bolt_app(settings: Settings, *, client: AsyncWebClient) -> AsyncApp:
     """A single-workspace Bolt app on `client` (see create_web_client), verifying with SLACK_SIGNING_SECRET."""
     if settings.slack_signing_secret is None:
         raise ConfigError(settings.missing_for_serve())
-    return AsyncApp(
-        client=client, signing_secret=settings.slack_signing_secret.reveal(), name="gmail-reconnect"
-    )
+    # Bolt reads SLACK_BOT_TOKEN from the process environment when it is given no token, and then warns on
+    # every start that this token is unused beside `client`. The token comes from Settings, inside `client`,
+    # so Bolt is built with that variable out of its sight.
+    with _hidden_from_environment("SLACK_BOT_TOKEN"):
+        return AsyncApp(
+            client=client, signing_secret=settings.slack_signing_secret.reveal(), name="gmail-reconnect"
+        )
+
+
+@contextmanager
+def _hidden_from_environment(name: str) -> Iterator[None]:
+    value = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[name] = value
 
 
 def create_web_client(settings: Settings) -> AsyncWebClient:

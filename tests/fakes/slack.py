@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 DEFAULT_BOT_TOKEN = "xoxb-test-bot-token"
 TEAM_ID = "T0TEAM"
@@ -37,6 +37,8 @@ MAX_TEXT_LENGTH = 40_000
 MAX_USERS_PAGE = 1_000  # users.list answers at most this many members, whatever the limit
 # Arguments that clients send JSON-encoded inside form bodies.
 _JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
+# Methods that take the app-level token (xapp-…) rather than the bot token; the other kind is not_allowed_token_type.
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 _TRUE = frozenset({"true", "1"})
 _FIRST_TS = 1_700_000_000_000_000  # microseconds; ts values grow by 100 from here
 
@@ -84,17 +86,20 @@ class SlackUser:
 
 
 class FakeSlack:
-    """Slack's auth, conversations, chat, views and users methods on 127.0.0.1."""
+    """Slack's auth, conversations, chat, views and users methods on 127.0.0.1, and Socket Mode: with
+    `app_token`, apps.connections.open gives a one-use WebSocket URL that says hello and carries envelopes."""
 
     def __init__(
         self,
         bot_token: str = DEFAULT_BOT_TOKEN,
         *,
+        app_token: str | None = None,
         team_id: str = TEAM_ID,
         bot_user_id: str = BOT_USER_ID,
         app_id: str = APP_ID,
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.app_id = app_id
@@ -117,9 +122,14 @@ class FakeSlack:
         self._views_by_id: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[int, str | None, int]]] = {}
         self._ts = _FIRST_TS
+        self.socket_connections = 0  # WebSockets opened over Socket Mode, ever
+        self.socket_replies: list[dict[str, Any]] = []  # what the app sent over them (acks), oldest first
+        self._sockets: set[web.WebSocketResponse] = set()  # the open ones
+        self._tickets: set[str] = set()  # issued by apps.connections.open, not yet used
         self._runner: web.AppRunner | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
             "conversations.open": self._conversations_open,
             "chat.postMessage": self._post_message,
             "chat.update": self._update_message,
@@ -138,6 +148,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._dispatch)
         app.router.add_post("/response/{name}", self._response_url)
+        app.router.add_get("/link/", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -146,7 +157,9 @@ class FakeSlack:
         self.root_url = f"http://{host}:{port}"
 
     async def close(self) -> None:
-        """Stop serving."""
+        """Stop serving (closing the open WebSockets first, as Slack does when it goes away)."""
+        for socket in list(self._sockets):
+            await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -189,12 +202,58 @@ class FakeSlack:
         """The recorded calls to one method, oldest first."""
         return [call for call in self.calls if call.method == method]
 
+    @property
+    def open_sockets(self) -> int:
+        """How many Socket Mode WebSockets are open now."""
+        return len(self._sockets)
+
+    async def send_envelope(self, payload: dict[str, Any], *, kind: str = "events_api") -> str:
+        """Send a Socket Mode envelope (e.g. an event_callback body) over every open WebSocket; its envelope_id."""
+        envelope_id = secrets.token_hex(8)
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        for socket in list(self._sockets):
+            await socket.send_json(envelope)
+        return envelope_id
+
     # Plumbing.
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.responses.append({"name": request.match_info["name"], **body})
         return web.Response(text="ok")
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        """A Socket Mode connection: a ticket from apps.connections.open opens one WebSocket, once."""
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            return web.Response(status=401, text="invalid ticket")
+        self._tickets.discard(ticket)
+        socket = web.WebSocketResponse()  # answers pings with pongs, as Slack's does
+        await socket.prepare(request)
+        self.socket_connections += 1
+        self._sockets.add(socket)
+        try:
+            await socket.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets),
+                    "debug_info": {"host": "fake-slack", "approximate_connection_time": 3600},
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+            async for message in socket:
+                if message.type == WSMsgType.TEXT:
+                    self.socket_replies.append(json.loads(message.data))
+        finally:
+            self._sockets.discard(socket)
+        return socket
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -223,8 +282,16 @@ class FakeSlack:
             return _json({"ok": False, "error": "unknown_method", "req_method": method})
         if not token:
             return _json({"ok": False, "error": "not_authed"})
-        if token != self.bot_token:
-            return _json({"ok": False, "error": "invalid_auth"})
+        expected, other = (
+            (self.app_token, self.bot_token)
+            if method in _APP_TOKEN_METHODS
+            else (self.bot_token, self.app_token)
+        )
+        if token != expected:
+            # Slack knows a valid token of the wrong kind (a bot token for apps.connections.open) from a bad one.
+            return _json(
+                {"ok": False, "error": "not_allowed_token_type" if token == other else "invalid_auth"}
+            )
         try:
             return _json({"ok": True, **handler(args)})
         except _SlackError as exc:
@@ -300,6 +367,12 @@ class FakeSlack:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        ticket = secrets.token_hex(8)
+        self._tickets.add(ticket)
+        host = self.root_url.removeprefix("http://")
+        return {"url": f"ws://{host}/link/?ticket={ticket}&app_id={self.app_id}"}
 
     def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
         users = [user for user in str(args.get("users", "")).split(",") if user]

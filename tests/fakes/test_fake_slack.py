@@ -36,9 +36,11 @@ from tests.fakes.slack import (
     slash_command_body,
     view_submission_body,
 )
+from tests.helpers import eventually
 
 ADA = "U0ADA"
 SIGNING_SECRET = "test-signing-secret-0123456789"
+APP_TOKEN = "xapp-1-A0APP-1-test-app-token"
 HOME = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]}
 MODAL = {"type": "modal", "title": {"type": "plain_text", "text": "Reconnect"}, "blocks": []}
 
@@ -97,6 +99,37 @@ async def test_missing_and_wrong_tokens(slack: FakeSlack, http: aiohttp.ClientSe
         assert (await response.json())["ok"] is True
     assert [call.token for call in slack.calls] == [None, "xoxb-wrong", DEFAULT_BOT_TOKEN]
     assert "token" not in slack.calls[-1].args
+
+
+async def test_apps_connections_open_takes_the_app_token_only(http: aiohttp.ClientSession) -> None:
+    async with fake_slack_server(app_token=APP_TOKEN) as slack:
+        client = AsyncWebClient(base_url=slack.base_url, session=http)
+        assert await slack_error(client.apps_connections_open(app_token="xapp-wrong")) == "invalid_auth"
+        assert await slack_error(client.apps_connections_open(app_token=DEFAULT_BOT_TOKEN)) == (
+            "not_allowed_token_type"
+        )
+        bot_with_app_token = AsyncWebClient(token=APP_TOKEN, base_url=slack.base_url, session=http)
+        assert await slack_error(bot_with_app_token.auth_test()) == "not_allowed_token_type"
+        url = (await client.apps_connections_open(app_token=APP_TOKEN))["url"]
+        assert url.startswith("ws://127.0.0.1:") and "/link/?ticket=" in url
+
+
+async def test_a_socket_mode_url_opens_one_websocket_that_says_hello(http: aiohttp.ClientSession) -> None:
+    async with fake_slack_server(app_token=APP_TOKEN) as slack:
+        client = AsyncWebClient(base_url=slack.base_url, session=http)
+        url = (await client.apps_connections_open(app_token=APP_TOKEN))["url"]
+        async with http.ws_connect(url) as socket:
+            assert (await socket.receive_json())["type"] == "hello"
+            assert slack.open_sockets == 1
+            envelope_id = await slack.send_envelope(json.loads(event_body(app_home_opened(ADA))))
+            envelope = await socket.receive_json()
+            assert envelope["envelope_id"] == envelope_id and envelope["type"] == "events_api"
+            await socket.send_json({"envelope_id": envelope_id})
+            await eventually(lambda: slack.socket_replies == [{"envelope_id": envelope_id}])
+        with pytest.raises(aiohttp.WSServerHandshakeError):  # a URL is good for one connection
+            await http.ws_connect(url)
+        await eventually(lambda: slack.open_sockets == 0)
+        assert slack.socket_connections == 1
 
 
 async def test_open_post_update_round_trip(slack: FakeSlack, client: AsyncWebClient) -> None:

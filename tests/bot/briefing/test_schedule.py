@@ -80,6 +80,23 @@ async def test_the_runs_are_scheduled_at_their_times_in_seoul(
     assert await finished_runs(app) == []
 
 
+async def test_the_log_says_when_the_runs_are_due_and_apscheduler_adds_nothing_at_info(
+    serve: Serve, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await serve()
+    schedule = Schedule(make_settings(PREFLIGHT_TIME="08:00", BRIEFING_TIME="09:00"), app[SERVICES].briefing)
+    await schedule.start(now=at(3, 0))
+    await schedule.stop()
+
+    ours = [record.getMessage() for record in caplog.records if record.name == "bot.briefing.schedule"]
+    assert sorted(line.split(":")[0] for line in ours if line.startswith("Next")) == [
+        "Next the briefing run",
+        "Next the preflight run",
+    ]
+    apscheduler = [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")]
+    assert apscheduler == []  # "Adding job tentatively", "Scheduler started", … are INFO
+
+
 async def test_what_is_due_at_start_up(serve: Serve, make_settings: Callable[..., Settings]) -> None:
     app = await serve()
     schedule = Schedule(make_settings(PREFLIGHT_TIME="08:00", BRIEFING_TIME="09:00"), app[SERVICES].briefing)

@@ -4,12 +4,22 @@ costs the lookup its shortcut."""
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 
 import asyncpg
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.client import LIST_PAGE_SIZE, PAGE_WORTH, PRIME_AT_LEAST, SlackUsers
+from bot.config import Settings
+from bot.slack.client import (
+    LIST_PAGE_SIZE,
+    PAGE_WORTH,
+    PRIME_AT_LEAST,
+    SlackUsers,
+    create_bolt_app,
+    create_web_client,
+)
 from storage.pool import create_pool
 from storage.slack_locales import SlackLocales
 from tests.fakes.slack import FakeSlack
@@ -18,6 +28,21 @@ from tests.helpers import BASE_ENV
 
 def client_for(fake: FakeSlack) -> AsyncWebClient:
     return AsyncWebClient(token=BASE_ENV["SLACK_BOT_TOKEN"], base_url=fake.base_url)
+
+
+async def test_bolt_uses_our_client_without_a_warning_when_slack_bot_token_is_in_the_environment(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As under Docker's --env-file: the token is in the process environment, where Bolt looks for one itself.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BASE_ENV["SLACK_BOT_TOKEN"])
+    settings = make_settings()
+    client = create_web_client(settings)
+
+    bolt = create_bolt_app(settings, client=client)
+
+    assert bolt.client is client
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("slack_bolt")] == []
+    assert os.environ["SLACK_BOT_TOKEN"] == BASE_ENV["SLACK_BOT_TOKEN"]
 
 
 async def test_a_language_read_along_with_an_account_is_used_without_asking_slack(
