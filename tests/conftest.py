@@ -1,7 +1,9 @@
-"""Shared fixtures: one real PostgreSQL per test session (embedded, or TEST_DATABASE_URL), a fresh database per test."""
+"""Shared fixtures: one real PostgreSQL per test session (embedded, or TEST_DATABASE_URL), a fresh database per
+test: empty, or a copy of a template migrated once per session."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -66,16 +68,15 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
-@pytest.fixture
-async def database_url(postgres_url: str) -> AsyncIterator[str]:
-    """A new, empty database for one test, dropped afterwards."""
-    name = "test_" + uuid.uuid4().hex[:12]
+async def _create_database(postgres_url: str, name: str, *, template: str | None = None) -> None:
     admin = await asyncpg.connect(postgres_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await admin.close()
-    yield _with_database(postgres_url, name)
+
+
+async def _drop_database(postgres_url: str, name: str) -> None:
     admin = await asyncpg.connect(postgres_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -83,15 +84,57 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def migrated_url(database_url: str) -> str:
-    """A database with every migration applied."""
-    conn = await connect(database_url)
+async def _create_template(postgres_url: str, name: str) -> None:
+    await _create_database(postgres_url, name)
+    conn = await connect(_with_database(postgres_url, name))
     try:
         await migrate(conn)
     finally:
         await conn.close()
-    return database_url
+    # CREATE DATABASE ... TEMPLATE fails while any session is connected to the template: the migration's
+    # connection is closed above, and from now on nobody (not even a superuser) may open one.
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_url: str) -> Iterator[str]:
+    """The name of a database migrated once per test session, that every `migrated_url` is copied from.
+
+    Its name is unique to the session, since TEST_DATABASE_URL may be a server other sessions share, and it
+    is dropped at the end. It accepts no connections once migrated, so copying it never finds one open.
+    Synchronous (each step in its own asyncio.run) because it outlives every test's event loop.
+    """
+    name = "test_template_" + uuid.uuid4().hex[:12]
+    asyncio.run(_create_template(postgres_url, name))
+    yield name
+    asyncio.run(_drop_database(postgres_url, name))
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A new, EMPTY database for one test, dropped afterwards: for the tests of migrations themselves and for
+    those that put something (the legacy seed) into it before it is migrated. It is not `migrated_url`."""
+    name = "test_" + uuid.uuid4().hex[:12]
+    await _create_database(postgres_url, name)
+    yield _with_database(postgres_url, name)
+    await _drop_database(postgres_url, name)
+
+
+@pytest.fixture
+async def migrated_url(postgres_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """A new database for one test with every migration applied, dropped afterwards.
+
+    A copy of `migrated_template` (CREATE DATABASE ... TEMPLATE), which is cheaper than migrating each time.
+    A separate database from `database_url`: a test wanting both gets two.
+    """
+    name = "test_" + uuid.uuid4().hex[:12]
+    await _create_database(postgres_url, name, template=migrated_template)
+    yield _with_database(postgres_url, name)
+    await _drop_database(postgres_url, name)
 
 
 @pytest.fixture
@@ -186,21 +229,41 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
 
 
 @pytest.fixture
+def served_database(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """The database `serve` serves, and whether `serve` must migrate it first.
+
+    A test that asks for `database_url` (itself or through another fixture) gets that database, which `serve`
+    migrates at start as it always has, so the test may load the legacy seed into it before. Any other test
+    gets `migrated_url`, a copy of the migrated template with nothing left to migrate, so it shares the
+    database of `pool` and `accounts` if it asks for those too.
+    """
+    if "database_url" in request.fixturenames:
+        return request.getfixturevalue("database_url"), True
+    return request.getfixturevalue("migrated_url"), False
+
+
+@pytest.fixture
 async def serve(
-    database_url: str, fake_google: FakeGoogle, fake_slack: FakeSlack, make_settings: Callable[..., Settings]
+    served_database: tuple[str, bool],
+    fake_google: FakeGoogle,
+    fake_slack: FakeSlack,
+    make_settings: Callable[..., Settings],
 ) -> AsyncIterator[Callable[..., Awaitable[web.Application]]]:
     """Start the real application over real HTTP (on a free port that PUBLIC_BASE_URL names) and return it.
 
-    The test's database is migrated first, so a test may load the legacy seed into `database_url` before.
+    It serves `migrated_url`, or, in a test that asks for `database_url`, that database migrated at start, so
+    the test may load the legacy seed into `database_url` before (see `served_database`).
     """
+    database_url, needs_migrating = served_database
     servers: list[TestServer] = []
 
     async def start(**env: str | None) -> web.Application:
-        conn = await connect(database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+        if needs_migrating:
+            conn = await connect(database_url)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
         port = free_port()
         settings = make_settings(
             **{

@@ -16,7 +16,7 @@ SECRET = re.compile(r"gmr_[A-Za-z0-9_-]{40,}")
 
 
 @pytest.fixture
-def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+def cli_env(migrated_url: str, tmp_path: Path) -> dict[str, str]:
     """The CLI's environment: the test's database, and nothing of the developer's Slack or Google settings."""
     inherited = {
         k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GOOGLE_", "DATABASE_URL"))
@@ -24,7 +24,7 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     return {
         **inherited,
         **BASE_ENV,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": migrated_url,
         "GMAIL_RECONNECT_DATA_DIR": str(tmp_path / "data"),
     }
 
@@ -36,7 +36,7 @@ async def api_key(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str,
 async def test_create_prints_the_secret_once_and_it_opens_the_api(
     serve: Serve, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    app = await serve()  # migrates the test database the CLI uses
+    app = await serve()  # serves the migrated test database the CLI uses
 
     code, stdout, stderr = await api_key("create", "skill-email", env=cli_env, cwd=tmp_path)
 
