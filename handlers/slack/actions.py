@@ -24,7 +24,7 @@ from bot.slack.blocks.elements import (
 )
 from bot.slack.blocks.status import status_card
 from bot.slack.ids import slack_actor
-from handlers.slack.errors import after_ack
+from handlers.slack.errors import acknowledging
 from handlers.slack.events import refresh_home
 from handlers.slack.status_view import linkable_account, status_view
 from storage.errors import Conflict, NotFound
@@ -35,47 +35,11 @@ log = logging.getLogger(__name__)
 def register(bolt: Any, services: Services) -> None:
     """Add the button listeners."""
 
-    async def on_snooze(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
-    ) -> None:
-        await after_ack(
-            services,
-            ack=ack,
-            body=body,
-            respond=respond,
-            client=client,
-            work=lambda: snooze(services, body=body),
-        )
-
-    async def on_disconnect(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
-    ) -> None:
-        await after_ack(
-            services,
-            ack=ack,
-            body=body,
-            respond=respond,
-            client=client,
-            work=lambda: disconnect(services, body=body, client=client, respond=respond),
-        )
-
-    async def on_link(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
-    ) -> None:
-        await after_ack(
-            services,
-            ack=ack,
-            body=body,
-            respond=respond,
-            client=client,
-            work=lambda: link_account(services, body=body, client=client, respond=respond),
-        )
-
     bolt.action(RECONNECT_ACTION)(link_button)
     bolt.action(SWITCH_ACTION)(link_button)
-    bolt.action(SNOOZE_ACTION)(on_snooze)
-    bolt.action(DISCONNECT_ACTION)(on_disconnect)
-    bolt.action(LINK_ACTION)(on_link)
+    bolt.action(SNOOZE_ACTION)(acknowledging(services, snooze))
+    bolt.action(DISCONNECT_ACTION)(acknowledging(services, disconnect))
+    bolt.action(LINK_ACTION)(acknowledging(services, link_account))
 
 
 async def link_button(ack: AsyncAck) -> None:
@@ -83,7 +47,7 @@ async def link_button(ack: AsyncAck) -> None:
     await ack()
 
 
-async def snooze(services: Services, *, body: dict[str, Any]) -> None:
+async def snooze(services: Services, *, body: dict[str, Any], **_: Any) -> None:
     """The Reconnect Gmail DM's Remind me tomorrow button."""
     user_id = body["user"]["id"]
     prompt_id = _clicked_id(body)

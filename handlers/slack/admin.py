@@ -11,9 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.google.health import Cause, effective_status, testing_expiry_near
 from bot.google.token_service import Outcome
@@ -24,7 +22,7 @@ from bot.slack.blocks.elements import NUDGE_ALL_ACTION
 from bot.slack.blocks.status import notice_blocks
 from bot.slack.ids import mentioned_user, slack_actor
 from bot.slack.prompter import Delivery
-from handlers.slack.errors import after_ack
+from handlers.slack.errors import acknowledging
 from storage import audit
 from storage.models import Account, Status
 
@@ -37,19 +35,7 @@ Answer = tuple[list[dict[str, Any]], str]
 def register(bolt: Any, services: Services) -> None:
     """Add the admin buttons."""
 
-    async def on_nudge_all(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
-    ) -> None:
-        await after_ack(
-            services,
-            ack=ack,
-            body=body,
-            respond=respond,
-            client=client,
-            work=lambda: nudge_all(services, body=body, respond=respond),
-        )
-
-    bolt.action(NUDGE_ALL_ACTION)(on_nudge_all)
+    bolt.action(NUDGE_ALL_ACTION)(acknowledging(services, nudge_all))
 
 
 async def answer(services: Services, user_id: str, verb: str, arguments: list[str], locale: str) -> Answer:
@@ -129,7 +115,7 @@ async def _cause_for(services: Services, account: Account | None) -> tuple[Cause
     return None, "healthy"
 
 
-async def nudge_all(services: Services, *, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def nudge_all(services: Services, *, body: dict[str, Any], respond: AsyncRespond, **_: Any) -> None:
     """Nudge all unhealthy: every linked user who must reconnect gets the DM (snoozed users are skipped)."""
     admin_id = body["user"]["id"]
     locale = await services.users.locale(admin_id)

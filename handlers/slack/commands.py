@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -14,7 +13,7 @@ from bot.i18n import text
 from bot.services import Services
 from bot.slack.blocks.status import help_blocks, status_card
 from handlers.slack import admin
-from handlers.slack.errors import after_ack
+from handlers.slack.errors import acknowledging
 from handlers.slack.status_view import status_view
 
 log = logging.getLogger(__name__)
@@ -26,27 +25,15 @@ HELP_WORDS = frozenset({"help", "도움말"})
 def register(bolt: Any, services: Services) -> None:
     """Add the slash command."""
 
-    async def on_gmail_status(
-        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
-    ) -> None:
-        await after_ack(
-            services,
-            ack=ack,
-            body=command,
-            respond=respond,
-            client=client,
-            work=lambda: gmail_status(services, command=command, client=client, respond=respond),
-        )
-
-    bolt.command(COMMAND)(on_gmail_status)
+    bolt.command(COMMAND)(acknowledging(services, gmail_status))
 
 
 async def gmail_status(
-    services: Services, *, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    services: Services, *, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
 ) -> None:
     """Answer (after the ack) with an ephemeral message in the user's language."""
-    user_id = command["user_id"]
-    words = (command.get("text") or "").split()
+    user_id = body["user_id"]
+    words = (body.get("text") or "").split()
     verb = words[0].lower() if words else ""
     locale = await services.users.locale(user_id)
     if verb in admin.VERBS:
@@ -60,11 +47,11 @@ async def gmail_status(
         blocks = help_blocks(locale, admin=services.settings.is_admin(user_id), notice=notice)
         fallback = text(locale, "slack.help")
     else:
-        view = await status_view(services, user_id, command.get("team_id"))
+        view = await status_view(services, user_id, body.get("team_id"))
         blocks = status_card(view, locale)
         fallback = text(locale, "slack.status.title")
     await post_ephemeral(
-        client, respond, channel=command["channel_id"], user=user_id, blocks=blocks, text=fallback
+        client, respond, channel=body["channel_id"], user=user_id, blocks=blocks, text=fallback
     )
 
 

@@ -46,6 +46,30 @@ async def after_ack(
         await listener_failed(services, error=error, body=body, respond=respond, client=client)
 
 
+# What a listener does after its ack: every one takes the request's body, the Web API client and `respond`.
+Work = Callable[..., Awaitable[None]]
+Listener = Callable[[AsyncAck, dict[str, Any], AsyncWebClient, AsyncRespond], Awaitable[None]]
+
+
+def acknowledging(services: Services, work: Work) -> Listener:
+    """A Bolt listener that acknowledges, then runs `work(services, body=, client=, respond=)` (see after_ack)."""
+
+    async def listener(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await after_ack(
+            services,
+            ack=ack,
+            body=body,
+            respond=respond,
+            client=client,
+            work=lambda: work(services, body=body, client=client, respond=respond),
+        )
+
+    listener.__qualname__ = getattr(work, "__qualname__", "listener")  # Bolt's logs name the listener by it
+    return listener
+
+
 def register(bolt: AsyncApp, services: Services) -> None:
     """Make `listener_failed` Bolt's error handler."""
 
