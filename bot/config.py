@@ -12,10 +12,15 @@ from zoneinfo import ZoneInfo
 
 from bot.errors import ConfigError
 from bot.google.scopes import Capability, capabilities_of
-from bot.reconnect.paths import CALLBACK_PATH
+from bot.reconnect.paths import CALLBACK_PATH, SLACK_CALLBACK_PATH
 
 SECRET_KEY_FILE = "secret_key"
-DEFAULT_LINK_TTL = timedelta(days=7)
+DEFAULT_LINK_TTL = timedelta(days=3)
+# How long a browser that signed in with Slack is remembered, so that a returning user reconnects in one click.
+DEFAULT_IDENTITY_TTL = timedelta(days=30)
+IDENTITY_CHECKS = ("slack", "off")
+SLACK_OIDC_AUTHORIZE_URL = "https://slack.com/openid/connect/authorize"
+SLACK_OIDC_JWKS_URL = "https://slack.com/openid/connect/keys"
 # A run that could not start on time (the bot was down at 09:00) still starts this long after.
 DEFAULT_MISFIRE_GRACE = timedelta(hours=1)
 DEFAULT_TIMEZONE = "Asia/Seoul"
@@ -82,6 +87,12 @@ class Settings:
     briefing_time: time | None = time(9, 0)
     briefing_misfire_grace: timedelta = DEFAULT_MISFIRE_GRACE
     admin_channel_id: str | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: Secret | None = None
+    slack_oidc_authorize_url: str = SLACK_OIDC_AUTHORIZE_URL
+    slack_oidc_jwks_url: str = SLACK_OIDC_JWKS_URL
+    identity_check: str = "slack"
+    identity_ttl: timedelta = DEFAULT_IDENTITY_TTL
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -92,6 +103,16 @@ class Settings:
     def oauth_redirect_uri(self) -> str:
         """The Google OAuth redirect URI that must be registered on the OAuth client."""
         return self.public_base_url + CALLBACK_PATH
+
+    @property
+    def slack_redirect_uri(self) -> str:
+        """The Sign in with Slack redirect URL that must be listed in the Slack app's OAuth & Permissions."""
+        return self.public_base_url + SLACK_CALLBACK_PATH
+
+    @property
+    def checks_identity(self) -> bool:
+        """True unless IDENTITY_CHECK=off: a link opens Google's consent only for the Slack user it names."""
+        return self.identity_check != "off"
 
     @property
     def required_capabilities(self) -> frozenset[Capability]:
@@ -117,7 +138,24 @@ class Settings:
                 "GOOGLE_CLIENT_SECRETS_FILE to the credentials.json of a Google OAuth client of type "
                 "'Web application'."
             )
+        if self.checks_identity and (self.slack_client_id is None or self.slack_client_secret is None):
+            problems.append(
+                "SLACK_CLIENT_ID / SLACK_CLIENT_SECRET are not set: set both to the Client ID and Client Secret "
+                "from the Slack app's Basic Information, so that a reconnect link opens only for the person it "
+                "was sent to (Sign in with Slack); or set IDENTITY_CHECK=off to skip that check (then anyone a "
+                "link is forwarded to can attach their own mailbox)."
+            )
         return problems
+
+    def identity_warning(self) -> str | None:
+        """The warning `serve` and `doctor` give on every start while IDENTITY_CHECK=off."""
+        if self.checks_identity:
+            return None
+        return (
+            "IDENTITY_CHECK=off: reconnect links are not tied to the person they were sent to, so anyone a link "
+            "is forwarded to can attach their own mailbox to that person's account. Set SLACK_CLIENT_ID and "
+            "SLACK_CLIENT_SECRET and remove IDENTITY_CHECK to check with Sign in with Slack."
+        )
 
     def require_for_serve(self) -> None:
         """Raise ConfigError naming every setting `serve` needs and does not have."""
@@ -135,6 +173,7 @@ class Settings:
                 self.slack_signing_secret,
                 self.slack_app_token,
                 self.google_client_secret,
+                self.slack_client_secret,
             )
             if s is not None
         ]

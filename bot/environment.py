@@ -14,10 +14,14 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.config import (
+    DEFAULT_IDENTITY_TTL,
     DEFAULT_LINK_TTL,
     DEFAULT_MISFIRE_GRACE,
     DEFAULT_TIMEZONE,
+    IDENTITY_CHECKS,
     SECRET_KEY_FILE,
+    SLACK_OIDC_AUTHORIZE_URL,
+    SLACK_OIDC_JWKS_URL,
     Secret,
     Settings,
 )
@@ -160,6 +164,12 @@ class _Reader:
             briefing_time=self.time_of_day("BRIEFING_TIME", time(9, 0)),
             briefing_misfire_grace=self.duration("BRIEFING_MISFIRE_GRACE", DEFAULT_MISFIRE_GRACE),
             admin_channel_id=self.channel_id("ADMIN_CHANNEL_ID"),
+            slack_client_id=self.text("SLACK_CLIENT_ID"),
+            slack_client_secret=self.secret("SLACK_CLIENT_SECRET"),
+            slack_oidc_authorize_url=self.url("SLACK_OIDC_AUTHORIZE_URL", SLACK_OIDC_AUTHORIZE_URL),
+            slack_oidc_jwks_url=self.url("SLACK_OIDC_JWKS_URL", SLACK_OIDC_JWKS_URL),
+            identity_check=self.choice("IDENTITY_CHECK", IDENTITY_CHECKS, "slack"),
+            identity_ttl=self.duration("IDENTITY_TTL", DEFAULT_IDENTITY_TTL),
         )
 
     def database_url(self) -> Secret | None:

@@ -51,6 +51,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.sign_ins = Counter(
+            "gmail_reconnect_slack_sign_ins",
+            "Sign in with Slack callbacks before Google's consent, by outcome (identified, identity_mismatch, …).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.run_seconds = Histogram(
             "gmail_reconnect_run_duration_seconds",
             "How long this process took over its share of a preflight or briefing run.",

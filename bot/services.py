@@ -28,9 +28,11 @@ from bot.google.token_service import TokenService, build_token_service
 from bot.metrics import Metrics
 from bot.reconnect.flow import ReconnectFlow
 from bot.reconnect.hooks import ReconnectHooks
+from bot.reconnect.identity import IdentityCookie, identity_cookie
 from bot.reconnect.links import LinkSigner, link_signer
 from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
 from bot.slack.prompter import Prompter
+from bot.slack.sign_in import SlackSignIn
 from storage.accounts import Accounts
 from storage.api_keys import ApiKeys
 from storage.oauth_states import OAuthStates
@@ -136,7 +138,16 @@ class Services:
             consent=Consent(self.settings),
             google=self.google,
             hooks=self.hooks,
+            sign_in=SlackSignIn(self.settings, self.sessions.slack)
+            if self.settings.checks_identity
+            else None,
+            name_of=self.users.name,
         )
+
+    @cached_property
+    def identity_cookie(self) -> IdentityCookie:
+        """The signed cookie that remembers who a browser proved to be in Slack (needs SECRET_KEY)."""
+        return identity_cookie(self.settings)
 
     @cached_property
     def slack(self) -> AsyncWebClient:

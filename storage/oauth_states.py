@@ -22,6 +22,13 @@ _COLUMNS = """id, slack_user_id, slack_team_id, purpose, link_id, link_expires_a
               scopes, outcome, account_id, state_hash"""
 
 
+class Provider(enum.StrEnum):
+    """Whose consent a state waits for: Slack's sign-in (which proves who the browser is) or Google's."""
+
+    GOOGLE = "google"
+    SLACK = "slack"
+
+
 class Rejection(enum.StrEnum):
     """Why a callback's state cannot be used."""
 
@@ -84,8 +91,10 @@ class OAuthStates:
         redirect_uri: str,
         scopes: list[str],
         ttl: timedelta,
+        provider: Provider = Provider.GOOGLE,
     ) -> None:
-        """Record a new state (and forget states that expired more than a day ago)."""
+        """Record a new state (and forget states that expired more than a day ago). For Slack's sign-in,
+        `code_verifier` is the nonce, kept the same way."""
         state_hash = digest(state)
         stored_verifier = (
             self.cipher.encrypt(code_verifier, context=_context(state_hash)) if self.cipher else code_verifier
@@ -96,8 +105,9 @@ class OAuthStates:
             )
             await conn.execute(
                 """INSERT INTO oauth_states (state_hash, browser_binding_hash, slack_user_id, slack_team_id, purpose,
-                                            link_id, link_expires_at, code_verifier, redirect_uri, scopes, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + $11::interval)""",
+                                            link_id, link_expires_at, code_verifier, redirect_uri, scopes, expires_at,
+                                            provider)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + $11::interval, $12)""",
                 state_hash,
                 digest(browser_binding),
                 slack_user_id,
@@ -109,26 +119,32 @@ class OAuthStates:
                 redirect_uri,
                 scopes,
                 ttl,
+                str(provider),
             )
 
-    async def consume(self, *, state: str, browser_binding: str | None) -> OAuthState:
-        """Mark the state used and return it; exactly one of concurrent callers wins, the rest get StateRejected."""
+    async def consume(
+        self, *, state: str, browser_binding: str | None, provider: Provider = Provider.GOOGLE
+    ) -> OAuthState:
+        """Mark the state used and return it; exactly one of concurrent callers wins, the rest get StateRejected.
+        A state of the other provider is unknown here."""
         state_hash = digest(state)
         binding_hash = digest(browser_binding) if browser_binding else b""
         row = await self.pool.fetchrow(
             f"""UPDATE oauth_states SET consumed_at = now()
-                 WHERE state_hash = $1 AND browser_binding_hash = $2
+                 WHERE state_hash = $1 AND browser_binding_hash = $2 AND provider = $3
                    AND consumed_at IS NULL AND expires_at > now()
              RETURNING {_COLUMNS}""",
             state_hash,
             binding_hash,
+            str(provider),
         )
         if row is not None:
             return self._state(row)
         found = await self.pool.fetchrow(
             f"SELECT {_COLUMNS}, browser_binding_hash, consumed_at, expires_at <= now() AS expired "
-            "FROM oauth_states WHERE state_hash = $1",
+            "FROM oauth_states WHERE state_hash = $1 AND provider = $2",
             state_hash,
+            str(provider),
         )
         if found is None:
             raise StateRejected(Rejection.UNKNOWN)
@@ -148,12 +164,13 @@ class OAuthStates:
             account_id,
         )
 
-    async def connected_account(self, link_id: str) -> int | None:
-        """The account a link already connected successfully, or None."""
-        return await self.pool.fetchval(
-            """SELECT account_id FROM oauth_states WHERE link_id = $1 AND outcome = 'connected'
-                ORDER BY completed_at DESC LIMIT 1""",
-            link_id,
+    async def link_used(self, link_id: str) -> bool:
+        """True once a flow started from this link connected a mailbox: a link reconnects at most once."""
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM oauth_states WHERE link_id = $1 AND outcome = 'connected')",
+                link_id,
+            )
         )
 
     def _state(self, row: asyncpg.Record, *, with_verifier: bool = True) -> OAuthState:

@@ -200,7 +200,7 @@ def no_secrets_in_logs() -> Iterator[None]:
     finally:
         root.removeHandler(recorder)
         root.setLevel(previous_level)
-    secrets = {value for key, value in BASE_ENV.items() if key != "GOOGLE_CLIENT_ID"}
+    secrets = {value for key, value in BASE_ENV.items() if key not in ("GOOGLE_CLIENT_ID", "SLACK_CLIENT_ID")}
     for fake in _watched_fakes:
         secrets |= fake.issued_secrets
     leaks = [
@@ -270,6 +270,8 @@ async def serve(
                 "DATABASE_URL": database_url,
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
                 "SLACK_API_URL": fake_slack.base_url,
+                "SLACK_OIDC_AUTHORIZE_URL": fake_slack.oidc_authorize_url,
+                "SLACK_OIDC_JWKS_URL": fake_slack.oidc_jwks_url,
                 **google_env(fake_google),
                 **env,
             }

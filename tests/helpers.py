@@ -39,6 +39,9 @@ BASE_ENV = {
     "GOOGLE_CLIENT_ID": "test-client.apps.googleusercontent.com",
     "GOOGLE_CLIENT_SECRET": "GOCSPX-test-client-secret",
     "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+    # Sign in with Slack's credentials, as the fake Slack knows them by default.
+    "SLACK_CLIENT_ID": "fake-slack-client-id",
+    "SLACK_CLIENT_SECRET": "fake-slack-client-secret",
     # Scheduled runs would fire in whichever test happens to be running at 08:00 or 09:00 KST.
     "PREFLIGHT_TIME": "off",
     "BRIEFING_TIME": "off",
@@ -341,3 +344,24 @@ class DatabaseProxy:
                 self._open.discard(sink)
 
         await asyncio.gather(copy(reader, upstream_writer), copy(upstream_reader, writer))
+
+
+def owner_link(app: web.Application, fake_slack: FakeSlack, slack_user_id: str, **claims: Any) -> str:
+    """A fresh Reconnect Gmail link for a Slack user, opened by its owner: the fake Slack's browser is signed in
+    as that user (in the link's workspace, when it names one)."""
+    team = claims.get("slack_team_id")
+    fake_slack.sign_in(slack_user_id, **({"team_id": team} if team else {}))
+    url: str = app[SERVICES].links.new_url(slack_user_id, **claims)
+    return url
+
+
+async def follow_until(browser: aiohttp.ClientSession, url: str, arrived: Callable[[str], bool]) -> str:
+    """Follow redirects one at a time, as a browser would, to the first URL for which `arrived` holds; that URL
+    is returned, not opened."""
+    for _ in range(10):
+        if arrived(url):
+            return url
+        async with browser.get(url, allow_redirects=False) as response:
+            assert response.status == 302, (url, response.status, await response.text())
+            url = response.headers["Location"]
+    raise AssertionError(f"no redirect led where wanted from {url}")

@@ -21,6 +21,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.appkeys import BOLT
+from bot.reconnect.paths import SLACK_CALLBACK_PATH
 from tests.helpers import Serve
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_schema_rejects_broken_manifest(
 
 
 def test_every_request_url_is_the_placeholder_events_endpoint(manifest: dict[str, Any]) -> None:
-    urls = list(urls_in(manifest))
+    urls = list(urls_in({key: value for key, value in manifest.items() if key != "oauth_config"}))
     # Slash command, event subscriptions and interactivity each need one.
     assert len(urls) == 3, urls
     for url in urls:
@@ -480,3 +481,9 @@ async def test_listener_check_rejects_a_wrong_manifest(
     problems = differences("slash command", manifest_commands(broken), listeners["command"])
     problems += differences("bot event", manifest_events(broken), listeners["event"])
     assert any(expected in line for line in problems), problems
+
+
+def test_the_sign_in_redirect_url_is_the_placeholder_slack_callback(manifest: dict[str, Any]) -> None:
+    (url,) = manifest["oauth_config"]["redirect_urls"]
+    assert url == f"https://{PLACEHOLDER_HOST}{SLACK_CALLBACK_PATH}"
+    assert manifest["oauth_config"]["scopes"]["user"] == ["openid"]

@@ -89,6 +89,13 @@ def _check_settings(settings: Settings, report: Report) -> None:
     if not problems:
         report.add(OK, "Slack and Google settings are present.")
     report.add(OK, f"OAuth redirect URI to register at Google: {settings.oauth_redirect_uri}")
+    identity_warning = settings.identity_warning()
+    if identity_warning is not None:
+        report.add(WARN, identity_warning)
+    else:
+        report.add(
+            OK, f"Sign in with Slack redirect URL to list in the Slack app: {settings.slack_redirect_uri}"
+        )
     if settings.token_encryption_keys:
         report.add(OK, f"Token encryption is on ({len(settings.token_encryption_keys)} key(s)).")
     else:

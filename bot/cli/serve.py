@@ -29,19 +29,20 @@ def serve(settings: Settings) -> None:
             "TOKEN_ENCRYPTION_KEYS is not set: Gmail tokens are stored unencrypted in gmail_tokens.token_data "
             "(readable by anyone who can read the table)."
         )
-    warning = port_mismatch(settings)
-    if warning is not None:
-        log.warning("%s", warning)
+    for warning in (settings.identity_warning(), port_mismatch(settings)):
+        if warning is not None:
+            log.warning("%s", warning)
 
     def listening(_banner: str) -> None:
         # web.run_app calls this once every site is bound and listening (its banner is not our log's format):
         # until then nothing answers on PORT, so the line is not logged before.
         log.info(
-            "Listening on %s:%d; public URL %s; OAuth redirect URI %s",
+            "Listening on %s:%d; public URL %s; OAuth redirect URI %s%s",
             settings.host,
             settings.port,
             settings.public_base_url,
             settings.oauth_redirect_uri,
+            f"; Slack sign-in redirect URL {settings.slack_redirect_uri}" if settings.checks_identity else "",
         )
 
     loop = event_loop.new_event_loop()

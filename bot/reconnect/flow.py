@@ -1,16 +1,19 @@
 """The self-service reconnection: from a Slack link to Google's consent screen, and back to stored tokens.
 
-`start` turns a link into a fresh OAuth state and Google's URL; `finish` checks the callback, exchanges the
-code, checks what was granted and whose mailbox it is, stores the tokens and fires the reconnection hooks.
-Both return an `Answer` (a redirect or a page to show); nothing here knows about HTTP.
+`start` turns a link into a fresh OAuth state and Google's URL. Unless IDENTITY_CHECK=off, it first makes the
+browser prove with Sign in with Slack that it belongs to the Slack user the link names (`signed_in` finishes
+that step), so a forwarded link cannot attach someone else's mailbox; a browser that proved it before carries
+the identity in a cookie and goes straight to Google. `finish` checks Google's callback, exchanges the code,
+checks what was granted and whose mailbox it is, stores the tokens and fires the reconnection hooks.
+Each returns an `Answer` (a redirect or a page to show); nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +23,15 @@ from bot.google.consent import Consent, verified_email
 from bot.google.errors import Failure, GoogleError
 from bot.google.scopes import missing_capabilities
 from bot.reconnect.hooks import Reconnected, ReconnectHooks
+from bot.reconnect.identity import SlackIdentity
 from bot.reconnect.links import LinkClaims, LinkError, LinkSigner, Purpose
 from bot.slack.ids import slack_actor
+from bot.slack.sign_in import SignInError, SignInFailure, SlackSignIn
+from storage import audit
 from storage.accounts import Accounts
 from storage.errors import Conflict
 from storage.models import Account, Status, TokenGrant
-from storage.oauth_states import OAuthState, OAuthStates, Rejection, StateRejected
+from storage.oauth_states import OAuthState, OAuthStates, Provider, Rejection, StateRejected
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +40,18 @@ STATE_TTL = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class Answer:
-    """What to send the browser: a redirect to `location`, or the page `page` with its parameters."""
+    """What to send the browser: a redirect to `location`, or the page `page` with its parameters; and an
+    identity Slack just verified, for the browser to remember."""
 
     page: str
     status: int = 200
     location: str | None = field(default=None, repr=False)
     params: dict[str, Any] = field(default_factory=dict)
+    identity: SlackIdentity | None = None
+
+
+# The name a page shows for a Slack user (e.g. their display name), or None when Slack cannot tell.
+NameOf = Callable[[str], Awaitable[str | None]]
 
 
 class ReconnectFlow:
@@ -55,8 +67,13 @@ class ReconnectFlow:
         consent: Consent,
         google: GoogleClient,
         hooks: ReconnectHooks,
+        sign_in: SlackSignIn | None,
+        name_of: NameOf,
     ) -> None:
         self.settings = settings
+        # None with IDENTITY_CHECK=off: links then go straight to Google.
+        self.sign_in = sign_in
+        self.name_of = name_of
         self.accounts = accounts
         self.states = states
         self.links = links
@@ -64,22 +81,126 @@ class ReconnectFlow:
         self.google = google
         self.hooks = hooks
 
-    async def start(self, link_token: str | None, *, browser_binding: str) -> Answer:
-        """A fresh state for this visit and the redirect to Google; the link itself is not used up."""
+    async def start(
+        self, link_token: str | None, *, browser_binding: str, identity: SlackIdentity | None
+    ) -> Answer:
+        """Where a link leads this browser: Slack's sign-in when it has not proved it is the link's owner, else
+        Google's consent with a fresh state; a link that already reconnected leads nowhere new."""
         if not link_token:
             return Answer("link_missing", 400)
         try:
             claims = self.links.verify(link_token)
         except LinkError as error:
             return Answer("link_expired" if error.expired else "link_invalid", 400)
-        account = await self.accounts.find_by_slack_id(claims.slack_user_id)
-        # Only a healthy account can be "already connected" by this link; anything else starts a flow.
-        if (
-            account is not None
-            and account.status is Status.HEALTHY
-            and account.id == await self.states.connected_account(claims.link_id)
+        if await self.states.link_used(claims.link_id):
+            return await self._used_link(claims, identity)
+        if self.sign_in is not None and not (
+            identity is not None and identity.is_owner_of(claims.slack_user_id, claims.slack_team_id)
         ):
+            return await self._to_slack(self.sign_in, claims, browser_binding)
+        return await self._to_google(claims, browser_binding)
+
+    async def signed_in(self, query: Mapping[str, str], *, browser_binding: str | None) -> Answer:
+        """Handle Slack's redirect back from its sign-in: on to Google for the link's owner, a refusal for
+        anyone else; nothing is stored either way."""
+        state_value = query.get("state", "")
+        if not state_value:
+            return Answer("state_missing", 400)
+        try:
+            state = await self.states.consume(
+                state=state_value, browser_binding=browser_binding, provider=Provider.SLACK
+            )
+        except StateRejected as rejected:
+            return await self._rejected(rejected)
+        answer = await self._identified(state, query, browser_binding or "")
+        await self.states.finish(state.id, outcome="identified" if answer.location else answer.page)
+        log.info("Slack sign-in for a link of %s ended: %s", state.slack_user_id, answer.page)
+        return answer
+
+    async def _identified(self, state: OAuthState, query: Mapping[str, str], browser_binding: str) -> Answer:
+        retry = self._retry_url(state)
+        error = query.get("error")
+        if error == "access_denied":
+            return Answer("sign_in_denied", params={"retry_url": retry})
+        if error:
+            return Answer("slack_refused", 400, params={"error": _printable(error), "retry_url": retry})
+        code = query.get("code", "")
+        if not code or self.sign_in is None:
+            return Answer("code_missing", 400, params={"retry_url": retry})
+        try:
+            identity = await self.sign_in.identify(code=code, nonce=state.code_verifier)
+        except SignInError as failed:
+            log.warning("Slack sign-in for a link of %s failed: %s", state.slack_user_id, failed)
+            page, status = _SIGN_IN_FAILURES[failed.failure]
+            return Answer(page, status, params={"retry_url": retry})
+        if not identity.is_owner_of(state.slack_user_id, state.slack_team_id):
+            return await self._mismatch(state, identity)
+        claims = _claims_of(state)
+        if claims is None:
+            return Answer("link_expired", 400)
+        if await self.states.link_used(claims.link_id):
+            return replace(await self._used_link(claims, identity), identity=identity)
+        return replace(await self._to_google(claims, browser_binding), identity=identity)
+
+    async def _mismatch(self, state: OAuthState, identity: SlackIdentity) -> Answer:
+        log.warning(
+            "A link made for %s was opened by %s, signed in to Slack: refused before Google",
+            state.slack_user_id,
+            identity.slack_user_id,
+        )
+        await audit.append(
+            self.accounts.pool,
+            actor=slack_actor(identity.slack_user_id),
+            action="identity.mismatch",
+            slack_user_id=state.slack_user_id,
+            details={
+                "signed_in_as": identity.slack_user_id,
+                "signed_in_team": identity.slack_team_id,
+                "link_team": state.slack_team_id,
+                "purpose": state.purpose,
+            },
+        )
+        owner = await self.name_of(state.slack_user_id) or state.slack_user_id
+        visitor = await self.name_of(identity.slack_user_id) or identity.slack_user_id
+        return Answer(
+            "identity_mismatch",
+            403,
+            params={"owner": owner, "visitor": visitor, "slack_team_id": state.slack_team_id},
+        )
+
+    async def _used_link(self, claims: LinkClaims, identity: SlackIdentity | None) -> Answer:
+        # The owner's second click on a link that just worked is told so; a link never starts a second flow,
+        # and only its owner learns which mailbox it connected.
+        owner = self.sign_in is None or (
+            identity is not None and identity.is_owner_of(claims.slack_user_id, claims.slack_team_id)
+        )
+        account = await self.accounts.find_by_slack_id(claims.slack_user_id)
+        if owner and account is not None and account.status is Status.HEALTHY:
             return _already_connected(account, claims.slack_team_id)
+        return Answer("link_used", 400, params={"slack_team_id": claims.slack_team_id})
+
+    async def _to_slack(self, sign_in: SlackSignIn, claims: LinkClaims, browser_binding: str) -> Answer:
+        state = secrets.token_urlsafe(32)
+        nonce = secrets.token_urlsafe(32)
+        await self.states.create(
+            state=state,
+            browser_binding=browser_binding,
+            slack_user_id=claims.slack_user_id,
+            slack_team_id=claims.slack_team_id,
+            purpose=str(claims.purpose),
+            link_id=claims.link_id,
+            link_expires_at=claims.expires_at,
+            code_verifier=nonce,
+            redirect_uri=sign_in.redirect_uri,
+            scopes=["openid"],
+            ttl=STATE_TTL,
+            provider=Provider.SLACK,
+        )
+        url = sign_in.authorization_url(state=state, nonce=nonce, team_id=claims.slack_team_id)
+        return Answer("redirect", 302, location=url)
+
+    async def _to_google(self, claims: LinkClaims, browser_binding: str) -> Answer:
+        account = await self.accounts.find_by_slack_id(claims.slack_user_id)
         state = secrets.token_urlsafe(32)
         code_verifier = secrets.token_urlsafe(64)
         scopes = list(self.settings.google_scopes)
@@ -242,28 +363,42 @@ class ReconnectFlow:
             "token_uri": self.settings.google_token_uri,
         }
         # Legacy rows carry their client's secret, and services that still refresh from the row need the pair
-        # to match; keep that shape for them, and leave the secret out of rows that never had one.
-        if account is not None and await self.accounts.oauth_client(account.id) is not None:
+        # to match; keep that shape for them, and leave the secret out of rows that never had one. With
+        # TOKEN_ENCRYPTION_KEYS set, no service can refresh from the row itself (the refresh token is
+        # encrypted), so our secret is not written there in the clear: the bot refreshes with its own settings.
+        if (
+            self.accounts.codec.cipher is None
+            and account is not None
+            and await self.accounts.oauth_client(account.id) is not None
+        ):
             assert self.settings.google_client_secret is not None
             config["client_secret"] = self.settings.google_client_secret.reveal()
         return config
 
     def _retry_url(self, state: OAuthState, *, purpose: Purpose | None = None) -> str | None:
         """The link this flow started from (same claims, so the same link), if it is still valid."""
-        if (
-            state.link_id is None
-            or state.link_expires_at is None
-            or state.link_expires_at <= datetime.now(UTC)
-        ):
-            return None
-        claims = LinkClaims(
-            slack_user_id=state.slack_user_id,
-            slack_team_id=state.slack_team_id,
-            purpose=purpose or Purpose(state.purpose),
-            expires_at=state.link_expires_at,
-            link_id=state.link_id,
-        )
-        return self.links.url(claims)
+        claims = _claims_of(state, purpose=purpose)
+        return self.links.url(claims) if claims is not None else None
+
+
+_SIGN_IN_FAILURES = {
+    SignInFailure.REJECTED: ("sign_in_rejected", 400),
+    SignInFailure.INVALID: ("sign_in_failed", 502),
+    SignInFailure.UNAVAILABLE: ("slack_unavailable", 503),
+}
+
+
+def _claims_of(state: OAuthState, *, purpose: Purpose | None = None) -> LinkClaims | None:
+    """The claims of the link a flow started from, while that link is valid."""
+    if state.link_id is None or state.link_expires_at is None or state.link_expires_at <= datetime.now(UTC):
+        return None
+    return LinkClaims(
+        slack_user_id=state.slack_user_id,
+        slack_team_id=state.slack_team_id,
+        purpose=purpose or Purpose(state.purpose),
+        expires_at=state.link_expires_at,
+        link_id=state.link_id,
+    )
 
 
 def new_browser_binding() -> str:

@@ -1,18 +1,13 @@
 """Reconnect links: signed, expiring tokens that name a Slack user and a purpose, carried in Slack messages.
 
-A link token is `<payload>.<signature>`, both base64url: the payload is compact JSON, the signature an
-HMAC-SHA256 under a key derived from SECRET_KEY. Opening a link consumes nothing (Slack and browsers prefetch
-URLs); each visit starts a fresh OAuth state. Signing is deterministic, so the same claims give the same link.
+A link token is a value sealed by `bot.reconnect.signing` under a key of its own. Opening a link consumes
+nothing (Slack and browsers prefetch URLs); each visit starts a fresh OAuth state, and a link that completed a
+reconnection starts no other. Signing is deterministic, so the same claims give the same link.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
-import hashlib
-import hmac
-import json
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,9 +16,9 @@ from urllib.parse import urlencode
 from bot.config import Settings
 from bot.errors import ConfigError, GmailReconnectError
 from bot.reconnect.paths import START_PATH
+from bot.reconnect.signing import Sealer
 
 _KEY_LABEL = b"gmail-reconnect link token v1"
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Purpose(enum.StrEnum):
@@ -56,7 +51,7 @@ class LinkSigner:
     """Signs and verifies link tokens with a key derived from SECRET_KEY."""
 
     def __init__(self, secret_key: str, *, public_base_url: str, ttl: timedelta) -> None:
-        self._key = hmac.new(secret_key.encode(), _KEY_LABEL, hashlib.sha256).digest()
+        self._sealer = Sealer(secret_key, _KEY_LABEL)
         self.public_base_url = public_base_url
         self.ttl = ttl
 
@@ -87,21 +82,16 @@ class LinkSigner:
             "e": int(claims.expires_at.timestamp()),
             "i": claims.link_id,
         }
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-        return f"{body}.{_b64(self._mac(body))}"
+        return self._sealer.seal(payload)
 
     def verify(self, token: str, *, now: datetime | None = None) -> LinkClaims:
         """The claims of a genuine, unexpired token; LinkError otherwise."""
-        body, dot, signature = token.strip().partition(".")
-        if not dot or not body or not signature:
+        if not token.strip().partition(".")[2]:
             raise LinkError("The link is incomplete.")
         try:
-            genuine = hmac.compare_digest(_unb64(signature), self._mac(body))
-            payload = json.loads(_unb64(body)) if genuine else None
+            payload = self._sealer.open(token)
         except ValueError:
-            raise LinkError("The link is damaged.") from None
-        if not isinstance(payload, dict):
-            raise LinkError("The link is damaged or was not issued by this bot.")
+            raise LinkError("The link is damaged or was not issued by this bot.") from None
         try:
             claims = LinkClaims(
                 slack_user_id=str(payload["u"]),
@@ -125,23 +115,6 @@ class LinkSigner:
     ) -> str:
         """A fresh link for a Slack user: what Slack messages carry behind their Reconnect Gmail button."""
         return self.url(self.new_claims(slack_user_id, slack_team_id=slack_team_id, purpose=purpose))
-
-    def _mac(self, body: str) -> bytes:
-        return hmac.new(self._key, body.encode(), hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    # Strict: only the canonical spelling decodes, so one set of claims has exactly one accepted token.
-    if not _B64URL.fullmatch(text):
-        raise ValueError("not unpadded base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(data) != text:
-        raise ValueError("not canonical base64url")
-    return data
 
 
 def link_signer(settings: Settings) -> LinkSigner:

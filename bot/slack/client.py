@@ -47,20 +47,21 @@ def create_bolt_app(settings: Settings, *, client: AsyncWebClient) -> AsyncApp:
     # Bolt reads SLACK_BOT_TOKEN from the process environment when it is given no token, and then warns on
     # every start that this token is unused beside `client`. The token comes from Settings, inside `client`,
     # so Bolt is built with that variable out of its sight.
-    with _hidden_from_environment("SLACK_BOT_TOKEN"):
+    # SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (Sign in with Slack's credentials) would turn Bolt into a
+    # multi-workspace app that looks up an installation for every request and finds none.
+    with _hidden_from_environment("SLACK_BOT_TOKEN", "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET"):
         return AsyncApp(
             client=client, signing_secret=settings.slack_signing_secret.reveal(), name="gmail-reconnect"
         )
 
 
 @contextmanager
-def _hidden_from_environment(name: str) -> Iterator[None]:
-    value = os.environ.pop(name, None)
+def _hidden_from_environment(*names: str) -> Iterator[None]:
+    values = {name: os.environ.pop(name) for name in names if name in os.environ}
     try:
         yield
     finally:
-        if value is not None:
-            os.environ[name] = value
+        os.environ.update(values)
 
 
 def create_web_client(settings: Settings) -> AsyncWebClient:
@@ -80,10 +81,12 @@ def create_web_client(settings: Settings) -> AsyncWebClient:
 
 @dataclass(frozen=True)
 class SlackProfile:
-    """What the bot needs to know of a Slack user: their language, and their profile email if Slack gives it."""
+    """What the bot needs to know of a Slack user: their language, their profile email if Slack gives it, and
+    the name people know them by."""
 
     locale: str
     email: str | None
+    name: str | None = None
 
 
 class SlackUsers:
@@ -183,6 +186,10 @@ class SlackUsers:
         """The email of the user's Slack profile (needs users:read.email), or None."""
         return (await self.profile(slack_user_id)).email
 
+    async def name(self, slack_user_id: str) -> str | None:
+        """The user's display name (else real name) in Slack, or None."""
+        return (await self.profile(slack_user_id)).name
+
     async def profile(self, slack_user_id: str) -> SlackProfile:
         """The user's profile, from the cache or users.info."""
         cached = self._cache.get(slack_user_id)
@@ -200,8 +207,10 @@ class SlackUsers:
             return SlackProfile(self.default_locale, None)  # not cached: the next request asks again
         user = response["user"]
         slack_locale = str(user.get("locale") or "")
-        email = str((user.get("profile") or {}).get("email") or "") or None
-        profile = SlackProfile(self._keep(slack_user_id, slack_locale), email)
+        details = user.get("profile") or {}
+        email = str(details.get("email") or "") or None
+        name = str(details.get("display_name") or details.get("real_name") or user.get("name") or "") or None
+        profile = SlackProfile(self._keep(slack_user_id, slack_locale), email, name)
         self._cache[slack_user_id] = (time.monotonic() + PROFILE_TTL_SECONDS, profile)
         self._not_stored.discard(slack_user_id)
         if self.stored is not None:

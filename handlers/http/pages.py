@@ -25,7 +25,7 @@ SECURITY_HEADERS = {
 }
 _OK_PAGES = frozenset({"connected", "already_connected"})
 # The mark before a page's title: done, something to fix, or (a cancel the user chose) just information.
-_MARKS = {**dict.fromkeys(_OK_PAGES, "✅"), "denied": "ℹ️"}
+_MARKS = {**dict.fromkeys(_OK_PAGES, "✅"), "denied": "ℹ️", "sign_in_denied": "ℹ️"}
 _PROBLEM_MARK = "⚠️"
 
 # Korean wraps between words only (keep-all), never inside one; a string with no place to wrap (an email
@@ -124,6 +124,6 @@ def _body(page: str, locale: str, params: dict[str, Any]) -> str:
         )
     values = {key: value for key, value in params.items() if isinstance(value, str)}
     body = text(locale, f"page.{page}.body", **values)
-    if page.startswith(("state_", "google_", "code_")):
+    if page.startswith(("state_", "google_", "code_", "slack_", "sign_in_", "identity_")):
         body += " " + text(locale, "page.nothing_changed")
     return body

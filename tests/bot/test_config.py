@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,35 @@ def test_serve_needs_slack_and_google(make_settings: Callable[..., Settings]) ->
     ):
         assert name in message
     make_settings().require_for_serve()  # complete settings pass
+
+
+def test_serve_needs_the_slack_sign_in_credentials_unless_the_check_is_off(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_settings(SLACK_CLIENT_SECRET=None).require_for_serve()
+    message = str(raised.value)
+    assert "SLACK_CLIENT_ID / SLACK_CLIENT_SECRET" in message and "IDENTITY_CHECK=off" in message
+    assert make_settings().identity_warning() is None
+
+    off = make_settings(SLACK_CLIENT_ID=None, SLACK_CLIENT_SECRET=None, IDENTITY_CHECK="off")
+    off.require_for_serve()  # allowed, when asked for explicitly
+    warning = off.identity_warning()
+    assert warning is not None and "forwarded" in warning and "SLACK_CLIENT_ID" in warning
+    assert "IDENTITY_CHECK='maybe'" in problems(make_settings, IDENTITY_CHECK="maybe")
+
+
+def test_identity_settings_have_defaults_and_are_checked(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    assert (settings.identity_check, settings.identity_ttl) == ("slack", timedelta(days=30))
+    assert settings.slack_oidc_authorize_url == "https://slack.com/openid/connect/authorize"
+    assert settings.slack_oidc_jwks_url == "https://slack.com/openid/connect/keys"
+    assert settings.slack_redirect_uri == "http://localhost:8080/oauth/slack/callback"
+    assert make_settings(IDENTITY_TTL="12h").identity_ttl == timedelta(hours=12)
+    assert "IDENTITY_TTL" in problems(make_settings, IDENTITY_TTL="forever")
+    assert "SLACK_OIDC_JWKS_URL" in problems(make_settings, SLACK_OIDC_JWKS_URL="http://keys.example.com/")
+    assert "fake-slack-client-secret" not in repr(settings)
+    assert "fake-slack-client-secret" in settings.secret_values()
 
 
 def test_client_secrets_file(make_settings: Callable[..., Settings], tmp_path: Path) -> None:

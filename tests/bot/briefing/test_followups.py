@@ -39,6 +39,7 @@ async def reconnect(
         url = buttons(message["blocks"])[RECONNECT_ACTION]["url"]
     else:
         url = app[SERVICES].links.new_url(slack_id)
+    fake.sign_in(slack_id)  # the user clicks it, signed in to Slack as themselves
     status, _, _ = await visit(browser, url)
     assert status == 200
 

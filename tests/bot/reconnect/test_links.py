@@ -236,8 +236,8 @@ def test_link_ttl_is_parsed(make_settings: Callable[..., Settings], value: str, 
     assert make_settings(LINK_TTL=value).link_ttl == expected
 
 
-def test_link_ttl_defaults_to_seven_days(make_settings: Callable[..., Settings]) -> None:
-    assert make_settings().link_ttl == timedelta(days=7)
+def test_link_ttl_defaults_to_three_days(make_settings: Callable[..., Settings]) -> None:
+    assert make_settings().link_ttl == timedelta(days=3)
 
 
 @pytest.mark.parametrize("value", ["0", "0d", "soon", "-1d", "1.5h", "7w", "d"])

@@ -16,10 +16,12 @@ from yarl import URL
 from bot.appkeys import SERVICES
 from bot.reconnect.hooks import Reconnected
 from bot.reconnect.links import Purpose
+from bot.reconnect.paths import CALLBACK_PATH
 from storage import audit
 from storage.models import Status
 from tests.fakes.google import FakeGoogle
-from tests.helpers import READONLY, SEND, Serve, load_legacy_seed, visit
+from tests.fakes.slack import FakeSlack
+from tests.helpers import READONLY, SEND, Serve, follow_until, load_legacy_seed, owner_link, visit
 
 
 async def location(browser: aiohttp.ClientSession, url: str) -> str:
@@ -30,8 +32,14 @@ async def location(browser: aiohttp.ClientSession, url: str) -> str:
 
 
 async def to_callback(browser: aiohttp.ClientSession, link: str) -> str:
-    """Start from the link and answer Google's consent screen: the callback URL, not yet opened."""
-    return await location(browser, await location(browser, link))
+    """Start from the link, sign in with Slack and answer Google's consent screen: the callback URL, not yet
+    opened."""
+    return await follow_until(browser, link, lambda url: urlsplit(url).path == CALLBACK_PATH)
+
+
+async def to_google(browser: aiohttp.ClientSession, link: str, fake_google: FakeGoogle) -> str:
+    """Start from the link and sign in with Slack: Google's consent URL, not yet opened."""
+    return await follow_until(browser, link, lambda url: url.startswith(fake_google.auth_uri))
 
 
 async def audit_actions(app: web.Application, slack_user_id: str) -> list[str]:
@@ -39,7 +47,7 @@ async def audit_actions(app: web.Application, slack_user_id: str) -> list[str]:
 
 
 async def test_a_new_user_connects_and_the_tokens_are_stored(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
     events: list[Reconnected] = []
@@ -50,7 +58,7 @@ async def test_a_new_user_connects_and_the_tokens_are_stored(
     app[SERVICES].hooks.register(record)
     fake_google.consent.email = "New.User@gmail.com"
 
-    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U0NEW", slack_team_id="T0TEAM"))
+    status, page, _ = await visit(browser, owner_link(app, fake_slack, "U0NEW", slack_team_id="T0TEAM"))
 
     assert status == 200
     assert "Gmail이 연결되었습니다" in page and "new.user@gmail.com" in page
@@ -72,12 +80,16 @@ async def test_a_new_user_connects_and_the_tokens_are_stored(
 
 
 async def test_the_consent_request_asks_for_offline_access_every_scope_and_pkce(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
 
-    google_url = await location(browser, app[SERVICES].links.new_url("U091UNVE41M"))
+    google_url = await to_google(browser, owner_link(app, fake_slack, "U091UNVE41M"), fake_google)
 
     query = {key: values[0] for key, values in parse_qs(urlsplit(google_url).query).items()}
     assert google_url.startswith(fake_google.auth_uri)
@@ -90,22 +102,28 @@ async def test_the_consent_request_asks_for_offline_access_every_scope_and_pkce(
     assert query["redirect_uri"] == app[SERVICES].reconnect.settings.oauth_redirect_uri
     assert len(query["state"]) >= 43  # 32 random bytes, base64url
     async with app[SERVICES].pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT state_hash, code_verifier FROM oauth_states")
+        row = await conn.fetchrow(
+            "SELECT state_hash, code_verifier FROM oauth_states WHERE provider = 'google'"
+        )
     assert row["state_hash"] != query["state"].encode()  # only a hash is kept
 
 
 async def test_the_browser_binding_cookie_is_http_only_and_lax(
-    serve: Serve, browser: aiohttp.ClientSession
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession
 ) -> None:
     app = await serve()
-    async with browser.get(app[SERVICES].links.new_url("U0COOKIE"), allow_redirects=False) as response:
+    async with browser.get(owner_link(app, fake_slack, "U0COOKIE"), allow_redirects=False) as response:
         cookie = response.cookies["gmail_reconnect_binding"]
-    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/oauth/google/"
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/oauth/"
     assert not cookie["secure"]  # PUBLIC_BASE_URL is http://127.0.0.1 here; https deployments get Secure
 
 
 async def test_a_legacy_row_is_reconnected_in_place(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
@@ -113,7 +131,7 @@ async def test_a_legacy_row_is_reconnected_in_place(
     assert before is not None and not before.has_refresh_token and before.is_equipped
     fake_google.consent.email = "goeun2dc@gmail.com"
 
-    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0HAPPYBELL"))
+    status, _, _ = await visit(browser, owner_link(app, fake_slack, "U0HAPPYBELL"))
 
     after = await app[SERVICES].accounts.find_by_slack_id("U0HAPPYBELL")
     assert status == 200 and after is not None
@@ -125,14 +143,18 @@ async def test_a_legacy_row_is_reconnected_in_place(
 
 
 async def test_reconnecting_keeps_the_old_refresh_token_when_google_sends_none(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
     fake_google.consent.email = "heejae@gmail.com"
     fake_google.omit_refresh_token = True
 
-    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U091UNVE41M"))
+    status, _, _ = await visit(browser, owner_link(app, fake_slack, "U091UNVE41M"))
 
     account = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
     assert status == 200 and account is not None and account.status is Status.HEALTHY
@@ -149,25 +171,29 @@ async def test_reconnecting_keeps_the_old_refresh_token_when_google_sends_none(
 
 
 async def test_no_refresh_token_from_google_and_none_stored_is_refused(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
     fake_google.omit_refresh_token = True
 
-    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U0NORT"), **{"Accept-Language": "en"})
+    status, page, _ = await visit(browser, owner_link(app, fake_slack, "U0NORT"), **{"Accept-Language": "en"})
 
     assert status == 502 and "did not grant lasting access" in page
     assert await app[SERVICES].accounts.find_by_slack_id("U0NORT") is None
 
 
 async def test_an_unlinked_row_with_the_same_email_is_adopted_not_duplicated(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
     fake_google.consent.email = "cdctfm@gmail.com"
 
-    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0CDCTFM"))
+    status, _, _ = await visit(browser, owner_link(app, fake_slack, "U0CDCTFM"))
 
     account = await app[SERVICES].accounts.find_by_slack_id("U0CDCTFM")
     assert status == 200 and account is not None
@@ -177,12 +203,16 @@ async def test_an_unlinked_row_with_the_same_email_is_adopted_not_duplicated(
 
 
 async def test_cancel_at_google_changes_nothing(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
     fake_google.consent.deny = True
-    link = app[SERVICES].links.new_url("U091UNVE41M")
+    link = owner_link(app, fake_slack, "U091UNVE41M")
 
     status, page, _ = await visit(browser, link)
 
@@ -196,13 +226,13 @@ async def test_cancel_at_google_changes_nothing(
 
 
 async def test_an_unticked_send_permission_is_not_stored_and_the_page_names_it(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
     fake_google.consent.granted_scopes = ["openid", "email", READONLY]
 
     status, page, _ = await visit(
-        browser, app[SERVICES].links.new_url("U0SCOPE"), **{"Accept-Language": "en-US,en;q=0.9"}
+        browser, owner_link(app, fake_slack, "U0SCOPE"), **{"Accept-Language": "en-US,en;q=0.9"}
     )
 
     assert status == 400
@@ -213,13 +243,17 @@ async def test_an_unticked_send_permission_is_not_stored_and_the_page_names_it(
 
 
 async def test_a_different_google_account_is_refused_and_a_switch_link_offered(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
     fake_google.consent.email = "someone.else@gmail.com"
 
-    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U091UNVE41M"))
+    status, page, _ = await visit(browser, owner_link(app, fake_slack, "U091UNVE41M"))
 
     assert status == 409
     assert "heejae@gmail.com" in page and "someone.else@gmail.com" in page
@@ -240,10 +274,10 @@ async def test_a_different_google_account_is_refused_and_a_switch_link_offered(
 
 
 async def test_a_replayed_state_stores_nothing_twice(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[SERVICES].links.new_url("U0REPLAY"))
+    callback = await to_callback(browser, owner_link(app, fake_slack, "U0REPLAY"))
     first, _, _ = await visit(browser, callback)
 
     # The same browser reloading the page is told it is connected; nothing is exchanged again.
@@ -259,11 +293,11 @@ async def test_a_replayed_state_stores_nothing_twice(
 
 
 async def test_a_replayed_state_of_a_failed_flow_is_refused(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
     fake_google.consent.deny = True
-    callback = await to_callback(browser, app[SERVICES].links.new_url("U0REPLAY2"))
+    callback = await to_callback(browser, owner_link(app, fake_slack, "U0REPLAY2"))
     await visit(browser, callback)
 
     status, page, _ = await visit(browser, callback)
@@ -272,10 +306,10 @@ async def test_a_replayed_state_of_a_failed_flow_is_refused(
 
 
 async def test_a_tampered_state_is_refused(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[SERVICES].links.new_url("U0TAMPER"))
+    callback = await to_callback(browser, owner_link(app, fake_slack, "U0TAMPER"))
     state = parse_qs(urlsplit(callback).query)["state"][0]
     tampered = callback.replace(f"state={state}", f"state={state[:-2]}xx")
 
@@ -290,10 +324,10 @@ async def test_a_tampered_state_is_refused(
 
 
 async def test_an_expired_state_is_refused_with_the_same_link_to_retry(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    link = app[SERVICES].links.new_url("U0SLOW")
+    link = owner_link(app, fake_slack, "U0SLOW")
     callback = await to_callback(browser, link)
     async with app[SERVICES].pool.acquire() as conn:
         await conn.execute("UPDATE oauth_states SET expires_at = now() - interval '1 second'")
@@ -308,10 +342,14 @@ async def test_an_expired_state_is_refused_with_the_same_link_to_retry(
 
 @pytest.mark.parametrize("cookie", [None, "x" * 43])
 async def test_a_missing_or_wrong_cookie_is_refused_without_using_the_state(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, cookie: str | None
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    cookie: str | None,
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[SERVICES].links.new_url("U0COOKIE"))
+    callback = await to_callback(browser, owner_link(app, fake_slack, "U0COOKIE"))
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
         if cookie:
             other.cookie_jar.update_cookies({"gmail_reconnect_binding": cookie}, response_url=URL(callback))
@@ -324,10 +362,10 @@ async def test_a_missing_or_wrong_cookie_is_refused_without_using_the_state(
 
 
 async def test_fifty_concurrent_callbacks_with_one_state_store_once(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    callback = await to_callback(browser, app[SERVICES].links.new_url("U0RACE"))
+    callback = await to_callback(browser, owner_link(app, fake_slack, "U0RACE"))
 
     results = await asyncio.gather(*(visit(browser, callback) for _ in range(50)))
 
@@ -340,10 +378,10 @@ async def test_fifty_concurrent_callbacks_with_one_state_store_once(
 
 
 async def test_opening_a_link_uses_nothing_up(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    link = app[SERVICES].links.new_url("U0PREFETCH")
+    link = owner_link(app, fake_slack, "U0PREFETCH")
     async with aiohttp.ClientSession() as unfurler:  # Slack's unfurler or a browser prefetch
         for _ in range(3):
             async with unfurler.get(link, allow_redirects=False) as response:
@@ -355,10 +393,10 @@ async def test_opening_a_link_uses_nothing_up(
 
 
 async def test_a_link_that_already_reconnected_says_so(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    link = app[SERVICES].links.new_url("U0TWICE")
+    link = owner_link(app, fake_slack, "U0TWICE")
     fake_google.consent.email = "twice@gmail.com"
     await visit(browser, link)
 
@@ -389,9 +427,11 @@ async def test_bad_links_get_a_clear_page(
     assert status == 400 and expected in page and "/gmail-status" in page
 
 
-async def test_an_expired_link_says_so(serve: Serve, browser: aiohttp.ClientSession) -> None:
+async def test_an_expired_link_says_so(
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession
+) -> None:
     app = await serve(LINK_TTL="1s")
-    link = app[SERVICES].links.new_url("U0OLD")
+    link = owner_link(app, fake_slack, "U0OLD")
     await asyncio.sleep(1.1)
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
@@ -416,6 +456,7 @@ async def test_a_callback_without_state_explains_itself(serve: Serve, browser: a
 )
 async def test_token_endpoint_failures_become_pages_and_store_nothing(
     serve: Serve,
+    fake_slack: FakeSlack,
     browser: aiohttp.ClientSession,
     fake_google: FakeGoogle,
     failure: dict[str, object],
@@ -423,7 +464,7 @@ async def test_token_endpoint_failures_become_pages_and_store_nothing(
     text: str,
 ) -> None:
     app = await serve()
-    link = app[SERVICES].links.new_url("U0FAIL")
+    link = owner_link(app, fake_slack, "U0FAIL")
     callback = await to_callback(browser, link)
     fake_google.fail_token(**failure)  # type: ignore[arg-type]
 
@@ -435,11 +476,11 @@ async def test_token_endpoint_failures_become_pages_and_store_nothing(
 
 
 async def test_a_slow_google_gives_a_page_not_a_hang(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
     app[SERVICES].reconnect.consent.timeout = 0.3
-    callback = await to_callback(browser, app[SERVICES].links.new_url("U0SLOWG"))
+    callback = await to_callback(browser, owner_link(app, fake_slack, "U0SLOWG"))
     fake_google.token_delay = 1.0
 
     status, page, _ = await visit(browser, callback, **{"Accept-Language": "en"})
@@ -449,13 +490,13 @@ async def test_a_slow_google_gives_a_page_not_a_hang(
 
 
 async def test_the_email_comes_from_userinfo_when_there_is_no_id_token(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
     fake_google.omit_id_token = True
     fake_google.consent.email = "via.userinfo@gmail.com"
 
-    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0USERINFO"))
+    status, _, _ = await visit(browser, owner_link(app, fake_slack, "U0USERINFO"))
 
     account = await app[SERVICES].accounts.find_by_slack_id("U0USERINFO")
     assert status == 200 and account is not None and account.email == "via.userinfo@gmail.com"
@@ -463,12 +504,12 @@ async def test_the_email_comes_from_userinfo_when_there_is_no_id_token(
 
 
 async def test_the_email_of_a_verified_id_token_is_used_without_userinfo(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
     fake_google.consent.email = "signed@gmail.com"
 
-    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0SIGNED"))
+    status, _, _ = await visit(browser, owner_link(app, fake_slack, "U0SIGNED"))
 
     account = await app[SERVICES].accounts.find_by_slack_id("U0SIGNED")
     assert status == 200 and account is not None and account.email == "signed@gmail.com"
@@ -508,6 +549,7 @@ UNTRUSTED = {
 @pytest.mark.parametrize("untrusted", UNTRUSTED.values(), ids=UNTRUSTED.keys())
 async def test_an_id_token_that_does_not_verify_is_ignored_and_the_email_comes_from_userinfo(
     serve: Serve,
+    fake_slack: FakeSlack,
     browser: aiohttp.ClientSession,
     fake_google: FakeGoogle,
     untrusted: Callable[[FakeGoogle], None],
@@ -517,7 +559,7 @@ async def test_an_id_token_that_does_not_verify_is_ignored_and_the_email_comes_f
     fake_google.id_token_claims = {"email": "victim@gmail.com"}  # what the token claims, unlike userinfo
     untrusted(fake_google)
 
-    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U0MALLORY"))
+    status, page, _ = await visit(browser, owner_link(app, fake_slack, "U0MALLORY"))
 
     account = await app[SERVICES].accounts.find_by_slack_id("U0MALLORY")
     assert status == 200 and "mallory@gmail.com" in page and "victim@gmail.com" not in page
@@ -527,7 +569,11 @@ async def test_an_id_token_that_does_not_verify_is_ignored_and_the_email_comes_f
 
 
 async def test_a_forged_id_token_cannot_pass_for_the_linked_mailbox(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, database_url: str
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
 ) -> None:
     await load_legacy_seed(database_url)
     app = await serve()
@@ -535,7 +581,7 @@ async def test_a_forged_id_token_cannot_pass_for_the_linked_mailbox(
     fake_google.id_token_key = "unknown"
     fake_google.id_token_claims = {"email": "heejae@gmail.com"}  # the mailbox U091UNVE41M is linked to
 
-    status, page, _ = await visit(browser, app[SERVICES].links.new_url("U091UNVE41M"))
+    status, page, _ = await visit(browser, owner_link(app, fake_slack, "U091UNVE41M"))
 
     assert status == 409 and "someone.else@gmail.com" in page
     account = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
@@ -545,7 +591,11 @@ async def test_a_forged_id_token_cannot_pass_for_the_linked_mailbox(
 
 
 async def test_a_failing_hook_does_not_break_the_success_page(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, caplog: pytest.LogCaptureFixture
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = await serve()
     calls: list[str] = []
@@ -559,7 +609,7 @@ async def test_a_failing_hook_does_not_break_the_success_page(
     app[SERVICES].hooks.register(broken)
     app[SERVICES].hooks.register(working)
 
-    status, _, _ = await visit(browser, app[SERVICES].links.new_url("U0HOOK"))
+    status, _, _ = await visit(browser, owner_link(app, fake_slack, "U0HOOK"))
     await app[SERVICES].hooks.drain()
 
     assert status == 200 and calls == ["U0HOOK"]
@@ -583,12 +633,12 @@ async def test_pages_follow_accept_language_and_carry_security_headers(
 
 
 async def test_the_verifier_is_encrypted_when_encryption_is_on(
-    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
 ) -> None:
     from storage.crypto import generate_key, is_encrypted
 
     app = await serve(TOKEN_ENCRYPTION_KEYS=generate_key())
-    callback = await to_callback(browser, app[SERVICES].links.new_url("U0ENC"))
+    callback = await to_callback(browser, owner_link(app, fake_slack, "U0ENC"))
     async with app[SERVICES].pool.acquire() as conn:
         verifier = await conn.fetchval("SELECT code_verifier FROM oauth_states")
     assert is_encrypted(verifier)
@@ -601,22 +651,24 @@ async def test_the_verifier_is_encrypted_when_encryption_is_on(
     assert "access_token" not in token_data and is_encrypted(token_data["encrypted"]["refresh_token"])
 
 
-async def test_old_states_are_forgotten(serve: Serve, browser: aiohttp.ClientSession) -> None:
+async def test_old_states_are_forgotten(
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession
+) -> None:
     app = await serve()
     pool: asyncpg.Pool = app[SERVICES].pool
-    await location(browser, app[SERVICES].links.new_url("U0GC"))
+    await location(browser, owner_link(app, fake_slack, "U0GC"))
     await pool.execute("UPDATE oauth_states SET expires_at = now() - interval '2 days'")
 
-    await location(browser, app[SERVICES].links.new_url("U0GC"))
+    await location(browser, owner_link(app, fake_slack, "U0GC"))
 
     assert await pool.fetchval("SELECT count(*) FROM oauth_states") == 1
 
 
 async def test_a_database_outage_shows_a_page_not_a_traceback(
-    serve: Serve, browser: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = await serve()
-    link = app[SERVICES].links.new_url("U0DBDOWN")
+    link = owner_link(app, fake_slack, "U0DBDOWN")
     await app[SERVICES].pool.close()
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
@@ -628,10 +680,10 @@ async def test_a_database_outage_shows_a_page_not_a_traceback(
 
 
 async def test_an_unexpected_error_shows_a_page_and_logs_the_traceback(
-    serve: Serve, browser: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = await serve()
-    link = app[SERVICES].links.new_url("U0BROKEN")
+    link = owner_link(app, fake_slack, "U0BROKEN")
     await app[SERVICES].pool.execute("DROP TABLE oauth_states CASCADE")  # a bug, not an outage
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})

@@ -85,6 +85,14 @@ PAGES: dict[str, dict[str, Any]] = {
     "store_conflict": {},
     "server_error": {},
     "unavailable": {"retry_url": "/oauth/google/start?t=" + "x" * 300},
+    "link_used": {"slack_team_id": TEAM},
+    # Slack display names go up to 80 characters.
+    "identity_mismatch": {"owner": "o" * 80, "visitor": "김" * 80, "slack_team_id": TEAM},
+    "sign_in_denied": {"retry_url": RETRY},
+    "slack_refused": {"error": "invalid_scope_" + "x" * 50, "retry_url": RETRY},
+    "sign_in_rejected": {"retry_url": RETRY},
+    "sign_in_failed": {"retry_url": RETRY},
+    "slack_unavailable": {"retry_url": RETRY},
 }
 
 # Content that does not fit, to show that the check sees it: a wide box, a word that cannot wrap, and a wide

@@ -43,6 +43,7 @@ from tests.helpers import (
     buttons,
     eventually,
     load_legacy_seed,
+    owner_link,
     post,
     settled,
     visit,
@@ -264,6 +265,7 @@ async def test_reconnecting_turns_the_dm_into_reconnected_and_confirms(
     assert sent.prompt is not None
     url = buttons(dm(fake_slack, "U0EXP")[0]["blocks"])[RECONNECT_ACTION]["url"]
     fake_google.consent.email = "exp@gmail.com"
+    fake_slack.sign_in("U0EXP")  # the DM's owner clicks its button
 
     status, _, _ = await visit(browser, url)
 
@@ -290,7 +292,7 @@ async def test_a_first_connection_without_a_prompt_is_confirmed(
     fake_slack.add_user("U0NEW", locale="ko-KR")
     fake_google.consent.email = "new@gmail.com"
 
-    await visit(browser, app[SERVICES].links.new_url("U0NEW"))
+    await visit(browser, owner_link(app, fake_slack, "U0NEW"))
 
     await eventually(lambda: len(dm(fake_slack, "U0NEW")) == 1)
     assert "Gmail이 다시 연결되었습니다(new@gmail.com)" in dm(fake_slack, "U0NEW")[0]["text"]
