@@ -2,6 +2,7 @@
 
 Methods answer as Slack does: HTTP 200 with `{"ok": true, ...}` or `{"ok": false, "error": ...}`, HTTP 429 with
 `Retry-After` when rate limited, so slack_sdk's clients and retry handlers can be tested against the real protocol.
+Sign in with Slack (OpenID Connect) is in tests/fakes/slack_oidc.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
+
+from tests.fakes.slack_oidc import (
+    DEFAULT_OIDC_CLIENT_ID,
+    DEFAULT_OIDC_CLIENT_SECRET,
+    OIDC_METHODS,
+    SignInWithSlack,
+)
 
 DEFAULT_BOT_TOKEN = "xoxb-test-bot-token"
 TEAM_ID = "T0TEAM"
@@ -85,9 +93,11 @@ class SlackUser:
     deleted: bool = False
 
 
-class FakeSlack:
+class FakeSlack(SignInWithSlack):
     """Slack's auth, conversations, chat, views and users methods on 127.0.0.1, and Socket Mode: with
-    `app_token`, apps.connections.open gives a one-use WebSocket URL that says hello and carries envelopes."""
+    `app_token`, apps.connections.open gives a one-use WebSocket URL that says hello and carries envelopes.
+    Sign in with Slack too (see SignInWithSlack): the oidc_* arguments are the app's credentials and redirect
+    URLs (None: any)."""
 
     def __init__(
         self,
@@ -97,10 +107,15 @@ class FakeSlack:
         team_id: str = TEAM_ID,
         bot_user_id: str = BOT_USER_ID,
         app_id: str = APP_ID,
+        oidc_client_id: str = DEFAULT_OIDC_CLIENT_ID,
+        oidc_client_secret: str = DEFAULT_OIDC_CLIENT_SECRET,
+        oidc_redirect_uris: list[str] | None = None,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
         self.team_id = team_id
+        self.team_name = "Fake"
+        self.team_domain = TEAM_DOMAIN
         self.bot_user_id = bot_user_id
         self.app_id = app_id
         self.bot_id = BOT_ID
@@ -142,6 +157,7 @@ class FakeSlack:
             "users.list": self._users_list,
             "users.lookupByEmail": self._users_lookup_by_email,
         }
+        self._init_sign_in(oidc_client_id, oidc_client_secret, oidc_redirect_uris)
 
     async def start(self) -> None:
         """Serve on an unused port of 127.0.0.1 and set base_url."""
@@ -149,6 +165,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._dispatch)
         app.router.add_post("/response/{name}", self._response_url)
         app.router.add_get("/link/", self._socket)
+        self._add_sign_in_routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -190,7 +207,9 @@ class FakeSlack:
         self._failures.setdefault(method, []).extend([(429, "ratelimited", retry_after)] * times)
 
     def fail(self, method: str, *, status: int = 500, times: int = 1, error: str | None = None) -> None:
-        """Answer the next `times` calls to `method` with `status` and no body, or HTTP 200 with `error`."""
+        """Answer the next `times` calls to `method` with `status` and no body, or HTTP 200 with `error`.
+
+        `method` may also be KEYS_FAILURE: the Sign in with Slack keys endpoint then answers `status`."""
         failure = (200, error, 0) if error is not None else (status, None, 0)
         self._failures.setdefault(method, []).extend([failure] * times)
 
@@ -264,11 +283,13 @@ class FakeSlack:
         self.calls.append(call)
         if self.delay:
             await asyncio.sleep(self.delay)
-        response = self._answer(method, args, token)
+        response = self._answer(method, args, token, request.headers.get("Authorization", ""))
         call.status = response.status
         return response
 
-    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> web.Response:
+    def _answer(
+        self, method: str, args: dict[str, Any], token: str | None, authorization: str
+    ) -> web.Response:
         failures = self._failures.get(method)
         if failures:
             status, error, retry_after = failures.pop(0)
@@ -277,6 +298,8 @@ class FakeSlack:
             if error is None:
                 return web.Response(status=status, body=b"", content_type=JSON_CONTENT_TYPE, charset="utf-8")
             return _json({"ok": False, "error": error})
+        if method in OIDC_METHODS:  # authorized by the app's client credentials or a Sign in with Slack token
+            return _json(self._oidc_answer(method, args, token, authorization))
         handler = self._methods.get(method)
         if handler is None:
             return _json({"ok": False, "error": "unknown_method", "req_method": method})
@@ -360,7 +383,7 @@ class FakeSlack:
     def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
             "url": "https://fake.slack.com/",
-            "team": "Fake",
+            "team": self.team_name,
             "user": "gmail-reconnect",
             "team_id": self.team_id,
             "user_id": self.bot_user_id,
