@@ -30,6 +30,7 @@ from bot.reconnect.flow import ReconnectFlow
 from bot.reconnect.hooks import ReconnectHooks
 from bot.reconnect.identity import IdentityCookie, identity_cookie
 from bot.reconnect.links import LinkSigner, link_signer
+from bot.reconnect.ownership import OwnerCheck
 from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
 from bot.slack.prompter import Prompter
 from bot.slack.sign_in import SlackSignIn
@@ -130,18 +131,24 @@ class Services:
     @cached_property
     def reconnect(self) -> ReconnectFlow:
         """The consent flow, from a Slack link to stored tokens."""
+        states = OAuthStates(self.pool, self.accounts.codec.cipher)
+        owners = None
+        if self.settings.checks_identity:
+            owners = OwnerCheck(
+                slack=SlackSignIn(self.settings, self.sessions.slack),
+                states=states,
+                pool=self.pool,
+                name_of=self.users.name,
+            )
         return ReconnectFlow(
             self.settings,
             accounts=self.accounts,
-            states=OAuthStates(self.pool, self.accounts.codec.cipher),
+            states=states,
             links=self.links,
             consent=Consent(self.settings),
             google=self.google,
             hooks=self.hooks,
-            sign_in=SlackSignIn(self.settings, self.sessions.slack)
-            if self.settings.checks_identity
-            else None,
-            name_of=self.users.name,
+            owners=owners,
         )
 
     @cached_property

@@ -181,6 +181,9 @@ WEB_API_SCOPES: dict[str, frozenset[str]] = {
     # not in the manifest's bot scopes.
     "apps_connections_open": frozenset(),
     "auth_test": frozenset(),
+    # Sign in with Slack: authenticated by the app's client id and secret; the user scope openid is asked for
+    # at Slack's authorize URL.
+    "openid_connect_token": frozenset(),
     "chat_delete": frozenset({"chat:write"}),
     "chat_postEphemeral": frozenset({"chat:write"}),
     "chat_postMessage": frozenset({"chat:write"}),
@@ -414,7 +417,8 @@ async def test_bot_scopes_are_exactly_the_ones_the_code_needs(
     needed = required_scopes(await registered_listeners(bolt), slack_api_uses())
     problems = differences("bot scope", manifest_bot_scopes(manifest), needed)
     assert not problems, "\n".join(problems)
-    assert "user" not in manifest["oauth_config"]["scopes"], "the bot needs no user-token scopes"
+    # The only user scope is Sign in with Slack's openid, which gives no token for the Web API.
+    assert manifest["oauth_config"]["scopes"]["user"] == ["openid"], "the bot needs no user-token scopes"
 
 
 @pytest.mark.parametrize(

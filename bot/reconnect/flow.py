@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.config import Settings
@@ -22,36 +22,18 @@ from bot.google.client import GoogleClient
 from bot.google.consent import Consent, verified_email
 from bot.google.errors import Failure, GoogleError
 from bot.google.scopes import missing_capabilities
+from bot.reconnect.answer import STATE_TTL, Answer
 from bot.reconnect.hooks import Reconnected, ReconnectHooks
 from bot.reconnect.identity import SlackIdentity
 from bot.reconnect.links import LinkClaims, LinkError, LinkSigner, Purpose
+from bot.reconnect.ownership import OwnerCheck, printable
 from bot.slack.ids import slack_actor
-from bot.slack.sign_in import SignInError, SignInFailure, SlackSignIn
-from storage import audit
 from storage.accounts import Accounts
 from storage.errors import Conflict
 from storage.models import Account, Status, TokenGrant
 from storage.oauth_states import OAuthState, OAuthStates, Provider, Rejection, StateRejected
 
 log = logging.getLogger(__name__)
-
-STATE_TTL = timedelta(minutes=10)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What to send the browser: a redirect to `location`, or the page `page` with its parameters; and an
-    identity Slack just verified, for the browser to remember."""
-
-    page: str
-    status: int = 200
-    location: str | None = field(default=None, repr=False)
-    params: dict[str, Any] = field(default_factory=dict)
-    identity: SlackIdentity | None = None
-
-
-# The name a page shows for a Slack user (e.g. their display name), or None when Slack cannot tell.
-NameOf = Callable[[str], Awaitable[str | None]]
 
 
 class ReconnectFlow:
@@ -67,13 +49,11 @@ class ReconnectFlow:
         consent: Consent,
         google: GoogleClient,
         hooks: ReconnectHooks,
-        sign_in: SlackSignIn | None,
-        name_of: NameOf,
+        owners: OwnerCheck | None,
     ) -> None:
         self.settings = settings
         # None with IDENTITY_CHECK=off: links then go straight to Google.
-        self.sign_in = sign_in
-        self.name_of = name_of
+        self.owners = owners
         self.accounts = accounts
         self.states = states
         self.links = links
@@ -94,10 +74,10 @@ class ReconnectFlow:
             return Answer("link_expired" if error.expired else "link_invalid", 400)
         if await self.states.link_used(claims.link_id):
             return await self._used_link(claims, identity)
-        if self.sign_in is not None and not (
+        if self.owners is not None and not (
             identity is not None and identity.is_owner_of(claims.slack_user_id, claims.slack_team_id)
         ):
-            return await self._to_slack(self.sign_in, claims, browser_binding)
+            return await self.owners.sign_in(claims, browser_binding=browser_binding)
         return await self._to_google(claims, browser_binding)
 
     async def signed_in(self, query: Mapping[str, str], *, browser_binding: str | None) -> Answer:
@@ -118,86 +98,27 @@ class ReconnectFlow:
         return answer
 
     async def _identified(self, state: OAuthState, query: Mapping[str, str], browser_binding: str) -> Answer:
-        retry = self._retry_url(state)
-        error = query.get("error")
-        if error == "access_denied":
-            return Answer("sign_in_denied", params={"retry_url": retry})
-        if error:
-            return Answer("slack_refused", 400, params={"error": _printable(error), "retry_url": retry})
-        code = query.get("code", "")
-        if not code or self.sign_in is None:
-            return Answer("code_missing", 400, params={"retry_url": retry})
-        try:
-            identity = await self.sign_in.identify(code=code, nonce=state.code_verifier)
-        except SignInError as failed:
-            log.warning("Slack sign-in for a link of %s failed: %s", state.slack_user_id, failed)
-            page, status = _SIGN_IN_FAILURES[failed.failure]
-            return Answer(page, status, params={"retry_url": retry})
-        if not identity.is_owner_of(state.slack_user_id, state.slack_team_id):
-            return await self._mismatch(state, identity)
-        claims = _claims_of(state)
+        assert self.owners is not None, "a Slack state exists only when identities are checked"
+        checked = await self.owners.check(state, query, retry_url=self._retry_url(state))
+        if not isinstance(checked, SlackIdentity):
+            return checked
+        claims = claims_of(state)
         if claims is None:
             return Answer("link_expired", 400)
         if await self.states.link_used(claims.link_id):
-            return replace(await self._used_link(claims, identity), identity=identity)
-        return replace(await self._to_google(claims, browser_binding), identity=identity)
-
-    async def _mismatch(self, state: OAuthState, identity: SlackIdentity) -> Answer:
-        log.warning(
-            "A link made for %s was opened by %s, signed in to Slack: refused before Google",
-            state.slack_user_id,
-            identity.slack_user_id,
-        )
-        await audit.append(
-            self.accounts.pool,
-            actor=slack_actor(identity.slack_user_id),
-            action="identity.mismatch",
-            slack_user_id=state.slack_user_id,
-            details={
-                "signed_in_as": identity.slack_user_id,
-                "signed_in_team": identity.slack_team_id,
-                "link_team": state.slack_team_id,
-                "purpose": state.purpose,
-            },
-        )
-        owner = await self.name_of(state.slack_user_id) or state.slack_user_id
-        visitor = await self.name_of(identity.slack_user_id) or identity.slack_user_id
-        return Answer(
-            "identity_mismatch",
-            403,
-            params={"owner": owner, "visitor": visitor, "slack_team_id": state.slack_team_id},
-        )
+            return replace(await self._used_link(claims, checked), identity=checked)
+        return replace(await self._to_google(claims, browser_binding), identity=checked)
 
     async def _used_link(self, claims: LinkClaims, identity: SlackIdentity | None) -> Answer:
         # The owner's second click on a link that just worked is told so; a link never starts a second flow,
         # and only its owner learns which mailbox it connected.
-        owner = self.sign_in is None or (
+        owner = self.owners is None or (
             identity is not None and identity.is_owner_of(claims.slack_user_id, claims.slack_team_id)
         )
         account = await self.accounts.find_by_slack_id(claims.slack_user_id)
         if owner and account is not None and account.status is Status.HEALTHY:
             return _already_connected(account, claims.slack_team_id)
         return Answer("link_used", 400, params={"slack_team_id": claims.slack_team_id})
-
-    async def _to_slack(self, sign_in: SlackSignIn, claims: LinkClaims, browser_binding: str) -> Answer:
-        state = secrets.token_urlsafe(32)
-        nonce = secrets.token_urlsafe(32)
-        await self.states.create(
-            state=state,
-            browser_binding=browser_binding,
-            slack_user_id=claims.slack_user_id,
-            slack_team_id=claims.slack_team_id,
-            purpose=str(claims.purpose),
-            link_id=claims.link_id,
-            link_expires_at=claims.expires_at,
-            code_verifier=nonce,
-            redirect_uri=sign_in.redirect_uri,
-            scopes=["openid"],
-            ttl=STATE_TTL,
-            provider=Provider.SLACK,
-        )
-        url = sign_in.authorization_url(state=state, nonce=nonce, team_id=claims.slack_team_id)
-        return Answer("redirect", 302, location=url)
 
     async def _to_google(self, claims: LinkClaims, browser_binding: str) -> Answer:
         account = await self.accounts.find_by_slack_id(claims.slack_user_id)
@@ -260,9 +181,7 @@ class ReconnectFlow:
         if error == "access_denied":
             return Answer("denied", params={"retry_url": retry}), None
         if error:
-            return Answer(
-                "google_refused", 400, params={"error": _printable(error), "retry_url": retry}
-            ), None
+            return Answer("google_refused", 400, params={"error": printable(error), "retry_url": retry}), None
         code = query.get("code", "")
         if not code:
             return Answer("code_missing", 400, params={"retry_url": retry}), None
@@ -377,18 +296,11 @@ class ReconnectFlow:
 
     def _retry_url(self, state: OAuthState, *, purpose: Purpose | None = None) -> str | None:
         """The link this flow started from (same claims, so the same link), if it is still valid."""
-        claims = _claims_of(state, purpose=purpose)
+        claims = claims_of(state, purpose=purpose)
         return self.links.url(claims) if claims is not None else None
 
 
-_SIGN_IN_FAILURES = {
-    SignInFailure.REJECTED: ("sign_in_rejected", 400),
-    SignInFailure.INVALID: ("sign_in_failed", 502),
-    SignInFailure.UNAVAILABLE: ("slack_unavailable", 503),
-}
-
-
-def _claims_of(state: OAuthState, *, purpose: Purpose | None = None) -> LinkClaims | None:
+def claims_of(state: OAuthState, *, purpose: Purpose | None = None) -> LinkClaims | None:
     """The claims of the link a flow started from, while that link is valid."""
     if state.link_id is None or state.link_expires_at is None or state.link_expires_at <= datetime.now(UTC):
         return None
@@ -416,8 +328,3 @@ def _exchange_failed(failure: GoogleError, retry: str | None) -> Answer:
 
 def _already_connected(account: Account, slack_team_id: str | None) -> Answer:
     return Answer("already_connected", params={"email": account.email or "", "slack_team_id": slack_team_id})
-
-
-def _printable(error: str) -> str:
-    # Google's error codes are short ASCII words; anything else is cut down before it reaches a page.
-    return "".join(ch for ch in error[:64] if ch.isalnum() or ch in "_-.")

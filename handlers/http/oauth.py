@@ -9,7 +9,8 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.i18n import pick_locale
-from bot.reconnect.flow import STATE_TTL, Answer, new_browser_binding
+from bot.reconnect.answer import STATE_TTL, Answer
+from bot.reconnect.flow import new_browser_binding
 from bot.reconnect.identity import IDENTITY_COOKIE
 from bot.reconnect.paths import CALLBACK_PATH, COOKIE_PATH, SLACK_CALLBACK_PATH, START_PATH
 from handlers.http.pages import render

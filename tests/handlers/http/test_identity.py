@@ -7,6 +7,7 @@ import base64
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from html import escape
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -16,6 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from bot.appkeys import SERVICES
+from bot.i18n import text
 from bot.reconnect.identity import IDENTITY_COOKIE, SlackIdentity
 from bot.reconnect.links import Purpose
 from bot.reconnect.paths import CALLBACK_PATH, SLACK_CALLBACK_PATH
@@ -23,6 +25,7 @@ from storage import audit
 from storage.models import Status
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import TEAM_ID, FakeSlack, slash_command_body
+from tests.fakes.slack_oidc import TEAM_ID_CLAIM
 from tests.helpers import Serve, healthy, load_legacy_seed, post, visit
 
 OWNER, COLLEAGUE = "U0OWNER", "U0COLLEAGUE"
@@ -89,6 +92,7 @@ async def test_the_owner_signs_in_with_slack_then_connects_and_is_remembered(
     assert (slack_sign_ins(fake_slack), google_consents(fake_google)) == (1, 1)
 
     # Next time (a fresh link, the account broken since) the browser goes straight to Google: one click.
+    fake_google.consent.email = "owner@gmail.com"
     await app[SERVICES].accounts.set_status(account.id, status=Status.REVOKED, cause="test", actor="test")
     fake_slack.sign_out()
     google_url = await location(browser, app[SERVICES].links.new_url(OWNER, slack_team_id=TEAM_ID))
@@ -119,23 +123,21 @@ async def test_a_forwarded_link_of_a_member_without_a_row_stops_before_google(
     assert not any(c.key == IDENTITY_COOKIE for c in browser.cookie_jar)
 
 
-async def test_a_forwarded_link_of_a_legacy_row_without_an_email_stops_before_google(
-    serve: Serve,
-    browser: aiohttp.ClientSession,
-    fake_google: FakeGoogle,
-    fake_slack: FakeSlack,
-    database_url: str,
+async def test_a_forwarded_link_of_a_row_without_an_email_stops_before_google(
+    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, fake_slack: FakeSlack
 ) -> None:
-    await load_legacy_seed(database_url)
     app = await serve()
-    before = await app[SERVICES].accounts.find_by_slack_id("U0HAPPYBELL")
-    assert before is not None and before.email is None
+    before = await healthy(app, fake_google, OWNER)
+    async with app[SERVICES].pool.acquire() as conn:
+        await conn.execute("UPDATE gmail_tokens SET metadata = metadata - 'email' WHERE id = $1", before.id)
+    before = await app[SERVICES].accounts.get(before.id)
+    assert before.email is None
     fake_slack.sign_in(COLLEAGUE)
 
-    status, page, final = await visit(browser, app[SERVICES].links.new_url("U0HAPPYBELL"))
+    status, page, final = await visit(browser, app[SERVICES].links.new_url(OWNER))
 
     await assert_refused_before_google(app, fake_google, status, page, final)
-    assert await app[SERVICES].accounts.find_by_slack_id("U0HAPPYBELL") == before
+    assert await app[SERVICES].accounts.get(before.id) == before
 
 
 async def test_a_forwarded_switch_link_stops_before_google(
@@ -259,7 +261,7 @@ async def test_an_id_token_that_does_not_check_out_names_no_one(
         browser, app[SERVICES].links.new_url(OWNER), **{"Accept-Language": "en"}
     )
 
-    assert status == 502 and "Slack's answer could not be used" in page, why
+    assert status == 502 and escape(text("en", "page.sign_in_failed.title")) in page, why
     assert urlsplit(final).path == SLACK_CALLBACK_PATH
     assert google_consents(fake_google) == 0 and not any(c.key == IDENTITY_COOKIE for c in browser.cookie_jar)
 
@@ -283,9 +285,11 @@ async def test_the_same_user_in_another_workspace_is_not_the_owner(
     app = await serve()
     fake_slack.sign_in(OWNER, team_id="T0OTHERTEAM")
 
-    status, page, final = await visit(browser, app[SERVICES].links.new_url(OWNER, slack_team_id=TEAM_ID))
+    status, page, _ = await visit(browser, app[SERVICES].links.new_url(OWNER, slack_team_id=TEAM_ID))
 
-    assert status in (200, 403) and google_consents(fake_google) == 0, page
+    # Slack asks the browser to sign in to the link's workspace; the flow goes no further.
+    assert status == 200 and google_consents(fake_google) == 0, page
+    assert fake_slack.oidc_authorize_requests[-1]["team"] == TEAM_ID
     assert await app[SERVICES].accounts.find_by_slack_id(OWNER) is None
 
 
@@ -299,7 +303,7 @@ async def test_cancel_on_slacks_screen_changes_nothing_and_offers_a_retry(
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})
 
-    assert status == 200 and "You cancelled on Slack's screen" in page
+    assert status == 200 and escape(text("en", "page.sign_in_denied.body")) in page
     assert link.replace("&", "&amp;") in page  # Try again
     assert google_consents(fake_google) == 0
 
@@ -345,7 +349,7 @@ async def test_slack_down_at_the_sign_in_says_so(
 
     status, page, _ = await visit(browser, app[SERVICES].links.new_url(OWNER), **{"Accept-Language": "en"})
 
-    assert status == 503 and "Slack is not answering right now" in page
+    assert status == 503 and escape(text("en", "page.slack_unavailable.title")) in page
     assert google_consents(fake_google) == 0
 
 
@@ -410,3 +414,15 @@ def _renamed(body: str, slack_user_id: str) -> str:
 
 def _url(app: web.Application) -> str:
     return app[SERVICES].settings.public_base_url
+
+
+async def test_an_id_token_from_another_workspace_is_not_the_owner(
+    serve: Serve, browser: aiohttp.ClientSession, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    fake_slack.sign_in(OWNER)
+    fake_slack.oidc_tamper_next(**{TEAM_ID_CLAIM: "T0OTHERTEAM"})
+
+    status, page, final = await visit(browser, app[SERVICES].links.new_url(OWNER, slack_team_id=TEAM_ID))
+
+    await assert_refused_before_google(app, fake_google, status, page, final)

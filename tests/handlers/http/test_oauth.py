@@ -14,6 +14,7 @@ from aiohttp import web
 from yarl import URL
 
 from bot.appkeys import SERVICES
+from bot.google.token_service import Outcome
 from bot.reconnect.hooks import Reconnected
 from bot.reconnect.links import Purpose
 from bot.reconnect.paths import CALLBACK_PATH
@@ -649,6 +650,31 @@ async def test_the_verifier_is_encrypted_when_encryption_is_on(
     async with app[SERVICES].pool.acquire() as conn:
         token_data = await conn.fetchval("SELECT token_data FROM gmail_tokens WHERE user_id = 'U0ENC'")
     assert "access_token" not in token_data and is_encrypted(token_data["encrypted"]["refresh_token"])
+
+
+async def test_with_encryption_on_a_reconnected_legacy_row_holds_no_client_secret(
+    serve: Serve,
+    fake_slack: FakeSlack,
+    browser: aiohttp.ClientSession,
+    fake_google: FakeGoogle,
+    database_url: str,
+) -> None:
+    from storage.crypto import generate_key
+
+    await load_legacy_seed(database_url)
+    app = await serve(TOKEN_ENCRYPTION_KEYS=generate_key())
+    fake_google.consent.email = "heejae@gmail.com"
+
+    status, _, _ = await visit(browser, owner_link(app, fake_slack, "U091UNVE41M"))
+
+    account = await app[SERVICES].accounts.find_by_slack_id("U091UNVE41M")
+    assert status == 200 and account is not None
+    async with app[SERVICES].pool.acquire() as conn:
+        row = await conn.fetchval("SELECT row_to_json(g)::text FROM gmail_tokens g WHERE id = $1", account.id)
+    assert fake_google.client_secret not in row and "GOCSPX-legacy" not in row
+    # The bot still refreshes the row, with its own client.
+    fresh = await app[SERVICES].tokens.access(account.id, force_refresh=True)
+    assert fresh.outcome is Outcome.REFRESHED
 
 
 async def test_old_states_are_forgotten(
