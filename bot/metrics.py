@@ -1,6 +1,7 @@
-"""Prometheus metrics at GET /metrics: accounts by status, refreshes, prompts, OAuth callbacks, runs and API
-calls. Counters count what this process did (Prometheus sums them over replicas); the accounts gauge is read
-from the database at each scrape, so every replica reports the same figures."""
+"""Prometheus metrics at GET /metrics: accounts by status, refreshes, prompts, OAuth callbacks, runs, API calls
+and API calls refused for want of a key. Counters count what this process did (Prometheus sums them over
+replicas); the accounts gauge is read from the database at each scrape, so every replica reports the same
+figures."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from storage.models import Status
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The reasons handlers/http/api_access.py's Refusal names.
+API_REFUSALS = ("missing", "malformed", "unknown", "revoked")
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 
@@ -76,6 +79,13 @@ class Metrics:
             ["endpoint", "status"],
             registry=self.registry,
         )
+        self.api_refused = Counter(
+            "gmail_reconnect_api_refused",
+            "Calls to /api/v1 refused for want of a valid API key, by reason (missing, malformed, unknown, "
+            "revoked); they are not written to the audit log.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.database_up = Gauge(
             "gmail_reconnect_database_up",
             "1 when the last scrape could read the database, 0 when it could not (the accounts gauge is then stale).",
@@ -86,6 +96,8 @@ class Metrics:
             self.refreshes.labels(outcome)
         for delivery in ("posted", "updated", "snoozed", "failed"):
             self.prompts.labels(delivery)
+        for reason in API_REFUSALS:
+            self.api_refused.labels(reason)
 
     async def render(self, accounts: Accounts, required: Iterable[Capability]) -> bytes:
         """The text exposition format, with the accounts gauge read from the database now.

@@ -107,8 +107,9 @@ def refuse_wrong_database(shape: DatabaseShape, where: str) -> None:
         )
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply pending migrations in order, each in its own transaction; return those applied.
+async def migrate(conn: asyncpg.Connection, *, until: int | None = None) -> list[Migration]:
+    """Apply pending migrations in order (up to version `until`, if given), each in its own transaction;
+    return those applied.
 
     Holds a session advisory lock on `conn` for the whole run, so replicas starting together apply each
     migration once. `conn` must be a dedicated connection: a pooled one drops session locks on release.
@@ -121,7 +122,7 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
         _check_history(applied, shipped)
         done = []
         for migration in shipped:
-            if migration.version in applied:
+            if migration.version in applied or (until is not None and migration.version > until):
                 continue
             log.info("Applying migration %s", migration)
             try:

@@ -22,6 +22,7 @@ import asyncpg
 import psutil
 from aiohttp import web
 from multidict import CIMultiDictProxy
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.appkeys import SERVICES
 from storage.accounts import Accounts
@@ -264,6 +265,27 @@ async def call(
         session.request(method, url, headers=headers, json=body, data=data) as response,
     ):
         return Reply(response.status, response.headers, await response.text())
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape_metrics(app: web.Application) -> Samples:
+    """GET /metrics, parsed: the value of every sample by its name and labels."""
+    reply = await call(app, "GET", "/metrics")
+    assert reply.status == 200, reply.text
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    assert reply.headers["Cache-Control"] == "no-store"
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value, by its name and labels."""
+    return samples[name, frozenset(labels.items())]
 
 
 async def account_by_user_id(accounts: Accounts, user_id: str) -> Account | None:

@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 
 from bot import event_loop
-from bot.cli.parser import build_parser
+from bot.cli.parser import parse_command_line
 from bot.config import Settings
 from bot.environment import load_settings
 from bot.errors import ConfigError, GmailReconnectError
@@ -33,7 +33,7 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, load settings once, run the command; errors become a message and an exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     if args.env_file is not None and not args.env_file.is_file():
         print(f"gmail-reconnect: --env-file {args.env_file}: no such file.", file=sys.stderr)
         return EXIT_CONFIG
@@ -219,16 +219,17 @@ async def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
+    name = args.name.strip() if args.api_key_command == "create" else ""
+    if args.api_key_command == "create" and (not name or len(name) > 100):  # said before the database starts
+        raise ConfigError(["NAME must be 1 to 100 characters, e.g. skill-email."])
     async with open_services(settings) as services:
         keys = services.api_keys
         if args.api_key_command == "create":
-            name = args.name.strip()
-            if not name or len(name) > 100:
-                raise ConfigError(["NAME must be 1 to 100 characters, e.g. skill-email."])
-            key, secret = await keys.create(name, actor=CLI_ACTOR)
+            key, secret = await keys.create(name, scopes=args.scopes, actor=CLI_ACTOR)
             print(secret)
             print(
-                f"API key {key.name!r} ({key.key_prefix}…) created. Store it now: it is not shown again.\n"
+                f"API key {key.name!r} ({key.key_prefix}…) created with scopes {', '.join(key.scope_names)}. "
+                "Store it now: it is not shown again.\n"
                 f"Use it as: Authorization: Bearer {key.key_prefix}…",
                 file=sys.stderr,
             )
@@ -238,13 +239,13 @@ async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
         else:
             found = await keys.list(include_revoked=args.all)
             if not found:
-                print("No API keys. Create one with: gmail-reconnect api-key create NAME")
+                print("No API keys. Create one with: gmail-reconnect api-key create NAME --scope SCOPE")
             for key in found:
                 used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
                 state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
                 print(
-                    f"{key.name:<24} {key.key_prefix}…  created {key.created_at:%Y-%m-%d %H:%M} "
-                    f"by {key.created_by}  last used {used}  {state}"
+                    f"{key.name:<24} {key.key_prefix}…  scopes {','.join(key.scope_names):<24} "
+                    f"created {key.created_at:%Y-%m-%d %H:%M} by {key.created_by}  last used {used}  {state}"
                 )
     return EXIT_OK
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__
 from bot.slack.ids import is_user_id
+from storage.api_keys import Scope
 from storage.models import Status
+
+VALID_SCOPES = ", ".join(map(str, Scope))
+SCOPE_HELP = (
+    "what the key may do, comma-separated: credentials (read access tokens), registry (list the accounts and "
+    "read one's status), report (report a failed token)"
+)
 
 
 def slack_user_id(value: str) -> str:
@@ -20,8 +28,34 @@ def slack_user_id(value: str) -> str:
     return value
 
 
+def scopes(value: str) -> frozenset[Scope]:
+    """An argument naming one or more API-key scopes, comma-separated (argparse's `type`)."""
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in set(Scope)]
+    if unknown or not names:
+        what = f"unknown scope {', '.join(map(repr, unknown))}" if unknown else "no scope given"
+        raise argparse.ArgumentTypeError(
+            f"{what}: use one or more of {VALID_SCOPES}, comma-separated (e.g. --scope registry,report)"
+        )
+    return frozenset(Scope(name) for name in names)
+
+
+def parse_command_line(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; errors print the usage and exit 2, as argparse's own do."""
+    parser, create_key = _build()
+    args = parser.parse_args(argv)
+    if args.command == "api-key" and args.api_key_command == "create" and args.scopes is None:
+        # Not `required=True`: argparse would then name the option without saying what to give it.
+        create_key.error(f"--scope is required: give one or more of {VALID_SCOPES}, comma-separated")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand with its own --help."""
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="gmail-reconnect",
         description="Keeps every Slack user's Gmail connection alive, with a one-click reconnect in Slack.",
@@ -111,11 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     api_key = commands.add_parser("api-key", help="create, list or revoke API keys for other services")
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
     create = api_key_commands.add_parser(
-        "create", help="create a key and print it (once: only a hash is kept)"
+        "create",
+        help="create a key and print it (once: only a hash is kept)",
+        usage="%(prog)s NAME --scope SCOPE[,SCOPE]",  # argparse would show the required --scope as optional
     )
     create.add_argument("name", metavar="NAME", help="who uses it, e.g. skill-email")
+    create.add_argument(
+        "--scope", dest="scopes", type=scopes, metavar="SCOPE[,SCOPE]", help=f"required: {SCOPE_HELP}"
+    )
     listing = api_key_commands.add_parser("list", help="list the keys (never their secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = api_key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("name", metavar="NAME_OR_PREFIX", help="the key's name, or its prefix from `list`")
-    return parser
+    return parser, create

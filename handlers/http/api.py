@@ -1,18 +1,19 @@
 """The API for other services (the briefing's skill-email, a sender registry), authenticated by API keys.
 
-    GET  /api/v1/accounts[?status=S]                     the registry: every account's health, no tokens
-    GET  /api/v1/accounts/{slack_user_id}/credentials    a working access token (refreshed if needed), or 409
-    POST /api/v1/accounts/{slack_user_id}/token-failure  "this token failed": re-check, and prompt the user
+    GET  /api/v1/accounts[?status=S]                     registry:    every account's health, no tokens
+    GET  /api/v1/accounts/{slack_user_id}                registry:    one account's health, no tokens
+    GET  /api/v1/accounts/{slack_user_id}/credentials    credentials: a working access token, or 409
+    POST /api/v1/accounts/{slack_user_id}/token-failure  report:      "this token failed": re-check, prompt
 
-Keys go in `Authorization: Bearer gmr_…`. Answers are JSON and never cached; every call is audited with the
-key's name, never its secret.
+Keys go in `Authorization: Bearer gmr_…` (handlers/http/api_access.py checks them and their scopes). Answers are
+JSON and never cached; every call with a valid key is audited with the key's name, never its secret.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -22,82 +23,42 @@ from bot.google.health import Cause, account_summary, effective_status
 from bot.google.token_service import Outcome
 from bot.i18n import text
 from bot.slack.ids import is_user_id
+from handlers.http.api_access import NO_STORE, REFUSALS, RefusalLog, keyed, problem
 from storage import audit
-from storage.api_keys import KEY_PREFIX, SHOWN_PREFIX_LENGTH, ApiKey
+from storage.api_keys import ApiKey, Scope
 from storage.models import Account, Status
+from storage.token_checks import claim_check
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 REASON_LIMIT = 1000
 RETRY_AFTER_SECONDS = 60
-NO_STORE = {"Cache-Control": "no-store"}
-
-Endpoint = Callable[[web.Request, ApiKey], Awaitable[web.Response]]
+# A token-failure report checks with Google at most this often per account, whichever replica it reaches.
+CHECK_INTERVAL = timedelta(minutes=1)
 
 
 def register(app: web.Application) -> None:
     """Add the API routes."""
-    app.router.add_get(f"{API_PREFIX}/accounts", _keyed("accounts", list_accounts))
+    app[REFUSALS] = RefusalLog()
+    accounts = f"{API_PREFIX}/accounts"
+    app.router.add_get(accounts, keyed("accounts", Scope.REGISTRY, list_accounts))
+    app.router.add_get(f"{accounts}/{{slack_user_id}}", keyed("account", Scope.REGISTRY, account_status))
     app.router.add_get(
-        f"{API_PREFIX}/accounts/{{slack_user_id}}/credentials", _keyed("credentials", credentials)
+        f"{accounts}/{{slack_user_id}}/credentials", keyed("credentials", Scope.CREDENTIALS, credentials)
     )
     app.router.add_post(
-        f"{API_PREFIX}/accounts/{{slack_user_id}}/token-failure", _keyed("token_failure", token_failure)
+        f"{accounts}/{{slack_user_id}}/token-failure", keyed("token_failure", Scope.REPORT, token_failure)
     )
-
-
-def _problem(status: int, error: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": error, "message": message, **extra}, status=status, headers=NO_STORE)
-
-
-def _keyed(name: str, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The endpoint behind the API-key check, counted in the metrics by endpoint and status."""
-
-    async def handler(request: web.Request) -> web.Response:
-        key = await _authenticate(request)
-        response = await endpoint(request, key) if isinstance(key, ApiKey) else key
-        request.app[SERVICES].metrics.api_requests.labels(name, str(response.status)).inc()
-        return response
-
-    return handler
-
-
-async def _authenticate(request: web.Request) -> ApiKey | web.Response:
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    presented = presented.strip()
-    key = (
-        await request.app[SERVICES].api_keys.verify(presented)
-        if scheme.lower() == "bearer" and presented
-        else None
-    )
-    if key is not None:
-        return key
-    # The shown prefix of a well-formed key is not secret (api-key list prints it); the rest never leaves.
-    shown = presented[:SHOWN_PREFIX_LENGTH] if presented.startswith(KEY_PREFIX) else None
-    await audit.append(
-        request.app[SERVICES].pool,
-        actor="api:unknown",
-        action="api.refused",
-        details={"path": request.path, "prefix": shown, "key_presented": bool(presented)},
-    )
-    message = (
-        "This API key is not valid, or it was revoked."
-        if presented
-        else "Send an API key as `Authorization: Bearer gmr_…` (create one with `gmail-reconnect api-key create NAME`)."
-    )
-    response = _problem(401, "unauthorized", message)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="gmail-reconnect"'
-    return response
 
 
 async def _account(request: web.Request) -> Account | web.Response:
     slack_user_id = request.match_info["slack_user_id"]
     if not is_user_id(slack_user_id):
-        return _problem(400, "bad_request", f"{slack_user_id!r} is not a Slack user ID (like U0123ABCD).")
+        return problem(400, "bad_request", f"{slack_user_id!r} is not a Slack user ID (like U0123ABCD).")
     account = await request.app[SERVICES].accounts.find_by_slack_id(slack_user_id)
     if account is None:
-        return _problem(404, "not_found", f"No Gmail account is linked to Slack user {slack_user_id}.")
+        return problem(404, "not_found", f"No Gmail account is linked to Slack user {slack_user_id}.")
     return account
 
 
@@ -119,7 +80,7 @@ async def list_accounts(request: web.Request, key: ApiKey) -> web.Response:
     """The registry: every account's health (optionally only one status), never a token."""
     wanted = request.query.get("status")
     if wanted is not None and wanted not in set(Status):
-        return _problem(
+        return problem(
             400,
             "bad_request",
             f"status={wanted!r} is not a status: use one of {', '.join(map(str, Status))}.",
@@ -132,6 +93,16 @@ async def list_accounts(request: web.Request, key: ApiKey) -> web.Response:
         summaries = [summary for summary in summaries if summary["status"] == wanted]
     await _audit(request, key, "api.accounts_listed", None, status=wanted, count=len(summaries))
     return web.json_response({"accounts": summaries, "count": len(summaries)}, headers=NO_STORE)
+
+
+async def account_status(request: web.Request, key: ApiKey) -> web.Response:
+    """One account's health, as the registry lists it, never a token."""
+    account = await _account(request)
+    if isinstance(account, web.Response):
+        return account
+    summary = account_summary(account, list(request.app[SERVICES].settings.required_capabilities))
+    await _audit(request, key, "api.account_read", account, status=summary["status"])
+    return web.json_response(summary, headers=NO_STORE)
 
 
 async def credentials(request: web.Request, key: ApiKey) -> web.Response:
@@ -164,7 +135,8 @@ async def credentials(request: web.Request, key: ApiKey) -> web.Response:
 
 
 async def token_failure(request: web.Request, key: ApiKey) -> web.Response:
-    """A service says the user's token failed: check with Google, and if it is so, ask the user to reconnect."""
+    """A service says the user's token failed: check with Google (at most once a minute per account), and if it
+    is so, ask the user to reconnect."""
     reason = await _reason(request)
     if isinstance(reason, web.Response):
         return reason
@@ -173,7 +145,23 @@ async def token_failure(request: web.Request, key: ApiKey) -> web.Response:
         return account
     status, _ = effective_status(account, request.app[SERVICES].settings.required_capabilities)
     if not (status is Status.DISCONNECTED or status.needs_user):
-        # The stored token may look fine to us and still be refused: ask Google with a refresh.
+        # The stored token may look fine to us and still be refused: ask Google with a refresh, unless a
+        # report already had it asked within the minute (a caller retrying in a loop must not hammer Google).
+        claim = await claim_check(request.app[SERVICES].pool, account.id, every=CHECK_INTERVAL)
+        if not claim.claimed:
+            await _audit(request, key, "api.token_failure", account, reason=reason, throttled=True)
+            return web.json_response(
+                {
+                    "accepted": True,
+                    "status": str(status),
+                    "checked_at": claim.checked_at.isoformat(),
+                    "next_check_after": claim.next_check_after.isoformat(),
+                    "message": "Google was asked about this account at checked_at; reports before "
+                    "next_check_after do not ask again. Get the credentials again and retry.",
+                },
+                status=202,
+                headers=NO_STORE,
+            )
         access = await request.app[SERVICES].tokens.access(account, force_refresh=True)
         if access.ok:
             await _audit(request, key, "api.token_failure", account, reason=reason, confirmed=False)
@@ -200,12 +188,12 @@ async def _reason(request: web.Request) -> str | web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _problem(400, "bad_request", usage)
+        return problem(400, "bad_request", usage)
     reason = body.get("reason") if isinstance(body, dict) else None
     if not isinstance(reason, str) or not reason.strip():
-        return _problem(400, "bad_request", usage)
+        return problem(400, "bad_request", usage)
     if len(reason) > REASON_LIMIT:
-        return _problem(400, "bad_request", f"reason is longer than {REASON_LIMIT} characters.")
+        return problem(400, "bad_request", f"reason is longer than {REASON_LIMIT} characters.")
     return reason.strip()
 
 
@@ -241,7 +229,7 @@ async def _needs_user(
 
 
 def _unavailable() -> web.Response:
-    response = _problem(
+    response = problem(
         503, "unavailable", "Google could not be asked just now; nothing was changed. Try again in a minute."
     )
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

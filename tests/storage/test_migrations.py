@@ -235,3 +235,28 @@ async def test_inspect_tells_our_legacy_and_foreign_databases_apart(database_url
     finally:
         await conn.close()
     assert shape.has_gmail_tokens and not shape.has_schema_migrations and not shape.is_empty_for_us
+
+
+async def test_api_keys_from_before_scopes_get_every_scope_and_new_ones_must_name_theirs(
+    database_url: str,
+) -> None:
+    await load_legacy_seed(database_url)  # a deployment that had keys before they had scopes
+    conn = await connect(database_url)
+    try:
+        assert [str(m) for m in await migrate(conn, until=9)][-1] == "0009_slack_locales"
+        await conn.execute(
+            "INSERT INTO api_keys (name, key_prefix, key_hash, created_by, revoked_at) "
+            "VALUES ('a', 'gmr_a', '\\x01', 'cli', NULL), ('b', 'gmr_b', '\\x02', 'cli', now())"
+        )
+        assert "0010_api_key_scopes_and_report_checks" in [str(m) for m in await migrate(conn)]
+        scopes = await conn.fetch("SELECT name, scopes FROM api_keys ORDER BY name")
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await conn.execute(
+                "INSERT INTO api_keys (name, key_prefix, key_hash, created_by) VALUES ('c', 'gmr_c', '\\x03', 't')"
+            )
+    finally:
+        await conn.close()
+    assert [(row["name"], row["scopes"]) for row in scopes] == [
+        ("a", ["credentials", "registry", "report"]),
+        ("b", ["credentials", "registry", "report"]),
+    ]

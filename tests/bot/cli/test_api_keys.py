@@ -13,6 +13,7 @@ from bot.appkeys import SERVICES
 from tests.helpers import BASE_ENV, Serve, call, run_async
 
 SECRET = re.compile(r"gmr_[A-Za-z0-9_-]{40,}")
+ALL = "credentials,registry,report"
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ async def test_create_prints_the_secret_once_and_it_opens_the_api(
 ) -> None:
     app = await serve()  # serves the migrated test database the CLI uses
 
-    code, stdout, stderr = await api_key("create", "skill-email", env=cli_env, cwd=tmp_path)
+    code, stdout, stderr = await api_key("create", "skill-email", "--scope", ALL, env=cli_env, cwd=tmp_path)
 
     assert code == 0, stderr
     (secret,) = stdout.split()  # stdout is the secret alone, for `$(gmail-reconnect api-key create …)`
@@ -60,17 +61,17 @@ async def test_a_second_active_key_with_the_same_name_is_refused(
     serve: Serve, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     app = await serve()
-    code, _, stderr = await api_key("create", "skill-email", env=cli_env, cwd=tmp_path)
+    code, _, stderr = await api_key("create", "skill-email", "--scope", ALL, env=cli_env, cwd=tmp_path)
     assert code == 0, stderr
 
-    code, stdout, stderr = await api_key("create", "skill-email", env=cli_env, cwd=tmp_path)
+    code, stdout, stderr = await api_key("create", "skill-email", "--scope", ALL, env=cli_env, cwd=tmp_path)
 
     assert code == 1
     assert stdout == ""  # no secret of a key that does not exist
     assert "an active API key is already named 'skill-email'" in stderr and "revoke it first" in stderr
     assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM api_keys") == 1
 
-    code, stdout, stderr = await api_key("create", "   ", env=cli_env, cwd=tmp_path)
+    code, stdout, stderr = await api_key("create", "   ", "--scope", "registry", env=cli_env, cwd=tmp_path)
 
     assert code == 2 and stdout == ""
     assert "NAME must be 1 to 100 characters" in stderr
@@ -82,10 +83,10 @@ async def test_list_shows_names_and_prefixes_but_never_secrets(
     await serve()
     code, empty, stderr = await api_key("list", env=cli_env, cwd=tmp_path)
     assert code == 0, stderr
-    assert empty.strip() == "No API keys. Create one with: gmail-reconnect api-key create NAME"
+    assert empty.strip() == "No API keys. Create one with: gmail-reconnect api-key create NAME --scope SCOPE"
     created = {}
     for name in ("skill-email", "registry"):
-        code, stdout, stderr = await api_key("create", name, env=cli_env, cwd=tmp_path)
+        code, stdout, stderr = await api_key("create", name, "--scope", ALL, env=cli_env, cwd=tmp_path)
         assert code == 0, stderr
         created[name] = stdout.strip()
 
@@ -98,6 +99,7 @@ async def test_list_shows_names_and_prefixes_but_never_secrets(
         secret = created[name]
         assert f"{secret[:12]}…" in line
         assert "by cli" in line and "never used" in line and line.endswith("active")
+        assert f"scopes {ALL} " in line
     for secret in created.values():
         assert secret not in listing + stderr
         assert secret[:13] not in listing  # not one character past the shown prefix
@@ -110,7 +112,7 @@ async def test_revoke_by_name_or_prefix_shuts_the_key_out_of_the_api(
     app = await serve()
     created = {}
     for name in ("skill-email", "registry"):
-        code, stdout, stderr = await api_key("create", name, env=cli_env, cwd=tmp_path)
+        code, stdout, stderr = await api_key("create", name, "--scope", ALL, env=cli_env, cwd=tmp_path)
         assert code == 0, stderr
         created[name] = stdout.strip()
     assert (await call(app, "GET", "/api/v1/accounts", key=created["skill-email"])).status == 200
@@ -141,7 +143,7 @@ async def test_revoke_by_name_or_prefix_shuts_the_key_out_of_the_api(
     assert not any(secret in row["details"] for row in revoked for secret in created.values())
 
     # The name is free again once its key is revoked.
-    code, stdout, stderr = await api_key("create", "skill-email", env=cli_env, cwd=tmp_path)
+    code, stdout, stderr = await api_key("create", "skill-email", "--scope", ALL, env=cli_env, cwd=tmp_path)
     assert code == 0, stderr
     assert (await call(app, "GET", "/api/v1/accounts", key=stdout.strip())).status == 200
     assert (await call(app, "GET", "/api/v1/accounts", key=created["skill-email"])).status == 401
@@ -151,7 +153,7 @@ async def test_revoking_an_unknown_or_already_revoked_key_fails_clearly(
     serve: Serve, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     await serve()
-    code, _, stderr = await api_key("create", "skill-email", env=cli_env, cwd=tmp_path)
+    code, _, stderr = await api_key("create", "skill-email", "--scope", ALL, env=cli_env, cwd=tmp_path)
     assert code == 0, stderr
 
     code, stdout, stderr = await api_key("revoke", "nobody", env=cli_env, cwd=tmp_path)
@@ -163,3 +165,52 @@ async def test_revoking_an_unknown_or_already_revoked_key_fails_clearly(
     code, _, stderr = await api_key("revoke", "skill-email", env=cli_env, cwd=tmp_path)
 
     assert code == 1 and "no active API key is named 'skill-email'" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ([], "--scope is required"),
+        (["--scope", "everything"], "unknown scope 'everything'"),
+        (["--scope", "registry,admin"], "unknown scope 'admin'"),
+        (["--scope", ","], "no scope given"),
+        (["--scope="], "no scope given"),
+    ],
+    ids=["missing", "unknown", "one-unknown", "only-commas", "empty"],
+)
+async def test_create_without_a_valid_scope_says_which_scopes_exist(
+    serve: Serve, cli_env: dict[str, str], tmp_path: Path, args: list[str], said: str
+) -> None:
+    app = await serve()
+
+    code, stdout, stderr = await api_key("create", "skill-email", *args, env=cli_env, cwd=tmp_path)
+
+    assert code == 2 and stdout == ""
+    assert stderr.startswith("usage: gmail-reconnect api-key create"), stderr
+    assert said in stderr
+    assert "credentials, registry, report" in stderr
+    assert "Traceback" not in stderr
+    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM api_keys") == 0
+
+
+async def test_a_key_created_with_some_scopes_opens_only_those_endpoints(
+    serve: Serve, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    app = await serve()
+
+    code, stdout, stderr = await api_key(
+        "create", "sender-registry", "--scope", " Registry , report", env=cli_env, cwd=tmp_path
+    )
+
+    assert code == 0, stderr
+    assert "created with scopes registry, report" in stderr
+    secret = stdout.strip()
+    assert (await call(app, "GET", "/api/v1/accounts", key=secret)).status == 200
+    refused = await call(app, "GET", "/api/v1/accounts/U0ANYONE/credentials", key=secret)
+    assert refused.status == 403 and refused.json()["required_scope"] == "credentials"
+    code, listing, _ = await api_key("list", env=cli_env, cwd=tmp_path)
+    assert code == 0 and "scopes registry,report " in listing
+    created = await app[SERVICES].pool.fetchval(
+        "SELECT details->'scopes' FROM audit_log WHERE action = 'api_key.created'"
+    )
+    assert created == ["registry", "report"]

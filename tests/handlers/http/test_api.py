@@ -15,15 +15,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from bot.appkeys import SERVICES
 from handlers.http.api import REASON_LIMIT, RETRY_AFTER_SECONDS
-from storage.api_keys import ApiKeys
+from storage.api_keys import ApiKeys, Scope
 from storage.models import Status
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
-from tests.helpers import Serve, call, dms, healthy, load_legacy_seed
+from tests.helpers import Serve, call, dms, healthy, load_legacy_seed, metric, scrape_metrics
 
 KEY_NAME = "skill-email"
 ACTOR = f"api:{KEY_NAME}"
@@ -33,8 +32,8 @@ SEED_MISSING = 3  # the legacy NULL-token rows
 
 
 async def new_key(app: web.Application, name: str = KEY_NAME) -> str:
-    """A new API key's secret, created through the application's repository."""
-    _, secret = await app[SERVICES].api_keys.create(name, actor="test")
+    """A new API key's secret with every scope, created through the application's repository."""
+    _, secret = await app[SERVICES].api_keys.create(name, scopes=Scope, actor="test")
     return secret
 
 
@@ -81,23 +80,6 @@ def assert_no_google_secret(fake_google: FakeGoogle, text: str) -> None:
     assert leaked == [], "a token the fake Google issued is in the text"
 
 
-async def scrape(app: web.Application) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """GET /metrics, parsed: the value of every sample by its name and labels."""
-    reply = await call(app, "GET", "/metrics")
-    assert reply.status == 200, reply.text
-    assert reply.headers["Content-Type"].startswith("text/plain")
-    assert reply.headers["Cache-Control"] == "no-store"
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(reply.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples[name, frozenset(labels.items())]
-
-
 # ---- Authentication -----------------------------------------------------------------------------------------
 
 
@@ -116,13 +98,10 @@ async def test_without_a_key_every_endpoint_answers_401_saying_how_to_create_one
         assert reply.headers["Cache-Control"] == "no-store"
         answer = reply.json()
         assert answer["error"] == "unauthorized"
-        assert "gmail-reconnect api-key create NAME" in answer["message"]
-    refused = await audit_rows(app, "api.refused")
-    assert [(row["actor"], row["path"], row["prefix"]) for row in refused] == [
-        ("api:unknown", "/api/v1/accounts", None),
-        ("api:unknown", credentials_path("U0ANYONE"), None),
-        ("api:unknown", failure_path("U0ANYONE"), None),
-    ]
+        assert "gmail-reconnect api-key create NAME --scope" in answer["message"]
+    # Anyone can send these: they are counted, not written to the audit log.
+    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM audit_log") == 0
+    assert metric(await scrape_metrics(app), "gmail_reconnect_api_refused_total", reason="missing") == 3
 
 
 async def test_wrong_malformed_and_revoked_keys_get_401_and_a_good_key_gets_200(
@@ -150,37 +129,22 @@ async def test_wrong_malformed_and_revoked_keys_get_401_and_a_good_key_gets_200(
     revoked = await call(app, "GET", "/api/v1/accounts", key=secret)
 
     assert revoked.status == 401 and revoked.json()["error"] == "unauthorized"
-    refused = await audit_rows(app, "api.refused")
-    assert len(refused) == 5
-    assert all(row["actor"] == "api:unknown" and row["path"] == "/api/v1/accounts" for row in refused)
-    assert refused[0]["prefix"] == wrong[:12]  # the shown prefix of a well-formed key, and no more
-    assert refused[-1]["prefix"] == secret[:12]
+    assert revoked.json()["message"] == bad.json()["message"]  # unknown and revoked read the same
+    assert await audit_rows(app, "api.refused") == []
+    samples = await scrape_metrics(app)
+    assert {
+        reason: metric(samples, "gmail_reconnect_api_refused_total", reason=reason)
+        for reason in ("missing", "malformed", "unknown", "revoked")
+    } == {"missing": 0, "malformed": 3, "unknown": 1, "revoked": 1}
     details = await audit_details(app)
     for presented in (secret, wrong, secret.removeprefix("gmr_")):
         assert presented not in details
     assert secret not in caplog.text and wrong not in caplog.text
 
 
-async def test_refusals_record_whether_a_key_was_presented(serve: Serve) -> None:
-    app = await serve()
-    wrong = "gmr_" + secrets.token_urlsafe(32)
-
-    assert (await call(app, "GET", "/api/v1/accounts")).status == 401
-    assert (await call(app, "GET", "/api/v1/accounts", key=wrong)).status == 401
-    assert (await call(app, "GET", "/api/v1/accounts", key="not-a-gmr-key")).status == 401
-
-    refused = await audit_rows(app, "api.refused")
-    # A caller without a key is told apart from one with a bad key.
-    assert [(row["key_presented"], row["prefix"]) for row in refused] == [
-        (False, None),
-        (True, wrong[:12]),
-        (True, None),
-    ]
-
-
 async def test_keys_are_stored_hashed_and_their_use_is_recorded(serve: Serve) -> None:
     app = await serve()
-    key, secret = await app[SERVICES].api_keys.create(KEY_NAME, actor="test")
+    key, secret = await app[SERVICES].api_keys.create(KEY_NAME, scopes=[Scope.REGISTRY], actor="test")
     assert secret.startswith("gmr_") and len(secret) > 40
     assert key.key_prefix == secret[:12] and key.last_used_at is None and key.active
 
@@ -274,7 +238,7 @@ async def test_concurrent_credentials_for_one_expiring_account_cost_one_refresh(
     assert [reply.status for reply in replies] == [200] * 8
     assert len({reply.json()["access_token"] for reply in replies}) == 1
     assert len(fake_google.calls_to("/token")) == 1
-    assert value(await scrape(app), "gmail_reconnect_refreshes_total", outcome="refreshed") == 1
+    assert metric(await scrape_metrics(app), "gmail_reconnect_refreshes_total", outcome="refreshed") == 1
 
 
 async def test_credentials_of_an_account_without_tokens_is_409_missing(
@@ -496,6 +460,100 @@ async def test_token_failure_when_google_is_unavailable_is_503(
     assert audited["confirmed"] is None and audited["reason"] == "401"
 
 
+async def test_fifty_reports_within_a_minute_cost_google_one_refresh(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0FRESH")
+
+    # One after the other, as a service retrying in a loop sends them: each arrives after the last check ended.
+    replies = [
+        await call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": f"401 (try {n})"})
+        for n in range(50)
+    ]
+
+    assert len(fake_google.calls_to("/token")) == 1
+    assert [reply.status for reply in replies] == [200] + [202] * 49
+    assert replies[0].json()["confirmed"] is False
+    later = [reply.json() for reply in replies[1:]]
+    checked_at = {answer["checked_at"] for answer in later}
+    assert len(checked_at) == 1  # every later report is told of the same check
+    (when,) = checked_at
+    for answer in later:
+        assert answer["accepted"] is True and answer["status"] == "healthy"
+        assert datetime.fromisoformat(answer["next_check_after"]) - datetime.fromisoformat(when) == timedelta(
+            minutes=1
+        )
+    fake_google.token_delay = 0.2  # reports that arrive together are no different
+    together = await asyncio.gather(
+        *(call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": "401"}) for _ in range(10))
+    )
+    assert {reply.status for reply in together} == {202}
+    one_more = await call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": "and again"})
+    assert one_more.status == 202 and one_more.json()["checked_at"] == when
+    assert len(fake_google.calls_to("/token")) == 1
+    assert fake_slack.calls == []
+    audited = await audit_rows(app, "api.token_failure")
+    assert len(audited) == 61 and sum(bool(row.get("throttled")) for row in audited) == 60
+    samples = await scrape_metrics(app)
+    assert metric(samples, "gmail_reconnect_api_requests_total", endpoint="token_failure", status="202") == 60
+
+    # A minute later (the check's time moved back rather than the test waiting), a report checks again.
+    fake_google.token_delay = 0.0
+    await app[SERVICES].pool.execute(
+        "UPDATE token_failure_checks SET checked_at = checked_at - interval '61 seconds'"
+    )
+    again = await call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": "still 401"})
+
+    assert again.status == 200 and again.json()["confirmed"] is False
+    assert len(fake_google.calls_to("/token")) == 2
+
+
+async def test_the_report_throttle_is_shared_by_replicas_and_kept_per_account(
+    serve: Serve, fake_google: FakeGoogle
+) -> None:
+    first, second = await serve(), await serve()  # two processes' worth of application on one database
+    key = await new_key(first)
+    await healthy(first, fake_google, "U0FRESH")
+    await healthy(first, fake_google, "U0OTHER")
+
+    replies = await asyncio.gather(
+        *(
+            call(app, "POST", failure_path("U0FRESH"), key=key, body={"reason": "401"})
+            for app in [first, second] * 10
+        )
+    )
+    other = await call(second, "POST", failure_path("U0OTHER"), key=key, body={"reason": "401"})
+
+    assert sorted(reply.status for reply in replies) == [200] + [202] * 19
+    assert other.status == 200  # another account's check is its own
+    refreshed = [call.form["refresh_token"] for call in fake_google.calls_to("/token")]
+    assert sorted(refreshed) == ["1//U0FRESH", "1//U0OTHER"]
+
+
+async def test_reports_on_an_account_google_refused_keep_answering_409_without_asking_again(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    fake_slack.add_user("U0GONE", locale="en-US")
+    await healthy(app, fake_google, "U0GONE")
+    fake_google.revoke_refresh_token("1//U0GONE")
+    fake_google.token_delay = 0.2
+
+    replies = await asyncio.gather(
+        *(call(app, "POST", failure_path("U0GONE"), key=key, body={"reason": "401"}) for _ in range(10))
+    )
+    after = await call(app, "POST", failure_path("U0GONE"), key=key, body={"reason": "401"})
+
+    assert len(fake_google.calls_to("/token")) == 1
+    # Those that came during the check are told of it; once it is known, the stored status answers.
+    assert {reply.status for reply in replies} <= {202, 409} and 409 in {reply.status for reply in replies}
+    assert after.status == 409 and after.json()["confirmed"] is True
+    assert len(dms(fake_slack, "U0GONE")) == 1
+
+
 # ---- The registry -------------------------------------------------------------------------------------------
 
 
@@ -561,16 +619,16 @@ async def test_metrics_count_accounts_refreshes_api_calls_and_callbacks(
     await healthy(app, fake_google, "U0FRESH")
     await healthy(app, fake_google, "U0STALE", expiring=True)
 
-    before = await scrape(app)
+    before = await scrape_metrics(app)
 
     # The statuses the registry shows: never-checked seed rows count under what their stored data shows.
     listed = (await call(app, "GET", "/api/v1/accounts", key=key)).json()
     shown = Counter(account["status"] for account in listed["accounts"])
     assert sum(shown.values()) == SEED_ROWS + 2 and shown["missing"] == 3
     for status in Status:
-        assert value(before, "gmail_reconnect_accounts", status=str(status)) == shown[str(status)], status
-    assert value(before, "gmail_reconnect_refreshes_total", outcome="refreshed") == 0
-    assert value(before, "gmail_reconnect_prompts_total", delivery="posted") == 0
+        assert metric(before, "gmail_reconnect_accounts", status=str(status)) == shown[str(status)], status
+    assert metric(before, "gmail_reconnect_refreshes_total", outcome="refreshed") == 0
+    assert metric(before, "gmail_reconnect_prompts_total", delivery="posted") == 0
     assert (
         "gmail_reconnect_api_requests_total",
         frozenset({("endpoint", "credentials"), ("status", "200")}),
@@ -583,13 +641,13 @@ async def test_metrics_count_accounts_refreshes_api_calls_and_callbacks(
         session.get(app[SERVICES].links.public_base_url + "/oauth/google/callback") as response,
     ):
         assert response.status == 400
-    after = await scrape(app)
+    after = await scrape_metrics(app)
 
-    assert value(after, "gmail_reconnect_api_requests_total", endpoint="credentials", status="200") == 1.0
-    assert value(after, "gmail_reconnect_api_requests_total", endpoint="accounts", status="401") == 1.0
-    assert value(after, "gmail_reconnect_refreshes_total", outcome="refreshed") == 1.0
-    assert value(after, "gmail_reconnect_oauth_callbacks_total", outcome="state_missing") == 1.0
-    assert value(after, "gmail_reconnect_accounts", status="healthy") == 2
+    assert metric(after, "gmail_reconnect_api_requests_total", endpoint="credentials", status="200") == 1.0
+    assert metric(after, "gmail_reconnect_api_requests_total", endpoint="accounts", status="401") == 1.0
+    assert metric(after, "gmail_reconnect_refreshes_total", outcome="refreshed") == 1.0
+    assert metric(after, "gmail_reconnect_oauth_callbacks_total", outcome="state_missing") == 1.0
+    assert metric(after, "gmail_reconnect_accounts", status="healthy") == 2
 
     text = (await call(app, "GET", "/metrics")).text
     for private in ("U0FRESH", "U0STALE", "u0fresh@gmail.com", "skill-email", key):
@@ -605,14 +663,14 @@ async def test_the_accounts_gauge_follows_the_database_at_each_scrape(
     fake_slack.add_user("U0GONE", locale="en-US")
     await healthy(app, fake_google, "U0GONE")
     fake_google.revoke_refresh_token("1//U0GONE")
-    assert value(await scrape(app), "gmail_reconnect_accounts", status="healthy") == 1
+    assert metric(await scrape_metrics(app), "gmail_reconnect_accounts", status="healthy") == 1
 
     reply = await call(app, "POST", failure_path("U0GONE"), key=key, body={"reason": "401"})
 
-    after = await scrape(app)
+    after = await scrape_metrics(app)
     status = reply.json()["status"]
-    assert value(after, "gmail_reconnect_accounts", status="healthy") == 0
-    assert value(after, "gmail_reconnect_accounts", status=status) == 1
-    assert value(after, "gmail_reconnect_refreshes_total", outcome="needs_user") == 1
-    assert value(after, "gmail_reconnect_prompts_total", delivery="posted") == 1
-    assert value(after, "gmail_reconnect_api_requests_total", endpoint="token_failure", status="409") == 1
+    assert metric(after, "gmail_reconnect_accounts", status="healthy") == 0
+    assert metric(after, "gmail_reconnect_accounts", status=status) == 1
+    assert metric(after, "gmail_reconnect_refreshes_total", outcome="needs_user") == 1
+    assert metric(after, "gmail_reconnect_prompts_total", delivery="posted") == 1
+    assert metric(after, "gmail_reconnect_api_requests_total", endpoint="token_failure", status="409") == 1

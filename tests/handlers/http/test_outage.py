@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.i18n import text
+from storage.api_keys import Scope
 from tests.fakes.slack import FakeSlack, slash_command_body
 from tests.helpers import DatabaseProxy, Serve, call, eventually, post
 
@@ -29,7 +30,7 @@ async def serve_through(serve: Serve, proxy: DatabaseProxy) -> web.Application:
 
 async def test_the_api_answers_503_with_retry_after_and_recovers(serve: Serve, proxy: DatabaseProxy) -> None:
     app = await serve_through(serve, proxy)
-    _, key = await app[SERVICES].api_keys.create("skill-email", actor="test")
+    _, key = await app[SERVICES].api_keys.create("skill-email", scopes=[Scope.REGISTRY], actor="test")
 
     await proxy.cut()
     down = await call(app, "GET", "/api/v1/accounts", key=key)
