@@ -178,6 +178,20 @@ def block_text(blocks: list[dict[str, Any]]) -> str:
     return "\n".join(found)
 
 
+# Slack markup as someone would plant it in data the bot shows (an email, a name, an error text, a subject): a
+# ping of the whole channel, a link disguised as "click", a mention, and an ampersand and tag to be escaped.
+MARKUP = "<!channel> <https://evil.example|click> <@U0ATTACK> & <b>"
+MARKUP_ESCAPED = "&lt;!channel&gt; &lt;https://evil.example|click&gt; &lt;@U0ATTACK&gt; &amp; &lt;b&gt;"
+_MARKUP_PIECES = ("<!channel>", "<https://evil", "<@u0attack>", "<b>")  # compared in lower case
+
+
+def raw_markup(payload: Any) -> list[str]:
+    """The pieces of MARKUP that stand unescaped in any text of a Slack payload: a message (its text and
+    blocks), a list of blocks, a view, or a response URL post; none when everything was escaped."""
+    shown = block_text([payload]).lower()
+    return [piece for piece in _MARKUP_PIECES if piece in shown]
+
+
 def buttons(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["action_id"]: e for b in blocks if b["type"] == "actions" for e in b["elements"]}
 

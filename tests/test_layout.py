@@ -55,6 +55,18 @@ def test_only_the_composition_root_of_bot_imports_the_surfaces() -> None:
     assert "bot.app" in found  # the rule checks something: the root does assemble the surfaces
 
 
+def test_slack_surfaces_fill_templates_only_through_slack_text() -> None:
+    # bot.i18n.text leaves the values as they are; Slack would act on the markup in them (bot/slack/mrkdwn.py).
+    surfaces = [*modules("bot/slack"), *modules("bot/briefing"), *modules("handlers/slack")]
+    found = {
+        module_name(path): "bot.i18n.text"
+        for path in surfaces
+        if "bot.i18n.text" in imported(path) and module_name(path) != "bot.slack.mrkdwn"
+    }
+    assert found == {}
+    assert "bot.i18n.text" in imported(ROOT / "bot" / "slack" / "mrkdwn.py")  # the rule sees that import
+
+
 def test_test_modules_import_helpers_and_fakes_but_no_other_test_module() -> None:
     allowed = ("tests.helpers", "tests.fakes")
     offenders = {}

@@ -13,7 +13,6 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.i18n import text
 from bot.services import Services
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
@@ -24,6 +23,7 @@ from bot.slack.blocks.elements import (
 )
 from bot.slack.blocks.status import status_card
 from bot.slack.ids import slack_actor
+from bot.slack.mrkdwn import Mrkdwn, slack_text
 from handlers.slack.errors import acknowledging
 from handlers.slack.events import refresh_home
 from handlers.slack.status_view import linkable_account, status_view
@@ -66,7 +66,7 @@ async def disconnect(
     locale = await services.users.locale(user_id)
     account = await services.accounts.find_by_slack_id(user_id)
     if account is None or str(account.id) != _clicked_value(body):
-        await _show(services, body, client, respond, notice=text(locale, "slack.status.not_yours"))
+        await _show(services, body, client, respond, notice=slack_text(locale, "slack.status.not_yours"))
         return
     done = await services.tokens.disconnect(account.id, actor=slack_actor(user_id))
     await services.prompter.dismiss(user_id, actor=slack_actor(user_id))
@@ -75,7 +75,7 @@ async def disconnect(
         if done.revoked_at_google or not done.had_tokens
         else ("slack.status.disconnected_not_revoked")
     )
-    await _show(services, body, client, respond, notice=text(locale, key))
+    await _show(services, body, client, respond, notice=slack_text(locale, key))
 
 
 async def link_account(
@@ -86,7 +86,9 @@ async def link_account(
     locale = await services.users.locale(user_id)
     offered = await linkable_account(services, user_id)
     if offered is None or str(offered.id) != _clicked_value(body):
-        await _show(services, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
+        await _show(
+            services, body, client, respond, notice=slack_text(locale, "slack.status.link_unavailable")
+        )
         return
     try:
         linked = await services.accounts.link_slack_user(
@@ -94,15 +96,17 @@ async def link_account(
         )
     except (Conflict, NotFound) as error:
         log.info("Linking %s to Slack user %s refused: %s", offered.user_id, user_id, error)
-        await _show(services, body, client, respond, notice=text(locale, "slack.status.link_unavailable"))
+        await _show(
+            services, body, client, respond, notice=slack_text(locale, "slack.status.link_unavailable")
+        )
         return
     await _show(
-        services, body, client, respond, notice=text(locale, "slack.status.linked", email=linked.email)
+        services, body, client, respond, notice=slack_text(locale, "slack.status.linked", email=linked.email)
     )
 
 
 async def _show(
-    services: Services, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, *, notice: str
+    services: Services, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, *, notice: Mrkdwn
 ) -> None:
     """Redraw the card the click came from (the App Home, or the ephemeral /gmail-status card)."""
     user_id = body["user"]["id"]

@@ -15,12 +15,12 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.google.health import Cause, effective_status, testing_expiry_near
 from bot.google.token_service import Outcome
-from bot.i18n import text
 from bot.services import Services
 from bot.slack.blocks.admin import Overview, admin_overview
 from bot.slack.blocks.elements import NUDGE_ALL_ACTION
 from bot.slack.blocks.status import notice_blocks
 from bot.slack.ids import mentioned_user, slack_actor
+from bot.slack.mrkdwn import Mrkdwn, slack_text
 from bot.slack.prompter import Delivery
 from handlers.slack.errors import acknowledging
 from storage import audit
@@ -42,11 +42,11 @@ async def answer(services: Services, user_id: str, verb: str, arguments: list[st
     """The answer to `/gmail-status all` or `/gmail-status nudge …` (or a refusal for non-admins)."""
     if not services.settings.is_admin(user_id):
         await _audit(services, user_id, "admin.refused", command=verb)
-        return _line(text(locale, "slack.admin.refused", argument=verb))
+        return _line(slack_text(locale, "slack.admin.refused", argument=verb))
     if verb == "all":
         overview = await health_overview(services)
         await _audit(services, user_id, "admin.overview_viewed", attention=len(overview.attention))
-        return admin_overview(overview, locale), text(
+        return admin_overview(overview, locale), slack_text(
             locale, "slack.admin.title", total=sum(overview.counts.values())
         )
     return await nudge(services, user_id, arguments, locale)
@@ -69,15 +69,15 @@ async def nudge(services: Services, admin_id: str, arguments: list[str], locale:
     """Send one user the Reconnect Gmail DM now (checking with Google first when the stored status is good)."""
     target = mentioned_user(arguments[0]) if len(arguments) == 1 else None
     if target is None:
-        return _line(text(locale, "slack.admin.nudge_usage"))
+        return _line(slack_text(locale, "slack.admin.nudge_usage"))
     account = await services.accounts.find_by_slack_id(target)
     cause, reason = await _cause_for(services, account)
     if cause is None:
         await _audit(services, admin_id, "admin.nudged", target=target, delivery="not_sent", reason=reason)
         if reason == "unavailable":
-            return _line(text(locale, "slack.admin.nudge_unavailable", user=target))
+            return _line(slack_text(locale, "slack.admin.nudge_unavailable", user=target))
         assert account is not None
-        return _line(text(locale, "slack.admin.nudge_healthy", user=target, email=account.email or "-"))
+        return _line(slack_text(locale, "slack.admin.nudge_healthy", user=target, email=account.email or "-"))
     result = await services.prompter.send(
         target, account=account, cause=cause, actor=slack_actor(admin_id), respect_snooze=False
     )
@@ -90,11 +90,11 @@ async def nudge(services: Services, admin_id: str, arguments: list[str], locale:
         delivery=str(result.delivery),
         **({"slack_error": result.error} if result.error else {}),
     )
-    label = text(locale, f"slack.label.{cause}")
+    label = slack_text(locale, f"slack.label.{cause}")
     if result.delivery is Delivery.FAILED:
-        return _line(text(locale, "slack.admin.nudge_failed", user=target, error=result.error))
+        return _line(slack_text(locale, "slack.admin.nudge_failed", user=target, error=result.error))
     key = "slack.admin.nudge_updated" if result.delivery is Delivery.UPDATED else "slack.admin.nudge_posted"
-    return _line(text(locale, key, user=target, label=label))
+    return _line(slack_text(locale, key, user=target, label=label))
 
 
 async def _cause_for(services: Services, account: Account | None) -> tuple[Cause | None, str]:
@@ -121,7 +121,7 @@ async def nudge_all(services: Services, *, body: dict[str, Any], respond: AsyncR
     locale = await services.users.locale(admin_id)
     if not services.settings.is_admin(admin_id):
         await _audit(services, admin_id, "admin.refused", command="nudge-all")
-        line = text(locale, "slack.admin.refused", argument="all")
+        line = slack_text(locale, "slack.admin.refused", argument="all")
         await respond(
             text=line, blocks=notice_blocks(line), response_type="ephemeral", replace_original=False
         )
@@ -148,11 +148,11 @@ async def nudge_all(services: Services, *, body: dict[str, Any], respond: AsyncR
     counts = {str(delivery): deliveries.get(delivery, 0) for delivery in Delivery}
     unlinked = len(overview.attention) - overview.nudgeable
     await _audit(services, admin_id, "admin.nudged_all", unlinked=unlinked, **counts)
-    line = text(locale, "slack.admin.nudge_all_done", unlinked=unlinked, **counts)
+    line = slack_text(locale, "slack.admin.nudge_all_done", unlinked=unlinked, **counts)
     await respond(text=line, blocks=notice_blocks(line), response_type="ephemeral", replace_original=False)
 
 
-def _line(line: str) -> Answer:
+def _line(line: Mrkdwn) -> Answer:
     return notice_blocks(line), line
 
 

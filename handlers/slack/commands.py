@@ -9,9 +9,9 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.i18n import text
 from bot.services import Services
 from bot.slack.blocks.status import help_blocks, status_card
+from bot.slack.mrkdwn import slack_text
 from handlers.slack import admin
 from handlers.slack.errors import acknowledging
 from handlers.slack.status_view import status_view
@@ -42,14 +42,14 @@ async def gmail_status(
         notice = (
             None
             if verb in HELP_WORDS
-            else text(locale, "slack.status.unknown_argument", argument=words[0][:50])
+            else slack_text(locale, "slack.status.unknown_argument", argument=words[0][:50])
         )
         blocks = help_blocks(locale, admin=services.settings.is_admin(user_id), notice=notice)
-        fallback = text(locale, "slack.help")
+        fallback = slack_text(locale, "slack.help")
     else:
         view = await status_view(services, user_id, body.get("team_id"))
         blocks = status_card(view, locale)
-        fallback = text(locale, "slack.status.title")
+        fallback = slack_text(locale, "slack.status.title")
     await post_ephemeral(
         client, respond, channel=body["channel_id"], user=user_id, blocks=blocks, text=fallback
     )

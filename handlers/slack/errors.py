@@ -14,8 +14,8 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.i18n import text
 from bot.services import Services
+from bot.slack.mrkdwn import slack_text
 from storage.errors import DATABASE_OUTAGE, StorageError
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ async def listener_failed(
         return
     try:
         key = "slack.error.database" if isinstance(error, DATABASE_OUTAGE) else "slack.error.generic"
-        line = text(await services.users.locale(user_id), key)
+        line = slack_text(await services.users.locale(user_id), key)
         if respond is not None and body.get("response_url"):
             await respond(text=line, response_type="ephemeral", replace_original=False)
         elif kind == "block_actions":

@@ -8,6 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services import Services
 from bot.slack.blocks.status import home_view
+from bot.slack.mrkdwn import Mrkdwn
 from handlers.slack.status_view import status_view
 
 
@@ -37,7 +38,7 @@ async def refresh_home(
     slack_user_id: str,
     team_id: str | None,
     *,
-    notice: str | None = None,
+    notice: Mrkdwn | None = None,
 ) -> None:
     """Publish the user's current status card on their Home tab."""
     locale = await services.users.locale(slack_user_id)

@@ -6,11 +6,12 @@ from bot.google.health import effective_status
 from bot.reconnect.links import Purpose
 from bot.services import Services
 from bot.slack.blocks.status import StatusView
+from bot.slack.mrkdwn import Mrkdwn
 from storage.models import Account, Status
 
 
 async def status_view(
-    services: Services, slack_user_id: str, slack_team_id: str | None, *, notice: str | None = None
+    services: Services, slack_user_id: str, slack_team_id: str | None, *, notice: Mrkdwn | None = None
 ) -> StatusView:
     """What /gmail-status and the App Home show this user now."""
     account = await services.accounts.find_by_slack_id(slack_user_id)

@@ -299,7 +299,7 @@ class FakeGoogle:
         self._secrets: set[str] = set()
         self._token_failures: list[tuple[int, str | None, str | None]] = []
         self._certs_failures: list[tuple[int, str | None]] = []
-        self._gmail_failures: list[int] = []
+        self._gmail_failures: list[tuple[int, str | None]] = []
         self._gmail_batch_failures: list[int] = []
         self._mailboxes: dict[str, list[_Message]] = {}
         self._runner: web.AppRunner | None = None
@@ -376,12 +376,13 @@ class FakeGoogle:
         may come with a 200, for an answer that is not certificates)."""
         self._certs_failures += [(status, body)] * times
 
-    def fail_gmail(self, status: int, *, times: int = 1) -> None:
-        """Answer the next `times` Gmail calls with `status` and Gmail's error JSON.
+    def fail_gmail(self, status: int, *, times: int = 1, message: str | None = None) -> None:
+        """Answer the next `times` Gmail calls with `status` and Gmail's error JSON (with `message` instead of
+        Google's usual text for the status, if given).
 
         A call inside a batch request counts as one; the batch request itself does not.
         """
-        self._gmail_failures += [status] * times
+        self._gmail_failures += [(status, message)] * times
 
     def fail_gmail_batch(self, status: int, *, times: int = 1) -> None:
         """Answer the next `times` batch requests as a whole with `status` and Gmail's error JSON, running
@@ -737,7 +738,7 @@ class FakeGoogle:
         if method not in ("GET", "HEAD"):
             return _gmail_error(405)
         if self._gmail_failures:
-            return _gmail_error(self._gmail_failures.pop(0))
+            return _gmail_error(*self._gmail_failures.pop(0))
         grant = self._bearer(headers)
         if grant is None:
             return _gmail_error(401)

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +50,13 @@ _JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 _TRUE = frozenset({"true", "1"})
 _FIRST_TS = 1_700_000_000_000_000  # microseconds; ts values grow by 100 from here
+# The methods whose texts Slack shows people, and so parses for control sequences.
+_SHOWING_METHODS = frozenset(
+    {"chat.postMessage", "chat.update", "chat.postEphemeral", "views.publish", "views.open", "views.update"}
+)
+# A control sequence as Slack reads it in mrkdwn: <!channel>, <@U123>, <https://x|label>; escaped text has none.
+_CONTROL = re.compile(r"<([^<>]*)>")
+_BROADCASTS = ("!channel", "!here", "!everyone", "!subteam^")
 
 
 def dm_channel_id(user_id: str) -> str:
@@ -58,6 +66,10 @@ def dm_channel_id(user_id: str) -> str:
 
 def _is_true(value: Any) -> bool:
     return value is True or str(value).lower() in _TRUE
+
+
+def _is_false(value: Any) -> bool:
+    return value is False or str(value).lower() in {"false", "0"}
 
 
 class _SlackError(Exception):
@@ -77,6 +89,45 @@ class SlackCall:
     token: str | None
     status: int = 0
     at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ControlSequence:
+    """One <…> in a text that Slack parses as mrkdwn (a message's text, mrkdwn text objects): what it would do."""
+
+    method: str  # the Web API method, or "response_url"
+    body: str  # what stands between < and >
+
+    @property
+    def kind(self) -> str:
+        """ "broadcast" (notifies a channel or group), "mention" (a user or channel), "command" or "link"."""
+        if self.body.startswith(_BROADCASTS):
+            return "broadcast"
+        if self.body.startswith(("@", "#")):
+            return "mention"
+        return "command" if self.body.startswith("!") else "link"
+
+
+def control_sequences(method: str, payload: Any, *, mrkdwn: bool = True) -> list[ControlSequence]:
+    """The control sequences Slack would act on in a message or view payload: in its top-level `text` (mrkdwn
+    unless `mrkdwn` is false) and in every text object of type mrkdwn. plain_text is never parsed."""
+    texts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn" and isinstance(node.get("text"), str):
+                texts.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    if isinstance(payload, dict):
+        if mrkdwn and isinstance(payload.get("text"), str):
+            texts.append(payload["text"])
+        walk({key: value for key, value in payload.items() if key != "text"})
+    return [ControlSequence(method, body) for text in texts for body in _CONTROL.findall(text)]
 
 
 @dataclass
@@ -130,6 +181,8 @@ class FakeSlack(SignInWithSlack):
         self._dm_channels: set[str] = set()  # the DM channel id of each user
         self.channels: set[str] = {"C0GENERAL"}  # channels besides DMs that the bot is a member of
         self.calls: list[SlackCall] = []
+        # Every control sequence in what the app showed (messages, views, response URL posts), oldest first.
+        self.control: list[ControlSequence] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.ephemerals: list[dict[str, Any]] = []
         self.views: dict[str, dict[str, Any]] = {}
@@ -221,6 +274,11 @@ class FakeSlack(SignInWithSlack):
         """The recorded calls to one method, oldest first."""
         return [call for call in self.calls if call.method == method]
 
+    def control_of(self, kind: str) -> list[str]:
+        """The bodies of the control sequences of one kind ("broadcast", "mention", "command", "link") that the
+        app showed, oldest first: e.g. control_of("broadcast") is every @channel/@here it would have sent."""
+        return [sequence.body for sequence in self.control if sequence.kind == kind]
+
     @property
     def open_sockets(self) -> int:
         """How many Socket Mode WebSockets are open now."""
@@ -246,6 +304,7 @@ class FakeSlack(SignInWithSlack):
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.responses.append({"name": request.match_info["name"], **body})
+        self.control += control_sequences("response_url", body, mrkdwn=body.get("mrkdwn") is not False)
         return web.Response(text="ok")
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
@@ -281,6 +340,9 @@ class FakeSlack(SignInWithSlack):
         token = bearer.strip() if scheme.lower() == "bearer" and bearer.strip() else args.pop("token", None)
         call = SlackCall(method, args, token, at=time.monotonic())
         self.calls.append(call)
+        if method in _SHOWING_METHODS:
+            shown = args.get("view") if method.startswith("views.") else args
+            self.control += control_sequences(method, shown, mrkdwn=not _is_false(args.get("mrkdwn")))
         if self.delay:
             await asyncio.sleep(self.delay)
         response = self._answer(method, args, token, request.headers.get("Authorization", ""))

@@ -207,6 +207,26 @@ async def test_views_publish_open_and_update(slack: FakeSlack, client: AsyncWebC
     assert await slack_error(client.views_update(view_id="V0NONE", view=MODAL)) == "not_found"
 
 
+async def test_what_slack_would_ping_mention_or_link_is_recorded(
+    slack: FakeSlack, client: AsyncWebClient, http: aiohttp.ClientSession
+) -> None:
+    parsed = {"type": "mrkdwn", "text": "<!here> <@U0ADA> <https://x.example|x>"}
+    section = {"type": "section", "text": parsed}
+    header = {"type": "header", "text": {"type": "plain_text", "text": "<!channel>"}}  # never parsed
+
+    await client.chat_postMessage(channel=ADA, text="<!channel> &lt;!everyone&gt;", blocks=[header, section])
+    await client.chat_postMessage(channel=ADA, text="<!subteam^S1> <#C0GENERAL>", mrkdwn=False)
+    await client.views_publish(user_id=ADA, view={"type": "home", "blocks": [section]})
+    async with http.post(slack.response_url(), json={"text": "<!date^0^{date}|then>"}) as response:
+        assert response.status == 200
+
+    assert slack.control_of("broadcast") == ["!channel", "!here", "!here"]
+    assert slack.control_of("mention") == ["@U0ADA", "@U0ADA"]
+    assert slack.control_of("link") == ["https://x.example|x", "https://x.example|x"]
+    assert slack.control_of("command") == ["!date^0^{date}|then"]
+    assert [sequence.method for sequence in slack.control][-2:] == ["views.publish", "response_url"]
+
+
 async def test_users_info_and_lookup(slack: FakeSlack, client: AsyncWebClient) -> None:
     plain = (await client.users_info(user=ADA))["user"]
     assert plain == {

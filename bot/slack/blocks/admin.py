@@ -15,7 +15,6 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.i18n import text
 from bot.slack.blocks.elements import (
     ADMIN_LIST_LIMIT,
     EMOJI,
@@ -25,6 +24,7 @@ from bot.slack.blocks.elements import (
     confirm_dialog,
     shorten,
 )
+from bot.slack.mrkdwn import Mrkdwn, mention, slack_text
 from storage.models import Account, Status
 from storage.runs import Result
 
@@ -41,23 +41,25 @@ class Overview:
 def admin_overview(overview: Overview, locale: str) -> list[dict[str, Any]]:
     """The /gmail-status all card: counts by status, the accounts needing attention, and a Nudge-all button."""
     total = sum(overview.counts.values())
-    blocks: list[Block] = [HeaderBlock(text=text(locale, "slack.admin.title", total=total))]
+    blocks: list[Block] = [HeaderBlock(text=slack_text(locale, "slack.admin.title", total=total))]
     counts = _status_counts(overview.counts, locale)
     blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(counts) or "-")))
     blocks.append(DividerBlock())
     if not overview.attention:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.admin.all_healthy"))))
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=slack_text(locale, "slack.admin.all_healthy")))
+        )
         return [block.to_dict() for block in blocks]
     rows = [_admin_row(account, status, cause, locale) for account, status, cause in overview.attention]
     shown = rows[:ADMIN_LIST_LIMIT]
     if len(rows) > len(shown):
-        shown.append(text(locale, "slack.admin.more", count=len(rows) - len(shown)))
-    heading = text(locale, "slack.admin.attention", count=len(rows))
+        shown.append(slack_text(locale, "slack.admin.more", count=len(rows) - len(shown)))
+    heading = slack_text(locale, "slack.admin.attention", count=len(rows))
     for chunk in chunks([heading, *shown], SECTION_LIMIT):
         blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
     if overview.nudgeable:
         button = ButtonElement(
-            text=text(locale, "slack.button.nudge_all", count=overview.nudgeable),
+            text=slack_text(locale, "slack.button.nudge_all", count=overview.nudgeable),
             action_id=NUDGE_ALL_ACTION,
             value="unhealthy",
             style="primary",
@@ -87,27 +89,27 @@ class RunSummaryView:
 
 def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]], str]:
     """The admin channel's message about one run, edited as users reconnect: "3 → 1 need attention"."""
-    kind = text(locale, f"slack.summary.kind.{view.kind}")
-    outcomes = " · ".join(
-        text(locale, f"slack.summary.outcome.{name}", count=view.outcomes[name])
+    kind = slack_text(locale, f"slack.summary.kind.{view.kind}")
+    outcomes = Mrkdwn(" · ").join(
+        slack_text(locale, f"slack.summary.outcome.{name}", count=view.outcomes[name])
         for name in Result
         if view.outcomes.get(name)
     )
     counts = _status_counts(view.counts, locale)
     before, now = len(view.attention), view.still
     if before == 0:
-        verdict = text(locale, "slack.summary.none")
+        verdict = slack_text(locale, "slack.summary.none")
     elif now == 0:
-        verdict = text(locale, "slack.summary.resolved", before=before)
+        verdict = slack_text(locale, "slack.summary.resolved", before=before)
     elif now == before:
-        verdict = text(locale, "slack.summary.attention", count=before)
+        verdict = slack_text(locale, "slack.summary.attention", count=before)
     else:
-        verdict = text(locale, "slack.summary.attention_now", before=before, now=now)
+        verdict = slack_text(locale, "slack.summary.attention_now", before=before, now=now)
     blocks: list[Block] = [
-        HeaderBlock(text=text(locale, "slack.summary.title", kind=kind, day=view.day)),
+        HeaderBlock(text=slack_text(locale, "slack.summary.title", kind=kind, day=view.day)),
         SectionBlock(
             text=MarkdownTextObject(
-                text=text(locale, "slack.summary.accounts", total=view.total, outcomes=outcomes or "-")
+                text=slack_text(locale, "slack.summary.accounts", total=view.total, outcomes=outcomes or "-")
                 + "\n"
                 + "\n".join(counts)
             )
@@ -119,26 +121,30 @@ def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]]
     rows = [
         _admin_row(account, status, cause, locale)
         if status.needs_user
-        else text(locale, "slack.summary.row_resolved", who=_who(account, locale), email=account.email or "-")
+        else slack_text(
+            locale, "slack.summary.row_resolved", who=_who(account, locale), email=account.email or "-"
+        )
         for account, status, cause in ordered
     ]
     shown = rows[:ADMIN_LIST_LIMIT]
     if len(rows) > len(shown):
-        shown.append(text(locale, "slack.admin.more", count=len(rows) - len(shown)))
+        shown.append(slack_text(locale, "slack.admin.more", count=len(rows) - len(shown)))
     for chunk in chunks([verdict, *shown], SECTION_LIMIT):
         blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
-    fallback = text(locale, "slack.summary.fallback", kind=kind, day=view.day, now=now, total=view.total)
+    fallback = slack_text(
+        locale, "slack.summary.fallback", kind=kind, day=view.day, now=now, total=view.total
+    )
     return [block.to_dict() for block in blocks], fallback
 
 
-def _status_counts(counts: dict[Status, int], locale: str) -> list[str]:
+def _status_counts(counts: dict[Status, int], locale: str) -> list[Mrkdwn]:
     """One line per status that has accounts ("✅ Connected: *12*"), in the order of Status."""
     return [
-        text(
+        slack_text(
             locale,
             "slack.admin.count",
             emoji=EMOJI[status],
-            label=text(locale, f"slack.label.{status}"),
+            label=slack_text(locale, f"slack.label.{status}"),
             count=n,
         )
         for status, n in sorted(counts.items(), key=lambda item: list(Status).index(item[0]))
@@ -146,18 +152,18 @@ def _status_counts(counts: dict[Status, int], locale: str) -> list[str]:
     ]
 
 
-def _who(account: Account, locale: str) -> str:
+def _who(account: Account, locale: str) -> Mrkdwn:
     if account.slack_user_id:
-        return f"<@{account.slack_user_id}>"
-    return text(locale, "slack.admin.not_linked", user_id=account.user_id)
+        return mention(account.slack_user_id)
+    return slack_text(locale, "slack.admin.not_linked", user_id=account.user_id)
 
 
-def _admin_row(account: Account, status: Status, cause: str | None, locale: str) -> str:
-    return text(
+def _admin_row(account: Account, status: Status, cause: str | None, locale: str) -> Mrkdwn:
+    return slack_text(
         locale,
         "slack.admin.row",
         who=_who(account, locale),
         email=account.email or "-",
-        label=text(locale, f"slack.label.{status}"),
-        cause=shorten(cause or text(locale, f"slack.cause.{status}"), 300),
+        label=slack_text(locale, f"slack.label.{status}"),
+        cause=shorten(cause or slack_text(locale, f"slack.cause.{status}"), 300),
     )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import (
     ConfirmObject,
 )
 
-from bot.i18n import text
+from bot.slack.mrkdwn import Mrkdwn, slack_text
 from storage.models import Status
+
+Text = TypeVar("Text", str, Mrkdwn)
 
 RECONNECT_ACTION = "reconnect_gmail"
 
@@ -54,10 +57,10 @@ EMOJI = {
 def confirm_dialog(locale: str, key: str, *, style: str | None = None) -> ConfirmObject:
     """Slack's confirmation dialog, from the catalogue's `key`.title/.text/.yes/.no."""
     return ConfirmObject(
-        title=text(locale, f"{key}.title"),
-        text=text(locale, f"{key}.text"),
-        confirm=text(locale, f"{key}.yes"),
-        deny=text(locale, f"{key}.no"),
+        title=slack_text(locale, f"{key}.title"),
+        text=slack_text(locale, f"{key}.text"),
+        confirm=slack_text(locale, f"{key}.yes"),
+        deny=slack_text(locale, f"{key}.no"),
         style=style,
     )
 
@@ -74,16 +77,28 @@ def chunks(lines: list[str], limit: int) -> list[str]:
     return [*chunks, current] if current else chunks
 
 
-def shorten(value: str, limit: int) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+def shorten(value: Text, limit: int) -> Text:
+    """`value` cut to `limit` characters, ending in "…"; Slack text is never cut inside an entity (`&lt;`),
+    which would show as broken text, or inside one of its own `<…>`."""
+    if len(value) <= limit:
+        return value
+    cut = value[: limit - 1]
+    if not isinstance(value, Mrkdwn):
+        return cut + "…"
+    entity = cut.rfind("&")
+    if entity > len(cut) - len("&amp;") and ";" not in cut[entity:]:
+        cut = cut[:entity]
+    if cut.rfind("<") > cut.rfind(">"):
+        cut = cut[: cut.rfind("<")]
+    return Mrkdwn(cut + "…")
 
 
-def button_text(value: str) -> str:
+def button_text(value: Mrkdwn) -> Mrkdwn:
     return shorten(value, BUTTON_TEXT_LIMIT)
 
 
 def local_time(moment: datetime | None, locale: str, zone: ZoneInfo) -> str:
     """A moment as users read it, in BRIEFING_TIMEZONE with its abbreviation (2026-12-01 09:00 KST)."""
     if moment is None:
-        return text(locale, "slack.status.never")
+        return slack_text(locale, "slack.status.never")
     return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -17,8 +17,8 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.google.health import Cause
-from bot.i18n import text
 from bot.slack.blocks.elements import RECONNECT_ACTION, SNOOZE_ACTION, local_time
+from bot.slack.mrkdwn import Mrkdwn, slack_text
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,16 @@ class PromptView:
 
 def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], str]:
     """The Reconnect Gmail DM (blocks, and the notification text): the cause, what is lost, the buttons."""
-    cause = text(locale, f"slack.cause.{view.cause}")
-    body = [text(locale, "slack.dm.title"), cause]
+    cause = slack_text(locale, f"slack.cause.{view.cause}")
+    body = [slack_text(locale, "slack.dm.title"), cause]
     if view.cause is not Cause.TESTING_EXPIRY:
-        body.append(text(locale, "slack.status.lose"))
+        body.append(slack_text(locale, "slack.status.lose"))
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(body)))]
     buttons = [
         ButtonElement(
-            text=text(locale, "slack.button.connect" if view.first_connection else "slack.button.reconnect"),
+            text=slack_text(
+                locale, "slack.button.connect" if view.first_connection else "slack.button.reconnect"
+            ),
             action_id=RECONNECT_ACTION,
             url=view.reconnect_url,
             style="primary",
@@ -53,29 +55,33 @@ def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], s
     if not view.snoozed:
         buttons.append(
             ButtonElement(
-                text=text(locale, "slack.button.snooze"), action_id=SNOOZE_ACTION, value=str(view.prompt_id)
+                text=slack_text(locale, "slack.button.snooze"),
+                action_id=SNOOZE_ACTION,
+                value=str(view.prompt_id),
             )
         )
     blocks.append(ActionsBlock(block_id="reconnect_prompt_actions", elements=buttons))
-    notes = [text(locale, "slack.dm.link_expires", when=local_time(view.link_expires_at, locale, view.zone))]
+    notes = [
+        slack_text(locale, "slack.dm.link_expires", when=local_time(view.link_expires_at, locale, view.zone))
+    ]
     if view.email:
-        notes.insert(0, text(locale, "slack.dm.account", email=view.email))
+        notes.insert(0, slack_text(locale, "slack.dm.account", email=view.email))
     if view.snoozed:
-        notes.insert(0, text(locale, "slack.dm.snoozed"))
+        notes.insert(0, slack_text(locale, "slack.dm.snoozed"))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note) for note in notes]))
-    return [block.to_dict() for block in blocks], text(locale, "slack.dm.fallback", cause=cause)
+    return [block.to_dict() for block in blocks], slack_text(locale, "slack.dm.fallback", cause=cause)
 
 
 def reconnected_dm(email: str | None, locale: str) -> tuple[list[dict[str, Any]], str]:
     """The Reconnect Gmail DM once the user has reconnected: no buttons left to press."""
     line = (
-        text(locale, "slack.dm.reconnected", email=email)
+        slack_text(locale, "slack.dm.reconnected", email=email)
         if email
-        else text(locale, "slack.dm.reconnected_plain")
+        else slack_text(locale, "slack.dm.reconnected_plain")
     )
     return [SectionBlock(text=MarkdownTextObject(text=line)).to_dict()], line
 
 
-def reconnected_confirmation(email: str | None, locale: str) -> str:
+def reconnected_confirmation(email: str | None, locale: str) -> Mrkdwn:
     """The short message posted after a reconnection."""
-    return text(locale, "slack.dm.confirmation", email=email or "Gmail")
+    return slack_text(locale, "slack.dm.confirmation", email=email or "Gmail")

@@ -18,7 +18,6 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.google.scopes import Capability, capabilities_of
-from bot.i18n import text
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
     EMOJI,
@@ -31,6 +30,7 @@ from bot.slack.blocks.elements import (
     local_time,
     shorten,
 )
+from bot.slack.mrkdwn import Mrkdwn, slack_text
 from storage.models import Account, Status
 
 
@@ -44,43 +44,47 @@ class StatusView:
     switch_url: str
     zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
     offer: Account | None = None  # an unlinked row with the user's Slack email, offered for linking
-    notice: str | None = None  # one line above the card saying what just happened (e.g. "Disconnected")
+    notice: Mrkdwn | None = None  # one line above the card saying what just happened (e.g. "Disconnected")
 
 
 def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
     """The /gmail-status card (also the App Home): account, status and cause, what works, and the buttons."""
     account, status = view.account, view.status
-    blocks: list[Block] = [HeaderBlock(text=text(locale, "slack.status.title"))]
+    blocks: list[Block] = [HeaderBlock(text=slack_text(locale, "slack.status.title"))]
     if view.notice:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=view.notice)))
     if account is None:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.status.no_account"))))
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=slack_text(locale, "slack.status.no_account")))
+        )
         if view.offer is not None:
             blocks.append(
                 SectionBlock(
-                    text=MarkdownTextObject(text=text(locale, "slack.status.offer", email=view.offer.email))
+                    text=MarkdownTextObject(
+                        text=slack_text(locale, "slack.status.offer", email=view.offer.email)
+                    )
                 )
             )
     else:
-        email = account.email or text(locale, "slack.status.unknown_email")
+        email = account.email or slack_text(locale, "slack.status.unknown_email")
         lines = [
-            text(locale, "slack.status.account", email=email),
-            text(
+            slack_text(locale, "slack.status.account", email=email),
+            slack_text(
                 locale,
                 "slack.status.state",
                 emoji=EMOJI[status],
-                label=text(locale, f"slack.label.{status}"),
+                label=slack_text(locale, f"slack.label.{status}"),
             ),
         ]
         if status.needs_user or status is Status.DISCONNECTED:
-            lines.append(text(locale, f"slack.cause.{status}"))
+            lines.append(slack_text(locale, f"slack.cause.{status}"))
         blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(lines))))
         capabilities = capabilities_of(account.scopes) if account.has_refresh_token else frozenset()
         blocks.append(
             ContextBlock(
                 elements=[
                     MarkdownTextObject(
-                        text=text(
+                        text=slack_text(
                             locale,
                             "slack.status.works",
                             read=_mark(Capability.READ in capabilities),
@@ -88,12 +92,12 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
                         )
                     ),
                     MarkdownTextObject(
-                        text=text(
+                        text=slack_text(
                             locale, "slack.status.expiry", when=local_time(account.expiry, locale, view.zone)
                         )
                     ),
                     MarkdownTextObject(
-                        text=text(
+                        text=slack_text(
                             locale,
                             "slack.status.last_refresh",
                             when=local_time(account.last_refresh_at, locale, view.zone),
@@ -104,7 +108,9 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
             )
         )
     if status is not Status.HEALTHY:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=text(locale, "slack.status.lose"))]))
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=slack_text(locale, "slack.status.lose"))])
+        )
     blocks.append(DividerBlock())
     blocks.append(ActionsBlock(block_id="gmail_status_actions", elements=_buttons(view, locale)))
     return [block.to_dict() for block in blocks]
@@ -115,7 +121,7 @@ def _buttons(view: StatusView, locale: str) -> list[ButtonElement]:
     if view.offer is not None:
         buttons.append(
             ButtonElement(
-                text=button_text(text(locale, "slack.button.link", email=view.offer.email)),
+                text=button_text(slack_text(locale, "slack.button.link", email=view.offer.email)),
                 action_id=LINK_ACTION,
                 value=str(view.offer.id),
                 style="primary",
@@ -124,7 +130,7 @@ def _buttons(view: StatusView, locale: str) -> list[ButtonElement]:
     label = "slack.button.reconnect" if view.account is not None else "slack.button.connect"
     buttons.append(
         ButtonElement(
-            text=text(locale, label),
+            text=slack_text(locale, label),
             action_id=RECONNECT_ACTION,
             url=view.reconnect_url,
             style=None if view.status is Status.HEALTHY or view.offer is not None else "primary",
@@ -133,13 +139,13 @@ def _buttons(view: StatusView, locale: str) -> list[ButtonElement]:
     if view.account is not None:
         buttons.append(
             ButtonElement(
-                text=text(locale, "slack.button.switch"), action_id=SWITCH_ACTION, url=view.switch_url
+                text=slack_text(locale, "slack.button.switch"), action_id=SWITCH_ACTION, url=view.switch_url
             )
         )
     if view.account is not None and (view.account.has_access_token or view.account.has_refresh_token):
         buttons.append(
             ButtonElement(
-                text=text(locale, "slack.button.disconnect"),
+                text=slack_text(locale, "slack.button.disconnect"),
                 action_id=DISCONNECT_ACTION,
                 value=str(view.account.id),
                 style="danger",
@@ -149,33 +155,33 @@ def _buttons(view: StatusView, locale: str) -> list[ButtonElement]:
     return buttons
 
 
-def help_blocks(locale: str, *, admin: bool, notice: str | None = None) -> list[dict[str, Any]]:
+def help_blocks(locale: str, *, admin: bool, notice: Mrkdwn | None = None) -> list[dict[str, Any]]:
     """The /gmail-status help text (with the admin commands for admins), after an optional notice."""
-    lines = [text(locale, "slack.help")] + ([text(locale, "slack.help.admin")] if admin else [])
-    return (notice_blocks(notice) if notice else []) + notice_blocks("\n\n".join(lines))
+    lines = [slack_text(locale, "slack.help")] + ([slack_text(locale, "slack.help.admin")] if admin else [])
+    return (notice_blocks(notice) if notice else []) + notice_blocks(Mrkdwn("\n\n").join(lines))
 
 
-def notice_blocks(line: str) -> list[dict[str, Any]]:
+def notice_blocks(line: Mrkdwn) -> list[dict[str, Any]]:
     """One line of text as a message (answers to admin commands, notices)."""
     return [SectionBlock(text=MarkdownTextObject(text=shorten(line, SECTION_LIMIT))).to_dict()]
 
 
 def home_view(view: StatusView, locale: str) -> dict[str, Any]:
     """The App Home tab: a short introduction and the status card."""
-    intro = SectionBlock(text=MarkdownTextObject(text=text(locale, "slack.home.intro"))).to_dict()
+    intro = SectionBlock(text=MarkdownTextObject(text=slack_text(locale, "slack.home.intro"))).to_dict()
     return {"type": "home", "blocks": [intro, *status_card(view, locale)]}
 
 
-def _last_fetch(account: Account, locale: str, zone: ZoneInfo) -> str:
+def _last_fetch(account: Account, locale: str, zone: ZoneInfo) -> Mrkdwn:
     if account.last_fetch_at is None:
-        result = ""
+        result = Mrkdwn("")
     elif account.last_fetch_result == "ok":
-        result = text(locale, "slack.status.fetch_ok", count=account.last_fetch_messages or 0)
+        result = slack_text(locale, "slack.status.fetch_ok", count=account.last_fetch_messages or 0)
     else:
-        result = text(
+        result = slack_text(
             locale, "slack.status.fetch_failed", reason=shorten(account.last_fetch_result or "?", 200)
         )
-    return text(
+    return slack_text(
         locale, "slack.status.last_fetch", when=local_time(account.last_fetch_at, locale, zone), result=result
     )
 
