@@ -40,6 +40,7 @@ from storage.oauth_states import OAuthStates
 from storage.pool import create_pool
 from storage.prompts import Prompts
 from storage.runs import Runs
+from storage.slack_deliveries import SlackDeliveries
 from storage.slack_locales import SlackLocales
 
 # Connections beyond the briefing's workers (each may hold one: a refresh or prompt lock) for Slack, OAuth and
@@ -167,6 +168,11 @@ class Services:
     def users(self) -> SlackUsers:
         """Slack users' languages and emails, the languages kept in the database too."""
         return SlackUsers(self.slack, self.settings.default_locale, stored=SlackLocales(self.pool))
+
+    @cached_property
+    def slack_deliveries(self) -> SlackDeliveries:
+        """What Slack already sent: each signed request and each event is taken once, whichever replica gets it."""
+        return SlackDeliveries(self.pool)
 
     @cached_property
     def prompts(self) -> Prompts:

@@ -284,16 +284,24 @@ class FakeSlack(SignInWithSlack):
         """How many Socket Mode WebSockets are open now."""
         return len(self._sockets)
 
-    async def send_envelope(self, payload: dict[str, Any], *, kind: str = "events_api") -> str:
-        """Send a Socket Mode envelope (e.g. an event_callback body) over every open WebSocket; its envelope_id."""
+    async def send_envelope(
+        self,
+        payload: dict[str, Any],
+        *,
+        kind: str = "events_api",
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+    ) -> str:
+        """Send a Socket Mode envelope (e.g. an event_callback body) over every open WebSocket; its envelope_id.
+        A redelivery is the same payload in a new envelope, with retry_attempt 1, 2, …"""
         envelope_id = secrets.token_hex(8)
         envelope = {
             "envelope_id": envelope_id,
             "type": kind,
             "payload": payload,
             "accepts_response_payload": kind != "events_api",
-            "retry_attempt": 0,
-            "retry_reason": "",
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
         }
         for socket in list(self._sockets):
             await socket.send_json(envelope)
@@ -747,6 +755,11 @@ def _interaction(kind: str, user_id: str, team_id: str, trigger_id: str) -> dict
     }
 
 
+def new_trigger_id() -> str:
+    """A trigger_id of Slack's form (e.g. 398738663015.47445629121.803a0bc8…), new each time."""
+    return f"{secrets.randbelow(10**12)}.{secrets.randbelow(10**11)}.{secrets.token_hex(16)}"
+
+
 def _payload_body(payload: dict[str, Any]) -> bytes:
     return urlencode({"payload": json.dumps(payload)}).encode()
 
@@ -758,10 +771,11 @@ def slash_command_body(
     user_id: str,
     team_id: str = TEAM_ID,
     channel_id: str = "C0GENERAL",
-    trigger_id: str = TRIGGER_ID,
+    trigger_id: str | None = None,
     response_url: str = "https://hooks.slack.com/commands/T0TEAM/1/abc",
 ) -> bytes:
-    """A slash command's form body, fields in Slack's order."""
+    """A slash command's form body, fields in Slack's order; a new trigger_id each time, as Slack gives one per
+    invocation (two commands typed alike are two requests, not a replay)."""
     fields = {
         "token": VERIFICATION_TOKEN,
         "team_id": team_id,
@@ -775,7 +789,7 @@ def slash_command_body(
         "api_app_id": APP_ID,
         "is_enterprise_install": "false",
         "response_url": response_url,
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or new_trigger_id(),
     }
     return urlencode(fields).encode()
 

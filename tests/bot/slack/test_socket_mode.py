@@ -159,3 +159,25 @@ async def test_with_the_right_app_token_events_arrive_over_the_websocket(
     assert [r.getMessage() for r in socket_mode_lines(caplog)] == ["Connected to Slack in Socket Mode"]
     assert_no_tracebacks(caplog)
     assert APP_TOKEN not in caplog.text
+
+
+async def test_an_event_redelivered_over_the_websocket_is_acknowledged_and_not_run_again(
+    socket_settings: Callable[..., Settings], fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_slack.app_token = APP_TOKEN
+    fake_slack.add_user(ADA, locale="en-US")
+    event = json.loads(event_body(app_home_opened(ADA)))
+    async with served(socket_settings(SLACK_APP_TOKEN=APP_TOKEN)) as (_, socket_mode, _took):
+        await asyncio.wait_for(socket_mode.connected.wait(), 10)
+        await eventually(lambda: fake_slack.open_sockets == 1)
+        first = await fake_slack.send_envelope(event)
+        await settled(fake_slack, "views.publish")
+        # Slack's redelivery: the same event in a new envelope. Its ack comes once Bolt has dispatched it.
+        again = await fake_slack.send_envelope(event, retry_attempt=1, retry_reason="timeout")
+        await eventually(lambda: {"envelope_id": again} in fake_slack.socket_replies)
+
+        assert {"envelope_id": first} in fake_slack.socket_replies
+        assert len(fake_slack.calls_to("views.publish")) == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "handlers.slack.redelivery"]
+    assert line.startswith(f"Event {event['event_id']} delivered again (retry 1)")
+    assert_no_tracebacks(caplog)
