@@ -426,3 +426,18 @@ async def test_an_id_token_from_another_workspace_is_not_the_owner(
     status, page, final = await visit(browser, app[SERVICES].links.new_url(OWNER, slack_team_id=TEAM_ID))
 
     await assert_refused_before_google(app, fake_google, status, page, final)
+
+
+async def test_markup_in_slack_names_is_escaped_on_the_refusal_page(
+    serve: Serve, browser: aiohttp.ClientSession, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    fake_slack.add_user(OWNER, name='<script>alert("owner")</script>')
+    fake_slack.add_user(COLLEAGUE, name="<img src=x onerror=alert(1)>")
+    fake_slack.sign_in(COLLEAGUE)
+
+    status, page, _ = await visit(browser, app[SERVICES].links.new_url(OWNER))
+
+    assert status == 403
+    assert "<script>" not in page and "<img" not in page
+    assert "&lt;script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;" in page

@@ -209,6 +209,7 @@ async def test_the_run_the_reminder_and_the_reconnection_escape_the_email_and_go
 
     # The user reconnects with the button, and Google's ID token carries the address with the markup.
     fake_google.consent.email = MARKUP
+    fake_slack.sign_in(VICTIM)  # the DM's owner clicks its button
     url = buttons(prompt_call.args["blocks"])[RECONNECT_ACTION]["url"]
     status, _, _ = await visit(browser, url)
     assert status == 200
