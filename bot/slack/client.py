@@ -41,7 +41,8 @@ USER_AGENT = "gmail-reconnect"
 
 
 def create_bolt_app(settings: Settings, *, client: AsyncWebClient) -> AsyncApp:
-    """A single-workspace Bolt app on `client` (see create_web_client), verifying with SLACK_SIGNING_SECRET."""
+    """A single-workspace Bolt app on `client` (see create_web_client). Requests reach it already verified
+    with SLACK_SIGNING_SECRET (handlers.slack.verification), so Bolt does not check them again."""
     if settings.slack_signing_secret is None:
         raise ConfigError(settings.missing_for_serve())
     # Bolt reads SLACK_BOT_TOKEN from the process environment when it is given no token, and then warns on

@@ -57,6 +57,9 @@ async def test_empty_database_gets_every_table(database_url: str) -> None:
         "reconnect_prompts",
         "audit_log",
         "api_keys",
+        "token_failure_checks",
+        "slack_request_replays",
+        "slack_events_handled",
     } <= tables
     assert nullable == "YES"
 

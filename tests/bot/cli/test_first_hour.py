@@ -147,3 +147,30 @@ def test_import_says_why_a_file_without_a_refresh_token_is_missing(
     }
     assert rows["heejae"]["status_checked"] is False  # imported, never asked of Google
     assert rows["alice"]["can_read"] is False and rows["alice"]["can_send"] is False  # nothing to read with
+
+
+def test_serve_without_the_slack_sign_in_credentials_names_them(env: dict[str, str], tmp_path: Path) -> None:
+    without = {k: v for k, v in env.items() if k not in ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")}
+    serve = run("serve", env=without, cwd=tmp_path)
+    assert serve.returncode == 2 and no_traceback(serve)
+    assert "SLACK_CLIENT_ID / SLACK_CLIENT_SECRET are not set" in serve.stderr
+    assert "IDENTITY_CHECK=off" in serve.stderr
+
+
+def test_identity_check_off_is_warned_about_on_every_start(env: dict[str, str], tmp_path: Path) -> None:
+    off = {
+        **{k: v for k, v in env.items() if k not in ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")},
+        "IDENTITY_CHECK": "off",
+    }
+    assert run("migrate", "--init", env=off, cwd=tmp_path).returncode == 0
+    doctor = run("doctor", env=off, cwd=tmp_path)
+    assert "[warn] IDENTITY_CHECK=off: reconnect links are not tied to the person" in doctor.stdout
+    checked = run("doctor", env=env, cwd=tmp_path)
+    assert "Sign in with Slack redirect URL to list in the Slack app" in checked.stdout
+    assert "IDENTITY_CHECK=off" not in checked.stdout
+
+    # serve says it before anything else starts (here it then stops: nothing listens at this database).
+    unreachable = {**off, "DATABASE_URL": "postgresql://u:p@127.0.0.1:9/main_db"}
+    serve = run("serve", env=unreachable, cwd=tmp_path)
+    assert serve.returncode != 0 and no_traceback(serve)
+    assert "IDENTITY_CHECK=off: reconnect links are not tied to the person" in serve.stderr
