@@ -206,15 +206,22 @@ SCOPES = ["openid", "email", READONLY, SEND]
 
 
 async def healthy(
-    app: web.Application, google: FakeGoogle, slack_id: str, *, expiring: bool = False
+    app: web.Application,
+    google: FakeGoogle,
+    slack_id: str,
+    *,
+    expiring: bool = False,
+    email: str | None = None,
+    expiry_known: bool = True,
 ) -> Account:
-    """A linked account whose refresh token the fake Google honours; `expiring` makes it need a refresh."""
-    email = f"{slack_id.lower()}@gmail.com"
+    """A linked account whose refresh token the fake Google honours; `expiring` makes it need a refresh, and
+    without `expiry_known` its access token has no known expiry, so using it asks Google for a new one first."""
+    email = email or f"{slack_id.lower()}@gmail.com"
     google.add_refresh_token(f"1//{slack_id}", email=email, scopes=SCOPES)
     access = google.issue_access_token(email, SCOPES)
     expiry = datetime.now(UTC) + (timedelta(minutes=1) if expiring else timedelta(minutes=50))
     return await app[SERVICES].accounts.store_tokens(
-        grant=TokenGrant(access, f"1//{slack_id}", expiry, SCOPES),
+        grant=TokenGrant(access, f"1//{slack_id}", expiry if expiry_known else None, SCOPES),
         actor="test",
         slack_user_id=slack_id,
         metadata={"email": email},

@@ -129,11 +129,7 @@ class ReconnectFlow:
         await self.states.create(
             state=state,
             browser_binding=browser_binding,
-            slack_user_id=claims.slack_user_id,
-            slack_team_id=claims.slack_team_id,
-            purpose=str(claims.purpose),
-            link_id=claims.link_id,
-            link_expires_at=claims.expires_at,
+            **claims.state_fields(),
             code_verifier=code_verifier,
             redirect_uri=redirect_uri,
             scopes=scopes,

@@ -11,6 +11,7 @@ import enum
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from bot.config import Settings
@@ -45,6 +46,16 @@ class LinkClaims:
     purpose: Purpose
     expires_at: datetime
     link_id: str
+
+    def state_fields(self) -> dict[str, Any]:
+        """What an OAuth state started from this link keeps of it (OAuthStates.create's link arguments)."""
+        return {
+            "slack_user_id": self.slack_user_id,
+            "slack_team_id": self.slack_team_id,
+            "purpose": str(self.purpose),
+            "link_id": self.link_id,
+            "link_expires_at": self.expires_at,
+        }
 
 
 class LinkSigner:

@@ -9,7 +9,6 @@ and asserts that none holds the markup raw."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -18,7 +17,7 @@ from aiohttp import web
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
 from bot.slack.blocks.elements import LINK_ACTION, RECONNECT_ACTION, SNOOZE_ACTION
-from storage.models import Account, Status, TokenGrant
+from storage.models import Status
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import (
     JSON_CONTENT_TYPE,
@@ -33,7 +32,6 @@ from tests.fakes.slack import (
 from tests.helpers import (
     MARKUP,
     MARKUP_ESCAPED,
-    SCOPES,
     Serve,
     block_text,
     buttons,
@@ -53,23 +51,6 @@ ADMIN_CHANNEL = "C0ADMINS"
 def member(fake: FakeSlack, user_id: str, **profile: Any) -> None:
     """A workspace member whose display and real names are markup too (the bot must never show them raw)."""
     fake.add_user(user_id, locale="en-US", name=MARKUP, real_name=MARKUP, **profile)
-
-
-async def connected(
-    app: web.Application, google: FakeGoogle, slack_id: str, email: str, *, fresh: bool = True
-) -> Account:
-    """A linked, working account whose stored email is `email`, with tokens the fake Google honours; unless
-    `fresh`, its access token has no known expiry, so using it asks Google for a new one first."""
-    google.add_refresh_token(f"1//{slack_id}", email=email, scopes=SCOPES)
-    access = google.issue_access_token(email, SCOPES)
-    expiry = datetime.now(UTC) + timedelta(minutes=50) if fresh else None
-    return await app[SERVICES].accounts.store_tokens(
-        grant=TokenGrant(access, f"1//{slack_id}", expiry, SCOPES),
-        actor="test",
-        slack_user_id=slack_id,
-        metadata={"email": email},
-        status=Status.HEALTHY,
-    )
 
 
 async def unlinked_row(app: web.Application, user_id: str, email: str) -> None:
@@ -106,7 +87,7 @@ async def test_the_status_card_app_home_and_help_escape_the_email_and_googles_er
 ) -> None:
     app = await serve()
     member(fake_slack, VICTIM)
-    await connected(app, fake_google, VICTIM, MARKUP)
+    await healthy(app, fake_google, VICTIM, email=MARKUP)
     fake_google.fail_gmail(400, message=MARKUP)  # Google's error text, recorded as the last fetch's result
     report = await app[SERVICES].briefing.run(Kind.BRIEFING, only=[VICTIM])
     assert [line.result for line in report.accounts] == [Result.FAILED]
@@ -157,10 +138,12 @@ async def test_the_admin_overview_and_nudges_escape_emails_causes_user_ids_and_s
     app = await serve(ADMIN_SLACK_USER_IDS=ADMIN)
     for user_id in (ADMIN, VICTIM, "U0FINE"):
         member(fake_slack, user_id)
-    victim = await connected(app, fake_google, VICTIM, MARKUP + " victim")
+    victim = await healthy(app, fake_google, VICTIM, email=MARKUP + " victim")
     await app[SERVICES].accounts.set_status(victim.id, status=Status.EXPIRED, cause=MARKUP, actor="test")
     await unlinked_row(app, MARKUP, MARKUP + " unlinked")
-    await connected(app, fake_google, "U0FINE", MARKUP + " fine", fresh=False)  # the nudge asks Google first
+    await healthy(
+        app, fake_google, "U0FINE", email=MARKUP + " fine", expiry_known=False
+    )  # the nudge asks Google first
 
     overview = await command(app, fake_slack, ADMIN, "all")
     works = await command(app, fake_slack, ADMIN, "nudge <@U0FINE>")
@@ -185,7 +168,7 @@ async def test_the_run_the_reminder_and_the_reconnection_escape_the_email_and_go
     app = await serve(ADMIN_CHANNEL_ID=ADMIN_CHANNEL, DEFAULT_LOCALE="en")
     fake_slack.channels.add(ADMIN_CHANNEL)
     member(fake_slack, VICTIM)
-    await connected(app, fake_google, VICTIM, MARKUP)
+    await healthy(app, fake_google, VICTIM, email=MARKUP)
     fake_google.fail_gmail(401, message=MARKUP)  # Gmail refuses the token: the cause stored is Google's text
 
     report = await app[SERVICES].briefing.run(Kind.BRIEFING)
