@@ -170,7 +170,7 @@ def accounts(pool: asyncpg.Pool, make_settings: Callable[..., Settings]) -> Acco
 # ---- Secrets never reach a log line -------------------------------------------------------------------------
 
 # Every value a test must never see in a log: the settings' secrets, and whatever the fake Google issued.
-_watched_fakes: list[FakeGoogle] = []
+_watched_fakes: list[FakeGoogle | FakeSlack] = []
 
 
 class _Recorder(logging.Handler):
@@ -202,7 +202,7 @@ def no_secrets_in_logs() -> Iterator[None]:
         root.setLevel(previous_level)
     secrets = {value for key, value in BASE_ENV.items() if key not in ("GOOGLE_CLIENT_ID", "SLACK_CLIENT_ID")}
     for fake in _watched_fakes:
-        secrets |= fake.issued_secrets
+        secrets |= fake.issued_secrets if isinstance(fake, FakeGoogle) else fake.oidc_issued_secrets
     leaks = [
         name for name, text in recorder.lines for secret in secrets if len(secret) >= 8 and secret in text
     ]
@@ -223,8 +223,9 @@ async def fake_google() -> AsyncIterator[FakeGoogle]:
 
 @pytest.fixture
 async def fake_slack() -> AsyncIterator[FakeSlack]:
-    """The local fake of Slack's Web API, answering the bot token of BASE_ENV."""
+    """The local fake of Slack's Web API, answering the bot token of BASE_ENV, watched by the log check."""
     async with fake_slack_server(bot_token=BASE_ENV["SLACK_BOT_TOKEN"]) as fake:
+        _watched_fakes.append(fake)  # the sign-in's codes and tokens
         yield fake
 
 
