@@ -28,8 +28,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.appkeys import SERVICES
 from bot.i18n import LOCALES, catalogue
 from handlers.http.pages import SECURITY_HEADERS, render
+from storage.models import Status
+from tests.fakes.google import FakeGoogle
+from tests.fakes.slack import FakeSlack
+from tests.helpers import Serve
 
 START_TIMEOUT = 30.0  # seconds for Chromium to open its DevTools port
 CALL_TIMEOUT = 15.0  # seconds for any one DevTools call or event
@@ -419,3 +424,44 @@ def test_stopping_the_browser_ends_its_processes_and_deletes_its_profile(chromiu
     assert browser.process.poll() is not None
     assert browser.live_processes() == []
     assert not browser.profile.exists()
+
+
+# --- The whole consent flow in the browser ------------------------------------------------------------------
+
+
+async def test_the_owner_reconnects_in_a_real_browser_and_a_colleague_is_stopped(
+    chromium: Chromium, serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    """Chromium follows the redirects (link → Slack's sign-in → Google → back) with its own cookie rules:
+    SameSite=Lax cookies on the path /oauth/ must come along on each redirect back, on a phone too."""
+    app = await serve()
+    fake_slack.sign_in("U0OWNER")
+    fake_google.consent.email = "owner@gmail.com"
+    async with chromium.tab() as tab:
+        await tab.call("Network.enable")
+        await tab.call("Network.clearBrowserCookies")
+        await tab.open(app[SERVICES].links.new_url("U0OWNER"), PHONE)
+        assert "owner@gmail.com" in await tab.evaluate("document.body.innerText")
+        assert (fake_slack.oidc_token_exchanges, len(fake_google.calls_to("/o/oauth2/auth"))) == (1, 1)
+        cookies = {c["name"]: c for c in (await tab.call("Network.getCookies"))["cookies"]}
+        assert cookies["gmail_reconnect_identity"]["httpOnly"]
+        assert cookies["gmail_reconnect_identity"]["path"] == "/oauth/"
+        assert cookies["gmail_reconnect_identity"]["sameSite"] == "Lax"
+
+        # A later reconnection from the same browser skips Slack: one click.
+        account = await app[SERVICES].accounts.find_by_slack_id("U0OWNER")
+        assert account is not None
+        await app[SERVICES].accounts.set_status(account.id, status=Status.REVOKED, cause="test", actor="test")
+        fake_google.consent.email = "owner@gmail.com"
+        await tab.open(app[SERVICES].links.new_url("U0OWNER"), DESKTOP)
+        assert "owner@gmail.com" in await tab.evaluate("document.body.innerText")
+        assert (fake_slack.oidc_token_exchanges, len(fake_google.calls_to("/o/oauth2/auth"))) == (1, 2)
+
+        # Another browser, signed in to Slack as a colleague, opens the owner's forwarded link.
+        await tab.call("Network.clearBrowserCookies")
+        fake_slack.sign_in("U0COLLEAGUE")
+        await tab.open(app[SERVICES].links.new_url("U0OWNER"), PHONE)
+        assert await tab.evaluate("location.pathname") == "/oauth/slack/callback"
+        assert "/gmail-status" in await tab.evaluate("document.body.innerText")
+        assert await tab.overflow(PHONE) == []
+        assert len(fake_google.calls_to("/o/oauth2/auth")) == 2
