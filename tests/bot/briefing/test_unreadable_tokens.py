@@ -15,6 +15,7 @@ from tests.fakes.slack import FakeSlack
 from tests.helpers import UNREADABLE_CASES, Serve, block_text, dms, healthy, make_unreadable
 
 VICTIM, OTHER, BYSTANDER = "U0VICTIM", "U0OTHER", "U0BYSTANDER"
+ADMIN_CHANNEL = "C0ADMINS"
 
 
 @pytest.mark.parametrize("case", UNREADABLE_CASES)
@@ -22,7 +23,8 @@ async def test_the_run_asks_the_user_to_reconnect_instead_of_failing_silently(
     serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, case: str
 ) -> None:
     keys, reason = UNREADABLE_CASES[case]
-    app = await serve(TOKEN_ENCRYPTION_KEYS=keys)
+    app = await serve(TOKEN_ENCRYPTION_KEYS=keys, ADMIN_CHANNEL_ID=ADMIN_CHANNEL, DEFAULT_LOCALE="en")
+    fake_slack.channels.add(ADMIN_CHANNEL)
     for slack_id in (VICTIM, OTHER, BYSTANDER):
         fake_slack.add_user(slack_id, locale="en-US")
         await healthy(app, fake_google, slack_id)
@@ -46,6 +48,15 @@ async def test_the_run_asks_the_user_to_reconnect_instead_of_failing_silently(
     assert "The bot can no longer decrypt your stored Gmail connection" in text
     assert "TOKEN_ENCRYPTION_KEYS" not in text  # the user is told what to do, the operator's words stay out
     assert "Reconnect Gmail" in str(dm["blocks"])
+
+    ((_, summary),) = [(where, m) for (where, _), m in fake_slack.messages.items() if where == ADMIN_CHANNEL]
+    admin = block_text(summary["blocks"])
+    unreadable = 2 if case == "swapped_rows" else 1
+    assert f"🔒 Stored connection unreadable: *{unreadable}*" in admin
+    assert (
+        f"<@{VICTIM}> · u0victim@gmail.com · *Stored connection unreadable*: The stored tokens cannot"
+        in admin
+    )
 
     # Read again (by the API, a nudge): still needs the user, and the change was audited once.
     again = await app[SERVICES].tokens.access(victim.id)

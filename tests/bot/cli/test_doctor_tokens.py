@@ -91,7 +91,9 @@ async def test_doctor_on_readable_rows_says_so_and_notices_rows_marked_unreadabl
     pool = await rows(env, tmp_path, "one", "two")
     try:
         await pool.execute(
-            "UPDATE gmail_tokens SET status = $1 WHERE user_id = 'two'", str(Status.UNREADABLE)
+            "UPDATE gmail_tokens SET status = $1, status_cause = $2 WHERE user_id = 'two'",
+            str(Status.UNREADABLE),
+            "The stored tokens cannot be decrypted: x.",
         )
     finally:
         await pool.close()
@@ -101,3 +103,8 @@ async def test_doctor_on_readable_rows_says_so_and_notices_rows_marked_unreadabl
     assert code == 0, out
     assert "[  ok] Every stored token can be decrypted (2 row(s) with token data)." in out
     assert "[warn] 1 account(s) are marked unreadable but their tokens decrypt now: two." in out
+    code, out, _ = await run_async("accounts", "--status", "unreadable", env=env, cwd=tmp_path)
+    assert code == 0
+    (row,) = out.splitlines()[1:]
+    assert row.split()[1:3] == ["two", "-"] and "unreadable" in row
+    assert row.endswith("The stored tokens cannot be decrypted: x.")
