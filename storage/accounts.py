@@ -177,8 +177,12 @@ class Accounts:
             raise ValueError("store_tokens needs a slack_user_id or a user_id")
         async with transaction(self.pool, conn) as conn:
             row = await lock_or_create(conn, slack_user_id=slack_user_id, user_id=user_id)
-            stored = self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=None)
-            refresh_token = grant.refresh_token or (stored.refresh_token if stored else None)
+            refresh_token = grant.refresh_token
+            if not refresh_token:
+                # Only a grant without a refresh token reads the stored one (TokenUnreadable if it cannot):
+                # new tokens replace a row that cannot be decrypted.
+                stored = self.codec.unpack(row["token_data"], user_id=row["user_id"], expiry=None)
+                refresh_token = stored.refresh_token if stored else None
             token_data = self.codec.pack(
                 row["token_data"],
                 user_id=row["user_id"],

@@ -26,7 +26,12 @@ async def unlinked_rows(conn: asyncpg.Connection) -> int:
     return count
 
 
-async def stored_token_data(conn: asyncpg.Connection) -> list[tuple[str, Any]]:
-    """(user_id, token_data as stored) for every row that holds tokens."""
-    rows = await conn.fetch("SELECT user_id, token_data FROM gmail_tokens WHERE token_data IS NOT NULL")
-    return [(row["user_id"], row["token_data"]) for row in rows]
+async def stored_token_data(conn: asyncpg.Connection) -> list[tuple[str, str | None, Any]]:
+    """(user_id, status, token_data as stored) for every row that holds tokens, ordered by user_id.
+
+    The status is read through to_jsonb: a legacy table not migrated yet has none (None)."""
+    rows = await conn.fetch(
+        """SELECT user_id, to_jsonb(g)->>'status' AS status, token_data FROM gmail_tokens AS g
+            WHERE token_data IS NOT NULL ORDER BY user_id"""
+    )
+    return [(row["user_id"], row["status"], row["token_data"]) for row in rows]

@@ -26,7 +26,15 @@ class WrongDatabaseError(StorageError):
 
 
 class TokenUnreadable(StorageError):
-    """A stored token is encrypted with a key this process does not have, or was altered."""
+    """A stored token is encrypted with a key this process does not have, or was altered.
+
+    `reason` says why in plain words that name no account and no secret (e.g. "encrypted with a key that
+    TOKEN_ENCRYPTION_KEYS no longer holds (key id 1a2b3c4d)").
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class EmbeddedDatabaseError(StorageError):

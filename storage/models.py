@@ -18,6 +18,7 @@ class Status(enum.StrEnum):
     MISSING = "missing"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     DISCONNECTED = "disconnected"
+    UNREADABLE = "unreadable"  # the stored tokens cannot be decrypted; reconnecting stores new ones
 
     @property
     def needs_user(self) -> bool:
@@ -25,7 +26,9 @@ class Status(enum.StrEnum):
         return self in _NEEDS_USER
 
 
-_NEEDS_USER = frozenset({Status.EXPIRED, Status.REVOKED, Status.MISSING, Status.INSUFFICIENT_SCOPE})
+_NEEDS_USER = frozenset(
+    {Status.EXPIRED, Status.REVOKED, Status.MISSING, Status.INSUFFICIENT_SCOPE, Status.UNREADABLE}
+)
 
 
 @dataclass(frozen=True)

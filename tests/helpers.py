@@ -26,7 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.appkeys import SERVICES
 from storage.accounts import Accounts
+from storage.crypto import TokenCipher, generate_key, parse_keys
 from storage.models import Account, Status, TokenGrant
+from storage.token_data import TokenCodec
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FORM_CONTENT_TYPE, FakeSlack, dm_channel_id, sign
 
@@ -408,3 +410,41 @@ async def follow_until(browser: aiohttp.ClientSession, url: str, arrived: Callab
             assert response.status == 302, (url, response.status, await response.text())
             url = response.headers["Location"]
     raise AssertionError(f"no redirect led where wanted from {url}")
+
+
+# ---- Rows whose tokens cannot be decrypted ------------------------------------------------------------------
+
+SERVING_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes: the key the app is given
+# Each way a row becomes unreadable: the app's TOKEN_ENCRYPTION_KEYS, and words its reason must hold.
+UNREADABLE_CASES = {
+    "wrong_key": (SERVING_KEY, "encrypted with a key that TOKEN_ENCRYPTION_KEYS does not hold (key id"),
+    "missing_key": (None, "is encrypted (key id"),
+    "swapped_rows": (SERVING_KEY, "its ciphertext belongs to another row or field"),
+    "swapped_fields": (SERVING_KEY, "holds the ciphertext made for the refresh_token"),
+}
+
+
+async def make_unreadable(pool: asyncpg.Pool, case: str, user_id: str, *, other_user_id: str) -> None:
+    """Make the tokens of row `user_id` undecryptable for an app with UNREADABLE_CASES[case]'s keys: under a key
+    the app does not hold, or with ciphertexts swapped with row `other_user_id` (both encrypted by the app) or
+    between the row's own two fields."""
+    if case in ("wrong_key", "missing_key"):
+        codec = TokenCodec(TokenCipher(parse_keys(generate_key())))
+        lost = {"access_token": "ya29.lost", "refresh_token": "1//lost"}
+        data = codec.pack(None, user_id=user_id, tokens=lost, token_type="Bearer")
+        await pool.execute("UPDATE gmail_tokens SET token_data = $2 WHERE user_id = $1", user_id, data)
+    elif case == "swapped_rows":
+        await pool.execute(
+            """UPDATE gmail_tokens AS g SET token_data = o.token_data FROM gmail_tokens AS o
+                WHERE (g.user_id, o.user_id) IN (($1, $2), ($2, $1))""",
+            user_id,
+            other_user_id,
+        )
+    else:
+        await pool.execute(
+            """UPDATE gmail_tokens SET token_data = jsonb_set(token_data, '{encrypted}', jsonb_build_object(
+                   'access_token', token_data->'encrypted'->'refresh_token',
+                   'refresh_token', token_data->'encrypted'->'access_token'))
+                WHERE user_id = $1""",
+            user_id,
+        )

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
 from bot.config import Settings
 from bot.database import describe_cluster, describe_new_cluster, start_embedded, token_codec
 from storage import embedded
-from storage.crypto import key_id_in
 from storage.diagnostics import slack_users_on_several_rows, stored_token_data, unlinked_rows
 from storage.errors import StorageError
 from storage.migrator import inspect_database, pending_migrations
+from storage.models import Status
 from storage.pool import connect, describe_dsn
+from storage.token_data import ENCRYPTED, STRAY, TokenCodec
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
+# Finding which row a stray ciphertext was made for tries it against every row (about 10 µs a row and field):
+# a few of them are searched, in databases of up to this many rows, so that doctor stays quick.
+ORIGIN_SEARCHES, ORIGIN_SEARCH_ROWS = 20, 20_000
 
 
 @dataclass
@@ -141,28 +146,65 @@ async def _check_slack_ids(conn: asyncpg.Connection, report: Report) -> None:
 
 
 async def _check_tokens(settings: Settings, conn: asyncpg.Connection, report: Report) -> None:
+    """Decrypt every row's tokens, as the bot will: a row that does not read is listed with the reason."""
     codec = token_codec(settings)
-    known = set(codec.cipher.key_ids) if codec.cipher else set()
-    unreadable, stale = [], 0
-    for user_id, token_data in await stored_token_data(conn):
-        encrypted = token_data.get("encrypted") if isinstance(token_data, dict) else None
-        kids = (
-            {key_id_in(value) for value in encrypted.values()} - {None}
-            if isinstance(encrypted, dict)
-            else set()
-        )
-        if kids - known:
-            unreadable.append(f"{user_id} (key {', '.join(sorted(k for k in kids - known if k))})")
-        elif codec.needs_rewrite(token_data):
+    rows = await stored_token_data(conn)
+    unreadable: dict[str, list[str]] = {}
+    recovered: list[str] = []
+    stale = 0
+    searches = ORIGIN_SEARCHES if len(rows) <= ORIGIN_SEARCH_ROWS else 0
+    for user_id, status, token_data in rows:
+        problems = codec.problems(token_data, user_id=user_id)
+        for name, why in problems.items():
+            origin = None
+            if searches > 0 and STRAY in why:
+                searches -= 1
+                origin = _origin(codec, rows, user_id, _ciphertext(token_data, name))
+            if origin is not None:
+                why = (
+                    f"the {name} holds the ciphertext made for the {origin[1]} of account {origin[0]!r}: "
+                    "ciphertexts were swapped or copied between rows"
+                )
+            unreadable.setdefault(user_id, []).append(why)
+        if problems:
+            continue
+        if status == str(Status.UNREADABLE):
+            recovered.append(user_id)
+        if codec.needs_rewrite(token_data):
             stale += 1
     if unreadable:
         report.add(
             FAIL,
-            f"{len(unreadable)} account(s) hold tokens encrypted with a key not in TOKEN_ENCRYPTION_KEYS: "
-            + "; ".join(unreadable),
+            f"{len(unreadable)} account(s) hold tokens that cannot be decrypted (restore the key they were "
+            "encrypted with, or let their users reconnect, which stores new ones):\n"
+            + "\n".join(f"         {user_id}: {'; '.join(whys)}" for user_id, whys in unreadable.items()),
+        )
+    else:
+        report.add(OK, f"Every stored token can be decrypted ({len(rows)} row(s) with token data).")
+    if recovered:
+        report.add(
+            WARN,
+            f"{len(recovered)} account(s) are marked unreadable but their tokens decrypt now: "
+            f"{', '.join(recovered)}. Each is checked with Google again at its next credentials request, "
+            "or when its user reconnects.",
         )
     if stale:
         report.add(
             WARN,
             f"{stale} account(s) are stored unencrypted or under an old key: run `gmail-reconnect rotate-keys`.",
         )
+
+
+def _ciphertext(token_data: Any, name: str) -> str:
+    encrypted = token_data.get(ENCRYPTED) if isinstance(token_data, dict) else None
+    return str(encrypted.get(name)) if isinstance(encrypted, dict) else ""
+
+
+def _origin(
+    codec: TokenCodec, rows: list[tuple[str, str | None, Any]], user_id: str, value: str
+) -> tuple[str, str] | None:
+    """(user_id, field) of the other row a stray ciphertext was made for, if it is one of `rows`."""
+    for other, _, _ in rows:
+        if other != user_id and (name := codec.belongs_to(value, other)) is not None:
+            return other, name
+    return None

@@ -61,6 +61,7 @@ class Cause(enum.StrEnum):
     REVOKED = "revoked"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     DISCONNECTED = "disconnected"
+    UNREADABLE = "unreadable"  # the stored tokens cannot be decrypted (a key problem); reconnecting fixes it
     TESTING_EXPIRY = "testing_expiry"  # still works, but Google ends it soon (7-day testing-mode tokens)
 
     @classmethod
@@ -75,6 +76,7 @@ _CAUSE_OF_STATUS = {
     Status.REVOKED: Cause.REVOKED,
     Status.INSUFFICIENT_SCOPE: Cause.INSUFFICIENT_SCOPE,
     Status.DISCONNECTED: Cause.DISCONNECTED,
+    Status.UNREADABLE: Cause.UNREADABLE,
 }
 
 

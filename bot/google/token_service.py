@@ -23,6 +23,7 @@ from bot.google.health import TESTING_TOKEN_LIFETIME
 from bot.google.scopes import Capability, missing_capabilities
 from bot.metrics import Metrics
 from storage.accounts import Accounts
+from storage.errors import TokenUnreadable
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,16 @@ class TokenService:
         """
         current = account if isinstance(account, Account) else await self.accounts.get(account)
         if not force_refresh:
-            if stored is not None:
-                tokens = self.accounts.unpack(current, stored)
-            else:
-                tokens = await self.accounts.read_tokens(current.id)
-            if self._fresh(tokens):
+            try:
+                if stored is not None:
+                    tokens = self.accounts.unpack(current, stored)
+                else:
+                    tokens = await self.accounts.read_tokens(current.id)
+            except TokenUnreadable as error:
+                return await self._unreadable(current, error)
+            # A row marked unreadable that reads again (its key is back) is checked with Google, which
+            # records its status anew.
+            if self._fresh(tokens) and current.status is not Status.UNREADABLE:
                 assert tokens is not None
                 return Access(Outcome.VALID, current, tokens.access_token, tokens.expiry)
         task = self._in_flight.get(current.id)
@@ -118,8 +124,16 @@ class TokenService:
     async def disconnect(self, account_id: int, *, actor: str) -> Disconnection:
         """Revoke the account's grant at Google, wipe its tokens and mark it disconnected."""
         async with self.accounts.refresh_locked(account_id) as conn:
-            tokens = await self.accounts.read_tokens(account_id, conn=conn)
-            revoked, cause = False, None
+            revoked, cause, unreadable = False, None, False
+            try:
+                tokens = await self.accounts.read_tokens(account_id, conn=conn)
+            except TokenUnreadable as error:
+                # Tokens that cannot be read cannot be revoked either; they are wiped all the same.
+                tokens, unreadable = None, True
+                cause = (
+                    f"The stored tokens could not be decrypted ({error.reason}), so Google was not asked to "
+                    "revoke the access; remove it at myaccount.google.com/permissions."
+                )
             token = (tokens.refresh_token or tokens.access_token) if tokens else None
             if token:
                 try:
@@ -129,15 +143,34 @@ class TokenService:
                     log.warning(
                         "Disconnecting account %s: revocation at Google failed: %s", account_id, error
                     )
+            had_tokens = token is not None or unreadable
             account = await self.accounts.clear_tokens(
                 account_id,
                 status=Status.DISCONNECTED,
                 cause=f"Disconnected by {actor}.",
                 actor=actor,
-                details={"revoked_at_google": revoked, "had_tokens": token is not None},
+                details={
+                    "revoked_at_google": revoked,
+                    "had_tokens": had_tokens,
+                    **({"unreadable": True} if unreadable else {}),
+                },
                 conn=conn,
             )
-        return Disconnection(account, revoked, token is not None, cause)
+        return Disconnection(account, revoked, had_tokens, cause)
+
+    async def _unreadable(
+        self, account: Account, error: TokenUnreadable, *, conn: asyncpg.Connection | None = None
+    ) -> Access:
+        """NEEDS_USER for a row whose tokens cannot be decrypted, marked unreadable once (not on every read)."""
+        cause = f"The stored tokens cannot be decrypted: {error.reason}. Reconnecting stores new ones."
+        if account.status is not Status.UNREADABLE or account.status_cause != cause:
+            log.warning(
+                "The tokens of account %s (%s) cannot be read: %s", account.id, account.user_id, error.reason
+            )
+            account = await self.accounts.set_status(
+                account.id, status=Status.UNREADABLE, cause=cause, actor=ACTOR, conn=conn
+            )
+        return Access(Outcome.NEEDS_USER, account, cause=cause)
 
     def _fresh(self, tokens: TokenSet | None) -> bool:
         if tokens is None or not tokens.access_token or tokens.expiry is None:
@@ -148,8 +181,11 @@ class TokenService:
         async with self.accounts.refresh_locked(account_id) as conn:
             # Another process may have refreshed while we waited for the lock: re-read under it.
             account = await self.accounts.get(account_id, conn=conn)
-            tokens = await self.accounts.read_tokens(account_id, conn=conn)
-            if not force and self._fresh(tokens):
+            try:
+                tokens = await self.accounts.read_tokens(account_id, conn=conn)
+            except TokenUnreadable as error:
+                return await self._unreadable(account, error, conn=conn)
+            if not force and self._fresh(tokens) and account.status is not Status.UNREADABLE:
                 assert tokens is not None
                 return Access(Outcome.VALID, account, tokens.access_token, tokens.expiry)
             if tokens is None and account.status is Status.DISCONNECTED:

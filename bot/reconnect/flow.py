@@ -29,7 +29,7 @@ from bot.reconnect.links import LinkClaims, LinkError, LinkSigner, Purpose
 from bot.reconnect.ownership import OwnerCheck, printable
 from bot.slack.ids import slack_actor
 from storage.accounts import Accounts
-from storage.errors import Conflict
+from storage.errors import Conflict, TokenUnreadable
 from storage.models import Account, Status, TokenGrant
 from storage.oauth_states import OAuthState, OAuthStates, Provider, Rejection, StateRejected
 
@@ -222,7 +222,9 @@ class ReconnectFlow:
                         "retry_url": retry,
                     },
                 ), None
-        if not exchange.refresh_token and not (account is not None and account.has_refresh_token):
+        # An unreadable row's refresh token cannot be kept: it counts as none.
+        keeps = account is not None and account.has_refresh_token and account.status is not Status.UNREADABLE
+        if not exchange.refresh_token and not keeps:
             return Answer("no_refresh_token", 502, params={"retry_url": retry}), None
         try:
             stored = await self.accounts.store_tokens(
@@ -249,6 +251,9 @@ class ReconnectFlow:
         except Conflict as conflict:
             log.warning("Could not store tokens for Slack user %s: %s", state.slack_user_id, conflict)
             return Answer("store_conflict", 409), None
+        except TokenUnreadable as unreadable:  # no new refresh token, and the stored one cannot be read
+            log.warning("Kept no refresh token for Slack user %s: %s", state.slack_user_id, unreadable.reason)
+            return Answer("no_refresh_token", 502, params={"retry_url": retry}), None
         self.hooks.fire(
             Reconnected(
                 slack_user_id=state.slack_user_id,

@@ -111,7 +111,8 @@ async def credentials(request: web.Request, key: ApiKey) -> web.Response:
     if isinstance(account, web.Response):
         return account
     status, _ = effective_status(account, request.app[SERVICES].settings.required_capabilities)
-    if status is Status.DISCONNECTED or status.needs_user:
+    # An unreadable row is read again (a local decryption, no call to Google): its key may be back.
+    if status is Status.DISCONNECTED or (status.needs_user and status is not Status.UNREADABLE):
         await _audit(request, key, "api.credentials", account, outcome=str(status))
         return await _needs_user(request, account, status)
     access = await request.app[SERVICES].tokens.access(account)
@@ -130,8 +131,10 @@ async def credentials(request: web.Request, key: ApiKey) -> web.Response:
     await _audit(request, key, "api.credentials", account, outcome=str(access.outcome))
     if access.outcome is Outcome.UNAVAILABLE:
         return _unavailable()
-    # Google just refused the refresh: the user learns it now, not tomorrow at 9.
-    return await _needs_user(request, access.account, access.account.status, prompt=True)
+    # Google just refused the refresh, or the tokens just proved unreadable: the user learns it now, not
+    # tomorrow at 9 (a row that was unreadable already was asked then, not on every call).
+    now = access.account.status
+    return await _needs_user(request, access.account, now, prompt=now is not status)
 
 
 async def token_failure(request: web.Request, key: ApiKey) -> web.Response:

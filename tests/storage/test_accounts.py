@@ -16,7 +16,7 @@ from storage.accounts import Accounts
 from storage.crypto import generate_key
 from storage.errors import Conflict, NotFound, TokenUnreadable
 from storage.models import Status, TokenGrant
-from tests.helpers import account_by_user_id, load_legacy_seed
+from tests.helpers import UNREADABLE_CASES, account_by_user_id, load_legacy_seed, make_unreadable
 
 GMAIL = "https://www.googleapis.com/auth/"
 
@@ -213,10 +213,36 @@ async def test_encryption_round_trip_and_rotation(
 
     only_new = Accounts(pool, token_codec(make_settings(TOKEN_ENCRYPTION_KEYS=new_key)))
     assert (await only_new.read_tokens(account.id)).access_token == "ya29.new"  # type: ignore[union-attr]
-    with pytest.raises(TokenUnreadable, match="not in TOKEN_ENCRYPTION_KEYS"):
+    with pytest.raises(TokenUnreadable, match="TOKEN_ENCRYPTION_KEYS does not hold"):
         await old.read_tokens(account.id)
     with pytest.raises(TokenUnreadable, match="TOKEN_ENCRYPTION_KEYS is not set"):
         await Accounts(pool, token_codec(make_settings())).read_tokens(account.id)
+
+
+@pytest.mark.parametrize("case", UNREADABLE_CASES)
+async def test_an_unreadable_row_says_why_and_new_tokens_replace_it_unread(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings], case: str
+) -> None:
+    keys, reason = UNREADABLE_CASES[case]
+    repo = Accounts(pool, token_codec(make_settings(TOKEN_ENCRYPTION_KEYS=keys)))
+    victim = await repo.store_tokens(grant=grant(), actor="oauth", user_id="victim")
+    await repo.store_tokens(grant=grant("ya29.other", "1//other"), actor="oauth", user_id="other")
+    await make_unreadable(pool, case, "victim", other_user_id="other")
+
+    with pytest.raises(TokenUnreadable) as raised:
+        await repo.read_tokens(victim.id)
+    assert reason in raised.value.reason and "victim" not in raised.value.reason
+    assert "ya29" not in str(raised.value) and "1//" not in str(raised.value)
+    token_data = await pool.fetchval("SELECT token_data FROM gmail_tokens WHERE id = $1", victim.id)
+    assert repo.codec.problems(token_data, user_id="victim").keys() == {"access_token", "refresh_token"}
+
+    # Without a refresh token the stored one would be kept, and it cannot be read: refused, nothing written.
+    with pytest.raises(TokenUnreadable):
+        await repo.store_tokens(grant=grant("ya29.again", None), actor="oauth", user_id="victim")
+    # With one, the stored tokens are never read: they are replaced.
+    await repo.store_tokens(grant=grant("ya29.fresh", "1//fresh"), actor="oauth", user_id="victim")
+    tokens = await repo.read_tokens(victim.id)
+    assert tokens is not None and (tokens.access_token, tokens.refresh_token) == ("ya29.fresh", "1//fresh")
 
 
 async def test_rotation_encrypts_legacy_plain_rows(
