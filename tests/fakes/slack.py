@@ -52,7 +52,8 @@ MAX_CONTEXT_ELEMENTS = 10
 MAX_HEADER_TEXT = 150
 MAX_BUTTON_TEXT = 75
 # chat.postMessage refuses blocks whose texts add up to more than about this many characters, with
-# msg_blocks_too_long; Slack does not document it (reported in slackapi/bolt-js#2509 and #2867).
+# msg_blocks_too_long; Slack does not document it, and it was seen on chat.postMessage only (reported in
+# slackapi/bolt-js#2509 and #2867).
 MAX_BLOCKS_TEXT = 12_000
 MAX_USERS_PAGE = 1_000  # users.list answers at most this many members, whatever the limit
 # Arguments that clients send JSON-encoded inside form bodies.
@@ -490,6 +491,8 @@ class FakeSlack(SignInWithSlack):
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(args.get("channel"))
         text, blocks = _content(args)
+        if _text_length(blocks) > MAX_BLOCKS_TEXT:
+            raise _SlackError("msg_blocks_too_long")
         message: dict[str, Any] = {
             "type": "message",
             "channel": channel,
@@ -708,8 +711,6 @@ def _content(args: dict[str, Any]) -> tuple[str, list[Any]]:
     if len(text) > MAX_TEXT_LENGTH:
         raise _SlackError("msg_too_long")
     _check_blocks(blocks, MAX_MESSAGE_BLOCKS)
-    if _text_length(blocks) > MAX_BLOCKS_TEXT:
-        raise _SlackError("msg_blocks_too_long")
     return text, blocks
 
 
