@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.google.client import GoogleClient
 from bot.google.errors import Failure, GoogleError
-from bot.google.gmail import Gmail
+from bot.google.gmail import Gmail, UnreadMail
 from bot.google.health import Cause, effective_status, testing_expiry_near
 from bot.google.token_service import Outcome, TokenService
 from bot.slack.blocks.digest import digest_blocks
@@ -109,20 +109,16 @@ class AccountBriefing:
 
     async def fetch(self, account: Account, access_token: str) -> AccountReport:
         """Fetch the account's unread mail and, in digest mode, post it to the user."""
-        try:
-            unread = await self.google.retrying(
-                lambda: self.gmail.unread_mail(
-                    access_token, query=UNREAD_QUERY, limit=self.settings.briefing_max_messages
-                )
-            )
-        except GoogleError as error:
-            return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
+        read = await self._read_mail(account, access_token)
+        if isinstance(read, AccountReport):
+            return read
+        account, unread = read
         fetch = Fetch("ok", unread.total)
         if self.settings.briefing_mode != "digest":
             return AccountReport(account, Result.CHECKED, Status.HEALTHY, messages=unread.total, fetch=fetch)
         assert account.slack_user_id is not None
         locale = await self.users.locale(account.slack_user_id)
-        blocks, fallback = digest_blocks(unread.messages, unread.total, locale)
+        blocks, fallback = digest_blocks(unread.messages, unread.total, locale, unreadable=unread.unreadable)
         try:
             # A user ID as the channel posts in the user's DM with the bot: no conversations.open round trip.
             await self.client.chat_postMessage(channel=account.slack_user_id, blocks=blocks, text=fallback)
@@ -136,10 +132,52 @@ class AccountBriefing:
             )
         return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
 
+    async def _read_mail(
+        self, account: Account, access_token: str
+    ) -> tuple[Account, UnreadMail] | AccountReport:
+        """The unread mail, or the report of why there is none.
+
+        An access token can die before its stated expiry (a password change, a security event), so a 401 is
+        first answered as Google's own clients answer it: one forced refresh, and the fetch again with the new
+        token. Only a refresh that fails says the account needs its user; a 401 right after a good refresh is
+        reported as what it is, not retried again.
+        """
+        try:
+            return account, await self._unread(access_token)
+        except GoogleError as error:
+            if error.failure is not Failure.UNAUTHORIZED:
+                return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
+            refused = error
+        log.info(
+            "Gmail refused the access token of account %s before its expiry: refreshing once", account.id
+        )
+        access = await self.tokens.access(account, force_refresh=True)
+        if access.outcome is Outcome.UNAVAILABLE:
+            report = AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
+            return replace(report, fetch=Fetch(str(refused), None))
+        if not access.ok or access.access_token is None:
+            cause = Cause.of(access.account.status) or Cause.EXPIRED
+            report = await self._prompt(access.account, access.account.status, cause)
+            return replace(report, fetch=Fetch(str(refused), None))
+        try:
+            return access.account, await self._unread(access.access_token)
+        except GoogleError as error:
+            if error.failure is not Failure.UNAUTHORIZED:
+                return replace(await self._fetch_failed(access.account, error), fetch=Fetch(str(error), None))
+            detail = f"{error}, right after a successful refresh"
+            log.warning("Gmail refused account %s's freshly refreshed access token: %s", account.id, error)
+            report = AccountReport(access.account, Result.FAILED, access.account.status, detail)
+            return replace(report, fetch=Fetch(detail, None))
+
+    async def _unread(self, access_token: str) -> UnreadMail:
+        return await self.google.retrying(
+            lambda: self.gmail.unread_mail(
+                access_token, query=UNREAD_QUERY, limit=self.settings.briefing_max_messages
+            )
+        )
+
     async def _fetch_failed(self, account: Account, error: GoogleError) -> AccountReport:
-        if error.failure is Failure.UNAUTHORIZED:
-            status, cause = Status.EXPIRED, Cause.EXPIRED
-        elif error.failure is Failure.INSUFFICIENT_SCOPE:
+        if error.failure is Failure.INSUFFICIENT_SCOPE:
             status, cause = Status.INSUFFICIENT_SCOPE, Cause.INSUFFICIENT_SCOPE
         elif error.transient:
             return AccountReport(account, Result.UNAVAILABLE, account.status, str(error))

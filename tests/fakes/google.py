@@ -44,6 +44,8 @@ GMAIL_READ_SCOPES = frozenset(
     {_GMAIL_SCOPE + "readonly", _GMAIL_SCOPE + "modify", "https://mail.google.com/"}
 )
 EXPIRED_OR_REVOKED = "Token has been expired or revoked."
+# What Gmail answers the parts of a large batch beyond a user's concurrency (HTTP 429).
+TOO_MANY_CONCURRENT = "Too many concurrent requests for user."
 # Gmail's error bodies by status: message and canonical status name.
 _GMAIL_ERRORS = {
     400: ("Invalid argument.", "INVALID_ARGUMENT"),
@@ -201,6 +203,8 @@ def _gmail_error(status: int, message: str | None = None) -> web.Response:
         error["errors"] = [
             {"reason": "insufficientPermissions", "domain": "global", "message": "Insufficient Permission"}
         ]
+    elif status == 429:
+        error["errors"] = [{"reason": "rateLimitExceeded", "domain": "global", "message": message}]
     error["status"] = name
     return web.json_response({"error": error}, status=status)
 
@@ -250,12 +254,16 @@ def _answer_part(response: web.Response, content_id: str | None, boundary: str) 
     """One part of a batch answer: the embedded HTTP answer to one call, labelled as Google labels it."""
     body = bytes(response.body) if isinstance(response.body, (bytes, bytearray)) else b""
     label = [f"Content-ID: <response-{content_id.strip('<>')}>"] if content_id else []
+    retry_after = (
+        [f"Retry-After: {response.headers['Retry-After']}"] if "Retry-After" in response.headers else []
+    )
     head = [
         f"--{boundary}",
         "Content-Type: application/http",
         *label,
         "",
         f"HTTP/1.1 {response.status} {response.reason}",
+        *retry_after,
         "Content-Type: application/json; charset=UTF-8",
         f"Content-Length: {len(body)}",
         "",
@@ -301,6 +309,8 @@ class FakeGoogle:
         self._certs_failures: list[tuple[int, str | None]] = []
         self._gmail_failures: list[tuple[int, str | None]] = []
         self._gmail_batch_failures: list[int] = []
+        # Per message id: the answers its next gets receive instead of the message (status, text, Retry-After).
+        self._message_failures: dict[str, list[tuple[int, str | None, float | None]]] = {}
         self._mailboxes: dict[str, list[_Message]] = {}
         self._runner: web.AppRunner | None = None
 
@@ -388,6 +398,32 @@ class FakeGoogle:
         """Answer the next `times` batch requests as a whole with `status` and Gmail's error JSON, running
         none of their calls."""
         self._gmail_batch_failures += [status] * times
+
+    def fail_gmail_message(
+        self,
+        message_id: str,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next `times` gets of one message (on their own or as a part of a batch) with `status`
+        and Gmail's error JSON, with a Retry-After header if given; a 429 says "Too many concurrent requests
+        for user", as Gmail does for the parts of a large batch."""
+        if status == 429 and message is None:
+            message = TOO_MANY_CONCURRENT
+        self._message_failures.setdefault(message_id, []).extend([(status, message, retry_after)] * times)
+
+    def kill_access_tokens(self, email: str) -> int:
+        """End every live access token of `email` before its stated expiry, as Google does after a password
+        change or a security event, while the refresh tokens still work; how many were ended."""
+        ended = 0
+        for token, (grant, expires_at) in self._access_tokens.items():
+            if grant.email == email and time.time() < expires_at:
+                self._access_tokens[token] = (grant, 0.0)
+                ended += 1
+        return ended
 
     def revoke_refresh_token(self, refresh_token: str) -> None:
         """Revoke a grant as the user would from their Google account; its tokens stop working."""
@@ -781,6 +817,13 @@ class FakeGoogle:
         return web.json_response(body)
 
     def _gmail_get(self, grant: _Grant, query: MultiMapping[str], params: dict[str, str]) -> web.Response:
+        failures = self._message_failures.get(params["id"])
+        if failures:
+            status, text, retry_after = failures.pop(0)
+            failure = _gmail_error(status, text)
+            if retry_after is not None:
+                failure.headers["Retry-After"] = f"{retry_after:g}"
+            return failure
         mailbox = {message.id: message for message in self._mailboxes.get(grant.email, [])}
         message = mailbox.get(params["id"])
         if message is None:

@@ -43,6 +43,18 @@ JSON_CONTENT_TYPE = "application/json"
 MAX_MESSAGE_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100
 MAX_TEXT_LENGTH = 40_000
+# Block Kit's limits on the texts in blocks: a section's text, each of its (at most 10) fields, a context
+# element (at most 10), a header, a button's label.
+MAX_SECTION_TEXT = 3_000
+MAX_FIELD_TEXT = 2_000
+MAX_FIELDS = 10
+MAX_CONTEXT_ELEMENTS = 10
+MAX_HEADER_TEXT = 150
+MAX_BUTTON_TEXT = 75
+# chat.postMessage refuses blocks whose texts add up to more than about this many characters, with
+# msg_blocks_too_long; Slack does not document it, and it was seen on chat.postMessage only (reported in
+# slackapi/bolt-js#2509 and #2867).
+MAX_BLOCKS_TEXT = 12_000
 MAX_USERS_PAGE = 1_000  # users.list answers at most this many members, whatever the limit
 # Arguments that clients send JSON-encoded inside form bodies.
 _JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
@@ -479,6 +491,8 @@ class FakeSlack(SignInWithSlack):
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(args.get("channel"))
         text, blocks = _content(args)
+        if _text_length(blocks) > MAX_BLOCKS_TEXT:
+            raise _SlackError("msg_blocks_too_long")
         message: dict[str, Any] = {
             "type": "message",
             "channel": channel,
@@ -653,8 +667,40 @@ def _user_cursor(user_id: str) -> str:
 
 
 def _check_blocks(blocks: Any, limit: int) -> None:
-    if not isinstance(blocks, list) or len(blocks) > limit:
+    """Slack's limits on blocks: their number, and the texts in them (Block Kit's reference)."""
+    if not isinstance(blocks, list) or len(blocks) > limit or not all(map(_block_fits, blocks)):
         raise _SlackError("invalid_blocks")
+
+
+def _block_fits(block: Any) -> bool:
+    """Whether each text object of a block is within what Slack takes there, and its lists within theirs."""
+    if not isinstance(block, dict):
+        return False
+    kind = block.get("type")
+    elements = block.get("elements") if isinstance(block.get("elements"), list) else []
+    buttons = [e.get("text") for e in elements if isinstance(e, dict) and e.get("type") == "button"]
+    if kind == "section":
+        fields = block.get("fields") if isinstance(block.get("fields"), list) else []
+        accessory = block.get("accessory")
+        if isinstance(accessory, dict) and accessory.get("type") == "button":
+            buttons.append(accessory.get("text"))
+        text_fits = "text" not in block or _fits(block["text"], MAX_SECTION_TEXT)
+        return (
+            text_fits
+            and len(fields) <= MAX_FIELDS
+            and all(_fits(field, MAX_FIELD_TEXT) for field in fields)
+            and all(_fits(label, MAX_BUTTON_TEXT) for label in buttons)
+        )
+    if kind == "context":
+        texts = [e for e in elements if not (isinstance(e, dict) and e.get("type") == "image")]
+        return len(elements) <= MAX_CONTEXT_ELEMENTS and all(_fits(e, MAX_SECTION_TEXT) for e in texts)
+    if kind == "header":
+        return _fits(block.get("text"), MAX_HEADER_TEXT)
+    return all(_fits(label, MAX_BUTTON_TEXT) for label in buttons)
+
+
+def _fits(text: Any, most: int) -> bool:
+    return isinstance(text, dict) and isinstance(text.get("text"), str) and 0 < len(text["text"]) <= most
 
 
 def _content(args: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -666,6 +712,16 @@ def _content(args: dict[str, Any]) -> tuple[str, list[Any]]:
         raise _SlackError("msg_too_long")
     _check_blocks(blocks, MAX_MESSAGE_BLOCKS)
     return text, blocks
+
+
+def _text_length(node: Any) -> int:
+    """The characters of every text in a list of blocks."""
+    if isinstance(node, list):
+        return sum(map(_text_length, node))
+    if isinstance(node, dict):
+        own = len(node["text"]) if isinstance(node.get("text"), str) else 0
+        return own + sum(_text_length(value) for key, value in node.items() if key != "text" or own == 0)
+    return 0
 
 
 def _without_channel(message: dict[str, Any]) -> dict[str, Any]:

@@ -642,6 +642,78 @@ async def test_gmail_batch_from_googleapiclient(google: FakeGoogle) -> None:
     ]
 
 
+async def test_failing_parts_read_by_googleapiclient_as_gmail_sends_them(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    # Each part fails on its own: google-api-python-client hands each callback its own HttpError, with the
+    # part's status, reason and Retry-After, and the other parts their messages.
+    token = google.issue_access_token("n@example.com", [READONLY])
+    ids = [google.add_message("n@example.com", sender="a", subject=f"S{n}", snippet="x") for n in range(4)]
+    google.fail_gmail_message(ids[0], 429, retry_after=2)
+    google.fail_gmail_message(ids[1], 403)
+    google.fail_gmail_message(ids[2], 500, times=2)
+    answers: dict[str, Any] = {}
+
+    def run_batch() -> None:
+        service = build(
+            "gmail",
+            "v1",
+            credentials=Credentials(token),
+            client_options={"api_endpoint": google.gmail_api_url},
+            static_discovery=True,
+        )
+        try:
+            batch = BatchHttpRequest(
+                callback=lambda number, body, error: answers.update({number: error or body}),
+                batch_uri=google.gmail_batch_uri,
+            )
+            for message_id in ids:
+                batch.add(service.users().messages().get(userId="me", id=message_id, format="metadata"))
+            batch.execute()
+        finally:
+            service.close()
+
+    await asyncio.to_thread(run_batch)
+    too_many, refused, broken, fine = (answers[str(n)] for n in range(1, 5))
+    assert (too_many.status_code, too_many.resp["retry-after"]) == (429, "2")
+    assert too_many.reason == "Too many concurrent requests for user."
+    assert too_many.error_details[0]["reason"] == "rateLimitExceeded"
+    assert refused.status_code == 403 and broken.status_code == 500
+    assert fine["id"] == ids[3]
+
+    # Only the first `times` gets of a message fail, in a batch or on its own.
+    answers.clear()
+    await asyncio.to_thread(run_batch)
+    assert [getattr(answers[str(n)], "status_code", 200) for n in range(1, 5)] == [200, 200, 500, 200]
+    status, body = await get_json(http, f"{google.gmail_api_url}gmail/v1/users/me/messages/{ids[2]}", token)
+    assert (status, body["id"]) == (200, ids[2])
+
+
+async def test_access_tokens_can_die_before_their_expiry_while_the_refresh_token_lives(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    google.add_refresh_token("1//alive", email="o@example.com", scopes=[READONLY])
+    token = google.issue_access_token("o@example.com", [READONLY])
+    other = google.issue_access_token("p@example.com", [READONLY])
+    profile = google.gmail_api_url + "gmail/v1/users/me/profile"
+
+    assert google.kill_access_tokens("o@example.com") == 1
+
+    assert (await get_json(http, profile, token))[0] == 401
+    assert (await get_json(http, profile, other))[0] == 200
+    async with http.post(
+        google.token_uri,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": "1//alive",
+            "client_id": google.client_id,
+            "client_secret": google.client_secret,
+        },
+    ) as response:
+        fresh = (await response.json())["access_token"]
+    assert (await get_json(http, profile, fresh))[0] == 200
+
+
 async def test_gmail_batch_routes_each_call(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
     token = google.issue_access_token("h@example.com", [READONLY])
     recent = google.add_message("h@example.com", sender="a@example.com", subject="New", snippet="...")

@@ -338,6 +338,40 @@ async def test_method_errors(slack: FakeSlack, client: AsyncWebClient) -> None:
     assert slack.messages == {} and {call.status for call in slack.calls} == {200}
 
 
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+async def test_blocks_are_held_to_slacks_limits_on_their_texts(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    async def post(*blocks: dict[str, Any]) -> str | None:
+        # api_call skips slack_sdk's own checks, so that the fake's are what answers.
+        try:
+            await client.api_call(
+                "chat.postMessage", json={"channel": ADA, "text": "x", "blocks": list(blocks)}
+            )
+        except SlackApiError as error:
+            return str(error.response["error"])
+        return None
+
+    button = {"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": "b" * 75}}
+    assert await post(*[section("s" * 240)] * 50) is None  # 50 blocks, 12,000 characters: the most
+    assert await post(section("s" * 3000), {"type": "actions", "elements": [button]}) is None
+    assert await post(section("s" * 3001)) == "invalid_blocks"
+    assert await post(section("")) == "invalid_blocks"
+    assert await post(
+        {**section("s"), "accessory": {**button, "text": {"type": "plain_text", "text": "b" * 76}}}
+    ) == ("invalid_blocks")
+    context = {"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}
+    assert await post(context) == "invalid_blocks"
+    assert (
+        await post({"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}) == "invalid_blocks"
+    )
+    assert await post(*[section("s" * 2500)] * 5) == "msg_blocks_too_long"  # 12,500 in all
+    assert len(slack.messages) == 2
+
+
 async def test_rate_limit_is_retried_after_retry_after(slack: FakeSlack, client: AsyncWebClient) -> None:
     slack.rate_limit("chat.postMessage", retry_after=0)
     with pytest.raises(SlackApiError) as raised:

@@ -124,6 +124,7 @@ async def test_gmail_refusing_the_token_or_the_scope_prompts_the_user(
     fake_slack.add_user("U0A", locale="en-US")
     account = await healthy(app, fake_google, "U0A")
     fake_google.fail_gmail(401)
+    fake_google.fail_token(400, error="invalid_grant")  # and the refresh that follows says the grant is dead
 
     report = await app[SERVICES].briefing.run(Kind.BRIEFING, only=["U0A"])
 

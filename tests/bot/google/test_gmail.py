@@ -3,15 +3,24 @@ Google over HTTP; and the reading of batch answers shaped as Gmail sends them.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 
 from bot.google.client import GoogleClient
 from bot.google.errors import Failure, GoogleError
-from bot.google.gmail import BATCH_SIZE, Gmail, batch_answers
+from bot.google.gmail import (
+    BATCH_SIZE,
+    MAX_PART_WAIT,
+    PART_ATTEMPTS,
+    Gmail,
+    PartAnswer,
+    batch_answers,
+    retry_seconds,
+)
 from tests.fakes.google import FakeGoogle
 
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
@@ -27,6 +36,7 @@ async def google(fake_google: FakeGoogle) -> AsyncIterator[Gmail]:
             token_uri=fake_google.token_uri,
             revoke_uri=fake_google.revoke_uri,
             userinfo_uri=fake_google.userinfo_uri,
+            backoff=0.01,  # the waits between attempts, which these tests need not sit through
         )
         yield Gmail(client, api_url=fake_google.gmail_api_url)
 
@@ -96,7 +106,7 @@ async def test_a_message_gone_since_the_search_answers_none(google: Gmail, fake_
 
     found = await google.summaries(token, ["0000deleted0000", kept])
 
-    assert found[0] is None and found[1] is not None and found[1].id == kept
+    assert [m.id for m in found.messages] == [kept] and (found.gone, found.unreadable) == (1, 0)
     assert [call.status for call in fake_google.calls if call.batch] == [404, 200]
 
 
@@ -109,13 +119,87 @@ async def test_a_refused_batch_is_classified_like_any_gmail_answer(
 ) -> None:
     token = fake_google.issue_access_token("e@example.com", [READONLY])
     mailbox(fake_google, "e@example.com", 2)
-    fake_google.fail_gmail_batch(status)
+    fake_google.fail_gmail_batch(status, times=PART_ATTEMPTS)  # a 429 is asked again, and again refused
 
     with pytest.raises(GoogleError) as caught:
         await google.unread_mail(token, query=QUERY, limit=10)
 
     assert caught.value.failure is failure and caught.value.status == status
     assert token not in str(caught.value)
+
+
+async def test_a_batch_keeps_the_parts_that_worked_and_asks_again_for_those_gmail_was_too_busy_for(
+    google: Gmail, fake_google: FakeGoogle
+) -> None:
+    # 20 messages, 6 of whose parts fail (30%): two 429s and two 500s that heal when asked again, a 403, and
+    # a 429 that never heals.
+    token = fake_google.issue_access_token("f@example.com", [READONLY])
+    ids = mailbox(fake_google, "f@example.com", 20)
+    fake_google.fail_gmail_message(ids[1], 429)
+    fake_google.fail_gmail_message(ids[4], 429)
+    fake_google.fail_gmail_message(ids[7], 500, times=2)
+    fake_google.fail_gmail_message(ids[10], 503, times=2)
+    fake_google.fail_gmail_message(ids[13], 403)
+    fake_google.fail_gmail_message(ids[16], 429, times=PART_ATTEMPTS + 5)
+
+    unread = await google.unread_mail(token, query=QUERY, limit=20)
+
+    lost = {ids[13], ids[16]}
+    assert [m.id for m in unread.messages] == [i for i in ids if i not in lost]  # in order, retried ones too
+    assert (unread.total, unread.unreadable) == (20, 2)
+    # One batch of 20, then only the parts that were asked again: 5, then 3, then the one that never heals.
+    batches = [call for call in fake_google.calls if not call.batch and call.path == "/batch/gmail/v1"]
+    parts = [call for call in fake_google.calls if call.batch]
+    assert len(batches) == PART_ATTEMPTS and len(parts) == 20 + 5 + 3 + 1
+    assert [call.path.rsplit("/", 1)[1] for call in parts].count(ids[13]) == 1  # a 403 is not asked again
+
+
+async def test_a_parts_retry_after_is_waited_for_and_one_asking_too_much_is_left_out(
+    google: Gmail, fake_google: FakeGoogle, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = fake_google.issue_access_token("g@example.com", [READONLY])
+    ids = mailbox(fake_google, "g@example.com", 3)
+    fake_google.fail_gmail_message(ids[0], 429, retry_after=0.3)
+    fake_google.fail_gmail_message(ids[1], 429, retry_after=MAX_PART_WAIT + 1)
+
+    with caplog.at_level(logging.INFO, logger="bot.google.gmail"):
+        unread = await google.unread_mail(token, query=QUERY, limit=3)
+
+    assert [m.id for m in unread.messages] == [ids[0], ids[2]] and unread.unreadable == 1
+    assert "asking again in 0.3 s" in caplog.text  # the part's Retry-After, not the 0.01 s backoff
+    assert len(fake_google.calls_to(f"{MESSAGES}/{ids[1]}")) == 1
+    assert token not in caplog.text
+
+
+async def test_parts_that_gmail_never_answers_make_the_fetch_unavailable_not_an_empty_digest(
+    google: Gmail, fake_google: FakeGoogle
+) -> None:
+    token = fake_google.issue_access_token("h@example.com", [READONLY])
+    ids = mailbox(fake_google, "h@example.com", 2)
+    for message_id in ids:
+        fake_google.fail_gmail_message(message_id, 503, times=PART_ATTEMPTS)
+
+    with pytest.raises(GoogleError) as caught:
+        await google.unread_mail(token, query=QUERY, limit=2)
+
+    assert caught.value.failure is Failure.TRANSIENT
+
+
+async def test_parts_refused_for_good_are_counted_and_a_refused_token_is_raised(
+    google: Gmail, fake_google: FakeGoogle
+) -> None:
+    token = fake_google.issue_access_token("i@example.com", [READONLY])
+    ids = mailbox(fake_google, "i@example.com", 2)
+    for message_id in ids:
+        fake_google.fail_gmail_message(message_id, 403)
+
+    unread = await google.unread_mail(token, query=QUERY, limit=2)
+
+    assert (unread.messages, unread.total, unread.unreadable) == ([], 2, 2)
+    fake_google.fail_gmail_message(ids[1], 401)
+    with pytest.raises(GoogleError) as caught:
+        await google.unread_mail(token, query=QUERY, limit=2)
+    assert caught.value.failure is Failure.UNAUTHORIZED
 
 
 # Gmail's answers, as it sends them: part headers, then the embedded HTTP answer with headers of its own.
@@ -131,6 +215,7 @@ GOOGLE_SHAPED = (
     b'{"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}}\r\n'
     b"--batch_7Xp52oGIwpA_AAEAc7ERnGU\r\n"
     b"Content-Type: application/http\r\n"
+    b"Content-Transfer-Encoding: binary\r\n"
     b"Content-ID: <response-item0>\r\n"
     b"\r\n"
     b"HTTP/1.1 200 OK\r\n"
@@ -139,16 +224,43 @@ GOOGLE_SHAPED = (
     b"Content-Length: 50\r\n"
     b"\r\n"
     b'{"id": "152d10540c21bd07", "snippet": "Likewise."}\r\n'
+    b"--batch_7Xp52oGIwpA_AAEAc7ERnGU\r\n"
+    b"Content-Type: application/http\r\n"
+    b"Content-ID: <response-item2>\r\n"
+    b"\r\n"
+    b"HTTP/1.1 429 Too Many Requests\r\n"
+    b"Retry-After: 7\r\n"
+    b"Content-Type: application/json; charset=UTF-8\r\n"
+    b"\r\n"
+    b'{"error": {"code": 429, "message": "Too many concurrent requests for user.", "status": "RESOURCE_EXHAUSTED"}}\r\n'
+    b"--batch_7Xp52oGIwpA_AAEAc7ERnGU\r\n"
+    b"Content-Type: application/http\r\n"
+    b"Content-ID: <response-item3>\r\n"
+    b"\r\n"
+    b"HTTP/1.1 403 Access Not Configured\r\n"
+    b"Content-Type: application/json; charset=UTF-8\r\n"
+    b"\r\n"
+    b'{"error": {"code": 403, "message": "Access Not Configured"}}\r\n'
     b"--batch_7Xp52oGIwpA_AAEAc7ERnGU--\r\n"
 )
 CONTENT_TYPE = "multipart/mixed; boundary=batch_7Xp52oGIwpA_AAEAc7ERnGU"
 
 
 def test_answers_are_put_back_in_the_order_of_the_calls_by_their_content_id() -> None:
-    answers = batch_answers(CONTENT_TYPE, GOOGLE_SHAPED, 2)
+    answers = batch_answers(CONTENT_TYPE, GOOGLE_SHAPED, 4)
 
-    assert answers[0] == (200, {"id": "152d10540c21bd07", "snippet": "Likewise."})
-    assert answers[1][0] == 404 and answers[1][1]["error"]["status"] == "NOT_FOUND"
+    assert answers[0] == PartAnswer(200, {"id": "152d10540c21bd07", "snippet": "Likewise."})
+    assert answers[1].status == 404 and answers[1].body["error"]["status"] == "NOT_FOUND"
+    assert (answers[2].status, answers[2].retry_after) == (429, 7.0)
+    assert (answers[3].status, answers[3].retry_after) == (403, None)
+
+
+def test_retry_after_is_seconds_or_an_http_date() -> None:
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    assert retry_seconds("7", now=now) == 7.0
+    assert retry_seconds("Tue, 01 Dec 2026 09:00:30 GMT", now=now) == 30.0
+    assert retry_seconds("Tue, 01 Dec 2026 08:00:00 GMT", now=now) == 0.0  # already past
+    assert retry_seconds("soon", now=now) is None and retry_seconds("nan", now=now) is None
 
 
 def test_answers_without_content_ids_are_taken_in_order_with_bare_newlines_and_a_quoted_boundary() -> None:
@@ -158,7 +270,10 @@ def test_answers_without_content_ids_are_taken_in_order_with_bare_newlines_and_a
         b"not json\n--b--\n"
     )
 
-    assert batch_answers('multipart/mixed; boundary="b"', payload, 2) == [(200, {"id": "1"}), (503, None)]
+    assert batch_answers('multipart/mixed; boundary="b"', payload, 2) == [
+        PartAnswer(200, {"id": "1"}),
+        PartAnswer(503, None),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -167,11 +282,11 @@ def test_answers_without_content_ids_are_taken_in_order_with_bare_newlines_and_a
         ("application/json; charset=UTF-8", b'{"messages": []}', "is not multipart"),
         ("multipart/mixed", GOOGLE_SHAPED, "is not multipart"),  # no boundary
         (CONTENT_TYPE, GOOGLE_SHAPED.replace(b"HTTP/1.1 404 Not Found", b"garbage"), "holds no HTTP answer"),
-        (CONTENT_TYPE, GOOGLE_SHAPED.replace(b"response-item1", b"response-item0"), "1 answers for 2 calls"),
+        (CONTENT_TYPE, GOOGLE_SHAPED.replace(b"response-item1", b"response-item0"), "3 answers for 4 calls"),
     ],
 )
 def test_what_is_not_a_batch_answer_to_these_calls_is_refused(
     content_type: str, payload: bytes, problem: str
 ) -> None:
     with pytest.raises(ValueError, match=problem):
-        batch_answers(content_type, payload, 2)
+        batch_answers(content_type, payload, 4)

@@ -169,7 +169,7 @@ async def test_the_run_the_reminder_and_the_reconnection_escape_the_email_and_go
     fake_slack.channels.add(ADMIN_CHANNEL)
     member(fake_slack, VICTIM)
     await healthy(app, fake_google, VICTIM, email=MARKUP)
-    fake_google.fail_gmail(401, message=MARKUP)  # Gmail refuses the token: the cause stored is Google's text
+    fake_google.fail_gmail(403, message=MARKUP)  # Gmail refuses the scope: the cause stored is Google's text
 
     report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
@@ -222,7 +222,8 @@ async def test_the_run_the_reminder_and_the_reconnection_escape_the_email_and_go
     assert f"Google account: {MARKUP_ESCAPED}" in block_text(snoozed_call.args["blocks"])
     summary = block_text(summary_call.args["blocks"])
     assert (
-        f"• <@{VICTIM}> · {MARKUP_ESCAPED} · *Expired*: Gmail answered HTTP 401 ({MARKUP_ESCAPED})" in summary
+        f"• <@{VICTIM}> · {MARKUP_ESCAPED} · *Permission missing*: Gmail answered HTTP 403 ({MARKUP_ESCAPED})"
+        in summary
     )
     lowered = MARKUP_ESCAPED.lower()  # Google's addresses are compared, and so kept, in lower case
     assert block_text(resolved_call.args["blocks"]) == f"✅ Reconnected as *{lowered}*"
