@@ -18,6 +18,7 @@ class Status(enum.StrEnum):
     MISSING = "missing"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     DISCONNECTED = "disconnected"
+    DISABLED = "disabled"  # Google disabled the Google account: not used until Google enables it again
 
     @property
     def needs_user(self) -> bool:

@@ -62,6 +62,9 @@ class Cause(enum.StrEnum):
     INSUFFICIENT_SCOPE = "insufficient_scope"
     DISCONNECTED = "disconnected"
     TESTING_EXPIRY = "testing_expiry"  # still works, but Google ends it soon (7-day testing-mode tokens)
+    ACCESS_REMOVED = (
+        "access_removed"  # Google's security event: the user removed the app in their Google Account
+    )
 
     @classmethod
     def of(cls, status: Status) -> Cause | None:

@@ -51,6 +51,7 @@ EMOJI = {
     Status.MISSING: "⚠️",
     Status.INSUFFICIENT_SCOPE: "⚠️",
     Status.DISCONNECTED: "⏸️",
+    Status.DISABLED: "⛔",
 }
 
 
