@@ -138,13 +138,19 @@ class SecurityEventResponder:
         return len(accounts), follow_ups
 
     async def _named(self, conn: asyncpg.Connection, event: SecurityEvent) -> list[Account]:
+        """The accounts an event is about: by the Google account's sub, and for token-revoked, only those whose
+        refresh token it names."""
         if event.subject_sub is not None:
-            return await self.events.accounts_by_sub(conn, event.subject_sub)
-        if event.token is None:
+            candidates = await self.events.accounts_by_sub(conn, event.subject_sub)
+        elif event.token is not None:
+            candidates = await self.events.accounts_with_refresh_tokens(conn)
+        else:
             return []
+        if event.token is None:
+            return candidates
         named = []
         # Tokens are stored encrypted, so a refresh token is matched by reading each; these events are rare.
-        for account in await self.events.accounts_with_refresh_tokens(conn):
+        for account in candidates:
             try:
                 tokens = await self.accounts.read_tokens(account.id, conn=conn)
             except TokenUnreadable:

@@ -39,12 +39,15 @@ async def risc_receiver(request: web.Request) -> web.Response:
         )
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _refuse(metrics, "invalid_request", "the body is too large for a security event token")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return _refuse(metrics, "invalid_request", "the body is too large for a security event token")
     try:
-        token = (await request.content.read(MAX_BODY + 1)).decode("ascii").strip()
+        token = body.decode("ascii").strip()
     except UnicodeDecodeError:
         return _refuse(metrics, "invalid_request", "the body is not a compact JWT")
-    if len(token) > MAX_BODY:
-        return _refuse(metrics, "invalid_request", "the body is too large for a security event token")
     services = request.app[SERVICES]
     try:
         verified = await services.risc.verify(token)
