@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from bot.errors import ConfigError
+from bot.google.endpoints import GOOGLE_RISC_API_URL, GOOGLE_RISC_CONFIG_URI
 from bot.google.scopes import Capability, capabilities_of
 from bot.reconnect.paths import CALLBACK_PATH, SLACK_CALLBACK_PATH
 
@@ -93,6 +94,9 @@ class Settings:
     slack_oidc_jwks_url: str = SLACK_OIDC_JWKS_URL
     identity_check: str = "slack"
     identity_ttl: timedelta = DEFAULT_IDENTITY_TTL
+    google_risc_config_uri: str = GOOGLE_RISC_CONFIG_URI
+    google_risc_api_url: str = GOOGLE_RISC_API_URL
+    google_risc_service_account_file: Path | None = None
 
     @property
     def uses_embedded_database(self) -> bool:

@@ -31,6 +31,8 @@ from bot.google.endpoints import (
     GOOGLE_AUTH_URI,
     GOOGLE_CERTS_URI,
     GOOGLE_REVOKE_URI,
+    GOOGLE_RISC_API_URL,
+    GOOGLE_RISC_CONFIG_URI,
     GOOGLE_TOKEN_URI,
     GOOGLE_USERINFO_URI,
 )
@@ -110,6 +112,10 @@ class _Reader:
             value += "/"
         return value
 
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return Path(value).expanduser() if value else None
+
     def port(self) -> int:
         return self.integer("PORT", 8080, 1, 65535, what="a port number")
 
@@ -170,6 +176,9 @@ class _Reader:
             slack_oidc_jwks_url=self.url("SLACK_OIDC_JWKS_URL", SLACK_OIDC_JWKS_URL),
             identity_check=self.choice("IDENTITY_CHECK", IDENTITY_CHECKS, "slack"),
             identity_ttl=self.duration("IDENTITY_TTL", DEFAULT_IDENTITY_TTL),
+            google_risc_config_uri=self.url("GOOGLE_RISC_CONFIG_URI", GOOGLE_RISC_CONFIG_URI),
+            google_risc_api_url=self.url("GOOGLE_RISC_API_URL", GOOGLE_RISC_API_URL, trailing_slash=True),
+            google_risc_service_account_file=self.path("GOOGLE_RISC_SERVICE_ACCOUNT_FILE"),
         )
 
     def database_url(self) -> Secret | None:

@@ -86,6 +86,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.risc_events = Counter(
+            "gmail_reconnect_risc_events",
+            "Google's security event tokens at POST /google/risc, by outcome (accepted, duplicate, or the RFC 8935 "
+            "error of a refused one: invalid_key, invalid_audience, invalid_issuer, invalid_request).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.database_up = Gauge(
             "gmail_reconnect_database_up",
             "1 when the last scrape could read the database, 0 when it could not (the accounts gauge is then stale).",

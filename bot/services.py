@@ -21,9 +21,11 @@ from bot.briefing.run import Briefing
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
 from bot.database import check_schema, resolve_database_url, token_codec
+from bot.errors import ConfigError
 from bot.google.client import GoogleClient, google_client
 from bot.google.consent import Consent
 from bot.google.gmail import Gmail
+from bot.google.risc import RiscIssuer
 from bot.google.token_service import TokenService, build_token_service
 from bot.metrics import Metrics
 from bot.reconnect.flow import ReconnectFlow
@@ -31,6 +33,7 @@ from bot.reconnect.hooks import ReconnectHooks
 from bot.reconnect.identity import IdentityCookie, identity_cookie
 from bot.reconnect.links import LinkSigner, link_signer
 from bot.reconnect.ownership import OwnerCheck
+from bot.security_events import SecurityEventResponder
 from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
 from bot.slack.prompter import Prompter
 from bot.slack.sign_in import SlackSignIn
@@ -40,6 +43,7 @@ from storage.oauth_states import OAuthStates
 from storage.pool import create_pool
 from storage.prompts import Prompts
 from storage.runs import Runs
+from storage.security_events import SecurityEvents
 from storage.slack_deliveries import SlackDeliveries
 from storage.slack_locales import SlackLocales
 
@@ -201,6 +205,29 @@ class Services:
     def summary(self) -> RunSummary:
         """The admin summary of each run."""
         return RunSummary(settings=self.settings, client=self.slack, accounts=self.accounts, runs=self.runs)
+
+    @cached_property
+    def risc(self) -> RiscIssuer:
+        """Checks Google's security event tokens (needs GOOGLE_CLIENT_ID, their audience)."""
+        if self.settings.google_client_id is None:
+            raise ConfigError(self.settings.missing_for_serve())
+        return RiscIssuer(
+            self.settings.google_risc_config_uri,
+            self.sessions.google,
+            audience=self.settings.google_client_id,
+        )
+
+    @cached_property
+    def security_events(self) -> SecurityEventResponder:
+        """Acts on Google's security events: records them, then the DM or the check with Google."""
+        return SecurityEventResponder(
+            events=SecurityEvents(self.pool),
+            accounts=self.accounts,
+            tokens=lambda: self.tokens,
+            prompter=lambda: self.prompter,
+            slack=lambda: self.slack,
+            users=lambda: self.users,
+        )
 
     @cached_property
     def briefing(self) -> Briefing:

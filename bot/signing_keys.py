@@ -27,6 +27,10 @@ class KeysUnavailable(GmailReconnectError):
     """The key set could not be fetched or read, or holds no key for the token."""
 
 
+class KeysUnreachable(KeysUnavailable):
+    """The key set could not be fetched or read just now (the token itself may be fine)."""
+
+
 class SigningKeys:
     """The keys published at `url`, fetched when first needed and again when a token names an unknown key."""
 
@@ -64,14 +68,14 @@ class SigningKeys:
                 self.url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS)
             ) as response:
                 if response.status != 200:
-                    raise KeysUnavailable(f"{self.url} answered HTTP {response.status}")
+                    raise KeysUnreachable(f"{self.url} answered HTTP {response.status}")
                 document = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise KeysUnavailable(f"{self.url} could not be read ({type(error).__name__})") from None
+            raise KeysUnreachable(f"{self.url} could not be read ({type(error).__name__})") from None
         try:
             key_set = jwt.PyJWKSet.from_dict(document)
         except (jwt.PyJWTError, TypeError, AttributeError) as error:
-            raise KeysUnavailable(f"{self.url} holds no usable key set ({error})") from None
+            raise KeysUnreachable(f"{self.url} holds no usable key set ({error})") from None
         self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
         self._fetched_at = time.monotonic()
         log.info("Read %d signing keys from %s", len(self._keys), self.url)

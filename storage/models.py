@@ -19,6 +19,7 @@ class Status(enum.StrEnum):
     INSUFFICIENT_SCOPE = "insufficient_scope"
     DISCONNECTED = "disconnected"
     UNREADABLE = "unreadable"  # the stored tokens cannot be decrypted; reconnecting stores new ones
+    DISABLED = "disabled"  # Google disabled the Google account: not used until Google enables it again
 
     @property
     def needs_user(self) -> bool:

@@ -84,6 +84,8 @@ class AccountBriefing:
         status, why = effective_status(account, self.settings.required_capabilities)
         if status is Status.DISCONNECTED:
             return AccountReport(account, Result.SKIPPED, status, "disconnected on purpose")
+        if status is Status.DISABLED:
+            return AccountReport(account, Result.SKIPPED, status, "Google disabled the Google account")
         cause = Cause.of(status)
         if cause is not None:
             if status is not account.status and not dry_run:

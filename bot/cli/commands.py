@@ -14,6 +14,7 @@ import asyncpg
 
 from bot import event_loop
 from bot.cli.parser import parse_command_line
+from bot.cli.risc import risc_command
 from bot.config import Settings
 from bot.environment import load_settings
 from bot.errors import ConfigError, GmailReconnectError
@@ -292,4 +293,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "disconnect": _disconnect,
     "run-briefing": _run_briefing,
     "api-key": _api_key,
+    "risc": risc_command,
 }

@@ -35,6 +35,7 @@ class TokenResponse:
     refresh_token: str | None = field(repr=False)
     expiry: datetime | None
     scopes: list[str] | None
+    id_token: str | None = field(default=None, repr=False)  # when `openid` was granted
 
 
 class GoogleClient:
@@ -128,6 +129,7 @@ def token_response(body: dict[str, Any], *, now: datetime | None = None) -> Toke
         refresh_token=str(body["refresh_token"]) if body.get("refresh_token") else None,
         expiry=expiry,
         scopes=scope.split() if isinstance(scope, str) else None,
+        id_token=body["id_token"] if isinstance(body.get("id_token"), str) else None,
     )
 
 

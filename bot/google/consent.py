@@ -287,3 +287,9 @@ def verified_email(claims: dict[str, Any]) -> str | None:
     if isinstance(email, str) and email and verified in (True, "true"):
         return email.lower()
     return None
+
+
+def google_subject(claims: dict[str, Any]) -> str | None:
+    """The Google account's id (`sub`) in verified OpenID claims: what Google's security events name it by."""
+    sub = claims.get("sub")
+    return sub if isinstance(sub, str) and sub else None

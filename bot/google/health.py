@@ -63,6 +63,9 @@ class Cause(enum.StrEnum):
     DISCONNECTED = "disconnected"
     UNREADABLE = "unreadable"  # the stored tokens cannot be decrypted (a key problem); reconnecting fixes it
     TESTING_EXPIRY = "testing_expiry"  # still works, but Google ends it soon (7-day testing-mode tokens)
+    ACCESS_REMOVED = (
+        "access_removed"  # Google's security event: the user removed the app in their Google Account
+    )
 
     @classmethod
     def of(cls, status: Status) -> Cause | None:

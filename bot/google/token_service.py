@@ -18,6 +18,7 @@ import asyncpg
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.google.client import GoogleClient
+from bot.google.consent import google_subject, verify_id_token
 from bot.google.errors import Failure, GoogleError
 from bot.google.health import TESTING_TOKEN_LIFETIME
 from bot.google.scopes import Capability, missing_capabilities
@@ -81,7 +82,9 @@ class TokenService:
         testing_mode: bool = False,
         refresh_margin: timedelta = timedelta(minutes=5),
         metrics: Metrics | None = None,
+        certs_uri: str | None = None,
     ) -> None:
+        self.certs_uri = certs_uri  # where ID tokens are verified; None: a refresh's ID token is not read
         self.accounts = accounts
         self.metrics = metrics or Metrics()
         self.google = google
@@ -100,6 +103,10 @@ class TokenService:
         `stored`: the account's token_data, read along with `account` (else it is read now).
         """
         current = account if isinstance(account, Account) else await self.accounts.get(account)
+        if current.status is Status.DISABLED and not force_refresh:
+            # Google disabled the Google account: its tokens are not used until a check finds it enabled.
+            return Access(Outcome.NEEDS_USER, current, cause=current.status_cause)
+
         if not force_refresh:
             try:
                 if stored is not None:
@@ -230,12 +237,24 @@ class TokenService:
             cause=cause,
             action="tokens.refreshed",
             refreshed=True,
+            metadata=await self._google_sub(account, response.id_token, client_id),
             conn=conn,
         )
         log.info("Refreshed the access token of account %s (%s)", account.id, account.user_id)
         if lacking:
             return Access(Outcome.NEEDS_USER, stored, cause=cause)
         return Access(Outcome.REFRESHED, stored, response.access_token, response.expiry)
+
+    async def _google_sub(self, account: Account, id_token: str | None, client_id: str) -> dict[str, str]:
+        """{"google_sub": …} from a refresh's verified ID token, for a row that does not know its Google account
+        yet (connected before it was stored); {} otherwise. Google's security events name accounts by it."""
+        if not id_token or self.certs_uri is None or account.metadata.get("google_sub"):
+            return {}
+        claims = await asyncio.to_thread(
+            verify_id_token, id_token, client_id=client_id, certs_uri=self.certs_uri, timeout=10
+        )
+        sub = google_subject(claims)
+        return {"google_sub": sub} if sub else {}
 
     async def _failed(
         self, conn: asyncpg.Connection, account: Account, error: GoogleError, *, legacy_client: bool
@@ -301,4 +320,5 @@ def build_token_service(
         required=settings.required_capabilities,
         testing_mode=settings.google_testing_mode,
         metrics=metrics,
+        certs_uri=settings.google_certs_uri,
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.google.client import GoogleClient
-from bot.google.consent import Consent, verified_email
+from bot.google.consent import Consent, google_subject, verified_email
 from bot.google.errors import Failure, GoogleError
 from bot.google.scopes import missing_capabilities
 from bot.reconnect.answer import STATE_TTL, Answer
@@ -237,6 +237,8 @@ class ReconnectFlow:
                 metadata={
                     "connected_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     **({"email": email} if email else {}),
+                    # The Google account's id, by which Google's security events name it.
+                    **({"google_sub": sub} if (sub := google_subject(exchange.id_claims)) else {}),
                 },
                 oauth_config=await self._oauth_config(account),
                 status=Status.HEALTHY,

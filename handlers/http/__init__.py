@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.http import api, health, metrics, oauth
+from handlers.http import api, health, metrics, oauth, risc
 
 
 def register(app: web.Application) -> None:
@@ -13,3 +13,4 @@ def register(app: web.Application) -> None:
     api.register(app)
     metrics.register(app)
     oauth.register(app)
+    risc.register(app)

@@ -52,6 +52,7 @@ EMOJI = {
     Status.INSUFFICIENT_SCOPE: "⚠️",
     Status.DISCONNECTED: "⏸️",
     Status.UNREADABLE: "🔒",
+    Status.DISABLED: "⛔",
 }
 
 

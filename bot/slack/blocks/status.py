@@ -30,7 +30,7 @@ from bot.slack.blocks.elements import (
     local_time,
     shorten,
 )
-from bot.slack.mrkdwn import Mrkdwn, slack_text
+from bot.slack.mrkdwn import Mrkdwn, as_mrkdwn, slack_text
 from storage.models import Account, Status
 
 
@@ -78,6 +78,12 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
         ]
         if status.needs_user or status is Status.DISCONNECTED:
             lines.append(slack_text(locale, f"slack.cause.{status}"))
+        if status is Status.DISABLED:
+            reason = disabled_reason(account.metadata.get("google_disabled_reason"), locale)
+            lines += [
+                slack_text(locale, "slack.cause.disabled"),
+                slack_text(locale, "slack.disabled.reason", reason=reason),
+            ]
         blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(lines))))
         capabilities = capabilities_of(account.scopes) if account.has_refresh_token else frozenset()
         blocks.append(
@@ -128,14 +134,15 @@ def _buttons(view: StatusView, locale: str) -> list[ButtonElement]:
             )
         )
     label = "slack.button.reconnect" if view.account is not None else "slack.button.connect"
-    buttons.append(
-        ButtonElement(
-            text=slack_text(locale, label),
-            action_id=RECONNECT_ACTION,
-            url=view.reconnect_url,
-            style=None if view.status is Status.HEALTHY or view.offer is not None else "primary",
+    if view.status is not Status.DISABLED:  # reconnecting cannot help until Google enables the account again
+        buttons.append(
+            ButtonElement(
+                text=slack_text(locale, label),
+                action_id=RECONNECT_ACTION,
+                url=view.reconnect_url,
+                style=None if view.status is Status.HEALTHY or view.offer is not None else "primary",
+            )
         )
-    )
     if view.account is not None:
         buttons.append(
             ButtonElement(
@@ -188,3 +195,14 @@ def _last_fetch(account: Account, locale: str, zone: ZoneInfo) -> Mrkdwn:
 
 def _mark(ok: bool) -> str:
     return "✅" if ok else "❌"
+
+
+# Google's reasons for disabling an account that the catalogue words (slack.disabled.reason.*).
+KNOWN_DISABLED_REASONS = ("hijacking", "bulk-account")
+
+
+def disabled_reason(reason: object, locale: str) -> Mrkdwn:
+    """Why Google disabled an account, in the reader's words; a reason Google names that we do not know, as is."""
+    if isinstance(reason, str) and reason and reason not in KNOWN_DISABLED_REASONS:
+        return as_mrkdwn(reason)
+    return slack_text(locale, f"slack.disabled.reason.{reason or 'none'}")
