@@ -58,7 +58,8 @@ class DatabaseWait:
             except DATABASE_OUTAGE as error:
                 await self.until_back(what, error)
                 continue
-            self._since = None
+            if self._back is None:
+                self._since = None  # through: the next outage is a new one, with all its patience
             return result
 
     async def until_back(self, what: str, error: BaseException) -> None:
@@ -68,7 +69,8 @@ class DatabaseWait:
             self.outages += 1
         if self._back is None:
             self._back = asyncio.get_running_loop().create_future()
-            task = asyncio.create_task(self._probe_until_back(what, error), name="database wait")
+            probing = self._probe_until_back(what, error, self._since)
+            task = asyncio.create_task(probing, name="database wait")
             task.add_done_callback(self._settle)
         await asyncio.shield(self._back)
 
@@ -84,11 +86,10 @@ class DatabaseWait:
         else:
             back.set_result(None)
 
-    async def _probe_until_back(self, what: str, error: BaseException) -> None:
-        assert self._since is not None
+    async def _probe_until_back(self, what: str, error: BaseException, since: float) -> None:
         delay, attempt, cause = FIRST_DELAY, 0, error
         while True:
-            waited = time.monotonic() - self._since
+            waited = time.monotonic() - since
             if self.patience is not None and waited + delay > self.patience.total_seconds():
                 raise DatabaseUnavailable(
                     f"{self.where} stayed out of reach for {waited:.0f} s while {what} "
@@ -114,6 +115,6 @@ class DatabaseWait:
                 delay = min(delay * 2, self.max_delay)
                 continue
             log.warning(
-                "%s answers again after %.1f s: carrying on", self.where, time.monotonic() - self._since
+                "Back: %s answers again after %.1f s; carrying on", self.where, time.monotonic() - since
             )
             return

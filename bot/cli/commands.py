@@ -302,7 +302,7 @@ async def _database_reachable(settings: Settings, what: str) -> None:
         conn = await connect(dsn, timeout=10)
         await conn.close()
 
-    where = f"the database at {describe_dsn(dsn)} (DATABASE_URL)"
+    where = f"{describe_dsn(dsn)} (DATABASE_URL)"
     wait = DatabaseWait(connected, where=where, patience=settings.database_wait)
     await wait.call(what, connected)
 
