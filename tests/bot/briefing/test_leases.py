@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from bot.appkeys import SERVICES
@@ -122,6 +123,8 @@ async def test_a_killed_run_briefing_is_taken_over_within_the_lease(
     serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, migrated_url: str, tmp_path: Path
 ) -> None:
     app = await serve(BRIEFING_LEASE="2s")
+    if (today(app) + timedelta(minutes=2)).date() != today(app).date():
+        pytest.skip("too close to midnight in Seoul: the restart would begin the next day's run")
     slack_ids = await accounts_for(app, fake_slack, fake_google, 40)
     fake_google.gmail_delay = 0.05
     env = cli_process_env(

@@ -69,12 +69,13 @@ async def test_run_briefing_waits_for_the_database_and_then_runs(
     await proxy.cut()
 
     process = await start_run_briefing(cli_env(proxy, fake_google, fake_slack, tmp_path), tmp_path)
-    await asyncio.sleep(3)  # the command starts, finds no database, and waits
+    assert process.stderr is not None
+    first = await asyncio.wait_for(process.stderr.readline(), timeout=60)  # it starts, finds none, and waits
     await proxy.start()
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
 
     assert process.returncode == 0, stderr.decode()
-    waits = [line for line in stderr.decode().splitlines() if "Waiting for database '" in line]
+    waits = [line for line in (first + stderr).decode().splitlines() if "Waiting for database '" in line]
     assert waits and all(
         "(DATABASE_URL), out of reach while starting the briefing run" in line for line in waits
     )
