@@ -24,6 +24,10 @@ SLACK_OIDC_AUTHORIZE_URL = "https://slack.com/openid/connect/authorize"
 SLACK_OIDC_JWKS_URL = "https://slack.com/openid/connect/keys"
 # A run that could not start on time (the bot was down at 09:00) still starts this long after.
 DEFAULT_MISFIRE_GRACE = timedelta(hours=1)
+# A run's claim on an account is a lease its process renews every third of this; a lapsed one is taken over.
+DEFAULT_BRIEFING_LEASE = timedelta(seconds=60)
+# How long a command (run-briefing) waits for a database out of reach before it gives up.
+DEFAULT_DATABASE_WAIT = timedelta(minutes=5)
 DEFAULT_TIMEZONE = "Asia/Seoul"
 
 
@@ -87,6 +91,8 @@ class Settings:
     preflight_time: time | None = time(8, 0)
     briefing_time: time | None = time(9, 0)
     briefing_misfire_grace: timedelta = DEFAULT_MISFIRE_GRACE
+    briefing_lease: timedelta = DEFAULT_BRIEFING_LEASE
+    database_wait: timedelta = DEFAULT_DATABASE_WAIT
     admin_channel_id: str | None = None
     slack_client_id: str | None = None
     slack_client_secret: Secret | None = None

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.config import (
+    DEFAULT_BRIEFING_LEASE,
+    DEFAULT_DATABASE_WAIT,
     DEFAULT_IDENTITY_TTL,
     DEFAULT_LINK_TTL,
     DEFAULT_MISFIRE_GRACE,
@@ -169,6 +171,8 @@ class _Reader:
             preflight_time=self.time_of_day("PREFLIGHT_TIME", time(8, 0)),
             briefing_time=self.time_of_day("BRIEFING_TIME", time(9, 0)),
             briefing_misfire_grace=self.duration("BRIEFING_MISFIRE_GRACE", DEFAULT_MISFIRE_GRACE),
+            briefing_lease=self.duration("BRIEFING_LEASE", DEFAULT_BRIEFING_LEASE),
+            database_wait=self.duration("DATABASE_WAIT", DEFAULT_DATABASE_WAIT),
             admin_channel_id=self.channel_id("ADMIN_CHANNEL_ID"),
             slack_client_id=self.text("SLACK_CLIENT_ID"),
             slack_client_secret=self.secret("SLACK_CLIENT_SECRET"),

@@ -199,7 +199,7 @@ class Services:
     @cached_property
     def runs(self) -> Runs:
         """The records of the preflight and briefing runs."""
-        return Runs(self.accounts)
+        return Runs(self.accounts, lease=self.settings.briefing_lease)
 
     @cached_property
     def summary(self) -> RunSummary:

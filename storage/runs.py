@@ -1,16 +1,20 @@
 """Briefing run records: each (kind, day) runs once, its accounts shared among replicas and resumed after a crash.
 
-An account's item is claimed before it is processed and marked done after; a claim older than
-`stale_after` belongs to a process that died, and is claimed again.
+An account's item is claimed before it is processed and marked done after. A claim is a lease that its process
+renews while it lives (Runs.renew, every lease / 3); a lease that lapsed belongs to a process that died or lost
+the database, and any replica takes the account over. Its digest is marked before it is posted and recorded
+when Slack accepts it, so a takeover never posts a recorded digest again and knows which one may have been
+in flight.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -23,7 +27,7 @@ from storage.locks import lock_run_summary
 from storage.models import Account, StoredTokens
 from storage.rows import ACCOUNT_COLUMNS
 
-DEFAULT_STALE_AFTER = timedelta(minutes=10)
+DEFAULT_LEASE = timedelta(seconds=60)
 # How often a process that ran out of accounts to claim looks again while others finish theirs.
 DEFAULT_POLL_INTERVAL = 1.0
 
@@ -55,6 +59,14 @@ class Run:
     created: bool = False  # begun by this call (the first process to start it)
 
 
+class Post(enum.StrEnum):
+    """Where an account's digest stood when its item was claimed."""
+
+    NONE = "none"  # never marked: certainly not sent
+    IN_FLIGHT = "in flight"  # marked, not recorded: Slack may have accepted it before its process stopped
+    POSTED = "posted"  # recorded: Slack accepted it
+
+
 @dataclass(frozen=True)
 class Claim:
     """An account of a run, claimed by this process, read along with its row in the same statement."""
@@ -63,6 +75,8 @@ class Claim:
     account: Account | None  # None: the row was deleted after the run began
     stored: StoredTokens | None
     slack_locale: str | None = None  # the user's language as stored by SlackLocales, if still fresh
+    post: Post = Post.NONE
+    taken_over: bool = False  # the lease of another process (or of a lost statement of this one) had lapsed
 
 
 @dataclass(frozen=True)
@@ -85,9 +99,12 @@ class Done:
 
 
 # One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row,
-# and claim the next one, read along with its row, tokens and fresh stored language. A claim older
-# than stale_after ($3) belongs to a process that died; the account being marked done is never the one
-# claimed (were its own claim stale, both updates would hit one row in one statement).
+# and claim the next one with a lease of $3, read along with its row, tokens and fresh stored language.
+# Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed without learning it
+# (the answer was lost in an outage; a worker handles one account at a time, so it holds no other). The account
+# being marked done is never the one claimed (both updates would hit one row in one statement), and it is
+# marked done only while this worker still holds it: once its lease lapsed and another process took it over,
+# the record is the other's to write.
 _RECORD_AND_CLAIM = f"""
 WITH fetched AS (
         UPDATE gmail_tokens
@@ -96,19 +113,23 @@ WITH fetched AS (
      finished AS (
         UPDATE briefing_run_items
            SET state = 'done', outcome = $5, detail = $6, needed_user = $7, finished_at = now()
-         WHERE run_id = $1 AND account_id = $4),
+         WHERE run_id = $1 AND account_id = $4 AND state = 'claimed' AND claimed_by = $2),
      claimed AS (
         UPDATE briefing_run_items AS item
-           SET state = 'claimed', claimed_by = $2, claimed_at = now()
-          FROM (SELECT run_id, account_id FROM briefing_run_items
+           SET state = 'claimed', claimed_by = $2, claimed_at = now(), lease_until = now() + $3::interval
+          FROM (SELECT run_id, account_id, state, post_started_at, posted_at FROM briefing_run_items
                  WHERE run_id = $1 AND account_id IS DISTINCT FROM $4
-                   AND (state = 'pending' OR (state = 'claimed' AND claimed_at < now() - $3::interval))
+                   AND (state = 'pending'
+                        OR (state = 'claimed' AND (lease_until < now() OR claimed_by = $2)))
                  ORDER BY account_id
                  LIMIT 1
                  FOR UPDATE SKIP LOCKED) AS next
          WHERE item.run_id = next.run_id AND item.account_id = next.account_id
-     RETURNING item.account_id)
-SELECT claimed.account_id AS claimed_id, g.token_data, l.locale AS slack_locale, {ACCOUNT_COLUMNS}
+     RETURNING item.account_id, next.state = 'claimed' AS taken_over,
+               CASE WHEN next.posted_at IS NOT NULL THEN 'posted'
+                    WHEN next.post_started_at IS NOT NULL THEN 'in flight' ELSE 'none' END AS post)
+SELECT claimed.account_id AS claimed_id, claimed.taken_over, claimed.post, g.token_data,
+       l.locale AS slack_locale, {ACCOUNT_COLUMNS}
   FROM claimed
   LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
   LEFT JOIN slack_locales AS l ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()
@@ -122,14 +143,25 @@ class Runs:
         self,
         accounts: Accounts,
         *,
-        stale_after: timedelta = DEFAULT_STALE_AFTER,
+        lease: timedelta = DEFAULT_LEASE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         self.pool = accounts.pool
-        self.stale_after = stale_after
+        self.lease = lease
         self.poll_interval = poll_interval
         # A restarted container keeps its host name and often its pid: the suffix tells incarnations apart.
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        # Each worker of the process claims as worker/N: a claim of this process is claimed_by LIKE prefix%.
+        self._prefix = self.worker + "/"
+        self._workers = itertools.count()
+
+    def new_worker(self) -> int:
+        """A number for one worker of this process, never given to another (two runs at once included)."""
+        return next(self._workers)
+
+    async def ping(self) -> None:
+        """One round trip to the database: raises while it is out of reach."""
+        await self.pool.fetchval("SELECT 1")
 
     async def begin(self, kind: str, day: date) -> Run:
         """The run of `kind` on `day`, created with an item per linked account if it is new."""
@@ -163,24 +195,67 @@ class Runs:
         )
         return Run(row["id"], row["kind"], row["day"], row["finished"]) if row else None
 
-    async def claim(self, run: Run, *, after: Done | None = None) -> Claim | None:
-        """The next account of the run for this process to handle, with its row, tokens and stored language,
-        or None when none is left to claim; `after` (the account just handled) is recorded in the same
-        statement."""
-        row = await self.pool.fetchrow(_RECORD_AND_CLAIM, *self._arguments(run, after))
+    async def claim(self, run: Run, *, after: Done | None = None, worker: int = 0) -> Claim | None:
+        """The next account of the run for this process's `worker` to handle, with its row, tokens and stored
+        language, or None when none is left to claim; `after` (the account it just handled) is recorded in
+        the same statement."""
+        row = await self.pool.fetchrow(_RECORD_AND_CLAIM, *self._arguments(run, after, worker))
         if row is None:
             return None
+        post, taken_over = Post(row["post"]), row["taken_over"]
         if row["id"] is None:
-            return Claim(row["claimed_id"], None, None)
+            return Claim(row["claimed_id"], None, None, post=post, taken_over=taken_over)
         account, stored = Accounts.from_row(row)
-        return Claim(row["claimed_id"], account, stored, row["slack_locale"])
+        return Claim(row["claimed_id"], account, stored, row["slack_locale"], post, taken_over)
 
-    def _arguments(self, run: Run, done: Done | None) -> tuple[Any, ...]:
+    async def renew(self, run: Run, account_ids: Collection[int]) -> int:
+        """Extend this process's leases on the accounts its workers hold; how many it still held."""
+        if not account_ids:
+            return 0
+        renewed = await self.pool.fetchval(
+            """WITH renewed AS (
+                   UPDATE briefing_run_items SET lease_until = now() + $3::interval
+                    WHERE run_id = $1 AND state = 'claimed' AND starts_with(claimed_by, $2)
+                      AND account_id = ANY($4::int[])
+                RETURNING 1)
+               SELECT count(*) FROM renewed""",
+            run.id,
+            self._prefix,
+            self.lease,
+            list(account_ids),
+        )
+        return int(renewed)
+
+    async def mark_posting(self, run: Run, account_id: int) -> bool:
+        """Before the account's digest goes to Slack: mark it in flight, if this process still holds the
+        account (False: its lease lapsed and another process took it over, so this one must not post)."""
+        return bool(
+            await self.pool.fetchval(
+                """UPDATE briefing_run_items SET post_started_at = now(), lease_until = now() + $4::interval
+                    WHERE run_id = $1 AND account_id = $2 AND state = 'claimed' AND starts_with(claimed_by, $3)
+                RETURNING true""",
+                run.id,
+                account_id,
+                self._prefix,
+                self.lease,
+            )
+        )
+
+    async def mark_posted(self, run: Run, account_id: int, *, ts: str | None) -> None:
+        """Slack accepted the account's digest (its message `ts`): no takeover posts it again."""
+        await self.pool.execute(
+            "UPDATE briefing_run_items SET posted_at = now(), posted_ts = $3 WHERE run_id = $1 AND account_id = $2",
+            run.id,
+            account_id,
+            ts,
+        )
+
+    def _arguments(self, run: Run, done: Done | None, worker: int) -> tuple[Any, ...]:
         fetch = done.fetch if done is not None else None
         return (
             run.id,
-            self.worker,
-            self.stale_after,
+            f"{self.worker}/{worker}",
+            self.lease,
             done.account_id if done is not None else None,
             done.outcome if done is not None else None,
             done.detail if done is not None else None,
@@ -192,10 +267,11 @@ class Runs:
     async def release(self, run: Run) -> None:
         """Give back the claims this process will not complete (it is shutting down), for another to take."""
         await self.pool.execute(
-            """UPDATE briefing_run_items SET state = 'pending', claimed_by = NULL, claimed_at = NULL
-                WHERE run_id = $1 AND state = 'claimed' AND claimed_by = $2""",
+            """UPDATE briefing_run_items
+                  SET state = 'pending', claimed_by = NULL, claimed_at = NULL, lease_until = NULL
+                WHERE run_id = $1 AND state = 'claimed' AND starts_with(claimed_by, $2)""",
             run.id,
-            self.worker,
+            self._prefix,
         )
 
     async def finish(self, run: Run) -> bool:

@@ -7,6 +7,7 @@ import enum
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -35,6 +36,16 @@ class Kind(enum.StrEnum):
 
     PREFLIGHT = "preflight"
     BRIEFING = "briefing"
+
+
+class DigestPost(Protocol):
+    """What a run records around an account's digest post: marked before it is sent, recorded once accepted."""
+
+    async def starting(self) -> None:
+        """Just before the post (raises when this process must not post it)."""
+
+    async def accepted(self, ts: str | None) -> None:
+        """Slack accepted the post."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +85,19 @@ class AccountBriefing:
         self.users = users
 
     async def process(
-        self, account: Account, kind: Kind, *, dry_run: bool = False, stored: StoredTokens | None = None
+        self,
+        account: Account,
+        kind: Kind,
+        *,
+        dry_run: bool = False,
+        stored: StoredTokens | None = None,
+        post: DigestPost | None = None,
     ) -> AccountReport:
         """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
 
         `stored`: the account's token_data, read along with `account`. The fetch is not recorded here: the
-        caller records AccountReport.fetch (a run does it as it marks the account done).
+        caller records AccountReport.fetch (a run does it as it marks the account done). `post`: told around
+        the digest's post.
         """
         status, why = effective_status(account, self.settings.required_capabilities)
         if status is Status.DISCONNECTED:
@@ -107,9 +125,11 @@ class AccountBriefing:
         if kind is Kind.PREFLIGHT:
             return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
         assert access.access_token is not None
-        return await self.fetch(access.account, access.access_token)
+        return await self.fetch(access.account, access.access_token, post=post)
 
-    async def fetch(self, account: Account, access_token: str) -> AccountReport:
+    async def fetch(
+        self, account: Account, access_token: str, *, post: DigestPost | None = None
+    ) -> AccountReport:
         """Fetch the account's unread mail and, in digest mode, post it to the user."""
         read = await self._read_mail(account, access_token)
         if isinstance(read, AccountReport):
@@ -121,9 +141,13 @@ class AccountBriefing:
         assert account.slack_user_id is not None
         locale = await self.users.locale(account.slack_user_id)
         blocks, fallback = digest_blocks(unread.messages, unread.total, locale, unreadable=unread.unreadable)
+        if post is not None:
+            await post.starting()
         try:
             # A user ID as the channel posts in the user's DM with the bot: no conversations.open round trip.
-            await self.client.chat_postMessage(channel=account.slack_user_id, blocks=blocks, text=fallback)
+            posted = await self.client.chat_postMessage(
+                channel=account.slack_user_id, blocks=blocks, text=fallback
+            )
         except SlackApiError as error:
             return AccountReport(
                 account,
@@ -132,6 +156,8 @@ class AccountBriefing:
                 f"Slack answered {error.response.get('error')}",
                 fetch=fetch,
             )
+        if post is not None:
+            await post.accepted(posted.get("ts"))
         return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
 
     async def _read_mail(

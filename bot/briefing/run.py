@@ -1,7 +1,9 @@
 """The briefing run over every linked account (what it does for each one: bot.briefing.account).
 
 A scheduled run (kind and day) happens once: its accounts are claimed through run records, so replicas share
-the work and a run restarted after a crash finishes without redoing what was done. A dry run changes and
+the work and a run restarted after a crash finishes without redoing what was done. Claims are leases that a
+heartbeat renews while the process lives; a dead process's accounts are taken over once its leases lapse. A
+database outage is waited out (bot.database_wait) and the run carries on where it was. A dry run changes and
 sends nothing; it says what would happen.
 """
 
@@ -13,19 +15,52 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 
-from bot.briefing.account import AccountBriefing, AccountReport, Kind
+from bot.briefing.account import AccountBriefing, AccountReport, DigestPost, Kind
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
+from bot.database_wait import DatabaseUnavailable, DatabaseWait
 from bot.google.token_service import TokenService
 from bot.metrics import Metrics
 from bot.slack.client import SlackUsers
 from storage.accounts import Accounts
+from storage.errors import DATABASE_OUTAGE
 from storage.models import Account, StoredTokens
-from storage.runs import Claim, Done, Result, Run, Runs
+from storage.runs import Claim, Done, Post, Result, Run, Runs
 
 log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """This process's lease on an account lapsed and another process took the account over."""
+
+
+@dataclass(frozen=True)
+class MarkedPost:
+    """An account's digest post as the run records it: marked in flight before, recorded as posted after."""
+
+    runs: Runs
+    run: Run
+    account_id: int
+    wait: DatabaseWait
+
+    async def starting(self) -> None:
+        """Mark the post in flight, unless the account was taken over (LeaseLost: do not post)."""
+        if not await self.runs.mark_posting(self.run, self.account_id):
+            raise LeaseLost(self.account_id)
+
+    async def accepted(self, ts: str | None) -> None:
+        """Record the post, through any outage: were it left unrecorded, the account would be posted again."""
+        await self.wait.call(
+            f"recording the digest of account {self.account_id} as posted",
+            lambda: self.runs.mark_posted(self.run, self.account_id, ts=ts),
+        )
+
+
+# What stops an account's handling without being the account's fault (its outcome is not recorded as failed).
+NOT_THE_ACCOUNTS: tuple[type[BaseException], ...] = (*DATABASE_OUTAGE, DatabaseUnavailable, LeaseLost)
 
 
 @dataclass
@@ -68,9 +103,17 @@ class Briefing:
         self.runs = runs
 
     async def run(
-        self, kind: Kind, *, dry_run: bool = False, only: Collection[str] | None = None
+        self,
+        kind: Kind,
+        *,
+        dry_run: bool = False,
+        only: Collection[str] | None = None,
+        patience: timedelta | None = None,
     ) -> RunReport:
-        """Run `kind` now: today's scheduled run (once), or for the Slack users in `only`, or dry."""
+        """Run `kind` now: today's scheduled run (once), or for the Slack users in `only`, or dry.
+
+        A scheduled run rides out database outages: it waits for the database (for at most `patience`, or for
+        as long as it takes) and carries on where it was."""
         report = RunReport(kind, dry_run)
         if dry_run or only:
             wanted = set(only or ())
@@ -80,73 +123,165 @@ class Briefing:
                 chosen, lambda account: self._process_and_record(account, kind, dry_run=dry_run)
             )
             return report
+        wait = DatabaseWait(self.runs.ping, where="the database", patience=patience)
         day = datetime.now(self.settings.briefing_timezone).date()
-        run = await self.runs.begin(str(kind), day)
+        run = await wait.call(f"beginning the {kind} run", lambda: self.runs.begin(str(kind), day))
         if run.finished:
             report.already_finished = True
             return report
         started = time.monotonic()
         if run.created:
             await self._learn_languages()
-        report.accounts, finished_here = await self._claimed(run, kind)
+        report.accounts, finished_here = await self._claimed(run, kind, wait)
         self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
         for result, n in report.counts.items():
             self.metrics.run_accounts.labels(str(kind), str(result)).inc(n)
         if finished_here:
-            log.info("The %s run of %s finished: %s", kind, day, await self.runs.outcomes(run))
+            outcomes = await wait.call("reading the outcomes", lambda: self.runs.outcomes(run))
+            log.info("The %s run of %s finished: %s", kind, day, outcomes)
             await self._summarise(run)
         return report
 
-    async def _claimed(self, run: Run, kind: Kind) -> tuple[list[AccountReport], bool]:
+    async def _claimed(self, run: Run, kind: Kind, wait: DatabaseWait) -> tuple[list[AccountReport], bool]:
         """This process's share of the run, and whether it was the one to finish the run."""
         reports: list[AccountReport] = []
+        held: set[int] = set()  # the accounts this process's workers hold: their leases are renewed
 
-        async def worker() -> None:
+        async def worker(number: int) -> None:
             # Each claim also records the account handled before it: one round trip per account.
             handled: Done | None = None
-            while (claim := await self.runs.claim(run, after=handled)) is not None:
-                report = await self._claimed_one(claim, kind)
-                if report is None:
-                    handled = Done(claim.account_id, str(Result.SKIPPED), "no longer linked to a Slack user")
+            while True:
+                after = handled
+                claim = await wait.call(
+                    f"claiming the next account of the {kind} run",
+                    partial(self.runs.claim, run, after=after, worker=number),
+                )
+                if after is not None:
+                    held.discard(after.account_id)  # recorded: no longer this process's to renew
+                if claim is None:
+                    return
+                held.add(claim.account_id)
+                try:
+                    # An outage while the account is handled: the account is handled again once the database
+                    # is back, since its digest was not recorded as posted (and a recorded one is not posted).
+                    report = await wait.call(
+                        f"handling account {claim.account_id}",
+                        partial(self._claimed_one, run, claim, kind, wait),
+                    )
+                except LeaseLost:
+                    log.warning(
+                        "Account %s of the %s run was taken over by another process while the database was out "
+                        "of reach here: left to it",
+                        claim.account_id,
+                        kind,
+                    )
+                    held.discard(claim.account_id)
+                    handled = None
                     continue
-                handled = Done(
-                    claim.account_id,
-                    str(report.result),
-                    report.detail,
-                    needed_user=report.status.needs_user,
-                    fetch=report.fetch,
-                )
-                reports.append(report)
+                handled = self._done(claim, report)
+                if report is not None:
+                    reports.append(report)
 
+        heartbeat = asyncio.create_task(self._renew_leases(run, held), name=f"{kind} run leases")
+        try:
+            while True:
+                try:
+                    # return_exceptions: a shutdown waits for every worker to stop before going on.
+                    outcomes = await asyncio.gather(
+                        *(worker(self.runs.new_worker()) for _ in range(self.settings.briefing_concurrency)),
+                        return_exceptions=True,
+                    )
+                except asyncio.CancelledError:
+                    # Shutting down: give back what this process claimed and did not finish, rather than
+                    # leave it to lapse.
+                    await self._release(run)
+                    raise
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                if await wait.call("finishing the run", lambda: self.runs.finish(run)):
+                    return reports, True
+                remaining = await wait.call("counting the accounts left", lambda: self.runs.unfinished(run))
+                if remaining == 0:
+                    return reports, False  # another process finished it a moment ago
+                # Other processes hold the last claims: wait for them to finish, or for a dead one's leases to
+                # lapse and its accounts to be claimed here.
+                log.info("The %s run waits for %d accounts claimed by other processes", kind, remaining)
+                await asyncio.sleep(self.runs.poll_interval)
+        finally:
+            heartbeat.cancel()
+
+    async def _renew_leases(self, run: Run, held: set[int]) -> None:
+        """The heartbeat of this process's claims: renewed every third of a lease while its workers live."""
+        every = self.runs.lease.total_seconds() / 3
         while True:
+            await asyncio.sleep(every)
+            holding = set(held)
             try:
-                # return_exceptions: a shutdown waits for every worker to stop before going on.
-                outcomes = await asyncio.gather(
-                    *(worker() for _ in range(self.settings.briefing_concurrency)), return_exceptions=True
+                renewed = await self.runs.renew(run, holding)
+            except DATABASE_OUTAGE as error:
+                log.warning(
+                    "The leases on %d accounts of the %s run could not be renewed (%s): another process may "
+                    "take them over",
+                    len(holding),
+                    run.kind,
+                    type(error).__name__,
                 )
-            except asyncio.CancelledError:
-                # Shutting down: give back what this process claimed and did not finish, rather than leave
-                # it to go stale.
-                await asyncio.shield(self.runs.release(run))
-                raise
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            if await self.runs.finish(run):
-                return reports, True
-            remaining = await self.runs.unfinished(run)
-            if remaining == 0:
-                return reports, False  # another process finished it a moment ago
-            # Other processes hold the last claims: wait for them to finish, or for a dead one's claims to go
-            # stale and be claimed here.
-            log.info("The %s run waits for %d accounts claimed by other processes", kind, remaining)
-            await asyncio.sleep(self.runs.poll_interval)
+                continue
+            if renewed < len(holding):
+                log.warning(
+                    "%d accounts of the %s run were taken over by another process: their leases had lapsed",
+                    len(holding) - renewed,
+                    run.kind,
+                )
 
-    async def _claimed_one(self, claim: Claim, kind: Kind) -> AccountReport | None:
-        """Process a claimed account; None when it was deleted or unlinked since the run began."""
+    async def _release(self, run: Run) -> None:
+        try:
+            await asyncio.shield(self.runs.release(run))
+        except DATABASE_OUTAGE as error:
+            log.warning(
+                "The claims of the stopped %s run could not be given back (%s): they lapse within %s",
+                run.kind,
+                type(error).__name__,
+                self.runs.lease,
+            )
+
+    @staticmethod
+    def _done(claim: Claim, report: AccountReport | None) -> Done:
+        if report is None:
+            if claim.post is Post.POSTED:
+                return Done(claim.account_id, str(Result.DIGEST), "posted before its process stopped")
+            return Done(claim.account_id, str(Result.SKIPPED), "no longer linked to a Slack user")
+        return Done(
+            claim.account_id,
+            str(report.result),
+            report.detail,
+            needed_user=report.status.needs_user,
+            fetch=report.fetch,
+        )
+
+    async def _claimed_one(
+        self, run: Run, claim: Claim, kind: Kind, wait: DatabaseWait
+    ) -> AccountReport | None:
+        """Process a claimed account; None when it was deleted or unlinked since the run began, or when its
+        digest was posted by a process that stopped before it could mark the account done."""
+        if claim.post is Post.POSTED:
+            log.info(
+                "Account %s of the %s run: its digest was posted before a takeover", claim.account_id, kind
+            )
+            return None
+        if claim.post is Post.IN_FLIGHT:
+            # Marked and not recorded: Slack may or may not have it. Posting again may double it for this one
+            # user; not posting may leave them without a briefing.
+            log.warning(
+                "Account %s of the %s run: its digest was in flight when its process stopped; posting it again",
+                claim.account_id,
+                kind,
+            )
         if claim.account is not None and claim.account.slack_user_id:
             self.users.remember(claim.account.slack_user_id, claim.slack_locale)
-            return await self._safely(claim.account, kind, stored=claim.stored)
+            post = MarkedPost(self.runs, run, claim.account_id, wait)
+            return await self._safely(claim.account, kind, stored=claim.stored, post=post)
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
         return None
 
@@ -217,10 +352,17 @@ class Briefing:
             )
 
     async def _safely(
-        self, account: Account, kind: Kind, *, stored: StoredTokens | None = None
+        self,
+        account: Account,
+        kind: Kind,
+        *,
+        stored: StoredTokens | None = None,
+        post: DigestPost | None = None,
     ) -> AccountReport:
         try:
-            return await self.one.process(account, kind, stored=stored)
+            return await self.one.process(account, kind, stored=stored, post=post)
+        except NOT_THE_ACCOUNTS:
+            raise  # not this account's fault: the run waits for the database, or leaves the account
         except Exception as error:  # one account's surprise must not stop the run for everyone else
             log.exception("The %s run failed for account %s", kind, account.id)
             return AccountReport(account, Result.FAILED, account.status, f"{type(error).__name__}")

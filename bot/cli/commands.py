@@ -16,6 +16,7 @@ from bot import event_loop
 from bot.cli.parser import parse_command_line
 from bot.cli.risc import risc_command
 from bot.config import Settings
+from bot.database_wait import DatabaseUnavailable
 from bot.environment import load_settings
 from bot.errors import ConfigError, GmailReconnectError
 from bot.logs import configure_logging
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CLI_ACTOR = "cli"
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+EXIT_UNAVAILABLE = 75  # sysexits' EX_TEMPFAIL: the database stayed out of reach; run the command again later
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,8 +263,15 @@ async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     kind = Kind.PREFLIGHT if args.preflight else Kind.BRIEFING
-    async with open_services(settings) as services:
-        report = await services.briefing.run(kind, dry_run=args.dry_run, only=args.users)
+    try:
+        await _database_reachable(settings, f"starting the {kind} run")
+        async with open_services(settings) as services:
+            report = await services.briefing.run(
+                kind, dry_run=args.dry_run, only=args.users, patience=settings.database_wait
+            )
+    except DatabaseUnavailable as error:
+        print(f"gmail-reconnect: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     if report.already_finished:
         print(f"Today's {kind} run has already finished; use --user SLACK_ID to run it again for someone.")
         return EXIT_OK
@@ -279,6 +288,24 @@ async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
         f"{'dry run: ' if report.dry_run else ''}{total} account{'' if total == 1 else 's'} ({counts or 'none'})"
     )
     return EXIT_OK
+
+
+async def _database_reachable(settings: Settings, what: str) -> None:
+    """Wait (for at most DATABASE_WAIT) until DATABASE_URL's server accepts a connection."""
+    if settings.database_url is None:
+        return  # the embedded cluster is started by this process
+    from bot.database_wait import DatabaseWait
+    from storage.pool import connect
+
+    dsn = settings.database_url.reveal()
+
+    async def connected() -> None:
+        conn = await connect(dsn, timeout=10)
+        await conn.close()
+
+    where = f"{describe_dsn(dsn)} (DATABASE_URL)"
+    wait = DatabaseWait(connected, where=where, patience=settings.database_wait)
+    await wait.call(what, connected)
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {

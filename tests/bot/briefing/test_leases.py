@@ -1,0 +1,173 @@
+"""Claims are leases: renewed while their process lives, taken over once they lapse; a digest is marked before it
+is posted and recorded after, so a takeover posts again only the one that was in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from bot.appkeys import SERVICES
+from bot.briefing.run import Kind, Result
+from storage.runs import Done, Post, Runs
+from tests.fakes.google import FakeGoogle
+from tests.fakes.slack import FakeSlack
+from tests.helpers import BASE_ENV, Serve, cli_process_env, dms, eventually, google_env, healthy
+
+
+def today(app: web.Application) -> datetime:
+    return datetime.now(app[SERVICES].settings.briefing_timezone)
+
+
+async def accounts_for(
+    app: web.Application, fake_slack: FakeSlack, fake_google: FakeGoogle, n: int
+) -> list[str]:
+    slack_ids = [f"U0LEASE{i:03d}" for i in range(n)]
+    for slack_id in slack_ids:
+        fake_slack.add_user(slack_id)
+        await healthy(app, fake_google, slack_id)
+    return slack_ids
+
+
+async def test_a_claim_is_taken_over_only_once_its_lease_lapsed(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    await accounts_for(app, fake_slack, fake_google, 1)
+    alive, other = (Runs(app[SERVICES].accounts, lease=timedelta(minutes=1)) for _ in range(2))
+    run = await alive.begin("briefing", today(app).date())
+    claim = await alive.claim(run)
+    assert claim is not None and claim.post is Post.NONE and not claim.taken_over
+
+    assert await other.claim(run) is None  # its lease runs: the other process leaves it
+    assert await alive.renew(run, [claim.account_id]) == 1
+    await app[SERVICES].pool.execute(
+        "UPDATE briefing_run_items SET lease_until = now() - interval '1 second'"
+    )
+    taken = await other.claim(run)
+
+    assert taken is not None and taken.account_id == claim.account_id and taken.taken_over
+    # The first process, back from its pause: it no longer holds the account, so it neither posts nor records.
+    assert await alive.renew(run, [claim.account_id]) == 0
+    assert not await alive.mark_posting(run, claim.account_id)
+    assert await alive.claim(run, after=Done(claim.account_id, "digest")) is None
+    assert await app[SERVICES].pool.fetchval("SELECT state FROM briefing_run_items") == "claimed"
+    assert await other.mark_posting(run, claim.account_id)
+
+
+async def test_a_takeover_posts_again_only_the_digest_in_flight(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    posted, in_flight, unsent = await accounts_for(app, fake_slack, fake_google, 3)
+    dead = Runs(app[SERVICES].accounts)
+    run = await dead.begin("briefing", today(app).date())
+    # The dead process claimed all three and stopped: one digest recorded, one marked and not recorded, one
+    # never marked.
+    claims = {}
+    for number in range(3):
+        claim = await dead.claim(run, worker=number)
+        assert claim is not None and claim.account is not None
+        claims[claim.account.slack_user_id] = claim.account_id
+    await dead.mark_posting(run, claims[posted])
+    await dead.mark_posted(run, claims[posted], ts="1.000001")
+    await dead.mark_posting(run, claims[in_flight])
+    await app[SERVICES].pool.execute(
+        "UPDATE briefing_run_items SET lease_until = now() - interval '1 second'"
+    )
+
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert sorted(line.account.slack_user_id for line in report.accounts) == [in_flight, unsent]
+    assert [len(dms(fake_slack, slack_id)) for slack_id in (posted, in_flight, unsent)] == [0, 1, 1]
+    rows = await app[SERVICES].pool.fetch(
+        "SELECT account_id, state, outcome, detail, posted_at IS NOT NULL AS posted FROM briefing_run_items"
+    )
+    by_account = {row["account_id"]: row for row in rows}
+    assert {row["state"] for row in rows} == {"done"} and all(row["posted"] for row in rows)
+    assert by_account[claims[posted]]["outcome"] == str(Result.DIGEST)
+    assert by_account[claims[posted]]["detail"] == "posted before its process stopped"
+
+
+async def test_the_heartbeat_keeps_a_slow_accounts_lease(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve(BRIEFING_LEASE="1s", BRIEFING_CONCURRENCY="1")
+    slack_ids = await accounts_for(app, fake_slack, fake_google, 2)
+    fake_google.gmail_delay = 1.2  # each account takes longer than a lease
+    rival = Runs(app[SERVICES].accounts, lease=timedelta(seconds=1))
+    running = asyncio.create_task(app[SERVICES].briefing.run(Kind.BRIEFING))
+    await eventually(lambda: bool(fake_google.calls), seconds=10)
+    run = await rival.begin("briefing", today(app).date())
+
+    taken = []
+    while not running.done():
+        if (
+            claim := await rival.claim(run)
+        ) is not None:  # only a lapsed lease (or a pending item) is claimable
+            taken.append(claim)
+            await rival.release(run)
+        await asyncio.sleep(0.1)
+    running.result()
+
+    assert all(not claim.taken_over for claim in taken)  # no lease of the live process ever lapsed
+    assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [1, 1]
+
+
+async def test_a_killed_run_briefing_is_taken_over_within_the_lease(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, migrated_url: str, tmp_path: Path
+) -> None:
+    app = await serve(BRIEFING_LEASE="2s")
+    if (today(app) + timedelta(minutes=2)).date() != today(app).date():
+        pytest.skip("too close to midnight in Seoul: the restart would begin the next day's run")
+    slack_ids = await accounts_for(app, fake_slack, fake_google, 40)
+    fake_google.gmail_delay = 0.05
+    env = cli_process_env(
+        {
+            **BASE_ENV,
+            **google_env(fake_google),
+            "DATABASE_URL": migrated_url,
+            "SLACK_API_URL": fake_slack.base_url,
+            "GMAIL_RECONNECT_DATA_DIR": str(tmp_path / "data"),
+            "BRIEFING_LEASE": "2s",
+            "BRIEFING_CONCURRENCY": "4",
+        }
+    )
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run-briefing", env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL
+    )
+    await eventually(lambda: len(fake_slack.calls_to("chat.postMessage")) >= 10, seconds=60)
+    doomed.send_signal(signal.SIGKILL)
+    await doomed.wait()
+    pool = app[SERVICES].pool
+    held = await pool.fetch(
+        "SELECT account_id, lease_until, post_started_at IS NOT NULL AS marked, posted_at "
+        "IS NOT NULL AS posted FROM briefing_run_items WHERE state = 'claimed'"
+    )
+    assert held  # the kill left claims behind: nobody gave them back
+    in_flight = {row["account_id"] for row in held if row["marked"] and not row["posted"]}
+
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert await pool.fetchval("SELECT count(*) FROM briefing_run_items WHERE state <> 'done'") == 0
+    assert await pool.fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs")
+    posts = {slack_id: len(dms(fake_slack, slack_id)) for slack_id in slack_ids}
+    assert min(posts.values()) == 1  # nobody went without
+    ids = {a.slack_user_id: a.id for a in await app[SERVICES].accounts.list()}
+    doubled = {ids[slack_id] for slack_id, n in posts.items() if n > 1}
+    assert doubled <= in_flight and max(posts.values()) <= 2  # only a digest in flight may be doubled
+    taken = await pool.fetch(
+        "SELECT account_id, claimed_at FROM briefing_run_items WHERE account_id = ANY($1::int[])",
+        [row["account_id"] for row in held],
+    )
+    lapsed = {row["account_id"]: row["lease_until"] for row in held}
+    for row in taken:  # taken over after the dead process's lease lapsed, and well within the old ten minutes
+        assert (
+            lapsed[row["account_id"]] <= row["claimed_at"] < lapsed[row["account_id"]] + timedelta(seconds=30)
+        )
+    assert len(report.accounts) >= len(held)
