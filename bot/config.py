@@ -24,6 +24,9 @@ SLACK_OIDC_JWKS_URL = "https://slack.com/openid/connect/keys"
 # A run that could not start on time (the bot was down at 09:00) still starts this long after.
 DEFAULT_MISFIRE_GRACE = timedelta(hours=1)
 DEFAULT_TIMEZONE = "Asia/Seoul"
+# Messages a minute the pacer starts at: within the "several hundred a minute" Slack documents for a workspace;
+# it adapts to the workspace's real cap from there.
+DEFAULT_SLACK_POST_RATE = 300
 
 
 class Secret:
@@ -93,6 +96,7 @@ class Settings:
     slack_oidc_jwks_url: str = SLACK_OIDC_JWKS_URL
     identity_check: str = "slack"
     identity_ttl: timedelta = DEFAULT_IDENTITY_TTL
+    slack_post_rate: int = DEFAULT_SLACK_POST_RATE
 
     @property
     def uses_embedded_database(self) -> bool:

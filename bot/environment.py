@@ -17,6 +17,7 @@ from bot.config import (
     DEFAULT_IDENTITY_TTL,
     DEFAULT_LINK_TTL,
     DEFAULT_MISFIRE_GRACE,
+    DEFAULT_SLACK_POST_RATE,
     DEFAULT_TIMEZONE,
     IDENTITY_CHECKS,
     SECRET_KEY_FILE,
@@ -170,6 +171,9 @@ class _Reader:
             slack_oidc_jwks_url=self.url("SLACK_OIDC_JWKS_URL", SLACK_OIDC_JWKS_URL),
             identity_check=self.choice("IDENTITY_CHECK", IDENTITY_CHECKS, "slack"),
             identity_ttl=self.duration("IDENTITY_TTL", DEFAULT_IDENTITY_TTL),
+            slack_post_rate=self.integer(
+                "SLACK_POST_RATE", DEFAULT_SLACK_POST_RATE, 1, 100_000, what="messages a minute"
+            ),
         )
 
     def database_url(self) -> Secret | None:

@@ -91,6 +91,18 @@ class Metrics:
             "1 when the last scrape could read the database, 0 when it could not (the accounts gauge is then stale).",
             registry=self.registry,
         )
+        self.slack_limited = Counter(
+            "gmail_reconnect_slack_rate_limited",
+            "Slack Web API calls answered 429 (each paused every sender of the method, then went again), by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        self.slack_pace = Gauge(
+            "gmail_reconnect_slack_pace_per_minute",
+            "The calls a minute the pacer allows now, by method (it lowers them on a 429 and raises them again).",
+            ["method"],
+            registry=self.registry,
+        )
         # Series that exist from the start read 0 rather than being absent until the first event.
         for outcome in ("refreshed", "needs_user", "unavailable"):
             self.refreshes.labels(outcome)
