@@ -1068,8 +1068,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--speed",
         type=float,
-        default=10.0,
-        help="with --slack-limits: how many times faster the limits' clock runs than Slack's (10)",
+        default=0.0,
+        help="with --slack-limits: how many times faster the limits' clock runs than Slack's in every scenario "
+        "(default: as --posts-per-second makes it)",
+    )
+    parser.add_argument(
+        "--posts-per-second",
+        type=float,
+        default=50.0,
+        help="with --slack-limits: the real posts a second each scenario's cap comes to (50)",
     )
     parser.add_argument(
         "--scenarios", default="", help="with --slack-limits: which scenarios, e.g. 1,3 (all)"
@@ -1117,7 +1124,7 @@ def limits_main(args: argparse.Namespace) -> int:
     """--slack-limits: 1 if a scenario missed a target, 2 if it could not be set up."""
     print(
         f"The briefing run against a fake Slack enforcing its rate limits: {args.accounts} accounts, "
-        f"BRIEFING_CONCURRENCY={args.concurrency}, the limits' clock at {args.speed:g}× Slack's"
+        f"BRIEFING_CONCURRENCY={args.concurrency}"
     )
     try:
         results = event_loop.run(run_slack_limits(args))

@@ -10,9 +10,11 @@ of Slack calls answered 429 (target ≤ 2% when the pacer is told the cap, ≤ 5
 the floor that Slack's limits set: the users.list pages read at the start at Tier 2, then the messages ÷ the cap
 (target ≤ 1.1× told, ≤ 1.2× not told).
 
-The limits' clock runs `--speed` times faster (the fake's rates multiplied by it, its Retry-After divided by it,
-and the pacer's rates multiplied by it too), so a 17-minute morning at 600 a minute takes 17 minutes ÷ speed; all
-times are reported in Slack's minutes as well.
+The limits' clock runs faster than Slack's (the fake's rates multiplied by a speed, its Retry-After divided by it,
+and the pacer's rates multiplied by it too), so a 17-minute morning at 600 a minute takes 17 minutes ÷ speed. The
+speed of each scenario is chosen so that its cap comes to `--posts-per-second` real posts a second (50: what a
+small machine serves with the fakes and PostgreSQL beside the run, far from its own ceiling): 5× at 600 a
+minute, 10× at 300, 2.5× at 1200. Times are reported in Slack's minutes as well.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ async def scenario(
         "cap_per_minute": cap,
         "slack_post_rate": told,
         "replicas": replicas,
+        "speed": speed,
         "accounts": total,
         "handled": sum(len(report.accounts) for report in reports),
         "messages": delivered["messages"],
@@ -144,6 +147,8 @@ async def run_all(
 
     rng = random.Random(args.seed)
     results = []
+    if args.speed:
+        print(f"every scenario at {args.speed:g}× Slack's speed")
     for number, (name, cap, told, replicas) in enumerate(SCENARIOS):
         if args.scenarios and str(number + 1) not in args.scenarios.split(","):
             continue
@@ -157,18 +162,18 @@ async def run_all(
             replicas=replicas,
             total=args.accounts,
             concurrency=args.concurrency,
-            speed=args.speed,
+            speed=args.speed or args.posts_per_second * 60 / cap,
             stored_languages=args.stored_languages,
             rng=rng,
             prefix=f"L{number}",
             kinds=shuffled_kinds(args.accounts, rng),
         )
-        print_scenario(result, args.speed)
+        print_scenario(result)
         results.append(result)
     return results
 
 
-def print_scenario(result: dict[str, Any], speed: float) -> None:
+def print_scenario(result: dict[str, Any]) -> None:
     """One scenario's figures."""
     print(
         f"\n{result['name']}: Slack's cap {result['cap_per_minute']}/min, SLACK_POST_RATE={result['slack_post_rate']}, "
@@ -180,7 +185,7 @@ def print_scenario(result: dict[str, Any], speed: float) -> None:
         f"({result['share_429']:.2%}; target ≤ {result['targets']['share_429']:.0%}) {result['refused_by_method']}"
     )
     print(
-        f"  wall {result['wall_s']:.1f} s ({result['slack_minutes']} of Slack's minutes at {speed:g}× speed); floor "
+        f"  wall {result['wall_s']:.1f} s ({result['slack_minutes']} of Slack's minutes at {result['speed']:g}× speed); floor "
         f"{result['floor_s']:.1f} s ({result['users_list_pages']} users.list pages at Tier 2, then messages ÷ cap); "
         f"ratio {result['ratio']:.3f} (target ≤ {result['targets']['ratio']}); "
         + ("met" if result["met"] else "MISSED")

@@ -39,6 +39,7 @@ class PacedWebClient(AsyncWebClient):
     async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
         """The call, in its turn; a 429 pauses every sender of the method and the call goes again later."""
         channel = _channel_of(kwargs)
+        asked_at = self.pacer.clock()
         token = _PACED.set(True)
         try:
             while True:
@@ -47,13 +48,13 @@ class PacedWebClient(AsyncWebClient):
                     response = await super().api_call(api_method, **kwargs)
                 except SlackApiError as error:
                     if error.response.status_code != 429:
-                        self.pacer.accepted(api_method)
+                        self.pacer.accepted(api_method, asked_at=asked_at)
                         raise
                     retry_after = retry_after_seconds(error.response.headers.get("Retry-After"))
                     log.info("Slack rate-limited %s: all wait %.2f s", api_method, retry_after)
                     self.pacer.limited(api_method, retry_after, ticket)
                     continue
-                self.pacer.accepted(api_method)
+                self.pacer.accepted(api_method, asked_at=asked_at)
                 return response
         finally:
             _PACED.reset(token)

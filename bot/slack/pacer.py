@@ -146,8 +146,10 @@ class Pacer:
         lane.on_limited(retry_after, ticket)
         self._show(lane)
 
-    def accepted(self, method: str) -> None:
-        """Slack answered a call of `method` without a 429."""
+    def accepted(self, method: str, *, asked_at: float | None = None) -> None:
+        """Slack answered a call of `method` (asked for at `asked_at`, on the pacer's clock) without a 429."""
+        if self.metrics is not None and asked_at is not None:
+            self.metrics.slack_delivery_seconds.labels(method).observe(self.clock() - asked_at)
         lane = self.lanes.get(method)
         if lane is not None:
             lane.on_accepted()
