@@ -312,10 +312,12 @@ class TimedFakeSlack(FakeSlack):
             method = request.match_info["method"]
             self.served.append(Served(SLACK, method, account, status, time.perf_counter() - started))
 
-    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> web.Response:
+    def _answer(
+        self, method: str, args: dict[str, Any], token: str | None, authorization: str
+    ) -> web.Response:
         user = str(args.get("user") or args.get("users") or args.get("channel") or "")
         self._answered_for = "U" + user[1:] if user.startswith("D") else user
-        return super()._answer(method, args, token)
+        return super()._answer(method, args, token, authorization)
 
 
 class World:
@@ -342,6 +344,11 @@ class World:
             return {}
         if command == "stats":
             return self.stats()
+        if command == "limits":
+            self.slack.enforce_limits(**payload)
+            return {}
+        if command == "deliveries":
+            return self.deliveries(**payload)
         raise BenchError(f"the world does not know the command {command!r}")
 
     async def seed(
@@ -467,6 +474,17 @@ class World:
                 for kind, calls in by_kind.items()
             },
             "cpu_s": usage.ru_utime + usage.ru_stime,
+        }
+
+    def deliveries(self, *, prefix: str, total: int) -> dict[str, Any]:
+        """The accounts' DMs that got no message (lost) and the messages beyond one per DM (doubled)."""
+        posted = Counter(channel for channel, _ in self.slack.messages)
+        expected = [f"D{prefix}{index:06d}" for index in range(total)]
+        return {
+            "lost": sum(1 for channel in expected if not posted[channel]),
+            "doubled": sum(max(0, posted[channel] - 1) for channel in expected),
+            "messages": sum(posted[channel] for channel in expected),
+            "refused": dict(self.slack.limits.refused) if self.slack.limits is not None else {},
         }
 
     def kind_of(self, slack_user_id: str) -> str:
@@ -1041,6 +1059,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the order of the kinds of account (1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument(
+        "--slack-limits",
+        action="store_true",
+        help="instead: the run against a fake Slack enforcing Slack's rate limits, at caps of 600 (told), 600 "
+        "with two replicas, 300 and 1200 a minute (not told); see bench/slack_limits.py",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="with --slack-limits: how many times faster the limits' clock runs than Slack's in every scenario "
+        "(default: as --posts-per-second makes it)",
+    )
+    parser.add_argument(
+        "--posts-per-second",
+        type=float,
+        default=50.0,
+        help="with --slack-limits: the real posts a second each scenario's cap comes to (50)",
+    )
+    parser.add_argument(
+        "--scenarios", default="", help="with --slack-limits: which scenarios, e.g. 1,3 (all)"
+    )
     args = parser.parse_args(argv)
     if args.concurrency > 512:
         parser.error("--concurrency: BRIEFING_CONCURRENCY allows 1 to 512")
@@ -1054,6 +1094,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     could not be set up."""
     args = parse_args(argv)
     configure_logging("WARNING")
+    if args.slack_limits:
+        return limits_main(args)
     try:
         report = event_loop.run(run(args))
     except BenchError as error:
@@ -1063,6 +1105,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 1 if misses(report) else 0
+
+
+async def run_slack_limits(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The scenarios of bench/slack_limits.py, on the fakes' child process and a throwaway database server."""
+    from bench.slack_limits import run_all
+
+    with tempfile.TemporaryDirectory(prefix="gmail-reconnect-bench-") as tmp:
+        workdir = Path(tmp)
+        async with database_server(workdir) as (server_url, _), world_process() as world:
+            await world.call(
+                "latency", google_s=args.google_latency_ms / 1000, slack_s=args.slack_latency_ms / 1000
+            )
+            return await run_all(args, world, server_url, workdir)
+
+
+def limits_main(args: argparse.Namespace) -> int:
+    """--slack-limits: 1 if a scenario missed a target, 2 if it could not be set up."""
+    print(
+        f"The briefing run against a fake Slack enforcing its rate limits: {args.accounts} accounts, "
+        f"BRIEFING_CONCURRENCY={args.concurrency}"
+    )
+    try:
+        results = event_loop.run(run_slack_limits(args))
+    except BenchError as error:
+        print(f"bench/briefing_run.py: {error}", file=sys.stderr)
+        return 2
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if all(result["met"] for result in results) else 1
 
 
 if __name__ == "__main__":

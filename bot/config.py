@@ -29,6 +29,9 @@ DEFAULT_BRIEFING_LEASE = timedelta(seconds=60)
 # How long a command (run-briefing) waits for a database out of reach before it gives up.
 DEFAULT_DATABASE_WAIT = timedelta(minutes=5)
 DEFAULT_TIMEZONE = "Asia/Seoul"
+# Messages a minute the pacer starts at: within the "several hundred a minute" Slack documents for a workspace;
+# it adapts to the workspace's real cap from there.
+DEFAULT_SLACK_POST_RATE = 300
 
 
 class Secret:
@@ -103,6 +106,7 @@ class Settings:
     google_risc_config_uri: str = GOOGLE_RISC_CONFIG_URI
     google_risc_api_url: str = GOOGLE_RISC_API_URL
     google_risc_service_account_file: Path | None = None
+    slack_post_rate: int = DEFAULT_SLACK_POST_RATE
 
     @property
     def uses_embedded_database(self) -> bool:

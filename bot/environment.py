@@ -19,6 +19,7 @@ from bot.config import (
     DEFAULT_IDENTITY_TTL,
     DEFAULT_LINK_TTL,
     DEFAULT_MISFIRE_GRACE,
+    DEFAULT_SLACK_POST_RATE,
     DEFAULT_TIMEZONE,
     IDENTITY_CHECKS,
     SECRET_KEY_FILE,
@@ -183,6 +184,9 @@ class _Reader:
             google_risc_config_uri=self.url("GOOGLE_RISC_CONFIG_URI", GOOGLE_RISC_CONFIG_URI),
             google_risc_api_url=self.url("GOOGLE_RISC_API_URL", GOOGLE_RISC_API_URL, trailing_slash=True),
             google_risc_service_account_file=self.path("GOOGLE_RISC_SERVICE_ACCOUNT_FILE"),
+            slack_post_rate=self.integer(
+                "SLACK_POST_RATE", DEFAULT_SLACK_POST_RATE, 1, 100_000, what="messages a minute"
+            ),
         )
 
     def database_url(self) -> Secret | None:

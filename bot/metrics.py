@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The reasons handlers/http/api_access.py's Refusal names.
 API_REFUSALS = ("missing", "malformed", "unknown", "revoked")
+SLACK_DELIVERY_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600)
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 
@@ -96,6 +97,25 @@ class Metrics:
         self.database_up = Gauge(
             "gmail_reconnect_database_up",
             "1 when the last scrape could read the database, 0 when it could not (the accounts gauge is then stale).",
+            registry=self.registry,
+        )
+        self.slack_limited = Counter(
+            "gmail_reconnect_slack_rate_limited",
+            "Slack Web API calls answered 429 (each paused every sender of the method, then went again), by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        self.slack_pace = Gauge(
+            "gmail_reconnect_slack_pace_per_minute",
+            "The calls a minute the pacer allows now, by method (it lowers them on a 429 and raises them again).",
+            ["method"],
+            registry=self.registry,
+        )
+        self.slack_delivery_seconds = Histogram(
+            "gmail_reconnect_slack_delivery_seconds",
+            "From a Slack call being asked for to Slack taking it, waits for the pacer and after 429s included.",
+            ["method"],
+            buckets=SLACK_DELIVERY_BUCKETS,
             registry=self.registry,
         )
         # Series that exist from the start read 0 rather than being absent until the first event.

@@ -35,6 +35,7 @@ from bot.reconnect.links import LinkSigner, link_signer
 from bot.reconnect.ownership import OwnerCheck
 from bot.security_events import SecurityEventResponder
 from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
+from bot.slack.pacer import Pacer
 from bot.slack.prompter import Prompter
 from bot.slack.sign_in import SlackSignIn
 from storage.accounts import Accounts
@@ -162,9 +163,14 @@ class Services:
         return identity_cookie(self.settings)
 
     @cached_property
+    def pacer(self) -> Pacer:
+        """The one pace of this process's Slack calls, starting at SLACK_POST_RATE messages a minute."""
+        return Pacer(self.settings.slack_post_rate, metrics=self.metrics)
+
+    @cached_property
     def slack(self) -> AsyncWebClient:
-        """Slack's Web API client (needs SLACK_BOT_TOKEN), on the Slack session."""
-        client = create_web_client(self.settings)
+        """Slack's Web API client (needs SLACK_BOT_TOKEN), on the Slack session, in the pacer's turn."""
+        client = create_web_client(self.settings, pacer=self.pacer)
         client.session = self.sessions.slack
         return client
 

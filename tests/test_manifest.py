@@ -236,12 +236,24 @@ def reads_key(tree: ast.AST, key: str) -> bool:
     return False
 
 
+def forwards_to_super(node: ast.Attribute) -> bool:
+    """True for `super().api_call`: a client that overrides api_call to pace every typed call forwards them to
+    the SDK's, and makes no raw call of its own."""
+    base = node.value
+    return (
+        node.attr == "api_call"
+        and isinstance(base, ast.Call)
+        and isinstance(base.func, ast.Name)
+        and base.func.id == "super"
+    )
+
+
 def api_uses_in(tree: ast.AST) -> dict[str, list[int]]:
     """The Web API methods (and Bolt helpers) one module uses, each with the lines that use it."""
     uses: dict[str, list[int]] = defaultdict(list)
     for node in ast.walk(tree):
         # Any mention counts, not only a call: `send = client.chat_postMessage` needs the scope too.
-        if isinstance(node, ast.Attribute) and node.attr in WEB_API_METHODS:
+        if isinstance(node, ast.Attribute) and node.attr in WEB_API_METHODS and not forwards_to_super(node):
             uses[node.attr].append(node.lineno)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in BOLT_HELPERS:
             uses[node.func.id].append(node.lineno)

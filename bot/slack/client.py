@@ -15,7 +15,6 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,6 +22,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.i18n import LOCALES
+from bot.slack.paced_client import PacedRateLimitRetryHandler, PacedWebClient
+from bot.slack.pacer import Pacer
 from storage.slack_locales import SlackLocales
 
 log = logging.getLogger(__name__)
@@ -70,16 +71,20 @@ def _hidden_from_environment(*names: str) -> Iterator[None]:
         os.environ.update(values)
 
 
-def create_web_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client on SLACK_API_URL, retrying connection errors, 429s (after Retry-After) and 5xx."""
+def create_web_client(settings: Settings, *, pacer: Pacer | None = None) -> PacedWebClient:
+    """The Web API client on SLACK_API_URL: every call in the pacer's turn (one pacer per process, at
+    SLACK_POST_RATE unless given), 429s waited out and retried until Slack takes them, connection errors and 5xx
+    retried twice."""
     if settings.slack_bot_token is None:
         raise ConfigError(settings.missing_for_serve())
-    return AsyncWebClient(
+    pacer = pacer or Pacer(settings.slack_post_rate)
+    return PacedWebClient(
+        pacer=pacer,
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            PacedRateLimitRetryHandler(pacer),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.slack_limits import SlackLimits
 from tests.fakes.slack_oidc import (
     DEFAULT_OIDC_CLIENT_ID,
     DEFAULT_OIDC_CLIENT_SECRET,
@@ -173,8 +174,11 @@ class FakeSlack(SignInWithSlack):
         oidc_client_id: str = DEFAULT_OIDC_CLIENT_ID,
         oidc_client_secret: str = DEFAULT_OIDC_CLIENT_SECRET,
         oidc_redirect_uris: list[str] | None = None,
+        limits: SlackLimits | bool = False,
     ) -> None:
         self.bot_token = bot_token
+        # Slack's rate limits, enforced only when asked (limits=True: the documented ones; see enforce_limits).
+        self.limits: SlackLimits | None = SlackLimits() if limits is True else (limits or None)
         self.app_token = app_token
         self.team_id = team_id
         self.team_name = "Fake"
@@ -270,6 +274,12 @@ class FakeSlack(SignInWithSlack):
     def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
         """Answer the next `times` calls to `method` with HTTP 429, `Retry-After` and error "ratelimited"."""
         self._failures.setdefault(method, []).extend([(429, "ratelimited", retry_after)] * times)
+
+    def enforce_limits(self, **kwargs: Any) -> SlackLimits:
+        """From now on, answer HTTP 429 past Slack's documented rate limits; keywords are SlackLimits fields
+        (posts_per_minute=600, burst=20, per_channel_per_second=1, tiers={method: (per_minute, burst)}, speed)."""
+        self.limits = SlackLimits(**kwargs)
+        return self.limits
 
     def fail(self, method: str, *, status: int = 500, times: int = 1, error: str | None = None) -> None:
         """Answer the next `times` calls to `method` with `status` and no body, or HTTP 200 with `error`.
@@ -380,6 +390,12 @@ class FakeSlack(SignInWithSlack):
             if error is None:
                 return web.Response(status=status, body=b"", content_type=JSON_CONTENT_TYPE, charset="utf-8")
             return _json({"ok": False, "error": error})
+        if self.limits is not None:
+            channel = str(args.get("channel") or "")
+            wait = self.limits.check(method, dm_channel_id(channel) if channel in self.users else channel)
+            if wait is not None:
+                retry_after = self.limits.retry_after(wait)
+                return _json({"ok": False, "error": "ratelimited"}, 429, {"Retry-After": retry_after})
         if method in OIDC_METHODS:  # authorized by the app's client credentials or a Sign in with Slack token
             return _json(self._oidc_answer(method, args, token, authorization))
         handler = self._methods.get(method)

@@ -1,0 +1,170 @@
+"""The pacer: one pace for every Slack call of a process, over real HTTP against the fake Slack's limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from prometheus_client import generate_latest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.metrics import Metrics
+from bot.slack.paced_client import PacedRateLimitRetryHandler, PacedWebClient
+from bot.slack.pacer import DECREASE, MIN_SHARE, POST_MESSAGE, Lane, Pacer, retry_after_seconds
+from tests.fakes.slack import DEFAULT_BOT_TOKEN, FakeSlack, fake_slack_server
+
+USERS = [f"U{number:04d}" for number in range(200)]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with fake_slack_server() as fake:
+        for user in USERS:
+            fake.add_user(user)
+        fake.channels.add("C0ADMIN")
+        yield fake
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as opened:
+        yield opened
+
+
+def paced(slack: FakeSlack, session: aiohttp.ClientSession, pacer: Pacer) -> PacedWebClient:
+    return PacedWebClient(
+        pacer=pacer,
+        token=DEFAULT_BOT_TOKEN,
+        base_url=slack.base_url,
+        session=session,
+        retry_handlers=[PacedRateLimitRetryHandler(pacer)],
+    )
+
+
+def test_a_429_lowers_the_rate_once_for_the_calls_sent_at_that_pace() -> None:
+    clock = Clock()
+    lane = Lane(POST_MESSAGE, 10.0, clock=clock)
+    lane.on_limited(1.0, ticket=clock.now - 0.1)
+    assert lane.rate == pytest.approx(10 * DECREASE)
+    assert lane.paused_until == clock.now + 1.0
+    # Answers to calls that went before the decrease pause, but do not lower it again.
+    lane.on_limited(2.0, ticket=clock.now - 0.05)
+    assert lane.rate == pytest.approx(10 * DECREASE)
+    assert lane.paused_until == clock.now + 2.0
+    clock.now += 3
+    lane.on_limited(1.0, ticket=clock.now)
+    assert lane.rate == pytest.approx(10 * DECREASE * DECREASE)
+
+
+def test_the_rate_never_falls_below_its_floor() -> None:
+    clock = Clock()
+    lane = Lane(POST_MESSAGE, 10.0, clock=clock)
+    for _ in range(100):
+        clock.now += 1
+        lane.on_limited(1.0, ticket=clock.now)
+    assert lane.rate == pytest.approx(10 * MIN_SHARE)
+
+
+def test_accepted_calls_raise_the_rate_back_then_probe_above_it() -> None:
+    unlimited = Lane(POST_MESSAGE, 10.0, clock=Clock())
+    for _ in range(500):
+        unlimited.on_accepted()
+    assert unlimited.rate > 20  # a workspace with a higher cap than SLACK_POST_RATE is found
+    lane = Lane(POST_MESSAGE, 10.0, clock=Clock())
+    lane.on_limited(1.0, ticket=lane.clock())
+    assert lane.rate < 10
+    for _ in range(20):
+        lane.on_accepted()
+    # Back to just under the rate that drew the 429, then only slowly above it: each 429 costs a pause.
+    assert lane.rate == pytest.approx(9.5, rel=0.05)
+    for _ in range(500):
+        lane.on_accepted()
+    assert 10 < lane.rate < 11
+
+
+def test_retry_after_is_read_as_seconds() -> None:
+    assert retry_after_seconds("3") == 3
+    assert retry_after_seconds("0.0100") == pytest.approx(0.01)
+    assert retry_after_seconds(None) == 1
+    assert retry_after_seconds("soon") == 1
+    assert retry_after_seconds("nan") == 1
+
+
+async def test_a_429_pauses_every_sender_for_its_retry_after(
+    slack: FakeSlack, session: aiohttp.ClientSession
+) -> None:
+    metrics = Metrics()
+    client = paced(slack, session, Pacer(120, metrics=metrics))  # one post every half second
+    slack.rate_limit(POST_MESSAGE, times=1, retry_after=1)
+
+    await asyncio.gather(*(client.chat_postMessage(channel=user, text="hi") for user in USERS[:8]))
+
+    calls = slack.calls_to(POST_MESSAGE)
+    (limited,) = [call for call in calls if call.status == 429]
+    after = [call for call in calls if call.at > limited.at]
+    assert len(after) == 8  # the refused one went again, and so did the seven waiting behind it
+    assert all(call.at >= limited.at + 1.0 for call in after)
+    assert sorted(message["channel"] for message in slack.messages.values()) == sorted(
+        "D" + user[1:] for user in USERS[:8]
+    )
+    shown = generate_latest(metrics.registry).decode()
+    assert 'gmail_reconnect_slack_rate_limited_total{method="chat.postMessage"} 1.0' in shown
+    assert 'gmail_reconnect_slack_delivery_seconds_count{method="chat.postMessage"} 8.0' in shown
+    # All eight waited out the pause: none took less than its second.
+    assert 'gmail_reconnect_slack_delivery_seconds_bucket{le="0.5",method="chat.postMessage"} 0.0' in shown
+
+
+async def test_nothing_is_lost_or_doubled_at_ten_times_the_cap(
+    slack: FakeSlack, session: aiohttp.ClientSession
+) -> None:
+    # The fake's clock and the pacer run 50 times faster: 600 a minute is 500 a second.
+    limits = slack.enforce_limits(posts_per_minute=600, burst=20, speed=50)
+    client = paced(slack, session, Pacer(6000, speed=50))
+
+    await asyncio.gather(*(client.chat_postMessage(channel=user, text=user) for user in USERS))
+
+    posted = sorted(message["text"] for message in slack.messages.values())
+    assert posted == USERS
+    assert limits.refused[POST_MESSAGE] > 0  # it found the cap the hard way, and slowed down
+    lane = client.pacer.lanes[POST_MESSAGE]
+    assert lane.limited == limits.refused[POST_MESSAGE] and lane.limit_hint is not None
+
+
+async def test_posts_to_one_channel_go_one_a_second(slack: FakeSlack, session: aiohttp.ClientSession) -> None:
+    # A burst of two, as Slack allows "short bursts": a late request then costs no 429, five at once would.
+    limits = slack.enforce_limits(per_channel_per_second=1, per_channel_burst=2, speed=5)
+    client = paced(slack, session, Pacer(600, speed=5))
+
+    await asyncio.gather(*(client.chat_postMessage(channel="C0ADMIN", text=str(n)) for n in range(5)))
+
+    assert limits.refused[POST_MESSAGE] == 0
+    assert sorted(message["text"] for message in slack.messages.values()) == ["0", "1", "2", "3", "4"]
+
+
+async def test_a_listener_client_that_meets_a_429_pauses_the_pacer_too(
+    slack: FakeSlack, session: aiohttp.ClientSession
+) -> None:
+    pacer = Pacer(600)
+    # What Bolt builds per request: a plain client with a copy of the retry handlers.
+    plain = AsyncWebClient(
+        token=DEFAULT_BOT_TOKEN,
+        base_url=slack.base_url,
+        session=session,
+        retry_handlers=[PacedRateLimitRetryHandler(pacer)],
+    )
+    slack.rate_limit("views.publish", times=2, retry_after=1)
+
+    await plain.views_publish(user_id=USERS[0], view={"type": "home", "blocks": []})
+
+    assert [call.status for call in slack.calls_to("views.publish")] == [429, 429, 200]
+    assert pacer.lanes["views.publish"].limited == 2
