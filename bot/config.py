@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field, replace
-from datetime import time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -94,6 +94,8 @@ class Settings:
     preflight_time: time | None = time(8, 0)
     briefing_time: time | None = time(9, 0)
     briefing_misfire_grace: timedelta = DEFAULT_MISFIRE_GRACE
+    # After this time of day (in BRIEFING_TIMEZONE) a digest of that day's briefing is dropped, not posted.
+    briefing_deadline: time | None = time(11, 0)
     briefing_lease: timedelta = DEFAULT_BRIEFING_LEASE
     database_wait: timedelta = DEFAULT_DATABASE_WAIT
     admin_channel_id: str | None = None
@@ -132,6 +134,12 @@ class Settings:
     def required_capabilities(self) -> frozenset[Capability]:
         """What a connection must be able to do, judged from the scopes the bot asks for."""
         return capabilities_of(self.google_scopes)
+
+    def digest_deadline(self, day: date) -> datetime | None:
+        """When the briefing of `day` stops posting digests (BRIEFING_DEADLINE), or None when it never does."""
+        if self.briefing_deadline is None:
+            return None
+        return datetime.combine(day, self.briefing_deadline, tzinfo=self.briefing_timezone)
 
     def is_admin(self, slack_user_id: str) -> bool:
         """True for the users listed in ADMIN_SLACK_USER_IDS."""

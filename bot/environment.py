@@ -8,7 +8,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from datetime import time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,6 +78,8 @@ MIN_SECRET_KEY_LENGTH = 32
 # "your-client-id", "changeme". No real token, secret, ID or URL contains any of these.
 _PLACEHOLDER = re.compile(r"\.\.\.|…|<[^>]*>|^your[-_ ]|^change[-_ ]?me$", re.IGNORECASE)
 BRIEFING_MODES = ("digest", "check")
+# A digest of the 9am briefing is not worth posting at noon: by default it is dropped two hours after.
+DEADLINE_AFTER = timedelta(hours=2)
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -134,6 +136,7 @@ class _Reader:
         database_url = self.database_url()
         client_id, client_secret, auth_uri, token_uri = self.google_client()
         public_base_url = self.url("PUBLIC_BASE_URL", "http://localhost:8080").rstrip("/")
+        briefing_time = self.time_of_day("BRIEFING_TIME", time(9, 0))
         if urlsplit(public_base_url).path not in ("",):
             self.problems.append(
                 f"PUBLIC_BASE_URL={public_base_url!r} must be a bare origin such as https://bot.example.com "
@@ -170,8 +173,9 @@ class _Reader:
             briefing_max_messages=self.integer("BRIEFING_MAX_MESSAGES", 10, 1, 100),
             briefing_concurrency=self.integer("BRIEFING_CONCURRENCY", 32, 1, 512),
             preflight_time=self.time_of_day("PREFLIGHT_TIME", time(8, 0)),
-            briefing_time=self.time_of_day("BRIEFING_TIME", time(9, 0)),
+            briefing_time=briefing_time,
             briefing_misfire_grace=self.duration("BRIEFING_MISFIRE_GRACE", DEFAULT_MISFIRE_GRACE),
+            briefing_deadline=self.deadline(briefing_time),
             briefing_lease=self.duration("BRIEFING_LEASE", DEFAULT_BRIEFING_LEASE),
             database_wait=self.duration("DATABASE_WAIT", DEFAULT_DATABASE_WAIT),
             admin_channel_id=self.channel_id("ADMIN_CHANNEL_ID"),
@@ -339,6 +343,12 @@ class _Reader:
             )
             return default
         return parsed
+
+    def deadline(self, briefing_time: time | None) -> time | None:
+        """BRIEFING_DEADLINE, by default DEADLINE_AFTER the briefing's time (09:00 when it is not scheduled)."""
+        later = datetime.combine(date.min, briefing_time or time(9, 0)) + DEADLINE_AFTER
+        default = later.time() if later.date() == date.min else time(23, 59)
+        return self.time_of_day("BRIEFING_DEADLINE", default)
 
     def channel_id(self, name: str) -> str | None:
         value = self.text(name)

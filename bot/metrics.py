@@ -55,6 +55,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.digests_dropped = Counter(
+            "gmail_reconnect_digests_dropped",
+            "Digests of the briefing not posted because BRIEFING_DEADLINE had passed.",
+            registry=self.registry,
+        )
         self.sign_ins = Counter(
             "gmail_reconnect_slack_sign_ins",
             "Sign in with Slack callbacks before Google's consent, by outcome (identified, identity_mismatch, …).",

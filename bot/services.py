@@ -247,6 +247,7 @@ class Services:
             prompter=self.prompter,
             client=self.slack,
             users=self.users,
+            metrics=self.metrics,
         )
         return Briefing(
             settings=self.settings,

@@ -42,6 +42,7 @@ class Result(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # Google could not be asked now: nothing changed, nobody was prompted
     SKIPPED = "skipped"  # disconnected on purpose
     FAILED = "failed"  # Slack refused a message, or an answer could not be understood
+    LATE = "late"  # healthy, but its digest could not go out by BRIEFING_DEADLINE: dropped, not posted late
 
 
 # Outcomes of accounts that needed their user: a reconnection later that day makes up for them.

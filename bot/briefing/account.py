@@ -18,9 +18,11 @@ from bot.google.errors import Failure, GoogleError
 from bot.google.gmail import Gmail, UnreadMail
 from bot.google.health import Cause, effective_status, testing_expiry_near
 from bot.google.token_service import Outcome, TokenService
+from bot.metrics import Metrics
 from bot.slack.blocks.digest import digest_blocks
 from bot.slack.client import SlackUsers
 from bot.slack.prompter import Delivery, Prompter
+from storage import audit
 from storage.accounts import Accounts
 from storage.models import Account, Status, StoredTokens
 from storage.runs import Fetch, Result
@@ -74,8 +76,10 @@ class AccountBriefing:
         prompter: Prompter,
         client: AsyncWebClient,
         users: SlackUsers,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.accounts = accounts
         self.tokens = tokens
         self.google = google
@@ -92,6 +96,7 @@ class AccountBriefing:
         dry_run: bool = False,
         stored: StoredTokens | None = None,
         post: DigestPost | None = None,
+        deadline: datetime | None = None,
     ) -> AccountReport:
         """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
 
@@ -125,12 +130,20 @@ class AccountBriefing:
         if kind is Kind.PREFLIGHT:
             return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
         assert access.access_token is not None
-        return await self.fetch(access.account, access.access_token, post=post)
+        return await self.fetch(access.account, access.access_token, post=post, deadline=deadline)
 
     async def fetch(
-        self, account: Account, access_token: str, *, post: DigestPost | None = None
+        self,
+        account: Account,
+        access_token: str,
+        *,
+        post: DigestPost | None = None,
+        deadline: datetime | None = None,
     ) -> AccountReport:
-        """Fetch the account's unread mail and, in digest mode, post it to the user."""
+        """Fetch the account's unread mail and, in digest mode, post it to the user; after `deadline` (the
+        run's BRIEFING_DEADLINE) the digest is dropped, not posted late."""
+        if self.settings.briefing_mode == "digest" and _past(deadline):
+            return await self._dropped(account, deadline)
         read = await self._read_mail(account, access_token)
         if isinstance(read, AccountReport):
             return read
@@ -141,6 +154,8 @@ class AccountBriefing:
         assert account.slack_user_id is not None
         locale = await self.users.locale(account.slack_user_id)
         blocks, fallback = digest_blocks(unread.messages, unread.total, locale, unreadable=unread.unreadable)
+        if _past(deadline):
+            return await self._dropped(account, deadline, fetch=fetch)
         if post is not None:
             await post.starting()
         try:
@@ -159,6 +174,30 @@ class AccountBriefing:
         if post is not None:
             await post.accepted(posted.get("ts"))
         return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
+
+    async def _dropped(
+        self, account: Account, deadline: datetime | None, *, fetch: Fetch | None = None
+    ) -> AccountReport:
+        # A "9am briefing" posted at noon would mislead more than it helps; the admin summary counts these.
+        assert deadline is not None
+        log.warning(
+            "The digest for %s was dropped: BRIEFING_DEADLINE (%s) has passed",
+            account.slack_user_id,
+            f"{deadline:%H:%M %Z}",
+        )
+        await audit.append(
+            self.accounts.pool,
+            actor=ACTOR,
+            action="briefing.digest_dropped",
+            account_id=account.id,
+            user_id=account.user_id,
+            slack_user_id=account.slack_user_id,
+            details={"deadline": deadline.isoformat()},
+        )
+        if self.metrics is not None:
+            self.metrics.digests_dropped.inc()
+        detail = f"not delivered by BRIEFING_DEADLINE ({deadline:%H:%M %Z}): dropped"
+        return AccountReport(account, Result.LATE, Status.HEALTHY, detail, fetch=fetch)
 
     async def _read_mail(
         self, account: Account, access_token: str
@@ -228,3 +267,7 @@ class AccountBriefing:
         if sent.delivery is Delivery.FAILED:
             return AccountReport(account, Result.FAILED, status, f"Slack answered {sent.error}")
         return AccountReport(account, Result.PROMPTED, status, f"{cause}, DM {sent.delivery}")
+
+
+def _past(deadline: datetime | None) -> bool:
+    return deadline is not None and datetime.now(UTC) >= deadline

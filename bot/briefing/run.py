@@ -281,7 +281,8 @@ class Briefing:
         if claim.account is not None and claim.account.slack_user_id:
             self.users.remember(claim.account.slack_user_id, claim.slack_locale)
             post = MarkedPost(self.runs, run, claim.account_id, wait)
-            return await self._safely(claim.account, kind, stored=claim.stored, post=post)
+            deadline = self.settings.digest_deadline(run.day) if kind is Kind.BRIEFING else None
+            return await self._safely(claim.account, kind, stored=claim.stored, post=post, deadline=deadline)
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
         return None
 
@@ -358,9 +359,10 @@ class Briefing:
         *,
         stored: StoredTokens | None = None,
         post: DigestPost | None = None,
+        deadline: datetime | None = None,
     ) -> AccountReport:
         try:
-            return await self.one.process(account, kind, stored=stored, post=post)
+            return await self.one.process(account, kind, stored=stored, post=post, deadline=deadline)
         except NOT_THE_ACCOUNTS:
             raise  # not this account's fault: the run waits for the database, or leaves the account
         except Exception as error:  # one account's surprise must not stop the run for everyone else

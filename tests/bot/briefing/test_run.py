@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
 
+import pytest
 from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
+from bot.config import Settings
+from bot.i18n import text
 from bot.slack.client import PRIME_AT_LEAST
 from storage.models import Status
 from storage.runs import Done, Runs
@@ -281,3 +285,53 @@ async def test_the_preflight_refreshes_and_prompts_but_posts_no_email(
     assert results == {"U0OK": Result.CHECKED, "U0GONE": Result.PROMPTED}
     assert dms(fake_slack, "U0OK") == [] and len(dms(fake_slack, "U0GONE")) == 1
     assert fake_google.calls_to("/gmail/v1/users/me/messages") == []
+
+
+def _minutes_from_now(app: web.Application, minutes: int) -> str:
+    """A time of day `minutes` from now in BRIEFING_TIMEZONE, HH:MM (the test skips where that is another day)."""
+    zone = app[SERVICES].settings.briefing_timezone
+    now = datetime.now(zone)
+    then = now + timedelta(minutes=minutes)
+    if then.date() != now.date():
+        pytest.skip("too close to midnight in BRIEFING_TIMEZONE for a deadline on the same day")
+    return f"{then:%H:%M}"
+
+
+async def test_a_digest_past_the_deadline_is_dropped_counted_and_audited(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    probe = await serve()
+    app = await serve(BRIEFING_DEADLINE=_minutes_from_now(probe, -2), ADMIN_CHANNEL_ID="C0ADMINS")
+    fake_slack.add_user("U0LATE", locale="en-US")
+    await healthy(app, fake_google, "U0LATE")
+
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert [line.result for line in report.accounts] == [Result.LATE]
+    assert dms(fake_slack, "U0LATE") == []  # no "9am" briefing at noon
+    assert fake_google.calls_to("/gmail/v1/users/me/messages") == []  # nor its mail read for nothing
+    actions = await app[SERVICES].pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'briefing.digest_dropped'"
+    )
+    assert actions == 1
+    (summary,) = [c for c in fake_slack.calls_to("chat.postMessage") if c.args["channel"] == "C0ADMINS"]
+    assert text("ko", "slack.summary.outcome.late", count=1) in block_text(summary.args["blocks"])
+    metrics = app[SERVICES].metrics
+    assert metrics.registry.get_sample_value("gmail_reconnect_digests_dropped_total") == 1
+
+
+async def test_a_digest_before_the_deadline_is_posted_and_off_means_never_dropped(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, make_settings: Callable[..., Settings]
+) -> None:
+    probe = await serve()
+    app = await serve(BRIEFING_DEADLINE=_minutes_from_now(probe, 30))
+    fake_slack.add_user("U0ONTIME")
+    await healthy(app, fake_google, "U0ONTIME")
+
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert [line.result for line in report.accounts] == [Result.DIGEST]
+    assert make_settings(BRIEFING_DEADLINE="off").digest_deadline(datetime.now(UTC).date()) is None
+    assert make_settings(BRIEFING_TIME="22:30").briefing_deadline == time(23, 59)
+    assert make_settings(BRIEFING_TIME="08:15").briefing_deadline == time(10, 15)
+    assert make_settings().briefing_deadline == time(11, 0)
