@@ -24,6 +24,10 @@ SLACK_OIDC_JWKS_URL = "https://slack.com/openid/connect/keys"
 # A run that could not start on time (the bot was down at 09:00) still starts this long after.
 DEFAULT_MISFIRE_GRACE = timedelta(hours=1)
 DEFAULT_TIMEZONE = "Asia/Seoul"
+# Webhooks: how long a receiver has to answer, the first wait before a retry (doubling), and how long to retry.
+DEFAULT_WEBHOOK_TIMEOUT = timedelta(seconds=10)
+DEFAULT_WEBHOOK_RETRY_BASE = timedelta(seconds=10)
+DEFAULT_WEBHOOK_RETRY_WINDOW = timedelta(hours=24)
 
 
 class Secret:
@@ -93,6 +97,9 @@ class Settings:
     slack_oidc_jwks_url: str = SLACK_OIDC_JWKS_URL
     identity_check: str = "slack"
     identity_ttl: timedelta = DEFAULT_IDENTITY_TTL
+    webhook_timeout: timedelta = DEFAULT_WEBHOOK_TIMEOUT
+    webhook_retry_base: timedelta = DEFAULT_WEBHOOK_RETRY_BASE
+    webhook_retry_window: timedelta = DEFAULT_WEBHOOK_RETRY_WINDOW
 
     @property
     def uses_embedded_database(self) -> bool:

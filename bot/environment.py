@@ -18,6 +18,9 @@ from bot.config import (
     DEFAULT_LINK_TTL,
     DEFAULT_MISFIRE_GRACE,
     DEFAULT_TIMEZONE,
+    DEFAULT_WEBHOOK_RETRY_BASE,
+    DEFAULT_WEBHOOK_RETRY_WINDOW,
+    DEFAULT_WEBHOOK_TIMEOUT,
     IDENTITY_CHECKS,
     SECRET_KEY_FILE,
     SLACK_OIDC_AUTHORIZE_URL,
@@ -170,6 +173,9 @@ class _Reader:
             slack_oidc_jwks_url=self.url("SLACK_OIDC_JWKS_URL", SLACK_OIDC_JWKS_URL),
             identity_check=self.choice("IDENTITY_CHECK", IDENTITY_CHECKS, "slack"),
             identity_ttl=self.duration("IDENTITY_TTL", DEFAULT_IDENTITY_TTL),
+            webhook_timeout=self.duration("WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT),
+            webhook_retry_base=self.duration("WEBHOOK_RETRY_BASE", DEFAULT_WEBHOOK_RETRY_BASE),
+            webhook_retry_window=self.duration("WEBHOOK_RETRY_WINDOW", DEFAULT_WEBHOOK_RETRY_WINDOW),
         )
 
     def database_url(self) -> Secret | None:

@@ -168,9 +168,12 @@ async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(["TOKEN_ENCRYPTION_KEYS is not set: set it (new key first) before rotate-keys."])
     async with open_services(settings) as services:
         count = await services.accounts.reencrypt_all(actor=CLI_ACTOR)
+        secrets = await services.webhooks.reencrypt_all(actor=CLI_ACTOR)
     print(
         f"re-encrypted {count} account(s) under key {TokenCipher(settings.token_encryption_keys).current_key_id}"
     )
+    if secrets:
+        print(f"re-encrypted {secrets} webhook signing secret(s)")
     return EXIT_OK
 
 
@@ -280,6 +283,12 @@ async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _webhook(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.cli.webhooks import run_webhook_command
+
+    return await run_webhook_command(settings, args, actor=CLI_ACTOR)
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "migrate": _migrate,
     "accounts": _accounts,
@@ -292,4 +301,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "disconnect": _disconnect,
     "run-briefing": _run_briefing,
     "api-key": _api_key,
+    "webhook": _webhook,
 }

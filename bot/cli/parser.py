@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__
+from bot.cli.webhooks import add_webhook_parser
 from bot.slack.ids import is_user_id
 from storage.api_keys import Scope
 from storage.models import Status
@@ -157,4 +158,5 @@ def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = api_key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("name", metavar="NAME_OR_PREFIX", help="the key's name, or its prefix from `list`")
+    add_webhook_parser(commands)
     return parser, create
