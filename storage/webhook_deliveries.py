@@ -142,3 +142,14 @@ class WebhookDeliveries:
                 },
             )
             return True
+
+    async def prune(self, *, older_than: timedelta) -> int:
+        """Delete deliveries delivered or failed more than `older_than` ago; how many were deleted."""
+        deleted = await self.pool.fetchval(
+            """WITH deleted AS (
+                   DELETE FROM webhook_deliveries
+                    WHERE state <> 'pending' AND finished_at < now() - $1::interval RETURNING 1)
+               SELECT count(*) FROM deleted""",
+            older_than,
+        )
+        return int(deleted)

@@ -202,10 +202,12 @@ class Webhooks:
                 return
             dropped = await conn.fetchval(
                 """WITH dropped AS (
-                       UPDATE webhook_deliveries SET state = 'failed', finished_at = now()
+                       UPDATE webhook_deliveries
+                          SET state = 'failed', finished_at = now(), last_result = 'disabled: ' || $2
                         WHERE webhook_id = $1 AND state = 'pending' RETURNING 1)
                    SELECT count(*) FROM dropped""",
                 webhook_id,
+                reason,
             )
             await audit.append(
                 conn,

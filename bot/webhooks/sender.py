@@ -38,12 +38,15 @@ log = logging.getLogger(__name__)
 
 ACTOR = "webhook-sender"
 USER_AGENT = f"gmail-reconnect-webhooks/{__version__}"
-BATCH = 20
+IN_FLIGHT = 20  # deliveries one sender sends at once
 # The longest a sender sleeps: it also looks for due deliveries when no notification arrives (a NOTIFY is lost
 # while its LISTEN connection is down).
 POLL_SECONDS = 5.0
 # How long past the attempt's timeout a claim lasts before another sender may take the delivery over.
 LEASE_MARGIN = timedelta(seconds=30)
+# Delivered and failed deliveries are kept this long (for `webhook list` and the failed gauge), then deleted.
+KEEP_FINISHED = timedelta(days=30)
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class Outcome(enum.StrEnum):
@@ -92,6 +95,8 @@ class WebhookSender:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._next_prune = 0.0
 
     def start(self) -> None:
         """Begin sending in the background."""
@@ -99,20 +104,32 @@ class WebhookSender:
 
     async def stop(self) -> None:
         """Stop sending; an attempt under way is abandoned and its delivery is tried again after the lease."""
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        tasks = [task for task in (self._task, *self._in_flight) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def wake(self) -> None:
         """Look for due deliveries now."""
         self._wake.set()
 
     async def send_due(self) -> int:
-        """Claim and send one batch of due deliveries; how many were claimed."""
-        claimed = await self.deliveries.claim(limit=BATCH, lease=self.timeout + LEASE_MARGIN)
-        await asyncio.gather(*(self._send(delivery) for delivery in claimed))
+        """Claim as many due deliveries as there is room for and start sending them; how many were claimed.
+
+        Each is sent in a task of its own, so that a receiver that is slow to answer holds up no other."""
+        room = IN_FLIGHT - len(self._in_flight)
+        if room <= 0:
+            return 0
+        claimed = await self.deliveries.claim(limit=room, lease=self.timeout + LEASE_MARGIN)
+        for delivery in claimed:
+            task = asyncio.create_task(self._send(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._sent)
         return len(claimed)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self.wake()  # room for another
 
     async def _run(self) -> None:
         async with self.deliveries.listen(self.wake):
@@ -120,17 +137,30 @@ class WebhookSender:
                 self._wake.clear()
                 wait = POLL_SECONDS
                 try:
-                    if await self.send_due() >= BATCH:
-                        continue
-                    due_in = await self.deliveries.next_due_in()
-                    if due_in is not None:
-                        wait = min(max(due_in, 0.01), POLL_SECONDS)
+                    room = IN_FLIGHT - len(self._in_flight)
+                    # With no room, a finished attempt wakes the loop.
+                    if room > 0:
+                        if await self.send_due() == room:
+                            continue  # there may be more due
+                        due_in = await self.deliveries.next_due_in()
+                        if due_in is not None:
+                            wait = min(max(due_in, 0.01), POLL_SECONDS)
+                    await self._prune()
                 except DATABASE_OUTAGE as error:
                     log.warning(
                         "Webhook deliveries could not be read (%s); trying again", type(error).__name__
                     )
+                except Exception:
+                    # A background task that dies says nothing: log it with its traceback and carry on.
+                    log.exception("The webhook sender failed; it tries again in %s s", POLL_SECONDS)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _prune(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY.total_seconds()
+            await self.deliveries.prune(older_than=KEEP_FINISHED)
 
     async def _send(self, delivery: Delivery) -> None:
         try:

@@ -118,3 +118,19 @@ async def test_list_and_remove_never_show_the_secret(pool: asyncpg.Pool) -> None
     assert secret not in repr(removed) and await webhooks.list() == []
     details = await pool.fetchval("SELECT string_agg(details::text, ' ') FROM audit_log")
     assert secret not in details
+
+
+async def test_finished_deliveries_are_pruned_and_pending_ones_kept(
+    accounts: Accounts, pool: asyncpg.Pool
+) -> None:
+    await Webhooks(pool, None).add("https://svc.example/hooks", events=EVENTS, actor="test")
+    for slack_id in ("U0DONE", "U0WAIT"):
+        account_id = await seeded(accounts, pool, slack_id)
+        await accounts.set_status(account_id, status=Status.REVOKED, cause="x", actor="test")
+    deliveries = WebhookDeliveries(pool)
+    done, _ = await deliveries.claim(limit=2, lease=timedelta(minutes=1))
+    await deliveries.delivered(done, result="HTTP 204")
+
+    assert await deliveries.prune(older_than=timedelta(days=30)) == 0
+    assert await deliveries.prune(older_than=timedelta(0)) == 1
+    assert await pool.fetchval("SELECT state FROM webhook_deliveries") == "pending"

@@ -265,7 +265,7 @@ async def test_410_gone_disables_the_webhook(
         await asyncio.sleep(0.05)
     (listed,) = await app[SERVICES].webhooks.list()
     assert listed.id == webhook.id and listed.disabled_reason == "the receiver answered 410 Gone"
-    assert listed.failed == 1
+    assert listed.failed == 1 and listed.last_result == "disabled: the receiver answered 410 Gone"
     await app[SERVICES].accounts.set_status(account.id, status=Status.HEALTHY, cause=None, actor="test")
     assert len(await outbox(app)) == 1  # nothing more is queued for it
     assert "webhook.disabled" in [e.action for e in await audit.recent(app[SERVICES].pool)]
