@@ -8,20 +8,14 @@ the lease ends. Each result is written only by the claim it belongs to (same att
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
 
 from storage import audit
-from storage.errors import DATABASE_OUTAGE
-from storage.webhooks import CHANNEL, StoredSecret
-
-log = logging.getLogger(__name__)
+from storage.webhooks import StoredSecret
 
 
 @dataclass(frozen=True)
@@ -73,28 +67,6 @@ class WebhookDeliveries:
                  FROM webhook_deliveries WHERE state = 'pending'"""
         )
         return due
-
-    @asynccontextmanager
-    async def listen(self, callback: Callable[[], None]) -> AsyncIterator[None]:
-        """Call `callback` whenever a transaction that queued a delivery commits, in any process, until the
-        block ends; without a database at the start, nothing is called (the senders poll as well)."""
-        try:
-            conn = await self.pool.acquire()
-        except DATABASE_OUTAGE as error:
-            log.warning("Not listening for webhook deliveries (%s): polling only", type(error).__name__)
-            yield
-            return
-
-        def notified(*_: object) -> None:
-            callback()
-
-        try:
-            await conn.add_listener(CHANNEL, notified)
-            yield
-        finally:
-            with suppress(*DATABASE_OUTAGE):
-                await conn.remove_listener(CHANNEL, notified)
-            await self.pool.release(conn)
 
     async def delivered(self, delivery: Delivery, *, result: str) -> None:
         """The receiver took it: done."""

@@ -24,8 +24,6 @@ from storage.errors import NotFound
 from storage.models import Account, Status
 
 SECRET_PREFIX = "whsec_"
-# Senders LISTEN here: a commit that queued a delivery wakes them at once, in every process.
-CHANNEL = "webhook_deliveries"
 
 
 class Event(enum.StrEnum):
@@ -86,8 +84,6 @@ async def record_transition(conn: asyncpg.Connection, *, before: Status, account
         str(event),
         json.dumps(payload),
     )
-    if queued:
-        await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
     return int(queued)
 
 

@@ -3,8 +3,9 @@
 Every replica runs one. Each claims due deliveries (FOR UPDATE SKIP LOCKED, so no two send the same one),
 POSTs them signed, and records the result: 2xx is delivered; anything else, a timeout or a network error is
 tried again after an exponential backoff with jitter, until the retry window (24 hours by default) has passed
-since the event, when the delivery fails (audited). A 410 Gone disables the webhook. A commit that queues a
-delivery wakes the senders at once (LISTEN/NOTIFY); they also look every few seconds, and when a retry is due.
+since the event, when the delivery fails (audited). A 410 Gone disables the webhook. Senders look every second
+(one indexed query), and when a retry is due. (LISTEN/NOTIFY would be quicker, but it holds a pooled connection
+for good, which the pool cannot then close.)
 """
 
 from __future__ import annotations
@@ -39,9 +40,8 @@ log = logging.getLogger(__name__)
 ACTOR = "webhook-sender"
 USER_AGENT = f"gmail-reconnect-webhooks/{__version__}"
 IN_FLIGHT = 20  # deliveries one sender sends at once
-# The longest a sender sleeps: it also looks for due deliveries when no notification arrives (a NOTIFY is lost
-# while its LISTEN connection is down).
-POLL_SECONDS = 5.0
+# The longest a sender sleeps between looks at the outbox: the most an event waits before its first attempt.
+POLL_SECONDS = 1.0
 # How long past the attempt's timeout a claim lasts before another sender may take the delivery over.
 LEASE_MARGIN = timedelta(seconds=30)
 # Delivered and failed deliveries are kept this long (for `webhook list` and the failed gauge), then deleted.
@@ -132,29 +132,26 @@ class WebhookSender:
         self.wake()  # room for another
 
     async def _run(self) -> None:
-        async with self.deliveries.listen(self.wake):
-            while True:
-                self._wake.clear()
-                wait = POLL_SECONDS
-                try:
-                    room = IN_FLIGHT - len(self._in_flight)
-                    # With no room, a finished attempt wakes the loop.
-                    if room > 0:
-                        if await self.send_due() == room:
-                            continue  # there may be more due
-                        due_in = await self.deliveries.next_due_in()
-                        if due_in is not None:
-                            wait = min(max(due_in, 0.01), POLL_SECONDS)
-                    await self._prune()
-                except DATABASE_OUTAGE as error:
-                    log.warning(
-                        "Webhook deliveries could not be read (%s); trying again", type(error).__name__
-                    )
-                except Exception:
-                    # A background task that dies says nothing: log it with its traceback and carry on.
-                    log.exception("The webhook sender failed; it tries again in %s s", POLL_SECONDS)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+        while True:
+            self._wake.clear()
+            wait = POLL_SECONDS
+            try:
+                room = IN_FLIGHT - len(self._in_flight)
+                # With no room, a finished attempt wakes the loop.
+                if room > 0:
+                    if await self.send_due() == room:
+                        continue  # there may be more due
+                    due_in = await self.deliveries.next_due_in()
+                    if due_in is not None:
+                        wait = min(max(due_in, 0.01), POLL_SECONDS)
+                await self._prune()
+            except DATABASE_OUTAGE as error:
+                log.warning("Webhook deliveries could not be read (%s); trying again", type(error).__name__)
+            except Exception:
+                # A background task that dies says nothing: log it with its traceback and carry on.
+                log.exception("The webhook sender failed; it tries again in %s s", POLL_SECONDS)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _prune(self) -> None:
         now = asyncio.get_running_loop().time()
