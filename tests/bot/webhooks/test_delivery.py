@@ -60,6 +60,17 @@ async def outbox(app: web.Application) -> list[dict[str, object]]:
     return [dict(row) for row in rows]
 
 
+async def finished(app: web.Application, count: int) -> list[dict[str, object]]:
+    """The outbox once it holds `count` deliveries and none is pending: the sender has recorded every result
+    (a receiver sees a delivery before the sender hears its answer)."""
+    for _ in range(400):
+        rows = await outbox(app)
+        if len(rows) == count and all(row["state"] != "pending" for row in rows):
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the outbox did not settle: {await outbox(app)}")
+
+
 async def test_a_revoked_token_found_by_the_briefing_sends_one_signed_broken_event(
     serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, receiver: FakeReceiver
 ) -> None:
@@ -92,7 +103,7 @@ async def test_a_revoked_token_found_by_the_briefing_sends_one_signed_broken_eve
     }
     for secret in {*fake_google.issued_secrets, receiver.secret or "-"}:
         assert secret not in delivery.body.decode()
-    assert await outbox(app) == [
+    assert await finished(app, 1) == [
         {"event_type": "connection.broken", "state": "delivered", "attempts": 1, "last_result": "HTTP 204"}
     ]
     listed = {w.id: w for w in await app[SERVICES].webhooks.list()}[webhook.id]
@@ -195,6 +206,7 @@ async def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt_w
     assert first.body == second.body == third.body
     assert [item.headers["X-Gmail-Reconnect-Attempt"] for item in receiver.received] == ["1", "2", "3"]
     assert all(item.signed for item in receiver.received)
+    await finished(app, 1)
     samples = await scrape_metrics(app)
     assert metric(samples, "gmail_reconnect_webhook_attempts_total", outcome="rejected") == 2
     assert metric(samples, "gmail_reconnect_webhook_attempts_total", outcome="delivered") == 1
@@ -230,14 +242,8 @@ async def test_a_delivery_still_refused_after_the_retry_window_fails_and_is_audi
 
     await expired(app, fake_google, "U0DOWN")
 
-    async def failed() -> bool:
-        return [row["state"] for row in await outbox(app)] == ["failed"]
-
-    for _ in range(300):
-        if await failed():
-            break
-        await asyncio.sleep(0.05)
-    assert await failed()
+    (row,) = await finished(app, 1)
+    assert row["state"] == "failed" and row["last_result"] == "HTTP 503"
     assert not receiver.accepted and 2 <= len(receiver.received) <= 3
     (event,) = [e for e in await audit.recent(app[SERVICES].pool) if e.action == "webhook.delivery_failed"]
     assert event.details["webhook_id"] == webhook.id and event.details["last_result"] == "HTTP 503"
@@ -288,7 +294,7 @@ async def test_two_senders_on_one_database_deliver_each_event_once(
     await eventually(lambda: len(receiver.accepted) == 40, seconds=20)
     assert len(receiver.received) == 40
     assert len({item.event_id for item in receiver.received}) == 40
-    assert {row["attempts"] for row in await outbox(first)} == {1}
+    assert {row["attempts"] for row in await finished(first, 40)} == {1}
     sent = [
         metric(await scrape_metrics(app), "gmail_reconnect_webhook_attempts_total", outcome="delivered")
         for app in (first, second)
