@@ -15,6 +15,7 @@ from bot.errors import ConfigError
 from bot.services import build_services, http_sessions, pool_size
 from bot.slack.client import create_bolt_app
 from bot.slack.socket_mode import SocketMode
+from bot.webhooks.sender import RetryPolicy, running_sender
 from handlers import register_routes, register_slack
 from handlers.http.errors import error_middleware
 from storage.pool import create_pool, describe_dsn
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app.cleanup_ctx.append(_services(settings))
     app.cleanup_ctx.append(_schedule)
+    app.cleanup_ctx.append(_webhook_sender)
     if settings.slack_app_token is not None:
         app.cleanup_ctx.append(_socket_mode)
     register_routes(app)
@@ -67,6 +69,19 @@ async def _schedule(app: web.Application) -> AsyncIterator[None]:
     await schedule.start()
     yield
     await schedule.stop()
+
+
+async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    settings = services.settings
+    async with running_sender(
+        services.webhooks,
+        services.webhook_deliveries,
+        answer_within=settings.webhook_timeout,
+        policy=RetryPolicy(base=settings.webhook_retry_base, window=settings.webhook_retry_window),
+        metrics=services.metrics,
+    ):
+        yield
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:

@@ -32,6 +32,10 @@ DEFAULT_TIMEZONE = "Asia/Seoul"
 # Messages a minute the pacer starts at: within the "several hundred a minute" Slack documents for a workspace;
 # it adapts to the workspace's real cap from there.
 DEFAULT_SLACK_POST_RATE = 300
+# Webhooks: how long a receiver has to answer, the first wait before a retry (doubling), and how long to retry.
+DEFAULT_WEBHOOK_TIMEOUT = timedelta(seconds=10)
+DEFAULT_WEBHOOK_RETRY_BASE = timedelta(seconds=10)
+DEFAULT_WEBHOOK_RETRY_WINDOW = timedelta(hours=24)
 
 
 class Secret:
@@ -109,6 +113,9 @@ class Settings:
     google_risc_api_url: str = GOOGLE_RISC_API_URL
     google_risc_service_account_file: Path | None = None
     slack_post_rate: int = DEFAULT_SLACK_POST_RATE
+    webhook_timeout: timedelta = DEFAULT_WEBHOOK_TIMEOUT
+    webhook_retry_base: timedelta = DEFAULT_WEBHOOK_RETRY_BASE
+    webhook_retry_window: timedelta = DEFAULT_WEBHOOK_RETRY_WINDOW
 
     @property
     def uses_embedded_database(self) -> bool:

@@ -21,6 +21,9 @@ from bot.config import (
     DEFAULT_MISFIRE_GRACE,
     DEFAULT_SLACK_POST_RATE,
     DEFAULT_TIMEZONE,
+    DEFAULT_WEBHOOK_RETRY_BASE,
+    DEFAULT_WEBHOOK_RETRY_WINDOW,
+    DEFAULT_WEBHOOK_TIMEOUT,
     IDENTITY_CHECKS,
     SECRET_KEY_FILE,
     SLACK_OIDC_AUTHORIZE_URL,
@@ -191,6 +194,9 @@ class _Reader:
             slack_post_rate=self.integer(
                 "SLACK_POST_RATE", DEFAULT_SLACK_POST_RATE, 1, 100_000, what="messages a minute"
             ),
+            webhook_timeout=self.duration("WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT),
+            webhook_retry_base=self.duration("WEBHOOK_RETRY_BASE", DEFAULT_WEBHOOK_RETRY_BASE),
+            webhook_retry_window=self.duration("WEBHOOK_RETRY_WINDOW", DEFAULT_WEBHOOK_RETRY_WINDOW),
         )
 
     def database_url(self) -> Secret | None:

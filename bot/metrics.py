@@ -16,6 +16,7 @@ from bot.google.scopes import Capability
 from storage.accounts import Accounts
 from storage.errors import DATABASE_OUTAGE
 from storage.models import Status
+from storage.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The reasons handlers/http/api_access.py's Refusal names.
 API_REFUSALS = ("missing", "malformed", "unknown", "revoked")
 SLACK_DELIVERY_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600)
+# The outcomes bot/webhooks/sender.py's Outcome names.
+WEBHOOK_OUTCOMES = ("delivered", "rejected", "gone", "timeout", "unreachable", "unsigned")
 RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 
@@ -121,6 +124,17 @@ class Metrics:
             "From a Slack call being asked for to Slack taking it, waits for the pacer and after 429s included.",
             ["method"],
             buckets=SLACK_DELIVERY_BUCKETS,
+        self.webhook_attempts = Counter(
+            "gmail_reconnect_webhook_attempts",
+            "Webhook delivery attempts by this process, by outcome (delivered, rejected, gone, timeout, "
+            "unreachable, unsigned).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Gauge(
+            "gmail_reconnect_webhook_deliveries",
+            "Webhook deliveries still pending (being retried) or failed for good, by webhook id.",
+            ["webhook_id", "state"],
             registry=self.registry,
         )
         # Series that exist from the start read 0 rather than being absent until the first event.
@@ -130,8 +144,12 @@ class Metrics:
             self.prompts.labels(delivery)
         for reason in API_REFUSALS:
             self.api_refused.labels(reason)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_attempts.labels(outcome)
 
-    async def render(self, accounts: Accounts, required: Iterable[Capability]) -> bytes:
+    async def render(
+        self, accounts: Accounts, required: Iterable[Capability], *, webhooks: Webhooks | None = None
+    ) -> bytes:
         """The text exposition format, with the accounts gauge read from the database now.
 
         Statuses are those `/gmail-status all` and the registry show: an account never checked counts under
@@ -139,6 +157,7 @@ class Metrics:
         try:
             counts = Tally(await accounts.count_by_status())
             never_checked = await accounts.list(statuses=[Status.UNKNOWN])
+            deliveries = await webhooks.counts() if webhooks is not None else []
         except DATABASE_OUTAGE as error:
             # The counters are this process's own: serve them, and keep the accounts gauge as last read.
             log.warning("/metrics: the database could not be read (%s)", type(error).__name__)
@@ -149,4 +168,8 @@ class Metrics:
         counts.update(effective_status(account, required)[0] for account in never_checked)
         for status in Status:
             self.accounts.labels(str(status)).set(counts.get(status, 0))
+        self.webhook_deliveries.clear()  # a removed webhook's series goes with it
+        for count in deliveries:
+            self.webhook_deliveries.labels(str(count.webhook_id), "pending").set(count.pending)
+            self.webhook_deliveries.labels(str(count.webhook_id), "failed").set(count.failed)
         return generate_latest(self.registry)

@@ -47,6 +47,8 @@ from storage.runs import Runs
 from storage.security_events import SecurityEvents
 from storage.slack_deliveries import SlackDeliveries
 from storage.slack_locales import SlackLocales
+from storage.webhook_deliveries import WebhookDeliveries
+from storage.webhooks import Webhooks
 
 # Connections beyond the briefing's workers (each may hold one: a refresh or prompt lock) for Slack, OAuth and
 # the API; the workers themselves count for at most MAX_POOLED_WORKERS.
@@ -113,6 +115,16 @@ class Services:
     def api_keys(self) -> ApiKeys:
         """The API keys of the services that use the tokens."""
         return ApiKeys(self.pool)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        """The webhooks of the services that use the API, their secrets sealed with TOKEN_ENCRYPTION_KEYS."""
+        return Webhooks(self.pool, self.accounts.codec.cipher)
+
+    @cached_property
+    def webhook_deliveries(self) -> WebhookDeliveries:
+        """The webhook outbox the senders deliver."""
+        return WebhookDeliveries(self.pool)
 
     @cached_property
     def links(self) -> LinkSigner:

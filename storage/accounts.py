@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from storage import audit
+from storage import audit, webhooks
 from storage.errors import Conflict, NotFound
 from storage.locks import lock_account_refresh
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
@@ -234,7 +234,9 @@ class Accounts:
                     **(details or {}),
                 },
             )
-            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", row["id"]))
+            account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", row["id"]))
+            await webhooks.record_transition(conn, before=Status(row["status"]), account=account)
+            return account
 
     async def set_status(
         self,
@@ -273,7 +275,10 @@ class Accounts:
                     slack_user_id=slack_id_of(previous),
                     details={"from": previous["status"], "to": str(status), "cause": cause},
                 )
-            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
+            account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
+            if changed:
+                await webhooks.record_transition(conn, before=Status(previous["status"]), account=account)
+            return account
 
     async def clear_tokens(
         self,
@@ -319,7 +324,9 @@ class Accounts:
                 slack_user_id=slack_id_of(row),
                 details={"status": str(status), "cause": cause, **(details or {})},
             )
-            return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
+            account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
+            await webhooks.record_transition(conn, before=Status(row["status"]), account=account)
+            return account
 
     async def oauth_client(
         self, account_id: int, *, conn: asyncpg.Connection | None = None

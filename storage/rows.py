@@ -25,7 +25,7 @@ ACCOUNT_COLUMNS = """
        (to_jsonb(g)->>'is_equipped')::boolean AS is_equipped"""
 SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS}\n  FROM gmail_tokens AS g\n"
 # What a write locks and reads of the row it changes.
-LOCKED_COLUMNS = "id, user_id, token_data, metadata, to_jsonb(g) ? 'is_equipped' AS has_legacy_flag"
+LOCKED_COLUMNS = "id, user_id, status, token_data, metadata, to_jsonb(g) ? 'is_equipped' AS has_legacy_flag"
 # The same expression and predicate as the partial unique index, so lookups can use it.
 BY_SLACK_ID = "(g.metadata->>'slack_user_id') = $1 AND (g.metadata->>'slack_user_id') <> ''"
 

@@ -171,9 +171,12 @@ async def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(["TOKEN_ENCRYPTION_KEYS is not set: set it (new key first) before rotate-keys."])
     async with open_services(settings) as services:
         count = await services.accounts.reencrypt_all(actor=CLI_ACTOR)
+        secrets = await services.webhooks.reencrypt_all(actor=CLI_ACTOR)
     print(
         f"re-encrypted {count} account(s) under key {TokenCipher(settings.token_encryption_keys).current_key_id}"
     )
+    if secrets:
+        print(f"re-encrypted {secrets} webhook signing secret(s)")
     return EXIT_OK
 
 
@@ -308,6 +311,12 @@ async def _database_reachable(settings: Settings, what: str) -> None:
     await wait.call(what, connected)
 
 
+async def _webhook(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.cli.webhooks import run_webhook_command
+
+    return await run_webhook_command(settings, args, actor=CLI_ACTOR)
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "migrate": _migrate,
     "accounts": _accounts,
@@ -321,4 +330,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "run-briefing": _run_briefing,
     "api-key": _api_key,
     "risc": risc_command,
+    "webhook": _webhook,
 }

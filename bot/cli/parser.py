@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bot import __version__
 from bot.cli.risc import add_parser as add_risc_parser
+from bot.cli.webhooks import add_webhook_parser
 from bot.slack.ids import is_user_id
 from storage.api_keys import Scope
 from storage.models import Status
@@ -159,4 +160,5 @@ def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     revoke = api_key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("name", metavar="NAME_OR_PREFIX", help="the key's name, or its prefix from `list`")
     add_risc_parser(commands)
+    add_webhook_parser(commands)
     return parser, create

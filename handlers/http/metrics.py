@@ -11,8 +11,9 @@ from handlers.http.api import NO_STORE
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics (counts only: no user, address or token appears in them)."""
-    body = await request.app[SERVICES].metrics.render(
-        request.app[SERVICES].accounts, request.app[SERVICES].settings.required_capabilities
+    services = request.app[SERVICES]
+    body = await services.metrics.render(
+        services.accounts, services.settings.required_capabilities, webhooks=services.webhooks
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 
