@@ -124,6 +124,8 @@ class Metrics:
             "From a Slack call being asked for to Slack taking it, waits for the pacer and after 429s included.",
             ["method"],
             buckets=SLACK_DELIVERY_BUCKETS,
+            registry=self.registry,
+        )
         self.webhook_attempts = Counter(
             "gmail_reconnect_webhook_attempts",
             "Webhook delivery attempts by this process, by outcome (delivered, rejected, gone, timeout, "
