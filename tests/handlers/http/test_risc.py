@@ -18,14 +18,17 @@ from bot.slack.blocks.elements import RECONNECT_ACTION
 from storage import audit
 from storage.crypto import generate_key
 from storage.models import Account, Status, TokenGrant
+from storage.webhooks import EVENTS
 from tests.fakes.google import FakeGoogle, subject_for
 from tests.fakes.risc import FakeRisc, fake_risc_server
 from tests.fakes.slack import FakeSlack, slash_command_body
+from tests.fakes.webhooks import fake_receiver
 from tests.helpers import (
     Serve,
     block_text,
     buttons,
     dms,
+    eventually,
     healthy,
     metric,
     post,
@@ -342,3 +345,37 @@ async def test_the_issuer_keys_are_fetched_once(
             )
         ).status == 202
     assert fake_risc.jwks_fetches == 1
+
+
+async def test_a_revocation_reaches_the_user_and_the_services_that_use_the_api(
+    start: Serve, fake_google: FakeGoogle, fake_risc: FakeRisc, fake_slack: FakeSlack
+) -> None:
+    """The whole timeline: Google's event → status written (202) → Reconnect DM → signed connection.broken."""
+    app = await start()
+    async with fake_receiver() as services_receiver:
+        _, services_receiver.secret = await app[SERVICES].webhooks.add(
+            services_receiver.url, events=EVENTS, actor="test"
+        )
+        fake_slack.add_user("U0BOTH", locale="en-US")
+        account = await connected(app, fake_google, "U0BOTH")
+        warm_up = fake_risc.sign(fake_risc.event("verification", state="warm-up"))
+        assert (await fake_risc.deliver(receiver(app), warm_up)).status == 202
+
+        wall_sent = time.time()  # the receiver of the services stamps with the wall clock
+        delivery = await fake_risc.deliver(
+            receiver(app),
+            fake_risc.sign(fake_risc.event("tokens-revoked", sub=account.metadata["google_sub"])),
+        )
+
+        assert delivery.status == 202
+        (dm_call,) = await settled(fake_slack, "chat.postMessage")
+        await eventually(lambda: len(services_receiver.accepted) == 1, seconds=10)
+        (webhook,) = services_receiver.accepted
+        assert webhook.signed and webhook.payload["type"] == "connection.broken"
+        assert (webhook.payload["slack_user_id"], webhook.payload["status"]) == ("U0BOTH", "revoked")
+        print(
+            "\nrevocation timeline: 202 (status written) "
+            f"{(delivery.answered_at - delivery.sent_at) * 1000:.0f} ms → DM "
+            f"{(dm_call.at - delivery.sent_at) * 1000:.0f} ms → webhook "
+            f"{(webhook.received_at - wall_sent) * 1000:.0f} ms"
+        )
