@@ -109,7 +109,7 @@ class _Reader:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             self.problems.append(f"{name}={value!r} is not an http(s) URL: set it like {default!r}.")
-        elif parts.scheme == "http" and not _is_loopback(parts.hostname):
+        elif parts.scheme == "http" and not is_loopback(parts.hostname):
             self.problems.append(
                 f"{name} uses plain http:// for {parts.hostname!r}: use https://, "
                 "(http:// is accepted only for localhost / 127.0.0.1 / ::1, e.g. for local test servers)."
@@ -391,7 +391,8 @@ class _Reader:
         return value
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses, the only hosts plain http:// is accepted for."""
     if host == "localhost":
         return True
     try:

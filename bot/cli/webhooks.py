@@ -4,11 +4,11 @@ disconnected connections."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from urllib.parse import urlsplit
 
 from bot.config import Settings
+from bot.environment import is_loopback
 from bot.services import open_services
 from storage.webhooks import EVENTS, Event, Webhook
 
@@ -22,7 +22,7 @@ def webhook_url(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not an http(s) URL: give one like https://svc.example.com/hooks"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise argparse.ArgumentTypeError(
             f"{value!r} uses plain http:// for {parts.hostname!r}: use https:// "
             "(http:// is accepted only for localhost / 127.0.0.1 / ::1)"
@@ -105,12 +105,3 @@ def describe(webhook: Webhook) -> str:
         f"created {webhook.created_at:%Y-%m-%d %H:%M} by {webhook.created_by}  {last}  "
         f"pending {webhook.pending}  failed {webhook.failed}{state}"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
