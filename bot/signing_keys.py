@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import aiohttp
 import jwt
@@ -63,15 +64,7 @@ class SigningKeys:
         return self._fetched_at is None or time.monotonic() - self._fetched_at >= seconds
 
     async def _fetch(self) -> None:
-        try:
-            async with self.session.get(
-                self.url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS)
-            ) as response:
-                if response.status != 200:
-                    raise KeysUnreachable(f"{self.url} answered HTTP {response.status}")
-                document = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise KeysUnreachable(f"{self.url} could not be read ({type(error).__name__})") from None
+        document = await fetch_json(self.session, self.url, KeysUnreachable)
         try:
             key_set = jwt.PyJWKSet.from_dict(document)
         except (jwt.PyJWTError, TypeError, AttributeError) as error:
@@ -79,3 +72,14 @@ class SigningKeys:
         self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
         self._fetched_at = time.monotonic()
         log.info("Read %d signing keys from %s", len(self._keys), self.url)
+
+
+async def fetch_json(session: aiohttp.ClientSession, url: str, failure: type[Exception]) -> Any:
+    """The JSON document at `url` (an issuer's keys or configuration); `failure` when it cannot be had."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS)) as response:
+            if response.status != 200:
+                raise failure(f"{url} answered HTTP {response.status}")
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        raise failure(f"{url} could not be read ({type(error).__name__})") from None

@@ -21,7 +21,7 @@ import aiohttp
 import jwt
 
 from bot.errors import GmailReconnectError
-from bot.signing_keys import KeysUnavailable, KeysUnreachable, SigningKeys
+from bot.signing_keys import KeysUnavailable, KeysUnreachable, SigningKeys, fetch_json
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ EVENT_TYPES = (
 CONTENT_TYPE = "application/secevent+jwt"
 RISC_PATH = "/google/risc"  # where the receiver listens (PUBLIC_BASE_URL + this is registered with Google)
 
-FETCH_TIMEOUT_SECONDS = 10
 CLOCK_SKEW_SECONDS = 60
 # Events are historical and carry no exp; one older than this is refused, so that a jti forgotten after
 # JTI_KEPT (see storage.security_events) cannot be replayed.
@@ -172,15 +171,7 @@ class RiscIssuer:
             return self._issuer, self._keys
 
     async def _fetch_configuration(self) -> dict[str, str]:
-        try:
-            async with self.session.get(
-                self.config_uri, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS)
-            ) as response:
-                if response.status != 200:
-                    raise IssuerUnavailable(f"{self.config_uri} answered HTTP {response.status}")
-                document = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise IssuerUnavailable(f"{self.config_uri} could not be read ({type(error).__name__})") from None
+        document = await fetch_json(self.session, self.config_uri, IssuerUnavailable)
         if not (
             isinstance(document, dict)
             and isinstance(document.get("issuer"), str)
