@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> web.Application:
         raise ConfigError(problems)
     app = web.Application(middlewares=[error_middleware])
     app.cleanup_ctx.append(_services(settings))
+    app.cleanup_ctx.append(_slack_delivery)  # before the schedule: its runs wait for their messages' delivery
     app.cleanup_ctx.append(_schedule)
     app.cleanup_ctx.append(_webhook_sender)
     if settings.slack_app_token is not None:
@@ -81,6 +82,12 @@ async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:
         policy=RetryPolicy(base=settings.webhook_retry_base, window=settings.webhook_retry_window),
         metrics=services.metrics,
     ):
+        yield
+
+
+async def _slack_delivery(app: web.Application) -> AsyncIterator[None]:
+    # Every replica drains the Slack delivery queue when it holds the lock, and takes over when the holder stops.
+    async with app[SERVICES].delivery.running():
         yield
 
 

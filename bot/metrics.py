@@ -16,6 +16,7 @@ from bot.google.scopes import Capability
 from storage.accounts import Accounts
 from storage.errors import DATABASE_OUTAGE
 from storage.models import Status
+from storage.outbox import SlackOutbox
 from storage.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,33 @@ class Metrics:
             ["webhook_id", "state"],
             registry=self.registry,
         )
+        self.queue_depth = Gauge(
+            "gmail_reconnect_slack_queue_depth",
+            "Messages of the Slack delivery queue not delivered yet (queued or being sent), read at each scrape.",
+            registry=self.registry,
+        )
+        self.queue_lag = Gauge(
+            "gmail_reconnect_slack_queue_lag_seconds",
+            "How long the oldest message ready to go has waited in the Slack delivery queue (0 when empty).",
+            registry=self.registry,
+        )
+        self.queue_delivered_seconds = Histogram(
+            "gmail_reconnect_slack_queue_delivered_seconds",
+            "From a message being queued to Slack accepting it.",
+            buckets=SLACK_DELIVERY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_finished = Counter(
+            "gmail_reconnect_slack_queue_finished",
+            "Messages of the Slack delivery queue finished by this process, by state (sent, dropped, failed).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.queue_resent = Counter(
+            "gmail_reconnect_slack_queue_resent",
+            "Messages queued again because their drainer stopped while sending them: each may have been doubled.",
+            registry=self.registry,
+        )
         # Series that exist from the start read 0 rather than being absent until the first event.
         for outcome in ("refreshed", "needs_user", "unavailable"):
             self.refreshes.labels(outcome)
@@ -148,9 +176,16 @@ class Metrics:
             self.api_refused.labels(reason)
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_attempts.labels(outcome)
+        for state in ("sent", "dropped", "failed"):
+            self.queue_finished.labels(state)
 
     async def render(
-        self, accounts: Accounts, required: Iterable[Capability], *, webhooks: Webhooks | None = None
+        self,
+        accounts: Accounts,
+        required: Iterable[Capability],
+        *,
+        webhooks: Webhooks | None = None,
+        outbox: SlackOutbox | None = None,
     ) -> bytes:
         """The text exposition format, with the accounts gauge read from the database now.
 
@@ -160,6 +195,7 @@ class Metrics:
             counts = Tally(await accounts.count_by_status())
             never_checked = await accounts.list(statuses=[Status.UNKNOWN])
             deliveries = await webhooks.counts() if webhooks is not None else []
+            depth = await outbox.depth() if outbox is not None else None
         except DATABASE_OUTAGE as error:
             # The counters are this process's own: serve them, and keep the accounts gauge as last read.
             log.warning("/metrics: the database could not be read (%s)", type(error).__name__)
@@ -170,6 +206,9 @@ class Metrics:
         counts.update(effective_status(account, required)[0] for account in never_checked)
         for status in Status:
             self.accounts.labels(str(status)).set(counts.get(status, 0))
+        if depth is not None:
+            self.queue_depth.set(depth.open)
+            self.queue_lag.set(round(depth.oldest_seconds, 3))
         self.webhook_deliveries.clear()  # a removed webhook's series goes with it
         for count in deliveries:
             self.webhook_deliveries.labels(str(count.webhook_id), "pending").set(count.pending)

@@ -35,12 +35,14 @@ from bot.reconnect.links import LinkSigner, link_signer
 from bot.reconnect.ownership import OwnerCheck
 from bot.security_events import SecurityEventResponder
 from bot.slack.client import SLACK_TIMEOUT_SECONDS, USER_AGENT, SlackUsers, create_web_client
+from bot.slack.delivery import SlackDelivery
 from bot.slack.pacer import Pacer
 from bot.slack.prompter import Prompter
 from bot.slack.sign_in import SlackSignIn
 from storage.accounts import Accounts
 from storage.api_keys import ApiKeys
 from storage.oauth_states import OAuthStates
+from storage.outbox import SlackOutbox
 from storage.pool import create_pool
 from storage.prompts import Prompts
 from storage.runs import Runs
@@ -54,11 +56,14 @@ from storage.webhooks import Webhooks
 # the API; the workers themselves count for at most MAX_POOLED_WORKERS.
 SPARE_CONNECTIONS = 8
 MAX_POOLED_WORKERS = 32
+# The connection the drainer of the Slack delivery queue keeps while it holds the delivery lock.
+DRAINER_CONNECTIONS = 1
 
 
 def pool_size(settings: Settings) -> int:
-    """How many database connections a process needs: one per briefing worker, and some to spare."""
-    return min(settings.briefing_concurrency, MAX_POOLED_WORKERS) + SPARE_CONNECTIONS
+    """How many database connections a process needs: one per briefing worker, the drainer's, and some to
+    spare."""
+    return min(settings.briefing_concurrency, MAX_POOLED_WORKERS) + DRAINER_CONNECTIONS + SPARE_CONNECTIONS
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,23 @@ class Services:
         return client
 
     @cached_property
+    def outbox(self) -> SlackOutbox:
+        """The delivery queue of the runs' Slack messages, sealed with TOKEN_ENCRYPTION_KEYS when it is set."""
+        return SlackOutbox(self.pool, self.accounts.codec.cipher)
+
+    @cached_property
+    def delivery(self) -> SlackDelivery:
+        """This process's drainer of the delivery queue (it sends while it holds the delivery lock)."""
+        return SlackDelivery(
+            pool=self.pool,
+            outbox=self.outbox,
+            client=self.slack,
+            pacer=self.pacer,
+            metrics=self.metrics,
+            timezone=self.settings.briefing_timezone,
+        )
+
+    @cached_property
     def users(self) -> SlackUsers:
         """Slack users' languages and emails, the languages kept in the database too."""
         return SlackUsers(self.slack, self.settings.default_locale, stored=SlackLocales(self.pool))
@@ -270,6 +292,7 @@ class Services:
             runs=self.runs,
             summary=self.summary,
             metrics=self.metrics,
+            delivery=self.delivery,
         )
 
 

@@ -1,7 +1,8 @@
 """Every PostgreSQL advisory lock the bot takes, with its key space, so no two uses can ever meet.
 
 The two-key locks are transaction-scoped (released at commit or rollback): a pooled connection never keeps one.
-Only the migration lock is session-scoped, on a connection of its own.
+Only the migration lock and the delivery lock are session-scoped, each on a connection of its own: a process that
+dies gives them up with its connection.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import asyncpg
 
 # Any fixed number works; it only has to be the same in every replica ("gmail-reconnect migrations").
 MIGRATION_LOCK_ID = 0x676D61696C5F6D69
+# Held by the one drainer of the Slack delivery queue, on a connection of its own ("gmail-reconnect outbox").
+DELIVERY_LOCK_ID = 0x676D61696C5F6F62
 # The first key of pg_advisory_xact_lock(int, int): a namespace per kind of lock, ASCII of four letters.
 REFRESH_LOCK_SPACE = 0x676D7263  # "gmrc": one refresh of an account at a time
 PROMPT_LOCK_SPACE = 0x676D7270  # "gmrp": one sender of a user's Reconnect Gmail DM at a time
@@ -24,6 +27,16 @@ async def lock_migrations(conn: asyncpg.Connection) -> None:
 async def unlock_migrations(conn: asyncpg.Connection) -> None:
     """Release the migration lock."""
     await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+
+
+async def try_lock_delivery(conn: asyncpg.Connection) -> bool:
+    """Take the delivery lock for this session if no other holds it (the drainer's); True when taken."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", DELIVERY_LOCK_ID))
+
+
+async def unlock_delivery(conn: asyncpg.Connection) -> None:
+    """Give the delivery lock up, for another process's drainer to take."""
+    await conn.execute("SELECT pg_advisory_unlock($1)", DELIVERY_LOCK_ID)
 
 
 async def lock_account_refresh(conn: asyncpg.Connection, account_id: int) -> None:

@@ -2,9 +2,8 @@
 
 An account's item is claimed before it is processed and marked done after. A claim is a lease that its process
 renews while it lives (Runs.renew, every lease / 3); a lease that lapsed belongs to a process that died or lost
-the database, and any replica takes the account over. Its digest is marked before it is posted and recorded
-when Slack accepts it, so a takeover never posts a recorded digest again and knows which one may have been
-in flight.
+the database, and any replica takes the account over. Its digest goes into the delivery queue (storage.outbox)
+once, under its claim, so a takeover never queues it again; the queue records when Slack took it.
 """
 
 from __future__ import annotations
@@ -63,7 +62,8 @@ class Run:
 class Post(enum.StrEnum):
     """Where an account's digest stood when its item was claimed."""
 
-    NONE = "none"  # never marked: certainly not sent
+    NONE = "none"  # never queued nor marked: certainly not sent
+    QUEUED = "queued"  # in the delivery queue (storage.outbox), which sends it once
     IN_FLIGHT = "in flight"  # marked, not recorded: Slack may have accepted it before its process stopped
     POSTED = "posted"  # recorded: Slack accepted it
 
@@ -113,7 +113,10 @@ WITH fetched AS (
          WHERE id = $4 AND $8::text IS NOT NULL),
      finished AS (
         UPDATE briefing_run_items
-           SET state = 'done', outcome = $5, detail = $6, needed_user = $7, finished_at = now()
+           SET state = 'done', needed_user = $7, finished_at = now(),
+               -- The delivery queue may have said already that its digest failed or came too late.
+               outcome = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN outcome ELSE $5 END,
+               detail = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN detail ELSE $6 END
          WHERE run_id = $1 AND account_id = $4 AND state = 'claimed' AND claimed_by = $2),
      claimed AS (
         UPDATE briefing_run_items AS item
@@ -127,7 +130,9 @@ WITH fetched AS (
                  FOR UPDATE SKIP LOCKED) AS next
          WHERE item.run_id = next.run_id AND item.account_id = next.account_id
      RETURNING item.account_id, next.state = 'claimed' AS taken_over,
-               CASE WHEN next.posted_at IS NOT NULL THEN 'posted'
+               CASE WHEN EXISTS (SELECT 1 FROM slack_outbox AS o
+                                  WHERE o.run_id = next.run_id AND o.account_id = next.account_id) THEN 'queued'
+                    WHEN next.posted_at IS NOT NULL THEN 'posted'
                     WHEN next.post_started_at IS NOT NULL THEN 'in flight' ELSE 'none' END AS post)
 SELECT claimed.account_id AS claimed_id, claimed.taken_over, claimed.post, g.token_data,
        l.locale AS slack_locale, {ACCOUNT_COLUMNS}
@@ -155,6 +160,11 @@ class Runs:
         # Each worker of the process claims as worker/N: a claim of this process is claimed_by LIKE prefix%.
         self._prefix = self.worker + "/"
         self._workers = itertools.count()
+
+    @property
+    def claim_prefix(self) -> str:
+        """What this process's claims start with (its workers claim as prefix + number)."""
+        return self._prefix
 
     def new_worker(self) -> int:
         """A number for one worker of this process, never given to another (two runs at once included)."""
@@ -226,30 +236,6 @@ class Runs:
             list(account_ids),
         )
         return int(renewed)
-
-    async def mark_posting(self, run: Run, account_id: int) -> bool:
-        """Before the account's digest goes to Slack: mark it in flight, if this process still holds the
-        account (False: its lease lapsed and another process took it over, so this one must not post)."""
-        return bool(
-            await self.pool.fetchval(
-                """UPDATE briefing_run_items SET post_started_at = now(), lease_until = now() + $4::interval
-                    WHERE run_id = $1 AND account_id = $2 AND state = 'claimed' AND starts_with(claimed_by, $3)
-                RETURNING true""",
-                run.id,
-                account_id,
-                self._prefix,
-                self.lease,
-            )
-        )
-
-    async def mark_posted(self, run: Run, account_id: int, *, ts: str | None) -> None:
-        """Slack accepted the account's digest (its message `ts`): no takeover posts it again."""
-        await self.pool.execute(
-            "UPDATE briefing_run_items SET posted_at = now(), posted_ts = $3 WHERE run_id = $1 AND account_id = $2",
-            run.id,
-            account_id,
-            ts,
-        )
 
     def _arguments(self, run: Run, done: Done | None, worker: int) -> tuple[Any, ...]:
         fetch = done.fetch if done is not None else None

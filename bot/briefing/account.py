@@ -25,6 +25,7 @@ from bot.slack.prompter import Delivery, Prompter
 from storage import audit
 from storage.accounts import Accounts
 from storage.models import Account, Status, StoredTokens
+from storage.outbox import Message
 from storage.runs import Fetch, Result
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,11 @@ class Kind(enum.StrEnum):
     BRIEFING = "briefing"
 
 
-class DigestPost(Protocol):
-    """What a run records around an account's digest post: marked before it is sent, recorded once accepted."""
+class DigestQueue(Protocol):
+    """Where a run sends an account's digest: the delivery queue (bot.briefing.run.QueuedDigest)."""
 
-    async def starting(self) -> None:
-        """Just before the post (raises when this process must not post it)."""
-
-    async def accepted(self, ts: str | None) -> None:
-        """Slack accepted the post."""
+    async def queue(self, message: Message) -> None:
+        """Queue the digest (raises when this process must not send it)."""
 
 
 @dataclass(frozen=True)
@@ -95,14 +93,14 @@ class AccountBriefing:
         *,
         dry_run: bool = False,
         stored: StoredTokens | None = None,
-        post: DigestPost | None = None,
+        post: DigestQueue | None = None,
         deadline: datetime | None = None,
     ) -> AccountReport:
         """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
 
         `stored`: the account's token_data, read along with `account`. The fetch is not recorded here: the
-        caller records AccountReport.fetch (a run does it as it marks the account done). `post`: told around
-        the digest's post.
+        caller records AccountReport.fetch (a run does it as it marks the account done). `post`: where the
+        digest goes (the run's delivery queue); without one it is posted at once.
         """
         status, why = effective_status(account, self.settings.required_capabilities)
         if status is Status.DISCONNECTED:
@@ -137,11 +135,11 @@ class AccountBriefing:
         account: Account,
         access_token: str,
         *,
-        post: DigestPost | None = None,
+        post: DigestQueue | None = None,
         deadline: datetime | None = None,
     ) -> AccountReport:
-        """Fetch the account's unread mail and, in digest mode, post it to the user; after `deadline` (the
-        run's BRIEFING_DEADLINE) the digest is dropped, not posted late."""
+        """Fetch the account's unread mail and, in digest mode, queue it for the user (or post it, without a
+        queue); after `deadline` (the run's BRIEFING_DEADLINE) the digest is dropped, not posted late."""
         if self.settings.briefing_mode == "digest" and _past(deadline):
             return await self._dropped(account, deadline)
         read = await self._read_mail(account, access_token)
@@ -157,9 +155,10 @@ class AccountBriefing:
         if _past(deadline):
             return await self._dropped(account, deadline, fetch=fetch)
         if post is not None:
-            await post.starting()
-        try:
             # A user ID as the channel posts in the user's DM with the bot: no conversations.open round trip.
+            await post.queue(Message(account.slack_user_id, fallback, blocks))
+            return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
+        try:
             posted = await self.client.chat_postMessage(
                 channel=account.slack_user_id, blocks=blocks, text=fallback
             )
@@ -171,8 +170,7 @@ class AccountBriefing:
                 f"Slack answered {error.response.get('error')}",
                 fetch=fetch,
             )
-        if post is not None:
-            await post.accepted(posted.get("ts"))
+        log.debug("Posted the digest of account %s (ts %s)", account.id, posted.get("ts"))
         return AccountReport(account, Result.DIGEST, Status.HEALTHY, messages=unread.total, fetch=fetch)
 
     async def _dropped(

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
-from bot.briefing.account import AccountBriefing, AccountReport, DigestPost, Kind
+from bot.briefing.account import AccountBriefing, AccountReport, DigestQueue, Kind
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
 from bot.database_wait import DatabaseUnavailable, DatabaseWait
 from bot.google.token_service import TokenService
 from bot.metrics import Metrics
 from bot.slack.client import SlackUsers
+from bot.slack.delivery import SlackDelivery
 from storage.accounts import Accounts
 from storage.errors import DATABASE_OUTAGE
 from storage.models import Account, StoredTokens
+from storage.outbox import Message, Queueing, SlackOutbox
 from storage.runs import Claim, Done, Post, Result, Run, Runs
 
 log = logging.getLogger(__name__)
@@ -38,25 +40,27 @@ class LeaseLost(Exception):
 
 
 @dataclass(frozen=True)
-class MarkedPost:
-    """An account's digest post as the run records it: marked in flight before, recorded as posted after."""
+class QueuedDigest:
+    """An account's digest as a run sends it: into the delivery queue, once, while this process holds the
+    account (LeaseLost: another process took it over, and queues it itself)."""
 
+    outbox: SlackOutbox
     runs: Runs
     run: Run
     account_id: int
-    wait: DatabaseWait
+    deadline: datetime | None
 
-    async def starting(self) -> None:
-        """Mark the post in flight, unless the account was taken over (LeaseLost: do not post)."""
-        if not await self.runs.mark_posting(self.run, self.account_id):
-            raise LeaseLost(self.account_id)
-
-    async def accepted(self, ts: str | None) -> None:
-        """Record the post, through any outage: were it left unrecorded, the account would be posted again."""
-        await self.wait.call(
-            f"recording the digest of account {self.account_id} as posted",
-            lambda: self.runs.mark_posted(self.run, self.account_id, ts=ts),
+    async def queue(self, message: Message) -> None:
+        """Queue the digest for the drainer to send by the deadline."""
+        queued = await self.outbox.queue_digest(
+            run_id=self.run.id,
+            account_id=self.account_id,
+            claim_prefix=self.runs.claim_prefix,
+            message=message,
+            not_after=self.deadline,
         )
+        if queued is Queueing.NOT_HELD:
+            raise LeaseLost(self.account_id)
 
 
 # What stops an account's handling without being the account's fault (its outcome is not recorded as failed).
@@ -92,8 +96,10 @@ class Briefing:
         runs: Runs,
         summary: RunSummary,
         metrics: Metrics,
+        delivery: SlackDelivery,
     ) -> None:
         self.metrics = metrics
+        self.delivery = delivery
         self.settings = settings
         self.summary = summary
         self.accounts = accounts
@@ -130,9 +136,12 @@ class Briefing:
             report.already_finished = True
             return report
         started = time.monotonic()
-        if run.created:
-            await self._learn_languages()
-        report.accounts, finished_here = await self._claimed(run, kind, wait)
+        # The run's messages are sent by whichever process drains the queue: this one too, if it is alone.
+        async with self.delivery.running():
+            if run.created:
+                await self._learn_languages()
+            report.accounts, finished_here = await self._claimed(run, kind, wait)
+            await wait.call(f"delivering the {kind} run's messages", lambda: self.delivery.wait_for(run.id))
         self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
         for result, n in report.counts.items():
             self.metrics.run_accounts.labels(str(kind), str(result)).inc(n)
@@ -166,7 +175,7 @@ class Briefing:
                     # is back, since its digest was not recorded as posted (and a recorded one is not posted).
                     report = await wait.call(
                         f"handling account {claim.account_id}",
-                        partial(self._claimed_one, run, claim, kind, wait),
+                        partial(self._claimed_one, run, claim, kind),
                     )
                 except LeaseLost:
                     log.warning(
@@ -249,8 +258,8 @@ class Briefing:
     @staticmethod
     def _done(claim: Claim, report: AccountReport | None) -> Done:
         if report is None:
-            if claim.post is Post.POSTED:
-                return Done(claim.account_id, str(Result.DIGEST), "posted before its process stopped")
+            if claim.post in (Post.QUEUED, Post.POSTED):
+                return Done(claim.account_id, str(Result.DIGEST), "queued before its process stopped")
             return Done(claim.account_id, str(Result.SKIPPED), "no longer linked to a Slack user")
         return Done(
             claim.account_id,
@@ -260,28 +269,18 @@ class Briefing:
             fetch=report.fetch,
         )
 
-    async def _claimed_one(
-        self, run: Run, claim: Claim, kind: Kind, wait: DatabaseWait
-    ) -> AccountReport | None:
+    async def _claimed_one(self, run: Run, claim: Claim, kind: Kind) -> AccountReport | None:
         """Process a claimed account; None when it was deleted or unlinked since the run began, or when its
         digest was posted by a process that stopped before it could mark the account done."""
-        if claim.post is Post.POSTED:
+        if claim.post in (Post.QUEUED, Post.POSTED):
             log.info(
-                "Account %s of the %s run: its digest was posted before a takeover", claim.account_id, kind
+                "Account %s of the %s run: its digest was queued before a takeover", claim.account_id, kind
             )
             return None
-        if claim.post is Post.IN_FLIGHT:
-            # Marked and not recorded: Slack may or may not have it. Posting again may double it for this one
-            # user; not posting may leave them without a briefing.
-            log.warning(
-                "Account %s of the %s run: its digest was in flight when its process stopped; posting it again",
-                claim.account_id,
-                kind,
-            )
         if claim.account is not None and claim.account.slack_user_id:
             self.users.remember(claim.account.slack_user_id, claim.slack_locale)
-            post = MarkedPost(self.runs, run, claim.account_id, wait)
             deadline = self.settings.digest_deadline(run.day) if kind is Kind.BRIEFING else None
+            post = QueuedDigest(self.delivery.outbox, self.runs, run, claim.account_id, deadline)
             return await self._safely(claim.account, kind, stored=claim.stored, post=post, deadline=deadline)
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
         return None
@@ -358,7 +357,7 @@ class Briefing:
         kind: Kind,
         *,
         stored: StoredTokens | None = None,
-        post: DigestPost | None = None,
+        post: DigestQueue | None = None,
         deadline: datetime | None = None,
     ) -> AccountReport:
         try:

@@ -134,7 +134,7 @@ class Pacer:
     async def turn(self, method: str, channel: str | None = None) -> float | None:
         """Wait until `method` may be called (for chat.postMessage, in `channel` too); the call's ticket."""
         if method == POST_MESSAGE and channel:
-            await self._channel_turn(channel)
+            await self.channel_turn(channel)
         lane = self.lane(method)
         return None if lane is None else await lane.turn()
 
@@ -161,7 +161,8 @@ class Pacer:
         lane = self.lanes[method] = Lane(method, per_second, clock=self.clock)
         return lane
 
-    async def _channel_turn(self, channel: str) -> None:
+    async def channel_turn(self, channel: str) -> None:
+        """Wait until chat.postMessage may post in `channel` again (about once a second)."""
         now = self.clock()
         slot = max(now, self._channels.get(channel, 0.0))
         self._channels[channel] = slot + 1 / (self.per_channel_per_second * self.speed)

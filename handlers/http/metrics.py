@@ -13,7 +13,10 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics (counts only: no user, address or token appears in them)."""
     services = request.app[SERVICES]
     body = await services.metrics.render(
-        services.accounts, services.settings.required_capabilities, webhooks=services.webhooks
+        services.accounts,
+        services.settings.required_capabilities,
+        webhooks=services.webhooks,
+        outbox=services.outbox,
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 

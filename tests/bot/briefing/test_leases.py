@@ -1,5 +1,6 @@
-"""Claims are leases: renewed while their process lives, taken over once they lapse; a digest is marked before it
-is posted and recorded after, so a takeover posts again only the one that was in flight."""
+"""Claims are leases: renewed while their process lives, taken over once they lapse; a digest is queued once,
+under its claim, so a takeover never queues it again; a killed drainer hands the queue over and doubles at most
+the messages it had in flight."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
+from storage.outbox import Message, Queueing, SlackOutbox
 from storage.runs import Done, Post, Runs
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
@@ -54,44 +57,63 @@ async def test_a_claim_is_taken_over_only_once_its_lease_lapsed(
     assert taken is not None and taken.account_id == claim.account_id and taken.taken_over
     # The first process, back from its pause: it no longer holds the account, so it neither posts nor records.
     assert await alive.renew(run, [claim.account_id]) == 0
-    assert not await alive.mark_posting(run, claim.account_id)
+    outbox = app[SERVICES].outbox
+    assert await queue(outbox, alive, run.id, claim.account_id) is Queueing.NOT_HELD
     assert await alive.claim(run, after=Done(claim.account_id, "digest")) is None
     assert await app[SERVICES].pool.fetchval("SELECT state FROM briefing_run_items") == "claimed"
-    assert await other.mark_posting(run, claim.account_id)
+    assert await queue(outbox, other, run.id, claim.account_id) is Queueing.QUEUED
+    assert await queue(outbox, other, run.id, claim.account_id) is Queueing.ALREADY
+    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM slack_outbox") == 1
 
 
-async def test_a_takeover_posts_again_only_the_digest_in_flight(
+async def queue(
+    outbox: SlackOutbox, runs: Runs, run_id: int, account_id: int, slack_id: str = "U0LEASE000"
+) -> Queueing:
+    return await outbox.queue_digest(
+        run_id=run_id,
+        account_id=account_id,
+        claim_prefix=runs.claim_prefix,
+        message=Message(slack_id, "digest", []),
+        not_after=None,
+    )
+
+
+async def test_a_takeover_queues_again_no_digest_that_was_queued(
     serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    posted, in_flight, unsent = await accounts_for(app, fake_slack, fake_google, 3)
+    await app[SERVICES].delivery.stop()  # the dead process's queue is sent only once the run is taken over
+    sent, queued, unqueued = await accounts_for(app, fake_slack, fake_google, 3)
     dead = Runs(app[SERVICES].accounts)
     run = await dead.begin("briefing", today(app).date())
-    # The dead process claimed all three and stopped: one digest recorded, one marked and not recorded, one
-    # never marked.
+    # The dead process claimed all three and stopped: one digest queued and sent, one queued and not sent yet,
+    # one never queued.
     claims = {}
     for number in range(3):
         claim = await dead.claim(run, worker=number)
         assert claim is not None and claim.account is not None
         claims[claim.account.slack_user_id] = claim.account_id
-    await dead.mark_posting(run, claims[posted])
-    await dead.mark_posted(run, claims[posted], ts="1.000001")
-    await dead.mark_posting(run, claims[in_flight])
+    outbox = app[SERVICES].outbox
+    for slack_id in (sent, queued):
+        assert await queue(outbox, dead, run.id, claims[slack_id], slack_id) is Queueing.QUEUED
+    await app[SERVICES].pool.execute(
+        "UPDATE slack_outbox SET state = 'sent', finished_at = now() WHERE account_id = $1", claims[sent]
+    )
     await app[SERVICES].pool.execute(
         "UPDATE briefing_run_items SET lease_until = now() - interval '1 second'"
     )
 
     report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
-    assert sorted(line.account.slack_user_id for line in report.accounts) == [in_flight, unsent]
-    assert [len(dms(fake_slack, slack_id)) for slack_id in (posted, in_flight, unsent)] == [0, 1, 1]
-    rows = await app[SERVICES].pool.fetch(
-        "SELECT account_id, state, outcome, detail, posted_at IS NOT NULL AS posted FROM briefing_run_items"
-    )
+    assert [line.account.slack_user_id for line in report.accounts] == [unqueued]
+    assert [len(dms(fake_slack, slack_id)) for slack_id in (sent, queued, unqueued)] == [0, 1, 1]
+    rows = await app[SERVICES].pool.fetch("SELECT account_id, state, outcome, detail FROM briefing_run_items")
     by_account = {row["account_id"]: row for row in rows}
-    assert {row["state"] for row in rows} == {"done"} and all(row["posted"] for row in rows)
-    assert by_account[claims[posted]]["outcome"] == str(Result.DIGEST)
-    assert by_account[claims[posted]]["detail"] == "posted before its process stopped"
+    assert {row["state"] for row in rows} == {"done"}
+    assert {row["outcome"] for row in rows} == {str(Result.DIGEST)}
+    assert by_account[claims[queued]]["detail"] == "queued before its process stopped"
+    states = await app[SERVICES].pool.fetch("SELECT state, count(*) AS n FROM slack_outbox GROUP BY state")
+    assert {row["state"]: row["n"] for row in states} == {"sent": 3}
 
 
 async def test_the_heartbeat_keeps_a_slow_accounts_lease(
@@ -126,7 +148,7 @@ async def test_a_killed_run_briefing_is_taken_over_within_the_lease(
     if (today(app) + timedelta(minutes=2)).date() != today(app).date():
         pytest.skip("too close to midnight in Seoul: the restart would begin the next day's run")
     slack_ids = await accounts_for(app, fake_slack, fake_google, 40)
-    fake_google.gmail_delay = 0.05
+    fake_google.gmail_delay = 0.1
     env = cli_process_env(
         {
             **BASE_ENV,
@@ -141,26 +163,20 @@ async def test_a_killed_run_briefing_is_taken_over_within_the_lease(
     doomed = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run-briefing", env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL
     )
-    await eventually(lambda: len(fake_slack.calls_to("chat.postMessage")) >= 10, seconds=60)
+    pool = app[SERVICES].pool
+    await until_done(pool, 10)
     doomed.send_signal(signal.SIGKILL)
     await doomed.wait()
-    pool = app[SERVICES].pool
-    held = await pool.fetch(
-        "SELECT account_id, lease_until, post_started_at IS NOT NULL AS marked, posted_at "
-        "IS NOT NULL AS posted FROM briefing_run_items WHERE state = 'claimed'"
-    )
+    held = await pool.fetch("SELECT account_id, lease_until FROM briefing_run_items WHERE state = 'claimed'")
     assert held  # the kill left claims behind: nobody gave them back
-    in_flight = {row["account_id"] for row in held if row["marked"] and not row["posted"]}
 
     report = await app[SERVICES].briefing.run(Kind.BRIEFING)
 
     assert await pool.fetchval("SELECT count(*) FROM briefing_run_items WHERE state <> 'done'") == 0
     assert await pool.fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs")
     posts = {slack_id: len(dms(fake_slack, slack_id)) for slack_id in slack_ids}
-    assert min(posts.values()) == 1  # nobody went without
-    ids = {a.slack_user_id: a.id for a in await app[SERVICES].accounts.list()}
-    doubled = {ids[slack_id] for slack_id, n in posts.items() if n > 1}
-    assert doubled <= in_flight and max(posts.values()) <= 2  # only a digest in flight may be doubled
+    # This process drained the queue all along: the killed one queued what it handled, and nothing twice.
+    assert set(posts.values()) == {1}
     taken = await pool.fetch(
         "SELECT account_id, claimed_at FROM briefing_run_items WHERE account_id = ANY($1::int[])",
         [row["account_id"] for row in held],
@@ -171,3 +187,12 @@ async def test_a_killed_run_briefing_is_taken_over_within_the_lease(
             lapsed[row["account_id"]] <= row["claimed_at"] < lapsed[row["account_id"]] + timedelta(seconds=30)
         )
     assert len(report.accounts) >= len(held)
+
+
+async def until_done(pool: asyncpg.Pool, count: int, seconds: float = 60) -> None:
+    """Wait until `count` accounts of the run are done (handled and recorded)."""
+    for _ in range(int(seconds / 0.02)):
+        if await pool.fetchval("SELECT count(*) FROM briefing_run_items WHERE state = 'done'") >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{count} accounts were not done in time")

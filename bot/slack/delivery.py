@@ -1,0 +1,370 @@
+"""The drainer of the Slack delivery queue (storage.outbox): one process at a time sends the runs' messages.
+
+Every process runs a drainer, but only the holder of the delivery lock (a session advisory lock on a connection
+it keeps) sends: so the whole deployment posts at one pace, the pace of that process's Pacer, and a 429 pauses
+all of it. When the holder dies its connection closes, the lock is free, and another replica's drainer takes the
+queue over within LOCK_RETRY_SECONDS. A few messages go at once (IN_FLIGHT), each taken in its pacer turn; a
+message is `sending` from then until Slack's answer is recorded, so a crash can double at most IN_FLIGHT
+messages, and only those Slack had already taken. A message is never given up for a 429; it is dropped when it
+can no longer arrive in time (`not_after`: a digest after BRIEFING_DEADLINE), failed when Slack refuses it for
+good, and tried again later when Slack (or the way to it) fails for a moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta, tzinfo
+
+import aiohttp
+import asyncpg
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.database_wait import DatabaseWait
+from bot.metrics import Metrics
+from bot.slack.client import SLACK_TIMEOUT_SECONDS
+from bot.slack.paced_client import prepaid
+from bot.slack.pacer import POST_MESSAGE, Pacer
+from storage.errors import DATABASE_OUTAGE
+from storage.locks import try_lock_delivery, unlock_delivery
+from storage.outbox import DIGEST, NOTIFY_CHANNEL, Outgoing, SlackOutbox
+
+log = logging.getLogger(__name__)
+
+# Messages sent at once: enough for Slack's workspace cap at a few hundred milliseconds a call, and the most a
+# crash can double.
+IN_FLIGHT = 4
+# How long a drainer with nothing to send waits before it looks again (a queued message wakes it sooner).
+POLL_SECONDS = 1.0
+# How often a process without the lock tries to take it: the hand-over after the holder died.
+LOCK_RETRY_SECONDS = 1.0
+# A message left `sending` this long by a drainer that is gone is queued again: longer than a Slack call may
+# take, so a drainer that only lost its database connection has recorded what Slack answered it.
+ABANDONED_AFTER = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 15)
+RECOVER_EVERY_SECONDS = 5.0
+# Finished messages quote mail: deleted once they can no longer be asked about.
+KEEP_FINISHED = timedelta(days=2)
+PRUNE_EVERY_SECONDS = 3600.0
+# A message Slack could not take for a moment waits 2, 4, 8 … seconds (at most RETRY_MAX), and is failed after
+# MAX_ATTEMPTS.
+RETRY_MAX = timedelta(seconds=60)
+MAX_ATTEMPTS = 10
+# The bot's token was refused: no message can go until someone fixes it, so the queue waits (and is dropped at
+# its deadline) rather than being failed message by message.
+TOKEN_REFUSED_WAIT = timedelta(seconds=60)
+# On shutdown, how long the messages already on their way get to be answered and recorded.
+STOP_GRACE_SECONDS = 10.0
+
+# Slack's errors that say it failed for a moment, not that the message is wrong.
+MOMENTARY_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
+)
+# Slack's errors that say the bot's token (or its app) cannot post at all.
+TOKEN_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "token_revoked",
+        "token_expired",
+        "account_inactive",
+        "missing_scope",
+        "not_allowed_token_type",
+        "team_access_not_granted",
+        "ekm_access_denied",
+    }
+)
+ACTOR = "briefing"
+
+
+class SlackDelivery:
+    """This process's drainer of the delivery queue, sending while it holds the delivery lock."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        outbox: SlackOutbox,
+        client: AsyncWebClient,
+        pacer: Pacer,
+        metrics: Metrics,
+        timezone: tzinfo,
+    ) -> None:
+        self.pool = pool
+        self.outbox = outbox
+        self.client = client
+        self.pacer = pacer
+        self.metrics = metrics
+        self.timezone = timezone
+        self.holding = False  # whether this process holds the delivery lock now
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._conn_lock = asyncio.Lock()
+        self._sending: set[int] = set()
+        self._next_recovery = 0.0
+        self._next_prune = 0.0
+        self._token_refused_logged = False
+        self._records = DatabaseWait(self._ping, where="the database")
+
+    @property
+    def started(self) -> bool:
+        """Whether the drainer runs in this process."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Begin draining in the background (whenever this process gets the lock)."""
+        if not self.started:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="slack-delivery")
+
+    async def stop(self) -> None:
+        """Stop draining: the messages on their way get STOP_GRACE_SECONDS to be answered and recorded."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "The Slack delivery queue did not stop within %s s: stopped mid-send", STOP_GRACE_SECONDS
+            )
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SlackDelivery]:
+        """The drainer running during the block: started here unless the process runs it already (`serve`)."""
+        if self.started:
+            yield self
+            return
+        self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    def wake(self) -> None:
+        """Look at the queue now."""
+        self._wake.set()
+
+    async def wait_for(self, run_id: int, *, poll: float = 0.25) -> None:
+        """Return once every message of the run is delivered, dropped or failed, whichever process sent it."""
+        left = await self.outbox.open_for_run(run_id)
+        while left:
+            await asyncio.sleep(poll)
+            left = await self.outbox.open_for_run(run_id)
+
+    async def _ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    async def _run(self) -> None:
+        announced = False
+        while not self._stopping:
+            try:
+                async with self.pool.acquire() as conn:
+                    if await try_lock_delivery(conn):
+                        log.info("This process delivers the Slack queue")
+                        announced = False
+                        self.holding = True
+                        try:
+                            await self._drain(conn)
+                        finally:
+                            self.holding = False
+                            if not conn.is_closed():
+                                with suppress(*DATABASE_OUTAGE):
+                                    await unlock_delivery(conn)
+                    elif not announced:
+                        log.info("Another process delivers the Slack queue: this one takes over if it stops")
+                        announced = True
+            except DATABASE_OUTAGE as error:
+                log.warning(
+                    "The Slack delivery queue could not be read (%s): trying again in %s s",
+                    type(error).__name__,
+                    LOCK_RETRY_SECONDS,
+                )
+            except Exception:  # a background task that dies says nothing: log it and carry on
+                log.exception("The Slack delivery queue failed; it tries again in %s s", LOCK_RETRY_SECONDS)
+            if not self._stopping:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), LOCK_RETRY_SECONDS)
+
+    async def _drain(self, conn: asyncpg.Connection) -> None:
+        """Send while this connection (and so the lock) lives; return when it is lost or the drainer stops."""
+        await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        try:
+            await asyncio.gather(*(self._sender(conn) for _ in range(IN_FLIGHT)))
+        finally:
+            if not conn.is_closed():
+                with suppress(*DATABASE_OUTAGE):
+                    await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _sender(self, conn: asyncpg.Connection) -> None:
+        """Take the next message, send it, record it; until the lock connection is lost or the drainer stops."""
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                async with self._conn_lock:
+                    await self._housekeeping(conn)
+                    message = await self.outbox.take(conn)
+            except DATABASE_OUTAGE:
+                return  # the lock went with the connection: _run takes it again once it can
+            if message is None:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                continue
+            self._sending.add(message.id)
+            try:
+                await self._deliver(conn, message)
+            finally:
+                self._sending.discard(message.id)
+
+    async def _housekeeping(self, conn: asyncpg.Connection) -> None:
+        """Now and then: queue again what a stopped drainer left `sending`, and prune old finished messages."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_recovery:
+            self._next_recovery = now + RECOVER_EVERY_SECONDS
+            again = await self.outbox.requeue_abandoned(conn, older_than=ABANDONED_AFTER, keep=self._sending)
+            if again:
+                self.metrics.queue_resent.inc(again)
+                log.warning(
+                    "%d Slack messages were being sent when their process stopped: sending them again "
+                    "(Slack may have taken some of them already)",
+                    again,
+                )
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY_SECONDS
+            await self.outbox.prune(older_than=KEEP_FINISHED)
+
+    async def _deliver(self, conn: asyncpg.Connection, message: Outgoing) -> None:
+        if _too_late(message):
+            await self._drop(message)
+            return
+        ticket = await self.pacer.turn(POST_MESSAGE, message.message.channel)
+        assert ticket is not None  # chat.postMessage is always paced
+        if conn.is_closed():
+            # This process lost the lock while the message waited its turn: another drainer may send it now.
+            log.info("Slack message %s is left to the next drainer: the delivery lock was lost", message.id)
+            return
+        if _too_late(message):  # the wait for the turn took it past its deadline
+            await self._drop(message)
+            return
+        try:
+            with prepaid(POST_MESSAGE, ticket):
+                response = await self.client.chat_postMessage(
+                    channel=message.message.channel, text=message.message.text, blocks=message.message.blocks
+                )
+        except SlackApiError as error:
+            await self._refused(message, error)
+            return
+        except (aiohttp.ClientError, TimeoutError) as error:
+            # Slack may or may not have it: sending again may double it, not sending would lose it.
+            await self._later(message, f"{type(error).__name__} on the way to Slack")
+            return
+        self._token_refused_logged = False
+        await self._records.call(
+            f"recording Slack message {message.id} as sent",
+            lambda: self.outbox.sent(message, ts=response.get("ts")),
+        )
+        self.metrics.queue_finished.labels("sent").inc()
+        self.metrics.queue_delivered_seconds.observe(
+            max(0.0, (datetime.now(UTC) - message.queued_at).total_seconds())
+        )
+
+    async def _refused(self, message: Outgoing, error: SlackApiError) -> None:
+        code = str(error.response.get("error") or error.response.status_code)
+        if error.response.status_code >= 500 or code in MOMENTARY_ERRORS:
+            await self._later(message, f"Slack answered {code}")
+        elif code in TOKEN_ERRORS:
+            if not self._token_refused_logged:
+                log.error(
+                    "Slack refused the bot's token (%s): the queue waits; fix SLACK_BOT_TOKEN or the app's scopes",
+                    code,
+                )
+                self._token_refused_logged = True
+            await self._records.call(
+                f"queueing Slack message {message.id} again",
+                lambda: self.outbox.retry_later(
+                    message, after=TOKEN_REFUSED_WAIT, error=f"Slack answered {code}"
+                ),
+            )
+        else:
+            log.warning(
+                "Slack refused message %s (%s) for %s: not sent", message.id, code, message.message.channel
+            )
+            await self._finish(message, "failed", f"Slack answered {code}", outcome="failed")
+
+    async def _later(self, message: Outgoing, why: str) -> None:
+        if message.attempts >= MAX_ATTEMPTS:
+            log.warning(
+                "Slack message %s could not be sent in %d attempts (%s): failed",
+                message.id,
+                message.attempts,
+                why,
+            )
+            await self._finish(message, "failed", f"{why} ({message.attempts} attempts)", outcome="failed")
+            return
+        delay = min(RETRY_MAX, timedelta(seconds=2**message.attempts * random.uniform(0.8, 1.2)))
+        log.info("Slack message %s goes again in %.0f s: %s", message.id, delay.total_seconds(), why)
+        await self._records.call(
+            f"queueing Slack message {message.id} again",
+            lambda: self.outbox.retry_later(message, after=delay, error=why),
+        )
+
+    async def _drop(self, message: Outgoing) -> None:
+        assert message.not_after is not None
+        deadline = f"{message.not_after.astimezone(self.timezone):%H:%M %Z}"
+        log.warning(
+            "Slack message %s for %s was dropped: its deadline (%s) passed",
+            message.id,
+            message.message.channel,
+            deadline,
+        )
+        await self._finish(
+            message,
+            "dropped",
+            f"not delivered by {deadline}",
+            outcome="late",
+            detail=f"not delivered by BRIEFING_DEADLINE ({deadline}): dropped",
+            audit_action="briefing.digest_dropped" if message.kind == DIGEST else None,
+        )
+        if message.kind == DIGEST:
+            self.metrics.digests_dropped.inc()
+
+    async def _finish(
+        self,
+        message: Outgoing,
+        state: str,
+        error: str,
+        *,
+        outcome: str,
+        detail: str | None = None,
+        audit_action: str | None = None,
+    ) -> None:
+        await self._records.call(
+            f"recording Slack message {message.id} as {state}",
+            lambda: self.outbox.finish(
+                message,
+                state=state,
+                error=error,
+                outcome=outcome,
+                detail=detail or error,
+                audit_action=audit_action,
+                actor=ACTOR,
+            ),
+        )
+        self.metrics.queue_finished.labels(state).inc()
+
+
+def _too_late(message: Outgoing) -> bool:
+    return message.not_after is not None and datetime.now(UTC) >= message.not_after

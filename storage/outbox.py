@@ -1,0 +1,321 @@
+"""The delivery queue of the runs' Slack messages (slack_outbox): written by the run, sent by one drainer.
+
+A run queues an account's digest only while it holds its claim on the account (so a process whose lease lapsed
+queues nothing), once per run and account. The drainer takes the queue in order on its lock connection
+(`take`, so it takes nothing once it lost the lock) and records each result through the pool. A message is
+`sending` from just before it goes to Slack until Slack's answer is recorded: the only ones a crash can double.
+The message is sealed with TOKEN_ENCRYPTION_KEYS when it is set, since a digest quotes the user's mail.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from storage import audit
+from storage.crypto import DecryptionError, TokenCipher, is_encrypted
+
+NOTIFY_CHANNEL = "slack_outbox"
+DIGEST = "digest"
+
+
+class Queueing(enum.Enum):
+    """What queue_digest did."""
+
+    QUEUED = "queued"
+    ALREADY = "already"  # queued before (by a process that stopped before it could record the account)
+    NOT_HELD = "not held"  # the claim was lost: another process took the account over
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Slack message as chat.postMessage takes it."""
+
+    channel: str
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A queued message, taken for sending."""
+
+    id: int
+    run_id: int | None
+    account_id: int | None
+    kind: str
+    message: Message
+    not_after: datetime | None
+    queued_at: datetime
+    attempts: int
+    resent: bool
+
+
+@dataclass(frozen=True)
+class Depth:
+    """The queue right now: messages not finished, and how long the oldest ready one has waited."""
+
+    open: int
+    oldest_seconds: float
+
+
+@dataclass(frozen=True)
+class RunDelivery:
+    """How a run's messages went: counts by state, and when the first was queued and the last sent."""
+
+    sent: int
+    dropped: int
+    failed: int
+    open: int
+    first_queued_at: datetime | None
+    last_sent_at: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        """From the first message queued to the last one sent."""
+        if self.first_queued_at is None or self.last_sent_at is None:
+            return None
+        return max(0.0, (self.last_sent_at - self.first_queued_at).total_seconds())
+
+
+_COLUMNS = "id, run_id, account_id, kind, channel, message, not_after, queued_at, attempts, resent"
+
+# Queued only while the run's item is claimed by this process ($3: its claim prefix), once per run and account.
+_QUEUE_DIGEST = """
+WITH held AS (
+        SELECT 1 FROM briefing_run_items
+         WHERE run_id = $1 AND account_id = $2 AND state = 'claimed' AND starts_with(claimed_by, $3)),
+     queued AS (
+        INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, not_after)
+        SELECT $1, $2, 'digest', $4, $5, $6 WHERE EXISTS (SELECT 1 FROM held)
+            ON CONFLICT (run_id, account_id, kind) DO NOTHING
+     RETURNING id),
+     told AS (SELECT pg_notify('slack_outbox', '') FROM queued)
+SELECT EXISTS (SELECT 1 FROM held) AS held, (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM told)
+"""
+
+# The item of a run whose digest Slack refused or that came too late: its outcome says so, whether the run has
+# recorded the account yet or not (the run keeps a 'failed' or 'late' it finds: storage.runs).
+_ITEM_OUTCOME = """
+UPDATE briefing_run_items SET outcome = $3, detail = $4
+ WHERE run_id = $1 AND account_id = $2
+"""
+
+
+class SlackOutbox:
+    """Repository over slack_outbox."""
+
+    def __init__(self, pool: asyncpg.Pool, cipher: TokenCipher | None) -> None:
+        self.pool = pool
+        self.cipher = cipher
+
+    async def queue_digest(
+        self, *, run_id: int, account_id: int, claim_prefix: str, message: Message, not_after: datetime | None
+    ) -> Queueing:
+        """Queue an account's digest of a run, if this process (`claim_prefix`) still holds the account."""
+        row = await self.pool.fetchrow(
+            _QUEUE_DIGEST,
+            run_id,
+            account_id,
+            claim_prefix,
+            message.channel,
+            self._seal(message, kind=DIGEST, run_id=run_id, account_id=account_id),
+            not_after,
+        )
+        if not row["held"]:
+            return Queueing.NOT_HELD
+        return Queueing.QUEUED if row["queued"] else Queueing.ALREADY
+
+    async def take(self, conn: asyncpg.Connection) -> Outgoing | None:
+        """Mark the next ready message `sending` and return it (None: nothing is ready). On the drainer's lock
+        connection: a drainer that lost its lock (and its connection) takes nothing more. A message that
+        cannot be decrypted (its key left TOKEN_ENCRYPTION_KEYS) is failed, and the next one taken."""
+        while True:
+            row = await conn.fetchrow(
+                f"""UPDATE slack_outbox SET state = 'sending', sending_at = now(), attempts = attempts + 1
+                     WHERE id = (SELECT id FROM slack_outbox WHERE state = 'queued' AND next_attempt_at <= now()
+                                  ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING {_COLUMNS}"""
+            )
+            if row is None:
+                return None
+            try:
+                return self._outgoing(row)
+            except DecryptionError as error:
+                await conn.execute(
+                    "UPDATE slack_outbox SET state = 'failed', finished_at = now(), error = $2 WHERE id = $1",
+                    row["id"],
+                    f"the message could not be decrypted: {error}",
+                )
+
+    async def sent(self, message: Outgoing, *, ts: str | None) -> None:
+        """Slack accepted the message (`ts`)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE slack_outbox SET state = 'sent', finished_at = now(), ts = $2, error = NULL
+                    WHERE id = $1""",
+                message.id,
+                ts,
+            )
+            if message.run_id is not None and message.account_id is not None:
+                await conn.execute(
+                    """UPDATE briefing_run_items SET posted_at = now(), posted_ts = $3
+                        WHERE run_id = $1 AND account_id = $2""",
+                    message.run_id,
+                    message.account_id,
+                    ts,
+                )
+
+    async def retry_later(self, message: Outgoing, *, after: timedelta, error: str) -> None:
+        """Slack could not take the message now: queue it again, to go no sooner than `after`."""
+        await self.pool.execute(
+            """UPDATE slack_outbox SET state = 'queued', next_attempt_at = now() + $2::interval, error = $3
+                WHERE id = $1 AND state = 'sending'""",
+            message.id,
+            after,
+            error,
+        )
+
+    async def finish(
+        self,
+        message: Outgoing,
+        *,
+        state: str,
+        error: str,
+        outcome: str,
+        detail: str,
+        audit_action: str | None = None,
+        actor: str = "briefing",
+    ) -> None:
+        """The message will not be sent (`state` failed or dropped); its run item's outcome says why, and
+        `audit_action` (if any) is audited with it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE slack_outbox SET state = $2, finished_at = now(), error = $3 WHERE id = $1",
+                message.id,
+                state,
+                error,
+            )
+            if message.run_id is not None and message.account_id is not None:
+                await conn.execute(_ITEM_OUTCOME, message.run_id, message.account_id, outcome, detail)
+            if audit_action is not None:
+                await audit.append(
+                    conn,
+                    actor=actor,
+                    action=audit_action,
+                    account_id=message.account_id,
+                    slack_user_id=message.message.channel,
+                    details={
+                        "not_after": message.not_after.isoformat() if message.not_after else None,
+                        "error": error,
+                    },
+                )
+
+    async def requeue_abandoned(
+        self, conn: asyncpg.Connection, *, older_than: timedelta, keep: Collection[int]
+    ) -> int:
+        """Queue again the messages left `sending` by a drainer that stopped (longer than `older_than`, so a
+        drainer that only lost its connection had time to record them), except this drainer's own (`keep`).
+        They may reach Slack twice: each is flagged `resent`. How many."""
+        return int(
+            await conn.fetchval(
+                """WITH again AS (
+                       UPDATE slack_outbox SET state = 'queued', resent = true
+                        WHERE state = 'sending' AND sending_at < now() - $1::interval AND NOT id = ANY($2::bigint[])
+                    RETURNING 1)
+                   SELECT count(*) FROM again""",
+                older_than,
+                list(keep),
+            )
+        )
+
+    async def open_for_run(self, run_id: int) -> int:
+        """How many of a run's messages are not finished (queued or sending)."""
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM slack_outbox WHERE run_id = $1 AND state IN ('queued', 'sending')",
+                run_id,
+            )
+        )
+
+    async def latest_deadline(self, run_id: int) -> datetime | None:
+        """The latest `not_after` among a run's open messages (None: some have none, or none is open)."""
+        row = await self.pool.fetchrow(
+            """SELECT max(not_after) AS latest, bool_or(not_after IS NULL) AS unbounded
+                 FROM slack_outbox WHERE run_id = $1 AND state IN ('queued', 'sending')""",
+            run_id,
+        )
+        return None if row["unbounded"] is not False else row["latest"]
+
+    async def run_delivery(self, run_id: int) -> RunDelivery:
+        """How a run's messages went."""
+        row = await self.pool.fetchrow(
+            """SELECT count(*) FILTER (WHERE state = 'sent') AS sent,
+                      count(*) FILTER (WHERE state = 'dropped') AS dropped,
+                      count(*) FILTER (WHERE state = 'failed') AS failed,
+                      count(*) FILTER (WHERE state IN ('queued', 'sending')) AS open,
+                      min(queued_at) AS first_queued_at,
+                      max(finished_at) FILTER (WHERE state = 'sent') AS last_sent_at
+                 FROM slack_outbox WHERE run_id = $1""",
+            run_id,
+        )
+        return RunDelivery(**dict(row))
+
+    async def depth(self) -> Depth:
+        """The messages not finished, and the wait of the oldest one that is ready to go."""
+        row = await self.pool.fetchrow(
+            """SELECT count(*) AS open,
+                      coalesce(extract(epoch FROM now() - min(queued_at)
+                                       FILTER (WHERE state = 'queued' AND next_attempt_at <= now())), 0)
+                        AS oldest
+                 FROM slack_outbox WHERE state IN ('queued', 'sending')"""
+        )
+        return Depth(int(row["open"]), float(row["oldest"]))
+
+    async def prune(self, *, older_than: timedelta) -> int:
+        """Delete the finished messages older than `older_than` (they quote mail: kept no longer than needed)."""
+        return int(
+            await self.pool.fetchval(
+                """WITH gone AS (DELETE FROM slack_outbox
+                                  WHERE state IN ('sent', 'dropped', 'failed') AND finished_at < now() - $1::interval
+                                 RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                older_than,
+            )
+        )
+
+    def _seal(self, message: Message, *, kind: str, run_id: int | None, account_id: int | None) -> str:
+        text = json.dumps({"text": message.text, "blocks": message.blocks}, ensure_ascii=False)
+        if self.cipher is None:
+            return text
+        return self.cipher.encrypt(text, context=_context(kind, run_id, account_id))
+
+    def _outgoing(self, row: asyncpg.Record) -> Outgoing:
+        stored = row["message"]
+        if self.cipher is not None and is_encrypted(stored):
+            stored = self.cipher.decrypt(
+                stored, context=_context(row["kind"], row["run_id"], row["account_id"])
+            )
+        parts = json.loads(stored)
+        return Outgoing(
+            id=row["id"],
+            run_id=row["run_id"],
+            account_id=row["account_id"],
+            kind=row["kind"],
+            message=Message(row["channel"], parts["text"], parts["blocks"]),
+            not_after=row["not_after"],
+            queued_at=row["queued_at"],
+            attempts=row["attempts"],
+            resent=row["resent"],
+        )
+
+
+def _context(kind: str, run_id: int | None, account_id: int | None) -> str:
+    """What a sealed message is bound to: one moved to another row does not open there."""
+    return f"slack_outbox:{kind}:{run_id}:{account_id}"
