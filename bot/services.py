@@ -244,7 +244,13 @@ class Services:
     @cached_property
     def summary(self) -> RunSummary:
         """The admin summary of each run."""
-        return RunSummary(settings=self.settings, client=self.slack, accounts=self.accounts, runs=self.runs)
+        return RunSummary(
+            settings=self.settings,
+            client=self.slack,
+            accounts=self.accounts,
+            runs=self.runs,
+            outbox=self.outbox,
+        )
 
     @cached_property
     def risc(self) -> RiscIssuer:

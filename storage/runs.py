@@ -332,6 +332,20 @@ class Runs:
             await lock_run_summary(conn, run.id)
             yield conn
 
+    async def take_summary(self, run: Run, *, left_over: bool = False) -> bool:
+        """Whether this process is to post the run's admin summary: nobody took it yet, or (`left_over`: a run
+        finished by another process, which may have stopped) one took it long ago and never posted it."""
+        return bool(
+            await self.pool.fetchval(
+                """UPDATE briefing_runs SET summary_taken_at = now()
+                    WHERE id = $1 AND summary_ts IS NULL
+                      AND (summary_taken_at IS NULL OR ($2 AND summary_taken_at < now() - interval '10 minutes'))
+                RETURNING true""",
+                run.id,
+                left_over,
+            )
+        )
+
     async def record_summary(self, run: Run, *, channel: str, ts: str) -> None:
         """Where the run's admin summary was posted."""
         await self.pool.execute(

@@ -133,7 +133,14 @@ class Briefing:
         day = datetime.now(self.settings.briefing_timezone).date()
         run = await wait.call(f"beginning the {kind} run", lambda: self.runs.begin(str(kind), day))
         if run.finished:
+            # Finished by a process that may have stopped before its messages went out, or before it posted the
+            # summary: whatever is left of either is done here.
             report.already_finished = True
+            async with self.delivery.running():
+                await wait.call(
+                    f"delivering the {kind} run's messages", lambda: self.delivery.wait_for(run.id)
+                )
+            await self._summarise(run, left_over=True)
             return report
         started = time.monotonic()
         # The run's messages are sent by whichever process drains the queue: this one too, if it is alone.
@@ -296,8 +303,11 @@ class Briefing:
         if found:
             log.info("Learned the language of %d users from users.list", found)
 
-    async def _summarise(self, run: Run) -> None:
+    async def _summarise(self, run: Run, *, left_over: bool = False) -> None:
         try:
+            # One process posts it: the finisher, or (left over) one that found it unposted long after.
+            if not await self.runs.take_summary(run, left_over=left_over):
+                return
             await self.summary.post(run)
         except Exception:  # the run is done; a summary that fails must not make it look failed
             log.exception("The admin summary of the %s run could not be posted", run.kind)

@@ -14,6 +14,7 @@ from bot.google.health import effective_status
 from bot.slack.blocks.admin import RunSummaryView, run_summary
 from storage.accounts import Accounts
 from storage.models import Account, Status
+from storage.outbox import SlackOutbox
 from storage.runs import Run, Runs
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,17 @@ log = logging.getLogger(__name__)
 class RunSummary:
     """Posts and edits the admin summaries; does nothing when ADMIN_CHANNEL_ID is not set."""
 
-    def __init__(self, *, settings: Settings, client: AsyncWebClient, accounts: Accounts, runs: Runs) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        client: AsyncWebClient,
+        accounts: Accounts,
+        runs: Runs,
+        outbox: SlackOutbox | None = None,
+    ) -> None:
         self.settings = settings
+        self.outbox = outbox
         self.client = client
         self.accounts = accounts
         self.runs = runs
@@ -71,6 +81,10 @@ class RunSummary:
             status, cause = effective_status(account, self.settings.required_capabilities)
             attention.append((account, status, cause))
         outcomes = await self.runs.outcomes(run)
+        delivery = await self.outbox.run_delivery(run.id) if self.outbox is not None else None
+        last_sent = None
+        if delivery is not None and delivery.last_sent_at is not None:
+            last_sent = f"{delivery.last_sent_at.astimezone(self.settings.briefing_timezone):%H:%M:%S}"
         return RunSummaryView(
             kind=run.kind,
             day=run.day.isoformat(),
@@ -78,4 +92,6 @@ class RunSummary:
             outcomes=outcomes,
             counts={Status(name): n for name, n in (await self.runs.statuses(run)).items()},
             attention=attention,
+            delivery=delivery,
+            last_sent=last_sent,
         )

@@ -100,6 +100,7 @@ class SlackDelivery:
         self.metrics = metrics
         self.timezone = timezone
         self.holding = False  # whether this process holds the delivery lock now
+        self.abandoned_after = ABANDONED_AFTER
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -234,7 +235,9 @@ class SlackDelivery:
         now = asyncio.get_running_loop().time()
         if now >= self._next_recovery:
             self._next_recovery = now + RECOVER_EVERY_SECONDS
-            again = await self.outbox.requeue_abandoned(conn, older_than=ABANDONED_AFTER, keep=self._sending)
+            again = await self.outbox.requeue_abandoned(
+                conn, older_than=self.abandoned_after, keep=self._sending
+            )
             if again:
                 self.metrics.queue_resent.inc(again)
                 log.warning(

@@ -31,3 +31,7 @@ CREATE TABLE IF NOT EXISTS slack_outbox (
 
 -- What the drainer reads: the messages not finished yet, in the order they go.
 CREATE INDEX IF NOT EXISTS slack_outbox_open ON slack_outbox (priority, id) WHERE state IN ('queued', 'sending');
+
+-- Who posts a run's admin summary: the process that finished the run, once its messages are delivered; if it
+-- stopped before, the next process to look at the finished run. Taken when posting starts, so it is posted once.
+ALTER TABLE briefing_runs ADD COLUMN IF NOT EXISTS summary_taken_at TIMESTAMPTZ;

@@ -26,6 +26,7 @@ from bot.slack.blocks.elements import (
 )
 from bot.slack.mrkdwn import Mrkdwn, mention, slack_text
 from storage.models import Account, Status
+from storage.outbox import RunDelivery
 from storage.runs import Result
 
 
@@ -80,11 +81,43 @@ class RunSummaryView:
     counts: dict[Status, int]
     # The accounts that needed their user when the run handled them, each with its status now.
     attention: list[tuple[Account, Status, str | None]]
+    # How the run's messages went through the delivery queue, when it sent any; `last_sent` in the run's time.
+    delivery: RunDelivery | None = None
+    last_sent: str | None = None
 
     @property
     def still(self) -> int:
         """How many of them still need their user."""
         return sum(1 for _, status, _ in self.attention if status.needs_user)
+
+
+def _delivery(view: RunSummaryView, locale: str) -> list[Mrkdwn]:
+    """How long the run's messages took to deliver, from the first queued to the last one Slack took."""
+    delivery = view.delivery
+    if delivery is None or delivery.sent == 0 or delivery.seconds is None:
+        return []
+    took = duration(delivery.seconds, locale)
+    if delivery.open:
+        return [
+            slack_text(
+                locale, "slack.summary.delivery_open", sent=delivery.sent, took=took, open=delivery.open
+            )
+        ]
+    return [
+        slack_text(
+            locale, "slack.summary.delivery", sent=delivery.sent, took=took, last=view.last_sent or "-"
+        )
+    ]
+
+
+def duration(seconds: float, locale: str) -> Mrkdwn:
+    """A duration as people say it: "42 s", "17 min 5 s", "2 h 3 min" (in `locale`)."""
+    whole = round(seconds)
+    if whole < 60:
+        return slack_text(locale, "slack.summary.duration.seconds", seconds=whole)
+    if whole < 3600:
+        return slack_text(locale, "slack.summary.duration.minutes", minutes=whole // 60, seconds=whole % 60)
+    return slack_text(locale, "slack.summary.duration.hours", hours=whole // 3600, minutes=whole % 3600 // 60)
 
 
 def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]], str]:
@@ -111,7 +144,7 @@ def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]]
             text=MarkdownTextObject(
                 text=slack_text(locale, "slack.summary.accounts", total=view.total, outcomes=outcomes or "-")
                 + "\n"
-                + "\n".join(counts)
+                + "\n".join([*counts, *_delivery(view, locale)])
             )
         ),
         DividerBlock(),

@@ -1,0 +1,286 @@
+"""The delivery queue of the runs' Slack messages: one drainer for every replica, handed over when it dies,
+nothing lost or doubled, deadlines kept, Slack's refusals told apart from its bad moments, no mail in plain
+text at rest, and the queue visible in /metrics and the admin summary."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from bot.appkeys import SERVICES
+from bot.briefing.run import Kind, Result
+from bot.slack.delivery import IN_FLIGHT
+from bot.slack.pacer import POST_MESSAGE
+from storage.crypto import generate_key, is_encrypted
+from storage.outbox import Message, Queueing
+from storage.runs import Done, Run, Runs
+from tests.fakes.google import FakeGoogle
+from tests.fakes.slack import FakeSlack
+from tests.helpers import (
+    BASE_ENV,
+    Serve,
+    cli_process_env,
+    dms,
+    eventually,
+    google_env,
+    healthy,
+    metric,
+    scrape_metrics,
+)
+
+
+def today(app: web.Application) -> datetime:
+    return datetime.now(app[SERVICES].settings.briefing_timezone)
+
+
+async def linked(app: web.Application, slack: FakeSlack, google: FakeGoogle, count: int) -> list[str]:
+    slack_ids = [f"U0Q{number:04d}" for number in range(count)]
+    for slack_id in slack_ids:
+        slack.add_user(slack_id)
+        await healthy(app, google, slack_id)
+    return slack_ids
+
+
+async def until(pool: asyncpg.Pool, query: str, wanted: int, seconds: float = 60) -> None:
+    """Wait until `query` (a count) reaches `wanted`."""
+    for _ in range(int(seconds / 0.02)):
+        if await pool.fetchval(query) >= wanted:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{query!r} did not reach {wanted} in time")
+
+
+async def queued_by_hand(
+    app: web.Application, slack_ids: list[str], *, not_after: datetime | None
+) -> tuple[Runs, Run]:
+    """A run whose items are claimed (worker N the Nth) and whose digests are queued, as a run's workers do."""
+    runs = Runs(app[SERVICES].accounts)
+    run = await runs.begin("briefing", today(app).date())
+    ids = {account.slack_user_id: account.id for account in await app[SERVICES].accounts.list()}
+    for number, slack_id in enumerate(slack_ids):
+        assert await runs.claim(run, worker=number) is not None
+        queued = await app[SERVICES].outbox.queue_digest(
+            run_id=run.id,
+            account_id=ids[slack_id],
+            claim_prefix=runs.claim_prefix,
+            message=Message(slack_id, f"digest for {slack_id}", []),
+            not_after=not_after,
+        )
+        assert queued is Queueing.QUEUED
+    return runs, run
+
+
+async def test_one_drainer_sends_for_every_replica(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    first, second = await serve(), await serve()
+    slack_ids = await linked(first, fake_slack, fake_google, 60)
+    await eventually(lambda: first[SERVICES].delivery.holding or second[SERVICES].delivery.holding)
+    holder, other = (first, second) if first[SERVICES].delivery.holding else (second, first)
+
+    reports = await asyncio.gather(
+        first[SERVICES].briefing.run(Kind.BRIEFING), second[SERVICES].briefing.run(Kind.BRIEFING)
+    )
+
+    # Each returned with every digest delivered, whichever process sent it: the other sent none.
+    assert sorted(line.account.slack_user_id for report in reports for line in report.accounts) == slack_ids
+    assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [1] * len(slack_ids)
+    assert not other[SERVICES].delivery.holding
+    assert other[SERVICES].pacer.lanes.get(POST_MESSAGE) is None or (
+        other[SERVICES].pacer.lanes[POST_MESSAGE].accepted == 0
+    )
+    assert holder[SERVICES].pacer.lanes[POST_MESSAGE].accepted == len(slack_ids)
+    states = await first[SERVICES].pool.fetch("SELECT state, count(*) AS n FROM slack_outbox GROUP BY state")
+    assert {row["state"]: row["n"] for row in states} == {"sent": len(slack_ids)}
+
+
+async def test_a_killed_drainer_hands_over_and_doubles_at_most_what_it_had_in_flight(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, migrated_url: str, tmp_path: Path
+) -> None:
+    app = await serve(BRIEFING_LEASE="2s")
+    if (today(app) + timedelta(minutes=2)).date() != today(app).date():
+        pytest.skip("too close to midnight in Seoul: the takeover would begin the next day's run")
+    survivor = app[SERVICES].delivery
+    await survivor.stop()  # the process about to be killed takes the lock
+    slack_ids = await linked(app, fake_slack, fake_google, 40)
+    fake_slack.delay = 0.1  # Slack takes its time: messages are in flight when the kill comes
+    env = cli_process_env(
+        {
+            **BASE_ENV,
+            **google_env(fake_google),
+            "DATABASE_URL": migrated_url,
+            "SLACK_API_URL": fake_slack.base_url,
+            "GMAIL_RECONNECT_DATA_DIR": str(tmp_path / "data"),
+            "BRIEFING_LEASE": "2s",
+        }
+    )
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run-briefing", env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL
+    )
+    pool = app[SERVICES].pool
+    await until(pool, "SELECT count(*) FROM slack_outbox WHERE state = 'sent'", 10)
+    doomed.send_signal(signal.SIGKILL)
+    await doomed.wait()
+    left_sending = {
+        row["account_id"]
+        for row in await pool.fetch("SELECT account_id FROM slack_outbox WHERE state = 'sending'")
+    }
+    assert len(left_sending) <= IN_FLIGHT
+
+    survivor.abandoned_after = timedelta(seconds=1)  # no Slack call of the dead process is still on its way
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    posts = {slack_id: len(dms(fake_slack, slack_id)) for slack_id in slack_ids}
+    assert min(posts.values()) == 1  # nobody went without
+    ids = {account.slack_user_id: account.id for account in await app[SERVICES].accounts.list()}
+    doubled = {ids[slack_id] for slack_id, n in posts.items() if n > 1}
+    assert doubled <= left_sending and max(posts.values()) <= 2  # only a message in flight may be doubled
+    resent = await pool.fetchval("SELECT count(*) FROM slack_outbox WHERE resent")
+    assert resent == len(left_sending)
+    assert metric(await scrape_metrics(app), "gmail_reconnect_slack_queue_resent_total") == resent
+    assert await pool.fetchval("SELECT count(*) FROM slack_outbox WHERE state <> 'sent'") == 0
+    assert await pool.fetchval("SELECT finished_at IS NOT NULL FROM briefing_runs")
+    assert report.accounts or not await pool.fetchval(
+        "SELECT count(*) FROM briefing_run_items WHERE claimed_by LIKE $1",
+        f"{app[SERVICES].runs.claim_prefix}%",
+    )
+
+
+async def test_a_digest_that_cannot_arrive_by_its_deadline_is_dropped(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    delivery = app[SERVICES].delivery
+    await delivery.stop()
+    late, on_time = await linked(app, fake_slack, fake_google, 2)
+    runs, run = await queued_by_hand(app, [late], not_after=datetime.now(UTC) - timedelta(seconds=1))
+    ids = {account.slack_user_id: account.id for account in await app[SERVICES].accounts.list()}
+
+    delivery.start()
+    await delivery.wait_for(run.id)
+
+    assert dms(fake_slack, late) == []
+    pool = app[SERVICES].pool
+    item = await pool.fetchrow(
+        "SELECT outcome, detail FROM briefing_run_items WHERE account_id = $1", ids[late]
+    )
+    assert item["outcome"] == str(Result.LATE) and "BRIEFING_DEADLINE" in item["detail"]
+    assert await pool.fetchval("SELECT state FROM slack_outbox") == "dropped"
+    audited = await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'briefing.digest_dropped' AND account_id = $1",
+        ids[late],
+    )
+    assert audited == 1
+    samples = await scrape_metrics(app)
+    assert metric(samples, "gmail_reconnect_digests_dropped_total") == 1
+    assert metric(samples, "gmail_reconnect_slack_queue_finished_total", state="dropped") == 1
+    # The worker records the account as "digest" (queued) after the queue dropped it: the "late" stands.
+    await runs.claim(run, after=Done(ids[late], str(Result.DIGEST)), worker=0)
+    assert await pool.fetchval(
+        "SELECT outcome FROM briefing_run_items WHERE account_id = $1", ids[late]
+    ) == str(Result.LATE)
+    assert on_time  # the other account is not part of this run's queue
+
+
+async def test_slack_refusing_one_digest_fails_that_account_only(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve(ADMIN_CHANNEL_ID="C0ADMINS")
+    slack_ids = await linked(app, fake_slack, fake_google, 5)
+    fake_slack.fail("chat.postMessage", error="channel_not_found")
+
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert {line.result for line in report.accounts} == {Result.DIGEST}  # queued, as far as the workers knew
+    posts = [len(dms(fake_slack, slack_id)) for slack_id in slack_ids]
+    assert sorted(posts) == [0, 1, 1, 1, 1]
+    outcomes = await app[SERVICES].runs.outcomes(await app[SERVICES].runs.find("briefing", today(app).date()))
+    assert outcomes == {str(Result.DIGEST): 4, str(Result.FAILED): 1}
+    detail = await app[SERVICES].pool.fetchval(
+        "SELECT detail FROM briefing_run_items WHERE outcome = 'failed'"
+    )
+    assert detail == "Slack answered channel_not_found"
+    summary = fake_slack.calls_to("chat.postMessage")[-1].args
+    assert summary["channel"] == "C0ADMINS" and "1" in str(summary["blocks"])
+
+
+async def test_a_momentary_slack_failure_is_sent_again(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    slack_ids = await linked(app, fake_slack, fake_google, 3)
+    fake_slack.fail("chat.postMessage", error="service_unavailable")  # 5xx are retried by slack_sdk itself
+
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [1, 1, 1]
+    attempts = await app[SERVICES].pool.fetch("SELECT attempts, state FROM slack_outbox ORDER BY attempts")
+    assert [(row["attempts"], row["state"]) for row in attempts] == [(1, "sent"), (1, "sent"), (2, "sent")]
+
+
+async def test_the_queue_keeps_no_mail_in_plain_text_when_encryption_is_on(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve(TOKEN_ENCRYPTION_KEYS=generate_key())
+    (slack_id,) = await linked(app, fake_slack, fake_google, 1)
+    fake_google.add_message(
+        f"{slack_id.lower()}@gmail.com", sender="cfo@example.com", subject="Layoffs list Q3", snippet="draft"
+    )
+
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert "Layoffs list Q3" in str(dms(fake_slack, slack_id)[0])
+    stored = await app[SERVICES].pool.fetchval("SELECT message FROM slack_outbox")
+    assert is_encrypted(stored) and "Layoffs" not in stored
+    # Moved to another row, a sealed message does not open there.
+    await app[SERVICES].pool.execute(
+        "UPDATE slack_outbox SET account_id = account_id + 1000, state = 'queued'"
+    )
+    await app[SERVICES].delivery.wait_for(
+        await app[SERVICES].pool.fetchval("SELECT run_id FROM slack_outbox")
+    )
+    assert await app[SERVICES].pool.fetchval("SELECT state FROM slack_outbox") == "failed"
+    assert len(dms(fake_slack, slack_id)) == 1
+
+
+async def test_metrics_show_the_queue_depth_and_lag(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    delivery = app[SERVICES].delivery
+    await delivery.stop()
+    slack_ids = await linked(app, fake_slack, fake_google, 3)
+    _, run = await queued_by_hand(app, slack_ids, not_after=None)
+    await asyncio.sleep(0.3)
+
+    waiting = await scrape_metrics(app)
+    assert metric(waiting, "gmail_reconnect_slack_queue_depth") == 3
+    assert metric(waiting, "gmail_reconnect_slack_queue_lag_seconds") >= 0.3
+
+    delivery.start()
+    await delivery.wait_for(run.id)
+    done = await scrape_metrics(app)
+    assert metric(done, "gmail_reconnect_slack_queue_depth") == 0
+    assert metric(done, "gmail_reconnect_slack_queue_lag_seconds") == 0
+    assert metric(done, "gmail_reconnect_slack_queue_finished_total", state="sent") == 3
+    assert metric(done, "gmail_reconnect_slack_queue_delivered_seconds_count") == 3
+
+
+async def test_the_admin_summary_says_how_long_delivery_took(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve(ADMIN_CHANNEL_ID="C0ADMINS", DEFAULT_LOCALE="en")
+    await linked(app, fake_slack, fake_google, 4)
+
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    summary = fake_slack.calls_to("chat.postMessage")[-1].args
+    assert summary["channel"] == "C0ADMINS"
+    assert "4 messages delivered in" in str(summary["blocks"])
