@@ -7,9 +7,10 @@ DATABASE_URL's server). Every account is healthy, so every account gets exactly 
 wrong; a digest posted twice is a DM channel with two messages.
 
 Kill trials: the run is killed (SIGKILL) once a random number of digests was posted, and started again at
-once; the restart finishes the run. Measured: the claims the dead process left, its digests in flight (marked
-and not recorded), the seconds from the kill until every one of its claims was taken over, digests posted
-twice, accounts left without one.
+once; the restart finishes the run. Measured: the claims the dead process left, its queued digests not sent
+yet, its messages in flight (`sending` in the delivery queue), the seconds from the kill until every one of its
+claims was taken over and until the restart's drainer posted again, digests posted twice, accounts left without
+one.
 
 Outage trials: the database is cut (tests/helpers.py DatabaseProxy: nothing listens, open connections drop)
 once a random number of digests was posted, for --outage seconds, then restored. Measured: seconds from the
@@ -147,29 +148,36 @@ class Bench:
         killed = time.monotonic()
         await doomed.wait()
         held = await conn.fetch(
-            """SELECT account_id, claimed_by, post_started_at IS NOT NULL AND posted_at IS NULL AS in_flight,
-                      posted_at IS NOT NULL AS posted
-                 FROM briefing_run_items WHERE state = 'claimed'"""
+            "SELECT account_id, claimed_by FROM briefing_run_items WHERE state = 'claimed'"
         )
+        sending = await conn.fetchval("SELECT count(*) FROM slack_outbox WHERE state = 'sending'")
+        queued = await conn.fetchval("SELECT count(*) FROM slack_outbox WHERE state = 'queued'")
+        posted_before = posts(self.slack)
         restart = await self.start(self.dsn)
-        taken_over = None
+        taken_over = handed_over = None
         by = {row["account_id"]: row["claimed_by"] for row in held}
-        while taken_over is None and restart.returncode is None:
+        while (taken_over is None or handed_over is None) and restart.returncode is None:
             rows = await conn.fetch(
                 "SELECT account_id, state, claimed_by FROM briefing_run_items WHERE account_id = ANY($1::int[])",
                 list(by),
             )
-            if all(r["state"] == "done" or r["claimed_by"] != by[r["account_id"]] for r in rows):
+            if taken_over is None and all(
+                r["state"] == "done" or r["claimed_by"] != by[r["account_id"]] for r in rows
+            ):
                 taken_over = time.monotonic() - killed
+            if handed_over is None and posts(self.slack) > posted_before:
+                handed_over = time.monotonic() - killed  # the restart's drainer sends the queue
             await asyncio.sleep(0.02)
         _, stderr = await restart.communicate()
         doubled, lost = delivered(self.slack, self.slack_ids)
         return {
             "killed_after_posts": kill_at,
             "claims_left": len(held),
-            "in_flight": sum(1 for row in held if row["in_flight"]),
-            "posted_not_done": sum(1 for row in held if row["posted"]),
+            "queued_unsent": queued,
+            "in_flight": sending,
             "takeover_seconds": round(taken_over, 2) if taken_over is not None else None,
+            "queue_handed_over_seconds": round(handed_over, 2) if handed_over is not None else None,
+            "seconds_to_finish": round(time.monotonic() - killed, 2),
             "doubled": doubled,
             "lost": lost,
             "restart_exit": restart.returncode,
@@ -223,6 +231,8 @@ class Bench:
             "outages": outages,
             "summary": {
                 "doubled_per_kill": [k["doubled"] for k in kills],
+                "in_flight_per_kill": [k["in_flight"] for k in kills],
+                "queue_handed_over_seconds": [k["queue_handed_over_seconds"] for k in kills],
                 "max_doubled_per_kill": max((k["doubled"] for k in kills), default=0),
                 "lost_after_kills": sum(k["lost"] for k in kills),
                 "takeover_seconds": [k["takeover_seconds"] for k in kills],

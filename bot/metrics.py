@@ -49,7 +49,8 @@ class Metrics:
         )
         self.prompts = Counter(
             "gmail_reconnect_prompts",
-            "Reconnect Gmail DMs, by delivery (posted, updated, snoozed, failed).",
+            "Reconnect Gmail DMs, by delivery (posted, updated, snoozed, failed; queued: put in the delivery queue, "
+            "and counted again as posted, updated or failed when its turn comes).",
             ["delivery"],
             registry=self.registry,
         )
@@ -170,7 +171,7 @@ class Metrics:
         # Series that exist from the start read 0 rather than being absent until the first event.
         for outcome in ("refreshed", "needs_user", "unavailable"):
             self.refreshes.labels(outcome)
-        for delivery in ("posted", "updated", "snoozed", "failed"):
+        for delivery in ("posted", "updated", "snoozed", "failed", "queued"):
             self.prompts.labels(delivery)
         for reason in API_REFUSALS:
             self.api_refused.labels(reason)

@@ -34,6 +34,7 @@ from bot.slack.prompter import Prompter
 from storage.accounts import Accounts
 from storage.errors import TokenUnreadable
 from storage.models import Account, Status
+from storage.outbox import Message, SlackOutbox
 from storage.security_events import ACTOR, SecurityEvents
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,18 @@ class Receipt:
     accounts: int = 0  # how many accounts its events named
 
 
+@dataclass(frozen=True)
+class OwnPrompt:
+    """A Reconnect Gmail DM queued on its own, outside any run (it goes first: storage.outbox.PROMPT_PRIORITY)."""
+
+    outbox: SlackOutbox
+    account_id: int | None
+
+    async def queue_prompt(self, message: Message, *, prompt_id: int, conn: asyncpg.Connection) -> None:
+        """Queue it in the transaction that opened its prompt."""
+        await self.outbox.queue_prompt(conn, prompt_id=prompt_id, message=message, account_id=self.account_id)
+
+
 class SecurityEventResponder:
     """Records each event and starts what follows from it."""
 
@@ -73,8 +86,10 @@ class SecurityEventResponder:
         prompter: Callable[[], Prompter],
         slack: Callable[[], AsyncWebClient],
         users: Callable[[], SlackUsers],
+        outbox: SlackOutbox | None = None,
     ) -> None:
         self.events = events
+        self.outbox = outbox  # the DMs go through the delivery queue, ahead of any digest waiting there
         self.accounts = accounts
         # Built on first use, as Services builds them: a receiver that never needs Slack does without it.
         self._tokens, self._prompter, self._slack, self._users = tokens, prompter, slack, users
@@ -196,7 +211,10 @@ class SecurityEventResponder:
     async def _ask_to_reconnect(self, account: Account, cause: Cause, received_at: float) -> None:
         if account.slack_user_id is None:
             return
-        result = await self._prompter().send(account.slack_user_id, account=account, cause=cause, actor=ACTOR)
+        queue = OwnPrompt(self.outbox, account.id) if self.outbox is not None else None
+        result = await self._prompter().send(
+            account.slack_user_id, account=account, cause=cause, actor=ACTOR, queue=queue
+        )
         log.info(
             "Reconnect Gmail DM for %s after a security event: %s, %.0f ms after the event arrived",
             account.slack_user_id,

@@ -206,6 +206,8 @@ class Services:
             pacer=self.pacer,
             metrics=self.metrics,
             timezone=self.settings.briefing_timezone,
+            prompts=self.prompts,
+            prompter=lambda: self.prompter,
         )
 
     @cached_property
@@ -273,6 +275,7 @@ class Services:
             prompter=lambda: self.prompter,
             slack=lambda: self.slack,
             users=lambda: self.users,
+            outbox=self.outbox,
         )
 
     @cached_property

@@ -32,6 +32,11 @@ class KeysUnreachable(KeysUnavailable):
     """The key set could not be fetched or read just now (the token itself may be fine)."""
 
 
+class KeyNotFetchedYet(KeysUnreachable):
+    """The token names a key the set did not hold when it was last fetched, too recently to fetch it again: the
+    issuer may have just rotated its keys, so the token may be fine once the set is fetched again."""
+
+
 class SigningKeys:
     """The keys published at `url`, fetched when first needed and again when a token names an unknown key."""
 
@@ -50,12 +55,21 @@ class SigningKeys:
             raise KeysUnavailable(f"the token's header cannot be read ({type(error).__name__})") from None
         if not isinstance(kid, str) or not kid:
             raise KeysUnavailable("the token names no key (no kid in its header)")
+        fetched = False
         async with self._lock:
             if self._stale(KEEP_SECONDS) or (
                 kid not in self._keys and self._stale(REFETCH_UNKNOWN_AFTER_SECONDS)
             ):
                 await self._fetch()
+                fetched = True
         key = self._keys.get(kid)
+        if key is None and not fetched:
+            # Refused for good now, a token signed with a key published since the last fetch would be lost: the
+            # sender is asked to come back once the set may be fetched again.
+            raise KeyNotFetchedYet(
+                f"no key {kid!r} was published at {self.url} when the keys were last read; they are read again "
+                f"within {REFETCH_UNKNOWN_AFTER_SECONDS} s"
+            )
         if key is None:
             raise KeysUnavailable(f"no key {kid!r} is published at {self.url}")
         return key

@@ -20,9 +20,14 @@ import asyncpg
 
 from storage import audit
 from storage.crypto import DecryptionError, TokenCipher, is_encrypted
+from storage.pool import transaction
 
 NOTIFY_CHANNEL = "slack_outbox"
 DIGEST = "digest"
+PROMPT = "prompt"
+# Lower goes first: a Reconnect Gmail DM before the digests queued with it.
+PROMPT_PRIORITY = 0
+DIGEST_PRIORITY = 1
 
 
 class Queueing(enum.Enum):
@@ -55,6 +60,7 @@ class Outgoing:
     queued_at: datetime
     attempts: int
     resent: bool
+    prompt_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,16 +90,17 @@ class RunDelivery:
         return max(0.0, (self.last_sent_at - self.first_queued_at).total_seconds())
 
 
-_COLUMNS = "id, run_id, account_id, kind, channel, message, not_after, queued_at, attempts, resent"
+_COLUMNS = "id, run_id, account_id, kind, channel, message, not_after, queued_at, attempts, resent, prompt_id"
 
-# Queued only while the run's item is claimed by this process ($3: its claim prefix), once per run and account.
-_QUEUE_DIGEST = """
+# Queued only while the run's item is claimed by this process ($3: its claim prefix), once per run, account and
+# kind.
+_QUEUE_RUN_MESSAGE = """
 WITH held AS (
         SELECT 1 FROM briefing_run_items
          WHERE run_id = $1 AND account_id = $2 AND state = 'claimed' AND starts_with(claimed_by, $3)),
      queued AS (
-        INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, not_after)
-        SELECT $1, $2, 'digest', $4, $5, $6 WHERE EXISTS (SELECT 1 FROM held)
+        INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, not_after, priority, prompt_id)
+        SELECT $1, $2, $7, $4, $5, $6, $8, $9 WHERE EXISTS (SELECT 1 FROM held)
             ON CONFLICT (run_id, account_id, kind) DO NOTHING
      RETURNING id),
      told AS (SELECT pg_notify('slack_outbox', '') FROM queued)
@@ -119,29 +126,93 @@ class SlackOutbox:
         self, *, run_id: int, account_id: int, claim_prefix: str, message: Message, not_after: datetime | None
     ) -> Queueing:
         """Queue an account's digest of a run, if this process (`claim_prefix`) still holds the account."""
-        row = await self.pool.fetchrow(
-            _QUEUE_DIGEST,
+        return await self._queue_for_run(
+            self.pool,
+            DIGEST,
+            run_id=run_id,
+            account_id=account_id,
+            claim_prefix=claim_prefix,
+            message=message,
+            not_after=not_after,
+        )
+
+    async def queue_prompt(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        prompt_id: int,
+        message: Message,
+        run_id: int | None = None,
+        account_id: int | None = None,
+        claim_prefix: str | None = None,
+    ) -> Queueing:
+        """Queue a Reconnect Gmail DM, in the transaction that opened its prompt (`conn`): for a run's account
+        while this process holds it, or (no run) on its own."""
+        if run_id is not None and claim_prefix is not None:
+            return await self._queue_for_run(
+                conn,
+                PROMPT,
+                run_id=run_id,
+                account_id=account_id,
+                claim_prefix=claim_prefix,
+                message=message,
+                not_after=None,
+                prompt_id=prompt_id,
+            )
+        await conn.execute(
+            """INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, priority, prompt_id)
+               VALUES (NULL, $1, 'prompt', $2, $3, $4, $5)""",
+            account_id,
+            message.channel,
+            self._seal(message, kind=PROMPT, run_id=None, account_id=account_id),
+            PROMPT_PRIORITY,
+            prompt_id,
+        )
+        await conn.execute("SELECT pg_notify('slack_outbox', '')")
+        return Queueing.QUEUED
+
+    async def _queue_for_run(
+        self,
+        conn: asyncpg.Connection | asyncpg.Pool,
+        kind: str,
+        *,
+        run_id: int,
+        account_id: int | None,
+        claim_prefix: str,
+        message: Message,
+        not_after: datetime | None,
+        prompt_id: int | None = None,
+    ) -> Queueing:
+        row = await conn.fetchrow(
+            _QUEUE_RUN_MESSAGE,
             run_id,
             account_id,
             claim_prefix,
             message.channel,
-            self._seal(message, kind=DIGEST, run_id=run_id, account_id=account_id),
+            self._seal(message, kind=kind, run_id=run_id, account_id=account_id),
             not_after,
+            kind,
+            PROMPT_PRIORITY if kind == PROMPT else DIGEST_PRIORITY,
+            prompt_id,
         )
         if not row["held"]:
             return Queueing.NOT_HELD
         return Queueing.QUEUED if row["queued"] else Queueing.ALREADY
 
-    async def take(self, conn: asyncpg.Connection) -> Outgoing | None:
+    async def take(self, conn: asyncpg.Connection, *, busy: Collection[str] = ()) -> Outgoing | None:
         """Mark the next ready message `sending` and return it (None: nothing is ready). On the drainer's lock
-        connection: a drainer that lost its lock (and its connection) takes nothing more. A message that
+        connection: a drainer that lost its lock (and its connection) takes nothing more. A channel in `busy`
+        (a message to it is on its way) is skipped, so each channel gets its messages in order. A message that
         cannot be decrypted (its key left TOKEN_ENCRYPTION_KEYS) is failed, and the next one taken."""
         while True:
             row = await conn.fetchrow(
                 f"""UPDATE slack_outbox SET state = 'sending', sending_at = now(), attempts = attempts + 1
-                     WHERE id = (SELECT id FROM slack_outbox WHERE state = 'queued' AND next_attempt_at <= now()
+                     WHERE id = (SELECT id FROM slack_outbox
+                                  WHERE state = 'queued' AND next_attempt_at <= now()
+                                    AND NOT channel = ANY($1::text[])
                                   ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING {_COLUMNS}"""
+                 RETURNING {_COLUMNS}""",
+                list(busy),
             )
             if row is None:
                 return None
@@ -154,16 +225,18 @@ class SlackOutbox:
                     f"the message could not be decrypted: {error}",
                 )
 
-    async def sent(self, message: Outgoing, *, ts: str | None) -> None:
-        """Slack accepted the message (`ts`)."""
-        async with self.pool.acquire() as conn, conn.transaction():
+    async def sent(
+        self, message: Outgoing, *, ts: str | None, conn: asyncpg.Connection | None = None
+    ) -> None:
+        """Slack accepted the message (`ts`); in the caller's transaction (`conn`), if it has one."""
+        async with transaction(self.pool, conn) as conn:
             await conn.execute(
                 """UPDATE slack_outbox SET state = 'sent', finished_at = now(), ts = $2, error = NULL
                     WHERE id = $1""",
                 message.id,
                 ts,
             )
-            if message.run_id is not None and message.account_id is not None:
+            if message.kind == DIGEST and message.run_id is not None and message.account_id is not None:
                 await conn.execute(
                     """UPDATE briefing_run_items SET posted_at = now(), posted_ts = $3
                         WHERE run_id = $1 AND account_id = $2""",
@@ -188,21 +261,22 @@ class SlackOutbox:
         *,
         state: str,
         error: str,
-        outcome: str,
+        outcome: str | None,
         detail: str,
         audit_action: str | None = None,
         actor: str = "briefing",
+        conn: asyncpg.Connection | None = None,
     ) -> None:
-        """The message will not be sent (`state` failed or dropped); its run item's outcome says why, and
-        `audit_action` (if any) is audited with it."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        """The message will not be sent (`state` failed or dropped); its run item's `outcome` (if any) says
+        why, and `audit_action` (if any) is audited with it."""
+        async with transaction(self.pool, conn) as conn:
             await conn.execute(
                 "UPDATE slack_outbox SET state = $2, finished_at = now(), error = $3 WHERE id = $1",
                 message.id,
                 state,
                 error,
             )
-            if message.run_id is not None and message.account_id is not None:
+            if outcome is not None and message.run_id is not None and message.account_id is not None:
                 await conn.execute(_ITEM_OUTCOME, message.run_id, message.account_id, outcome, detail)
             if audit_action is not None:
                 await audit.append(
@@ -313,6 +387,7 @@ class SlackOutbox:
             queued_at=row["queued_at"],
             attempts=row["attempts"],
             resent=row["resent"],
+            prompt_id=row["prompt_id"],
         )
 
 

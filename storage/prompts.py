@@ -80,9 +80,11 @@ class Prompts:
             await lock_prompt(conn, slack_user_id)
             yield conn
 
-    async def get(self, prompt_id: int) -> Prompt | None:
+    async def get(self, prompt_id: int, *, conn: asyncpg.Connection | None = None) -> Prompt | None:
         """The prompt with this id, or None."""
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM reconnect_prompts WHERE id = $1", prompt_id)
+        row = await (conn or self.pool).fetchrow(
+            f"SELECT {_COLUMNS} FROM reconnect_prompts WHERE id = $1", prompt_id
+        )
         return _prompt(row) if row else None
 
     async def open_for(self, slack_user_id: str, *, conn: asyncpg.Connection | None = None) -> Prompt | None:

@@ -448,3 +448,12 @@ async def make_unreadable(pool: asyncpg.Pool, case: str, user_id: str, *, other_
                 WHERE user_id = $1""",
             user_id,
         )
+
+
+async def delivered(app: web.Application, seconds: float = 30) -> None:
+    """Wait until the Slack delivery queue has sent (or dropped, or failed) everything in it."""
+    for _ in range(int(seconds / 0.01)):
+        if (await app[SERVICES].outbox.depth()).open == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the Slack delivery queue was not drained in time")

@@ -21,7 +21,7 @@ from bot.google.token_service import Outcome, TokenService
 from bot.metrics import Metrics
 from bot.slack.blocks.digest import digest_blocks
 from bot.slack.client import SlackUsers
-from bot.slack.prompter import Delivery, Prompter
+from bot.slack.prompter import Delivery, Prompter, PromptQueue
 from storage import audit
 from storage.accounts import Accounts
 from storage.models import Account, Status, StoredTokens
@@ -41,8 +41,8 @@ class Kind(enum.StrEnum):
     BRIEFING = "briefing"
 
 
-class DigestQueue(Protocol):
-    """Where a run sends an account's digest: the delivery queue (bot.briefing.run.QueuedDigest)."""
+class RunQueue(PromptQueue, Protocol):
+    """Where a run sends an account's messages: the delivery queue (bot.briefing.run.RunMessages)."""
 
     async def queue(self, message: Message) -> None:
         """Queue the digest (raises when this process must not send it)."""
@@ -93,7 +93,7 @@ class AccountBriefing:
         *,
         dry_run: bool = False,
         stored: StoredTokens | None = None,
-        post: DigestQueue | None = None,
+        post: RunQueue | None = None,
         deadline: datetime | None = None,
     ) -> AccountReport:
         """Check one account and act: prompt, refresh, fetch and post (dry: only say what would happen).
@@ -112,7 +112,7 @@ class AccountBriefing:
             if status is not account.status and not dry_run:
                 # Never checked, and the stored data already shows it (e.g. a NULL token): record it.
                 account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
-            return await self._prompt(account, status, cause, dry_run=dry_run)
+            return await self._prompt(account, status, cause, dry_run=dry_run, queue=post)
         if dry_run:
             return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
         access = await self.tokens.access(account, stored=stored)
@@ -120,11 +120,14 @@ class AccountBriefing:
             return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
         if not access.ok:
             return await self._prompt(
-                access.account, access.account.status, Cause.of(access.account.status) or Cause.EXPIRED
+                access.account,
+                access.account.status,
+                Cause.of(access.account.status) or Cause.EXPIRED,
+                queue=post,
             )
         warning = None
         if self.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
-            warning = await self._prompt(access.account, Status.HEALTHY, Cause.TESTING_EXPIRY)
+            warning = await self._prompt(access.account, Status.HEALTHY, Cause.TESTING_EXPIRY, queue=post)
         if kind is Kind.PREFLIGHT:
             return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
         assert access.access_token is not None
@@ -135,14 +138,14 @@ class AccountBriefing:
         account: Account,
         access_token: str,
         *,
-        post: DigestQueue | None = None,
+        post: RunQueue | None = None,
         deadline: datetime | None = None,
     ) -> AccountReport:
         """Fetch the account's unread mail and, in digest mode, queue it for the user (or post it, without a
         queue); after `deadline` (the run's BRIEFING_DEADLINE) the digest is dropped, not posted late."""
         if self.settings.briefing_mode == "digest" and _past(deadline):
             return await self._dropped(account, deadline)
-        read = await self._read_mail(account, access_token)
+        read = await self._read_mail(account, access_token, queue=post)
         if isinstance(read, AccountReport):
             return read
         account, unread = read
@@ -198,7 +201,7 @@ class AccountBriefing:
         return AccountReport(account, Result.LATE, Status.HEALTHY, detail, fetch=fetch)
 
     async def _read_mail(
-        self, account: Account, access_token: str
+        self, account: Account, access_token: str, *, queue: PromptQueue | None
     ) -> tuple[Account, UnreadMail] | AccountReport:
         """The unread mail, or the report of why there is none.
 
@@ -211,7 +214,9 @@ class AccountBriefing:
             return account, await self._unread(access_token)
         except GoogleError as error:
             if error.failure is not Failure.UNAUTHORIZED:
-                return replace(await self._fetch_failed(account, error), fetch=Fetch(str(error), None))
+                return replace(
+                    await self._fetch_failed(account, error, queue=queue), fetch=Fetch(str(error), None)
+                )
             refused = error
         log.info(
             "Gmail refused the access token of account %s before its expiry: refreshing once", account.id
@@ -222,13 +227,16 @@ class AccountBriefing:
             return replace(report, fetch=Fetch(str(refused), None))
         if not access.ok or access.access_token is None:
             cause = Cause.of(access.account.status) or Cause.EXPIRED
-            report = await self._prompt(access.account, access.account.status, cause)
+            report = await self._prompt(access.account, access.account.status, cause, queue=queue)
             return replace(report, fetch=Fetch(str(refused), None))
         try:
             return access.account, await self._unread(access.access_token)
         except GoogleError as error:
             if error.failure is not Failure.UNAUTHORIZED:
-                return replace(await self._fetch_failed(access.account, error), fetch=Fetch(str(error), None))
+                return replace(
+                    await self._fetch_failed(access.account, error, queue=queue),
+                    fetch=Fetch(str(error), None),
+                )
             detail = f"{error}, right after a successful refresh"
             log.warning("Gmail refused account %s's freshly refreshed access token: %s", account.id, error)
             report = AccountReport(access.account, Result.FAILED, access.account.status, detail)
@@ -241,7 +249,9 @@ class AccountBriefing:
             )
         )
 
-    async def _fetch_failed(self, account: Account, error: GoogleError) -> AccountReport:
+    async def _fetch_failed(
+        self, account: Account, error: GoogleError, *, queue: PromptQueue | None
+    ) -> AccountReport:
         if error.failure is Failure.INSUFFICIENT_SCOPE:
             status, cause = Status.INSUFFICIENT_SCOPE, Cause.INSUFFICIENT_SCOPE
         elif error.transient:
@@ -249,17 +259,25 @@ class AccountBriefing:
         else:
             return AccountReport(account, Result.FAILED, account.status, str(error))
         updated = await self.accounts.set_status(account.id, status=status, cause=str(error), actor=ACTOR)
-        return await self._prompt(updated, status, cause)
+        return await self._prompt(updated, status, cause, queue=queue)
 
     async def _prompt(
-        self, account: Account, status: Status, cause: Cause, *, dry_run: bool = False
+        self,
+        account: Account,
+        status: Status,
+        cause: Cause,
+        *,
+        dry_run: bool = False,
+        queue: PromptQueue | None = None,
     ) -> AccountReport:
         if dry_run:
             return AccountReport(
                 account, Result.PROMPTED, status, f"would send the Reconnect Gmail DM ({cause})"
             )
         assert account.slack_user_id is not None
-        sent = await self.prompter.send(account.slack_user_id, account=account, cause=cause, actor=ACTOR)
+        sent = await self.prompter.send(
+            account.slack_user_id, account=account, cause=cause, actor=ACTOR, queue=queue
+        )
         if sent.delivery is Delivery.SNOOZED:
             return AccountReport(account, Result.SNOOZED, status, str(cause))
         if sent.delivery is Delivery.FAILED:

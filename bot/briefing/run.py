@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
-from bot.briefing.account import AccountBriefing, AccountReport, DigestQueue, Kind
+import asyncpg
+
+from bot.briefing.account import AccountBriefing, AccountReport, Kind, RunQueue
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
 from bot.database_wait import DatabaseUnavailable, DatabaseWait
@@ -40,9 +42,9 @@ class LeaseLost(Exception):
 
 
 @dataclass(frozen=True)
-class QueuedDigest:
-    """An account's digest as a run sends it: into the delivery queue, once, while this process holds the
-    account (LeaseLost: another process took it over, and queues it itself)."""
+class RunMessages:
+    """An account's messages as a run sends them: into the delivery queue, once each, while this process holds
+    the account (LeaseLost: another process took it over, and queues them itself)."""
 
     outbox: SlackOutbox
     runs: Runs
@@ -58,6 +60,19 @@ class QueuedDigest:
             claim_prefix=self.runs.claim_prefix,
             message=message,
             not_after=self.deadline,
+        )
+        if queued is Queueing.NOT_HELD:
+            raise LeaseLost(self.account_id)
+
+    async def queue_prompt(self, message: Message, *, prompt_id: int, conn: asyncpg.Connection) -> None:
+        """Queue the Reconnect Gmail DM, in the transaction that opened its prompt."""
+        queued = await self.outbox.queue_prompt(
+            conn,
+            prompt_id=prompt_id,
+            message=message,
+            run_id=self.run.id,
+            account_id=self.account_id,
+            claim_prefix=self.runs.claim_prefix,
         )
         if queued is Queueing.NOT_HELD:
             raise LeaseLost(self.account_id)
@@ -287,7 +302,7 @@ class Briefing:
         if claim.account is not None and claim.account.slack_user_id:
             self.users.remember(claim.account.slack_user_id, claim.slack_locale)
             deadline = self.settings.digest_deadline(run.day) if kind is Kind.BRIEFING else None
-            post = QueuedDigest(self.delivery.outbox, self.runs, run, claim.account_id, deadline)
+            post = RunMessages(self.delivery.outbox, self.runs, run, claim.account_id, deadline)
             return await self._safely(claim.account, kind, stored=claim.stored, post=post, deadline=deadline)
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
         return None
@@ -367,7 +382,7 @@ class Briefing:
         kind: Kind,
         *,
         stored: StoredTokens | None = None,
-        post: DigestQueue | None = None,
+        post: RunQueue | None = None,
         deadline: datetime | None = None,
     ) -> AccountReport:
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -29,9 +29,11 @@ from bot.metrics import Metrics
 from bot.slack.client import SLACK_TIMEOUT_SECONDS
 from bot.slack.paced_client import prepaid
 from bot.slack.pacer import POST_MESSAGE, Pacer
+from bot.slack.prompter import Prompter
 from storage.errors import DATABASE_OUTAGE
 from storage.locks import try_lock_delivery, unlock_delivery
-from storage.outbox import DIGEST, NOTIFY_CHANNEL, Outgoing, SlackOutbox
+from storage.outbox import DIGEST, NOTIFY_CHANNEL, PROMPT, Outgoing, SlackOutbox
+from storage.prompts import Prompts, PromptState
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,12 @@ class SlackDelivery:
         pacer: Pacer,
         metrics: Metrics,
         timezone: tzinfo,
+        prompts: Prompts,
+        prompter: Callable[[], Prompter],
     ) -> None:
         self.pool = pool
+        self.prompts = prompts
+        self.prompter = prompter  # made when a Reconnect Gmail DM first comes (it needs SECRET_KEY)
         self.outbox = outbox
         self.client = client
         self.pacer = pacer
@@ -106,6 +112,7 @@ class SlackDelivery:
         self._wake = asyncio.Event()
         self._conn_lock = asyncio.Lock()
         self._sending: set[int] = set()
+        self._busy: set[str] = set()  # the channels a message is on its way to
         self._next_recovery = 0.0
         self._next_prune = 0.0
         self._token_refused_logged = False
@@ -217,7 +224,9 @@ class SlackDelivery:
             try:
                 async with self._conn_lock:
                     await self._housekeeping(conn)
-                    message = await self.outbox.take(conn)
+                    message = await self.outbox.take(conn, busy=self._busy)
+                    if message is not None:
+                        self._busy.add(message.message.channel)
             except DATABASE_OUTAGE:
                 return  # the lock went with the connection: _run takes it again once it can
             if message is None:
@@ -229,6 +238,8 @@ class SlackDelivery:
                 await self._deliver(conn, message)
             finally:
                 self._sending.discard(message.id)
+                self._busy.discard(message.message.channel)
+                self._wake.set()  # a message for that channel may be waiting
 
     async def _housekeeping(self, conn: asyncpg.Connection) -> None:
         """Now and then: queue again what a stopped drainer left `sending`, and prune old finished messages."""
@@ -250,6 +261,9 @@ class SlackDelivery:
             await self.outbox.prune(older_than=KEEP_FINISHED)
 
     async def _deliver(self, conn: asyncpg.Connection, message: Outgoing) -> None:
+        if message.kind == PROMPT:
+            await self._deliver_prompt(message)
+            return
         if _too_late(message):
             await self._drop(message)
             return
@@ -283,6 +297,50 @@ class SlackDelivery:
         self.metrics.queue_delivered_seconds.observe(
             max(0.0, (datetime.now(UTC) - message.queued_at).total_seconds())
         )
+
+    async def _deliver_prompt(self, message: Outgoing) -> None:
+        """A Reconnect Gmail DM: posted, or the open DM edited, under the user's prompt lock (as the Prompter
+        does it), and recorded on the prompt with the message; dropped when the prompt was closed meanwhile."""
+        user = message.message.channel
+        async with self.prompts.locked(user) as conn:
+            prompt = await self.prompts.get(message.prompt_id, conn=conn) if message.prompt_id else None
+            if prompt is None or prompt.state is not PromptState.OPEN:
+                log.info("The queued Reconnect Gmail DM for %s is not needed any more: dropped", user)
+                await self.outbox.finish(
+                    message,
+                    state="dropped",
+                    error="its prompt was closed before it went out",
+                    outcome=None,
+                    detail="",
+                    conn=conn,
+                )
+                self.metrics.queue_finished.labels("dropped").inc()
+                return
+            try:
+                channel, ts, edited = await self.prompter().deliver(
+                    prompt, blocks=message.message.blocks, text=message.message.text
+                )
+            except SlackApiError as error:
+                refused = error
+            except (aiohttp.ClientError, TimeoutError) as error:
+                refused = None
+                momentary = f"{type(error).__name__} on the way to Slack"
+            else:
+                await self.prompts.record_sent(
+                    prompt, channel_id=channel, message_ts=ts, edited=edited, actor=ACTOR, conn=conn
+                )
+                await self.outbox.sent(message, ts=ts, conn=conn)
+                self.metrics.prompts.labels("updated" if edited else "posted").inc()
+                self.metrics.queue_finished.labels("sent").inc()
+                self.metrics.queue_delivered_seconds.observe(
+                    max(0.0, (datetime.now(UTC) - message.queued_at).total_seconds())
+                )
+                return
+        if refused is not None:
+            self.metrics.prompts.labels("failed").inc()
+            await self._refused(message, refused)
+        else:
+            await self._later(message, momentary)
 
     async def _refused(self, message: Outgoing, error: SlackApiError) -> None:
         code = str(error.response.get("error") or error.response.status_code)

@@ -10,9 +10,10 @@ import enum
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -25,6 +26,7 @@ from bot.slack.client import SlackUsers
 from bot.slack.ids import slack_actor
 from storage.accounts import Accounts
 from storage.models import Account
+from storage.outbox import Message
 from storage.prompts import Prompt, Prompts, PromptState
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,17 @@ class Delivery(enum.StrEnum):
 
     POSTED = "posted"  # a new DM
     UPDATED = "updated"  # the open prompt's DM, edited in place
+    QUEUED = "queued"  # in the delivery queue, whose drainer posts it or edits the open DM
     SNOOZED = "snoozed"  # nothing sent: the user asked to be reminded later
     FAILED = "failed"  # Slack refused (e.g. the user is deactivated); nothing was recorded
+
+
+class PromptQueue(Protocol):
+    """Where a run sends its Reconnect Gmail DMs: the delivery queue (bot.briefing.run.RunMessages)."""
+
+    async def queue_prompt(self, message: Message, *, prompt_id: int, conn: asyncpg.Connection) -> None:
+        """Queue the DM of `prompt_id` in the transaction that opened the prompt (raises when this process
+        must not send it)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +95,10 @@ class Prompter:
         actor: str,
         slack_team_id: str | None = None,
         respect_snooze: bool = True,
+        queue: PromptQueue | None = None,
     ) -> PromptResult:
-        """Ask the user to reconnect: edit the open prompt's DM if there is one, else open a DM and post it."""
+        """Ask the user to reconnect: edit the open prompt's DM if there is one, else open a DM and post it; with
+        a `queue`, the delivery queue does either when the DM's turn comes."""
         result = await self._send(
             slack_user_id,
             account=account,
@@ -93,6 +106,7 @@ class Prompter:
             actor=actor,
             slack_team_id=slack_team_id,
             respect_snooze=respect_snooze,
+            queue=queue,
         )
         self.metrics.prompts.labels(str(result.delivery)).inc()
         return result
@@ -106,6 +120,7 @@ class Prompter:
         actor: str,
         slack_team_id: str | None,
         respect_snooze: bool,
+        queue: PromptQueue | None,
     ) -> PromptResult:
         locale = await self.users.locale(slack_user_id)
         claims = self.links.new_claims(slack_user_id, slack_team_id=slack_team_id)
@@ -132,7 +147,13 @@ class Prompter:
                     first_connection=account is None,
                 )
                 blocks, fallback = reconnect_dm(view, locale)
-                channel, ts, edited = await self._deliver(prompt, blocks=blocks, text=fallback)
+                if queue is not None:
+                    await queue.queue_prompt(
+                        Message(slack_user_id, fallback, blocks), prompt_id=prompt.id, conn=conn
+                    )
+                    log.info("Reconnect Gmail DM for %s queued (%s)", slack_user_id, cause)
+                    return PromptResult(Delivery.QUEUED, prompt)
+                channel, ts, edited = await self.deliver(prompt, blocks=blocks, text=fallback)
                 sent = await self.prompts.record_sent(
                     prompt, channel_id=channel, message_ts=ts, edited=edited, actor=actor, conn=conn
                 )
@@ -192,7 +213,7 @@ class Prompter:
         local = (now or datetime.now(UTC)).astimezone(self.timezone)
         return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=self.timezone)
 
-    async def _deliver(
+    async def deliver(
         self, prompt: Prompt, *, blocks: list[dict[str, Any]], text: str
     ) -> tuple[str, str, bool]:
         """(channel, ts, edited): the open DM edited in place, or a new DM when there is none to edit."""

@@ -1,12 +1,15 @@
--- The delivery queue of the runs' Slack messages. A run writes each digest here, fenced by its claim on the
--- account, instead of posting it; one drainer at a time (the holder of a session advisory lock, so a drainer
+-- The delivery queue of the runs' Slack messages. A run writes each digest and Reconnect Gmail DM here, fenced
+-- by its claim on the account, instead of posting it; one drainer at a time (the holder of a session advisory lock, so a drainer
 -- that dies hands over at once) sends the queue at the workspace's pace. A message is marked `sending` before
 -- it goes to Slack and `sent` when Slack accepts it: after a crash only those still `sending` may be doubled.
 CREATE TABLE IF NOT EXISTS slack_outbox (
     id BIGSERIAL PRIMARY KEY,
     run_id BIGINT REFERENCES briefing_runs (id) ON DELETE CASCADE,
     account_id INTEGER,
-    kind TEXT NOT NULL CHECK (kind IN ('digest')),
+    kind TEXT NOT NULL CHECK (kind IN ('digest', 'prompt')),
+    -- A Reconnect Gmail DM: its prompt, which says at send time whether to post it, edit the DM already sent,
+    -- or drop it (the user reconnected meanwhile).
+    prompt_id BIGINT REFERENCES reconnect_prompts (id) ON DELETE CASCADE,
     channel TEXT NOT NULL,
     -- {"text": ..., "blocks": [...]} as JSON: encrypted with TOKEN_ENCRYPTION_KEYS when it is set (it quotes
     -- the user's mail), else plain.

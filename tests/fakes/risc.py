@@ -65,6 +65,7 @@ class Delivery:
     body: str
     sent_at: float
     answered_at: float
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class FakeRisc:
         self.client_id = client_id
         self.issuer = issuer
         self.key = RsaKey.generate()
+        self.retired_keys: list[RsaKey] = []  # still published after a rotation, as Google does for a while
         self.unknown_key = RsaKey.generate()  # never published
         self.service_account_key = RsaKey.generate()
         self.service_account_email = "risc-admin@test-project.iam.gserviceaccount.com"
@@ -156,6 +158,11 @@ class FakeRisc:
             claims, signer.private_pem, algorithm="RS256", headers={"kid": signer.kid, "typ": "secevent+jwt"}
         )
 
+    def rotate(self) -> None:
+        """Sign with a new key from now on, publishing it beside the old one."""
+        self.retired_keys.insert(0, self.key)
+        self.key = RsaKey.generate()
+
     def event(self, name: str, *, sub: str | None = None, **attributes: Any) -> dict[str, dict[str, Any]]:
         """One event of type `name` (e.g. "tokens-revoked") about the Google account `sub`."""
         uri = (OAUTH if name in ("tokens-revoked", "token-revoked") else RISC) + name
@@ -173,7 +180,9 @@ class FakeRisc:
                 url, data=token.encode(), headers={"Content-Type": content_type, "Accept": "application/json"}
             ) as response,
         ):
-            delivery = Delivery(token, response.status, await response.text(), sent, time.monotonic())
+            delivery = Delivery(
+                token, response.status, await response.text(), sent, time.monotonic(), dict(response.headers)
+            )
         self.deliveries.append(delivery)
         return delivery
 
@@ -190,7 +199,7 @@ class FakeRisc:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.jwks_fetches += 1
-        return web.json_response({"keys": [self.key.jwk]})
+        return web.json_response({"keys": [key.jwk for key in (self.key, *self.retired_keys)]})
 
     # ---- the management API -----------------------------------------------------------------------------------
 

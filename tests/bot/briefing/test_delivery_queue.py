@@ -20,6 +20,7 @@ from bot.slack.delivery import IN_FLIGHT
 from bot.slack.pacer import POST_MESSAGE
 from storage.crypto import generate_key, is_encrypted
 from storage.outbox import Message, Queueing
+from storage.prompts import PromptState
 from storage.runs import Done, Run, Runs
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
@@ -27,6 +28,7 @@ from tests.helpers import (
     BASE_ENV,
     Serve,
     cli_process_env,
+    delivered,
     dms,
     eventually,
     google_env,
@@ -284,3 +286,86 @@ async def test_the_admin_summary_says_how_long_delivery_took(
     summary = fake_slack.calls_to("chat.postMessage")[-1].args
     assert summary["channel"] == "C0ADMINS"
     assert "4 messages delivered in" in str(summary["blocks"])
+
+
+async def queued_prompt(app: web.Application, slack_id: str, text: str) -> int:
+    """A Reconnect Gmail DM put in the queue outside a run (as a security event does): its prompt's id."""
+    prompts = app[SERVICES].prompts
+    async with prompts.locked(slack_id) as conn:
+        prompt = await prompts.open(
+            slack_id, account_id=None, incident="none:missing", cause="missing", conn=conn
+        )
+        await app[SERVICES].outbox.queue_prompt(
+            conn,
+            prompt_id=prompt.id,
+            message=Message(slack_id, text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]),
+        )
+    return prompt.id
+
+
+async def test_the_runs_reconnect_dms_go_through_the_queue_first_and_are_recorded(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    healthy_ids = await linked(app, fake_slack, fake_google, 3)
+    fake_slack.add_user("U0QBROKEN")
+    await healthy(app, fake_google, "U0QBROKEN")
+    fake_google.revoke_refresh_token("1//U0QBROKEN")
+    await app[SERVICES].pool.execute(
+        "UPDATE gmail_tokens SET expiry = now() - interval '1 minute' WHERE metadata->>'slack_user_id' = 'U0QBROKEN'"
+    )
+
+    await app[SERVICES].briefing.run(Kind.PREFLIGHT)
+
+    rows = await app[SERVICES].pool.fetch("SELECT kind, state, prompt_id FROM slack_outbox")
+    assert [(row["kind"], row["state"]) for row in rows] == [("prompt", "sent")]
+    prompt = await app[SERVICES].prompts.get(rows[0]["prompt_id"])
+    assert prompt is not None and prompt.has_message and prompt.sent_count == 1
+    assert len(dms(fake_slack, "U0QBROKEN")) == 1 and all(dms(fake_slack, i) == [] for i in healthy_ids)
+    # The briefing edits that DM (queued again, sent as chat.update), and posts the digests.
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
+    assert len(dms(fake_slack, "U0QBROKEN")) == 1
+    assert [call.args["ts"] for call in fake_slack.calls_to("chat.update")] == [prompt.message_ts]
+    assert (await app[SERVICES].prompts.get(prompt.id)).sent_count == 2  # type: ignore[union-attr]
+    samples = await scrape_metrics(app)
+    assert metric(samples, "gmail_reconnect_prompts_total", delivery="queued") == 2
+    assert metric(samples, "gmail_reconnect_prompts_total", delivery="posted") == 1
+    assert metric(samples, "gmail_reconnect_prompts_total", delivery="updated") == 1
+
+
+async def test_a_queued_dm_is_dropped_once_its_user_reconnected(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    delivery = app[SERVICES].delivery
+    await delivery.stop()
+    fake_slack.add_user("U0QLATE")
+    await queued_prompt(app, "U0QLATE", "Reconnect Gmail, please")
+    await app[SERVICES].prompts.close("U0QLATE", state=PromptState.RESOLVED, actor="test")
+
+    delivery.start()
+    await delivered(app)
+
+    assert dms(fake_slack, "U0QLATE") == []
+    assert await app[SERVICES].pool.fetchval("SELECT state FROM slack_outbox") == "dropped"
+
+
+async def test_two_queued_dms_for_one_user_make_one_message_edited_in_place(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    delivery = app[SERVICES].delivery
+    await delivery.stop()
+    fake_slack.add_user("U0QTWICE")
+    first = await queued_prompt(app, "U0QTWICE", "first reminder")
+    second = await queued_prompt(app, "U0QTWICE", "second reminder")
+    assert first == second  # one open prompt per user
+
+    delivery.start()
+    await delivered(app)
+
+    (message,) = dms(fake_slack, "U0QTWICE")
+    assert "second reminder" in str(message)
+    prompt = await app[SERVICES].prompts.get(first)
+    assert prompt is not None and prompt.sent_count == 2
+    assert [call.args["text"] for call in fake_slack.calls_to("chat.update")] == ["second reminder"]

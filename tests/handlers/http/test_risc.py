@@ -27,6 +27,7 @@ from tests.helpers import (
     Serve,
     block_text,
     buttons,
+    delivered,
     dms,
     eventually,
     healthy,
@@ -116,6 +117,7 @@ async def test_a_replayed_jti_changes_nothing(
     assert (await fake_risc.deliver(receiver(app), token)).status == 202
     await settled(fake_slack, "chat.postMessage")
     await app[SERVICES].security_events.drain()
+    await delivered(app)
     # The user reconnects; then the same token comes again.
     await healthy(app, fake_google, "U0REPLAY")
 
@@ -123,6 +125,7 @@ async def test_a_replayed_jti_changes_nothing(
 
     assert again.status == 202
     await app[SERVICES].security_events.drain()
+    await delivered(app)
     assert (await app[SERVICES].accounts.get(account.id)).status is Status.HEALTHY
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
     assert len(await risc_audit(app)) == 1
@@ -161,6 +164,36 @@ async def test_a_forged_token_is_refused_and_changes_nothing(
     assert (await app[SERVICES].accounts.get(account.id)).status is Status.HEALTHY
     assert fake_slack.calls_to("chat.postMessage") == []
     assert await risc_audit(app) == []
+
+
+async def test_a_token_signed_with_a_key_rotated_in_since_the_last_fetch_is_not_lost(
+    start: Serve, fake_google: FakeGoogle, fake_risc: FakeRisc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await start()
+    account = await connected(app, fake_google, "U0ROTATE")
+    verification = fake_risc.sign(fake_risc.event("verification", state="before"))
+    assert (await fake_risc.deliver(receiver(app), verification)).status == 202  # the keys are read now
+    fake_risc.rotate()
+    revoked = fake_risc.sign(fake_risc.event("tokens-revoked", sub=account.metadata["google_sub"]))
+
+    # Within a minute of the last fetch the keys are not fetched again: Google is asked to deliver it later,
+    # rather than told that the token is bad (a 400 it would not retry).
+    early = await fake_risc.deliver(receiver(app), revoked)
+
+    assert early.status == 503 and early.headers["Retry-After"] == "60"
+    assert (await app[SERVICES].accounts.get(account.id)).status is Status.HEALTHY
+    assert fake_risc.jwks_fetches == 1
+    monkeypatch.setattr("bot.signing_keys.REFETCH_UNKNOWN_AFTER_SECONDS", 0)
+    again = await fake_risc.deliver(receiver(app), revoked)
+    assert again.status == 202 and fake_risc.jwks_fetches == 2
+    await app[SERVICES].security_events.drain()
+    await delivered(app)
+    assert (await app[SERVICES].accounts.get(account.id)).status is Status.REVOKED
+    # A key that is still unknown right after a fetch is refused for good.
+    forged = await fake_risc.deliver(
+        receiver(app), fake_risc.sign(fake_risc.event("verification"), key="unknown")
+    )
+    assert forged.status == 400 and json.loads(forged.body)["err"] == "invalid_key"
 
 
 async def test_garbage_and_the_wrong_content_type_get_400(start: Serve, fake_risc: FakeRisc) -> None:
@@ -233,12 +266,14 @@ async def test_account_enabled_checks_with_google_and_restores_the_account(
     sub = account.metadata["google_sub"]
     await fake_risc.deliver(receiver(app), fake_risc.sign(fake_risc.event("account-disabled", sub=sub)))
     await app[SERVICES].security_events.drain()
+    await delivered(app)
     refreshes = len(fake_google.calls_to("/token"))
 
     assert (
         await fake_risc.deliver(receiver(app), fake_risc.sign(fake_risc.event("account-enabled", sub=sub)))
     ).status == 202
     await app[SERVICES].security_events.drain()
+    await delivered(app)
 
     restored = await app[SERVICES].accounts.get(account.id)
     assert restored.status is Status.HEALTHY and "google_disabled_reason" not in restored.metadata
@@ -260,6 +295,7 @@ async def test_sessions_revoked_triggers_a_check_that_finds_the_grant_gone(
 
     assert delivery.status == 202
     await app[SERVICES].security_events.drain()
+    await delivered(app)
     assert len(fake_google.calls_to("/token")) == refreshes + 1  # the check asked Google
     checked = await app[SERVICES].accounts.get(account.id)
     assert checked.status.needs_user
@@ -276,6 +312,7 @@ async def test_a_healthy_grant_survives_a_credential_change_check(
     event = fake_risc.event("account-credential-change-required", sub=account.metadata["google_sub"])
     assert (await fake_risc.deliver(receiver(app), fake_risc.sign(event))).status == 202
     await app[SERVICES].security_events.drain()
+    await delivered(app)
 
     assert (await app[SERVICES].accounts.get(account.id)).status is Status.HEALTHY
     assert fake_slack.calls_to("chat.postMessage") == []
