@@ -43,6 +43,16 @@ _GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail."
 GMAIL_READ_SCOPES = frozenset(
     {_GMAIL_SCOPE + "readonly", _GMAIL_SCOPE + "modify", "https://mail.google.com/"}
 )
+# Sign-in scopes: Google's granular consent screen shows no box for them, so a user cannot untick them.
+IDENTITY_SCOPES = frozenset(
+    {
+        "openid",
+        "email",
+        "profile",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+    }
+)
 EXPIRED_OR_REVOKED = "Token has been expired or revoked."
 # What Gmail answers the parts of a large batch beyond a user's concurrency (HTTP 429).
 TOO_MANY_CONCURRENT = "Too many concurrent requests for user."
@@ -83,7 +93,10 @@ class Consent:
 
     email: str = "user@gmail.com"
     sub: str | None = None  # None: derived from the email
-    granted_scopes: list[str] | None = None  # None: everything requested
+    # The boxes left ticked (None: all): of the scopes requested, only these and the sign-in ones are granted.
+    granted_scopes: list[str] | None = None
+    # Time-based access: the user grants the app access for this long only (None: until revoked).
+    access_for: timedelta | None = None
     deny: bool = False  # redirect back with error=access_denied
     error: str | None = None  # redirect back with this error code
     sticky: bool = False
@@ -162,6 +175,7 @@ class _Grant:
     scopes: list[str]
     refresh_token: str | None = None
     revoked: bool = False
+    refresh_expires_at: float | None = None  # time-based access: when the refresh token stops working
 
 
 @dataclass
@@ -207,6 +221,10 @@ def _gmail_error(status: int, message: str | None = None) -> web.Response:
         error["errors"] = [{"reason": "rateLimitExceeded", "domain": "global", "message": message}]
     error["status"] = name
     return web.json_response({"error": error}, status=status)
+
+
+def _within_granted_time(grant: _Grant) -> bool:
+    return grant.refresh_expires_at is None or time.time() < grant.refresh_expires_at
 
 
 def _redirect(uri: str, params: dict[str, str]) -> web.Response:
@@ -427,7 +445,13 @@ class FakeGoogle:
 
     def revoke_refresh_token(self, refresh_token: str) -> None:
         """Revoke a grant as the user would from their Google account; its tokens stop working."""
-        self._refresh_tokens[refresh_token].revoked = True
+        grant = self._refresh_tokens[refresh_token]
+        grant.revoked = True
+        self._granted.pop((grant.client_id, grant.email), None)
+
+    def end_granted_time(self, refresh_token: str) -> None:
+        """Let the time a user granted (time-based access) run out now: the refresh token stops working."""
+        self._refresh_tokens[refresh_token].refresh_expires_at = time.time()
 
     def add_refresh_token(
         self,
@@ -437,12 +461,15 @@ class FakeGoogle:
         scopes: list[str],
         client_id: str | None = None,
         client_secret: str | None = None,
+        access_for: timedelta | None = None,
     ) -> None:
-        """Register an existing grant, optionally issued to another OAuth client."""
+        """Register an existing grant, optionally issued to another OAuth client or for a limited time (from now)."""
         client_id = client_id or self.client_id
         if client_id not in self._clients:
             self._clients[client_id] = client_secret or "GOCSPX-" + secrets.token_urlsafe(21)
         grant = _Grant(client_id, email, subject_for(email), list(scopes), refresh_token)
+        if access_for is not None:
+            grant.refresh_expires_at = time.time() + access_for.total_seconds()
         self._refresh_tokens[refresh_token] = grant
         self._secrets.add(refresh_token)
 
@@ -547,6 +574,9 @@ class FakeGoogle:
             self._refresh_tokens[grant.refresh_token] = grant
             self._secrets.add(grant.refresh_token)
             body["refresh_token"] = grant.refresh_token
+        if grant.refresh_expires_at is not None:
+            # Google's answer, to a code exchange or a refresh, when the user granted time-based access.
+            body["refresh_token_expires_in"] = max(0, int(grant.refresh_expires_at - time.time()))
         body["scope"] = " ".join(grant.scopes)
         body["token_type"] = "Bearer"
         if "openid" in grant.scopes and not self.omit_id_token:
@@ -615,13 +645,23 @@ class FakeGoogle:
             return _redirect(
                 redirect_uri, {"error": consent.error or "access_denied", "state": query["state"]}
             )
-        scopes = list(query["scope"].split() if consent.granted_scopes is None else consent.granted_scopes)
+        # Granular consent: the user may untick any box, but there is none for the sign-in scopes, and nothing
+        # that was not asked for can be granted.
+        ticked = consent.granted_scopes
+        scopes = [
+            scope
+            for scope in query["scope"].split()
+            if ticked is None or scope in ticked or scope in IDENTITY_SCOPES
+        ]
         earlier = self._granted.setdefault((client_id, consent.email), [])
+        # Incremental authorization: with include_granted_scopes the new grant also holds every earlier one.
         if query.get("include_granted_scopes") == "true":
             scopes += [scope for scope in earlier if scope not in scopes]
         earlier += [scope for scope in scopes if scope not in earlier]
         code = "4/0" + secrets.token_urlsafe(54)
         grant = _Grant(client_id, consent.email, consent.subject, scopes)
+        if consent.access_for is not None:
+            grant.refresh_expires_at = time.time() + consent.access_for.total_seconds()
         self._codes[code] = _Code(grant, redirect_uri, query["code_challenge"])
         self._secrets.add(code)
         params = {"state": query["state"], "code": code, "scope": " ".join(scopes), "authuser": "0"}
@@ -650,7 +690,7 @@ class FakeGoogle:
             return self._exchange_code(client_id, form)
         if grant_type == "refresh_token":
             grant = self._refresh_tokens.get(form.get("refresh_token", ""))
-            if grant is None or grant.revoked:
+            if grant is None or grant.revoked or not _within_granted_time(grant):
                 return _oauth_error(400, "invalid_grant", EXPIRED_OR_REVOKED)
             if grant.client_id != client_id:
                 return _oauth_error(401, "unauthorized_client", "Unauthorized")
@@ -680,6 +720,8 @@ class FakeGoogle:
             return _oauth_error(400, "invalid_token", "Token expired or revoked")
         grant.revoked = True
         self.revoked.add(token)
+        # The app's access is gone: a later consent screen asks for every scope again.
+        self._granted.pop((grant.client_id, grant.email), None)
         return web.json_response({})
 
     async def _certs(self, request: web.Request) -> web.Response:

@@ -494,6 +494,61 @@ async def test_consent_screen_outcomes(google: FakeGoogle, http: aiohttp.ClientS
     assert params["scope"] == f"{READONLY} {SEND}"
 
 
+async def test_granular_consent_grants_only_ticked_boxes_that_were_asked_for(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    _, challenge = pkce_pair()
+    # Sign-in scopes have no box to untick; a box for a scope that was not asked for does not exist.
+    google.consent = Consent(email="d@example.com", granted_scopes=[READONLY, SEND])
+    _, params = await consent(http, google, ["openid", "email", READONLY], challenge)
+    assert params["scope"] == f"openid email {READONLY}"
+    google.consent = Consent(email="e@example.com", granted_scopes=[])
+    _, params = await consent(http, google, ["openid", "email", READONLY, SEND], challenge)
+    assert params["scope"] == "openid email"
+
+
+async def test_incremental_authorization_returns_the_union_only_when_asked(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    google.consent = Consent(email="f@example.com", granted_scopes=[READONLY], sticky=True)
+    first = await connect(http, google, ["openid", "email", READONLY, SEND])
+    assert first["scope"] == f"openid email {READONLY}"
+    google.consent = Consent(email="f@example.com", sticky=True)
+    _, challenge = pkce_pair()
+    _, params = await consent(http, google, ["openid", "email", SEND], challenge)
+    assert params["scope"] == f"openid email {SEND}"  # without include_granted_scopes: only the new ones
+    _, params = await consent(http, google, [SEND], challenge, include_granted_scopes="true")
+    assert set(params["scope"].split()) == {"openid", "email", READONLY, SEND}
+
+    # Once the user removes the app's access, nothing earlier is granted any more.
+    google.revoke_refresh_token(first["refresh_token"])
+    _, params = await consent(http, google, [SEND], challenge, include_granted_scopes="true")
+    assert params["scope"] == SEND
+
+
+async def test_time_based_access_ends_the_refresh_token(
+    google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    assert "refresh_token_expires_in" not in await connect(http, google)
+    google.consent = Consent(email="g@example.com", access_for=timedelta(days=1))
+    tokens = await connect(http, google)
+    assert 86_390 <= tokens["refresh_token_expires_in"] <= 86_400
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    status, refreshed = await post_token(http, google, **form)
+    assert status == 200 and 0 < refreshed["refresh_token_expires_in"] <= tokens["refresh_token_expires_in"]
+
+    google.end_granted_time(tokens["refresh_token"])
+    assert await post_token(http, google, **form) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+    )
+    google.add_refresh_token(
+        "1//limited", email="h@example.com", scopes=[READONLY], access_for=timedelta(hours=2)
+    )
+    status, body = await post_token(http, google, grant_type="refresh_token", refresh_token="1//limited")
+    assert status == 200 and 7190 <= body["refresh_token_expires_in"] <= 7200
+
+
 async def test_consent_screen_rejects_bad_requests(google: FakeGoogle, http: aiohttp.ClientSession) -> None:
     status, body = await consent(http, google, [READONLY], "")
     assert (status, body["text"]) == (
