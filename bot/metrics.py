@@ -43,7 +43,7 @@ class Metrics:
         )
         self.refreshes = Counter(
             "gmail_reconnect_refreshes",
-            "Access-token refreshes asked of Google, by outcome (refreshed, needs_user, unavailable).",
+            "Access-token refreshes asked of Google, by outcome (refreshed, limited, needs_user, unavailable).",
             ["outcome"],
             registry=self.registry,
         )
@@ -169,7 +169,7 @@ class Metrics:
             registry=self.registry,
         )
         # Series that exist from the start read 0 rather than being absent until the first event.
-        for outcome in ("refreshed", "needs_user", "unavailable"):
+        for outcome in ("refreshed", "limited", "needs_user", "unavailable"):
             self.refreshes.labels(outcome)
         for delivery in ("posted", "updated", "snoozed", "failed", "queued"):
             self.prompts.labels(delivery)

@@ -242,7 +242,10 @@ class SecurityEventResponder:
         log.info("Checked account %s with Google after %s: %s", account.id, event, access.outcome)
         status = access.account.status
         cause = Cause.of(status)
-        if access.outcome is Outcome.NEEDS_USER and cause not in (None, Cause.DISCONNECTED):
+        if access.outcome in (Outcome.NEEDS_USER, Outcome.LIMITED) and cause not in (
+            None,
+            Cause.DISCONNECTED,
+        ):
             assert cause is not None
             await self._ask_to_reconnect(access.account, cause, time.monotonic())
 

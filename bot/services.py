@@ -236,6 +236,7 @@ class Services:
             users=self.users,
             timezone=self.settings.briefing_timezone,
             metrics=self.metrics,
+            required=self.settings.required_capabilities,
         )
 
     @cached_property

@@ -170,7 +170,8 @@ class Accounts:
     ) -> Account:
         """Store a grant on the account of `slack_user_id` (else `user_id`), creating the row if needed.
 
-        A grant without a refresh token keeps the stored one. Metadata keys given are merged in; the
+        A grant without a refresh token keeps the stored one (and its end, unless the grant gives a new one); a
+        new refresh token without an end lasts until revoked. Metadata keys given are merged in; the
         status, its cause and an audit event are written in the same transaction (nested in `conn`'s, if given).
         """
         if not (slack_user_id or user_id):
@@ -200,6 +201,9 @@ class Accounts:
                           metadata = coalesce(metadata, '{}'::jsonb) || $5::jsonb,
                           oauth_config = coalesce($6::jsonb, oauth_config),
                           refresh_token_issued_at = CASE WHEN $7 THEN now() ELSE refresh_token_issued_at END,
+                          refresh_token_expires_at = CASE WHEN $11::timestamptz IS NOT NULL THEN $11
+                                                          WHEN $7 THEN NULL
+                                                          ELSE refresh_token_expires_at END,
                           status_changed_at = CASE WHEN status IS DISTINCT FROM $8 THEN now()
                                                    ELSE status_changed_at END,
                           status = $8,
@@ -217,6 +221,7 @@ class Accounts:
                 str(status),
                 cause,
                 refreshed,
+                grant.refresh_token_expiry,
             )
             if status is Status.HEALTHY:
                 await sync_legacy_flag(conn, row, equipped=True)
@@ -306,7 +311,8 @@ class Accounts:
             )
             await conn.execute(
                 """UPDATE gmail_tokens
-                      SET token_data = $2, expiry = NULL, status = $3, status_cause = $4, last_checked_at = now(),
+                      SET token_data = $2, expiry = NULL, refresh_token_expires_at = NULL, status = $3,
+                          status_cause = $4, last_checked_at = now(),
                           status_changed_at = CASE WHEN status IS DISTINCT FROM $3 THEN now() ELSE status_changed_at END
                     WHERE id = $1""",
                 account_id,

@@ -59,6 +59,7 @@ class Account:
     last_fetch_at: datetime | None = None
     last_fetch_result: str | None = None  # "ok", or why the briefing fetch did not happen
     last_fetch_messages: int | None = None
+    refresh_token_expires_at: datetime | None = None  # time-based access: when the granted time ends
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class TokenGrant:
     expiry: datetime | None
     scopes: list[str] | None
     token_type: str = "Bearer"
+    # Time-based access: when Google ends the refresh token (None: Google gave no end).
+    refresh_token_expiry: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ ACCOUNT_COLUMNS = """
        g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
        g.expiry AT TIME ZONE 'UTC' AS expiry, g.last_refresh_at, g.last_checked_at, g.refresh_token_issued_at,
        g.created_at::timestamptz AS created_at, g.updated_at::timestamptz AS updated_at,
-       g.last_fetch_at, g.last_fetch_result, g.last_fetch_messages,
+       g.last_fetch_at, g.last_fetch_result, g.last_fetch_messages, g.refresh_token_expires_at,
        coalesce(g.token_data->>'access_token', g.token_data->'encrypted'->>'access_token', '') <> ''
            AS has_access_token,
        coalesce(g.token_data->>'refresh_token', g.token_data->'encrypted'->>'refresh_token', '') <> ''
@@ -57,6 +57,7 @@ def account_of(row: asyncpg.Record) -> Account:
         last_fetch_at=row["last_fetch_at"],
         last_fetch_result=row["last_fetch_result"],
         last_fetch_messages=row["last_fetch_messages"],
+        refresh_token_expires_at=row["refresh_token_expires_at"],
     )
 
 

@@ -16,7 +16,8 @@ from bot.config import Settings
 from bot.google.client import GoogleClient
 from bot.google.errors import Failure, GoogleError
 from bot.google.gmail import Gmail, UnreadMail
-from bot.google.health import Cause, effective_status, testing_expiry_near
+from bot.google.health import Cause, effective_status, granted_access_ending, testing_expiry_near
+from bot.google.scopes import Capability, capabilities_of
 from bot.google.token_service import Outcome, TokenService
 from bot.metrics import Metrics
 from bot.slack.blocks.digest import digest_blocks
@@ -108,30 +109,42 @@ class AccountBriefing:
         if status is Status.DISABLED:
             return AccountReport(account, Result.SKIPPED, status, "Google disabled the Google account")
         cause = Cause.of(status)
-        if cause is not None:
+        # A grant that lacks only some permission still reads mail: the digest goes on while the user is asked.
+        reads = status is Status.INSUFFICIENT_SCOPE and _reads(account)
+        if cause is not None and not reads:
             if status is not account.status and not dry_run:
                 # Never checked, and the stored data already shows it (e.g. a NULL token): record it.
                 account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
             return await self._prompt(account, status, cause, dry_run=dry_run, queue=post)
         if dry_run:
             return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
+        if reads and status is not account.status:
+            account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
         access = await self.tokens.access(account, stored=stored)
         if access.outcome is Outcome.UNAVAILABLE:
             return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
-        if not access.ok:
+        if not access.allows(Capability.READ):
             return await self._prompt(
                 access.account,
                 access.account.status,
                 Cause.of(access.account.status) or Cause.EXPIRED,
                 queue=post,
             )
-        warning = None
-        if self.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
+        warning, now = None, datetime.now(UTC)
+        if not access.ok:  # limited: ask for what the grant lacks, and post the digest all the same
+            warning = await self._prompt(
+                access.account, access.account.status, Cause.INSUFFICIENT_SCOPE, queue=post
+            )
+        elif self.settings.google_testing_mode and testing_expiry_near(access.account, now):
             warning = await self._prompt(access.account, Status.HEALTHY, Cause.TESTING_EXPIRY, queue=post)
+        elif granted_access_ending(access.account, now):
+            warning = await self._prompt(access.account, Status.HEALTHY, Cause.ACCESS_ENDING, queue=post)
         if kind is Kind.PREFLIGHT:
             return warning or AccountReport(access.account, Result.CHECKED, Status.HEALTHY)
         assert access.access_token is not None
-        return await self.fetch(access.account, access.access_token, post=post, deadline=deadline)
+        report = await self.fetch(access.account, access.access_token, post=post, deadline=deadline)
+        # A limited grant's user still needs to act: the run says so, whatever came of the digest.
+        return report if access.ok else replace(report, status=access.account.status)
 
     async def fetch(
         self,
@@ -225,7 +238,7 @@ class AccountBriefing:
         if access.outcome is Outcome.UNAVAILABLE:
             report = AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
             return replace(report, fetch=Fetch(str(refused), None))
-        if not access.ok or access.access_token is None:
+        if not access.allows(Capability.READ) or access.access_token is None:
             cause = Cause.of(access.account.status) or Cause.EXPIRED
             report = await self._prompt(access.account, access.account.status, cause, queue=queue)
             return replace(report, fetch=Fetch(str(refused), None))
@@ -283,6 +296,11 @@ class AccountBriefing:
         if sent.delivery is Delivery.FAILED:
             return AccountReport(account, Result.FAILED, status, f"Slack answered {sent.error}")
         return AccountReport(account, Result.PROMPTED, status, f"{cause}, DM {sent.delivery}")
+
+
+def _reads(account: Account) -> bool:
+    """Whether the account's stored grant can read mail, which is all the digest needs."""
+    return account.has_refresh_token and Capability.READ in capabilities_of(account.scopes)
 
 
 def _past(deadline: datetime | None) -> bool:

@@ -24,6 +24,7 @@ from bot.briefing.account import AccountBriefing, AccountReport, Kind, RunQueue
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
 from bot.database_wait import DatabaseUnavailable, DatabaseWait
+from bot.google.scopes import Capability
 from bot.google.token_service import TokenService
 from bot.metrics import Metrics
 from bot.slack.client import SlackUsers
@@ -342,7 +343,7 @@ class Briefing:
         run, before = taken
         access = await self.tokens.access(account)
         report = None
-        if access.ok and access.access_token is not None:
+        if access.allows(Capability.READ) and access.access_token is not None:
             report = await self.one.fetch(access.account, access.access_token)
             await self._record_fetch(account, report)
         if report is None or report.result is not Result.DIGEST:

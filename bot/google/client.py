@@ -36,6 +36,7 @@ class TokenResponse:
     expiry: datetime | None
     scopes: list[str] | None
     id_token: str | None = field(default=None, repr=False)  # when `openid` was granted
+    refresh_token_expiry: datetime | None = None  # when the user granted time-based access
 
 
 class GoogleClient:
@@ -116,21 +117,26 @@ class GoogleClient:
 
 def token_response(body: dict[str, Any], *, now: datetime | None = None) -> TokenResponse:
     """A TokenResponse from the token endpoint's JSON."""
-    expiry = None
-    try:
-        seconds = float(body.get("expires_in"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if 0 <= seconds < 10 * 365 * 86400:
-        expiry = (now or datetime.now(UTC)) + timedelta(seconds=seconds)
+    now = now or datetime.now(UTC)
     scope = body.get("scope")
     return TokenResponse(
         access_token=str(body["access_token"]),
         refresh_token=str(body["refresh_token"]) if body.get("refresh_token") else None,
-        expiry=expiry,
+        expiry=expires_after(body.get("expires_in"), now),
         scopes=scope.split() if isinstance(scope, str) else None,
         id_token=body["id_token"] if isinstance(body.get("id_token"), str) else None,
+        refresh_token_expiry=expires_after(body.get("refresh_token_expires_in"), now),
     )
+
+
+def expires_after(seconds: object, now: datetime) -> datetime | None:
+    """The moment `seconds` (a token answer's expires_in or refresh_token_expires_in) after `now`; None for a
+    value that is missing or not a sensible lifetime."""
+    try:
+        lifetime = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return now + timedelta(seconds=lifetime) if 0 <= lifetime < 10 * 365 * 86400 else None
 
 
 async def retry_transient(attempt: Callable[[], Awaitable[T]], *, attempts: int, backoff: float) -> T:

@@ -35,6 +35,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.google.client import expires_after
 from bot.google.errors import Failure, GoogleError, token_error
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class Exchange:
     granted_scopes: list[str]
     # The ID token's claims if google-auth verified it (see `verify_id_token`), else {}.
     id_claims: dict[str, Any] = field(repr=False)
+    # When the user granted time-based access: the refresh token's end (refresh_token_expires_in).
+    refresh_token_expiry: datetime | None = None
 
 
 class Consent:
@@ -146,6 +149,8 @@ class Consent:
             expiry=expiry,
             granted_scopes=list(granted.split() if isinstance(granted, str) else granted),
             id_claims=id_claims,
+            # google-auth's Credentials has no field for it: read from the token answer itself.
+            refresh_token_expiry=expires_after(token.get("refresh_token_expires_in"), datetime.now(UTC)),
         )
 
     def _fetch_and_verify(self, flow: Flow, code: str) -> tuple[dict[str, Any], dict[str, Any]]:

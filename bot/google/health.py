@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.google.scopes import Capability, capabilities_of, missing_capabilities
@@ -34,9 +34,14 @@ def offline_assessment(
         return Status.MISSING, "No refresh token is stored, so the access token cannot be renewed."
     lacking = missing_capabilities(list(scopes), required)
     if lacking:
-        words = " or ".join(_CAPABILITY_WORDS[capability] for capability in lacking)
-        return Status.INSUFFICIENT_SCOPE, f"The granted permissions do not allow {words}."
+        return Status.INSUFFICIENT_SCOPE, lacking_cause(lacking)
     return Status.UNKNOWN, "Not checked with Google yet."
+
+
+def lacking_cause(lacking: Iterable[Capability]) -> str:
+    """The cause of an insufficient_scope status: the required permissions the grant lacks, named."""
+    words = " or ".join(_CAPABILITY_WORDS[capability] for capability in lacking)
+    return f"The granted permissions do not allow {words}."
 
 
 def effective_status(account: Account, required: Iterable[Capability]) -> tuple[Status, str | None]:
@@ -66,6 +71,7 @@ class Cause(enum.StrEnum):
     ACCESS_REMOVED = (
         "access_removed"  # Google's security event: the user removed the app in their Google Account
     )
+    ACCESS_ENDING = "access_ending"  # still works, but the time-based access the user granted ends soon
 
     @classmethod
     def of(cls, status: Status) -> Cause | None:
@@ -86,6 +92,8 @@ _CAUSE_OF_STATUS = {
 # Google ends a testing-mode refresh token 7 days after it is issued; warn a day before.
 TESTING_TOKEN_LIFETIME = timedelta(days=7)
 TESTING_WARNING = timedelta(days=1)
+# Time-based access that the user granted is warned about as early.
+ACCESS_WARNING = TESTING_WARNING
 
 
 def testing_expiry_near(account: Account, now: datetime) -> bool:
@@ -95,6 +103,28 @@ def testing_expiry_near(account: Account, now: datetime) -> bool:
         account.has_refresh_token
         and issued is not None
         and now >= issued + TESTING_TOKEN_LIFETIME - TESTING_WARNING
+    )
+
+
+def granted_access_ending(account: Account, now: datetime) -> bool:
+    """True when the time-based access the user granted ends within a day (and has not ended yet)."""
+    ends = account.refresh_token_expires_at
+    return account.has_refresh_token and ends is not None and ends - ACCESS_WARNING <= now < ends
+
+
+def granted_access_ended(account: Account, now: datetime) -> bool:
+    """True once the time-based access the user granted has ended: Google refuses the refresh token."""
+    ends = account.refresh_token_expires_at
+    return account.has_refresh_token and ends is not None and now >= ends
+
+
+def access_ended_cause(account: Account) -> str:
+    """The cause of an account expired because the time-based access its user granted ran out."""
+    ends = account.refresh_token_expires_at
+    when = f" on {ends.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if ends is not None else ""
+    return (
+        f"The time-limited access the user granted on Google's consent screen ended{when}; "
+        "reconnecting grants it again."
     )
 
 
@@ -113,11 +143,17 @@ def account_summary(account: Account, required: Iterable[Capability]) -> dict[st
         "cause": cause,
         "can_read": Capability.READ in capabilities,
         "can_send": Capability.SEND in capabilities,
+        # The required permissions the grant lacks (what a reconnection would ask Google for).
+        "missing": [str(c) for c in missing_capabilities(account.scopes, required)]
+        if account.has_refresh_token
+        else [],
         "scopes": account.scopes,
         "expiry": _iso(account.expiry),
         "last_refresh_at": _iso(account.last_refresh_at),
         "last_checked_at": _iso(account.last_checked_at),
         "refresh_token_issued_at": _iso(account.refresh_token_issued_at),
+        # Time-based access: when the access the user granted ends (null: until revoked).
+        "access_ends_at": _iso(account.refresh_token_expires_at),
         "robing_id": account.robing_id,
     }
 

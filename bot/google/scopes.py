@@ -14,6 +14,17 @@ from googleapiclient.discovery_cache import get_static_doc
 
 from storage.scopes import normalize_scope, normalize_scopes
 
+# The sign-in scopes: they say who the user is (the email that must match the linked mailbox), and Google's
+# granular consent screen has no box for unticking them.
+IDENTITY_SCOPES = frozenset(
+    {
+        "openid",
+        "email",
+        "profile",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+    }
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # a dot inside a scope name (gmail.metadata) ends no sentence
 _ADD_ON = re.compile(r"\badd-?ons?\b", re.IGNORECASE)
 
@@ -56,6 +67,17 @@ def missing_capabilities(scopes: object, required: Iterable[Capability]) -> list
     """The required capabilities the granted scopes lack, in a stable order (read before send)."""
     have = capabilities_of(scopes)
     return [capability for capability in Capability if capability in set(required) and capability not in have]
+
+
+def scopes_to_ask(configured: Iterable[str], lacking: Iterable[Capability]) -> list[str]:
+    """Of the configured scopes, those an incremental request asks for: the sign-in ones and those that grant
+    a lacking capability (Google keeps the rest with include_granted_scopes)."""
+    wanted = set(lacking)
+    return [
+        scope
+        for scope in configured
+        if normalize_scope(scope) in IDENTITY_SCOPES or capabilities_of([scope]) & wanted
+    ]
 
 
 @functools.cache

@@ -20,8 +20,13 @@ from bot.errors import ConfigError
 from bot.google.client import GoogleClient
 from bot.google.consent import google_subject, verify_id_token
 from bot.google.errors import Failure, GoogleError
-from bot.google.health import TESTING_TOKEN_LIFETIME
-from bot.google.scopes import Capability, missing_capabilities
+from bot.google.health import (
+    TESTING_TOKEN_LIFETIME,
+    access_ended_cause,
+    granted_access_ended,
+    lacking_cause,
+)
+from bot.google.scopes import Capability, capabilities_of, missing_capabilities
 from bot.metrics import Metrics
 from storage.accounts import Accounts
 from storage.errors import TokenUnreadable
@@ -30,7 +35,8 @@ from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 log = logging.getLogger(__name__)
 
 ACTOR = "token-service"
-_CAPABILITY_SCOPES = {Capability.READ: "gmail.readonly", Capability.SEND: "gmail.send"}
+# How far past the end of time-based access an invalid_grant is still put down to it (clocks differ).
+_ACCESS_END_SKEW = timedelta(minutes=5)
 
 
 class Outcome(enum.StrEnum):
@@ -39,6 +45,9 @@ class Outcome(enum.StrEnum):
     VALID = "valid"  # the stored access token is good for a while
     REFRESHED = "refreshed"  # a new access token was fetched and stored
     NEEDS_USER = "needs_user"  # only the user, reconnecting, can fix it; the status says why
+    # A working access token whose grant lacks a required permission (insufficient_scope says which): it
+    # can do what was granted, e.g. read the digest, while the user is asked for the rest.
+    LIMITED = "limited"
     UNAVAILABLE = "unavailable"  # Google could not be asked right now; the status is unchanged
 
 
@@ -54,8 +63,13 @@ class Access:
 
     @property
     def ok(self) -> bool:
-        """True when `access_token` can be used now."""
+        """True when `access_token` can be used now, for everything the bot needs."""
         return self.outcome in (Outcome.VALID, Outcome.REFRESHED)
+
+    def allows(self, capability: Capability) -> bool:
+        """True when `access_token` can be used now for `capability` (a limited grant may allow it)."""
+        usable = self.ok or self.outcome is Outcome.LIMITED
+        return usable and self.access_token is not None and capability in capabilities_of(self.account.scopes)
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ class TokenService:
             # records its status anew.
             if self._fresh(tokens) and current.status is not Status.UNREADABLE:
                 assert tokens is not None
-                return Access(Outcome.VALID, current, tokens.access_token, tokens.expiry)
+                return Access(_usable(current), current, tokens.access_token, tokens.expiry)
         task = self._in_flight.get(current.id)
         if task is None:
             task = asyncio.create_task(self._refresh_once(current.id, force=force_refresh))
@@ -194,7 +208,7 @@ class TokenService:
                 return await self._unreadable(account, error, conn=conn)
             if not force and self._fresh(tokens) and account.status is not Status.UNREADABLE:
                 assert tokens is not None
-                return Access(Outcome.VALID, account, tokens.access_token, tokens.expiry)
+                return Access(_usable(account), account, tokens.access_token, tokens.expiry)
             if tokens is None and account.status is Status.DISCONNECTED:
                 # Disconnected on purpose: say so, rather than calling the tokens "missing".
                 return Access(Outcome.NEEDS_USER, account, cause=account.status_cause)
@@ -202,6 +216,13 @@ class TokenService:
                 cause = "No Gmail token is stored." if tokens is None else "No refresh token is stored."
                 account = await self.accounts.set_status(
                     account_id, status=Status.MISSING, cause=cause, actor=ACTOR, conn=conn
+                )
+                return Access(Outcome.NEEDS_USER, account, cause=cause)
+            if granted_access_ended(account, datetime.now(UTC)):
+                # Google ends the refresh token when the granted time runs out: no need to ask it.
+                cause = access_ended_cause(account)
+                account = await self.accounts.set_status(
+                    account_id, status=Status.EXPIRED, cause=cause, actor=ACTOR, conn=conn
                 )
                 return Access(Outcome.NEEDS_USER, account, cause=cause)
             access = await self._refresh(conn, account, tokens.refresh_token)
@@ -225,12 +246,15 @@ class TokenService:
         lacking = missing_capabilities(scopes, self.required)
         status, cause = Status.HEALTHY, None
         if lacking:
-            status = Status.INSUFFICIENT_SCOPE
-            cause = (
-                "The granted permissions lack " + " and ".join(_CAPABILITY_SCOPES[c] for c in lacking) + "."
-            )
+            status, cause = Status.INSUFFICIENT_SCOPE, lacking_cause(lacking)
         stored = await self.accounts.store_tokens(
-            grant=TokenGrant(response.access_token, response.refresh_token, response.expiry, response.scopes),
+            grant=TokenGrant(
+                response.access_token,
+                response.refresh_token,
+                response.expiry,
+                response.scopes,
+                refresh_token_expiry=response.refresh_token_expiry,
+            ),
             actor=ACTOR,
             user_id=account.user_id,
             status=status,
@@ -242,7 +266,7 @@ class TokenService:
         )
         log.info("Refreshed the access token of account %s (%s)", account.id, account.user_id)
         if lacking:
-            return Access(Outcome.NEEDS_USER, stored, cause=cause)
+            return Access(Outcome.LIMITED, stored, response.access_token, response.expiry, cause=cause)
         return Access(Outcome.REFRESHED, stored, response.access_token, response.expiry)
 
     async def _google_sub(self, account: Account, id_token: str | None, client_id: str) -> dict[str, str]:
@@ -289,6 +313,8 @@ class TokenService:
         return Access(Outcome.NEEDS_USER, updated, cause=cause)
 
     def _invalid_grant(self, account: Account, error: GoogleError) -> tuple[Status, str]:
+        if granted_access_ended(account, datetime.now(UTC) + _ACCESS_END_SKEW):
+            return Status.EXPIRED, access_ended_cause(account)
         issued = account.refresh_token_issued_at
         if self.testing_mode and issued is not None and datetime.now(UTC) - issued >= TESTING_TOKEN_LIFETIME:
             return Status.EXPIRED, (
@@ -304,6 +330,11 @@ class TokenService:
             "Google says the access was revoked or has expired (invalid_grant): the password may have changed, "
             "access may have been removed in the Google account, or the token went unused for months."
         )
+
+
+def _usable(account: Account) -> Outcome:
+    """What a fresh stored access token is for this account: valid, or limited to what its grant allows."""
+    return Outcome.LIMITED if account.status is Status.INSUFFICIENT_SCOPE else Outcome.VALID
 
 
 def build_token_service(

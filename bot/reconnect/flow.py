@@ -21,7 +21,8 @@ from bot.config import Settings
 from bot.google.client import GoogleClient
 from bot.google.consent import Consent, google_subject, verified_email
 from bot.google.errors import Failure, GoogleError
-from bot.google.scopes import missing_capabilities
+from bot.google.health import lacking_cause
+from bot.google.scopes import capabilities_of, missing_capabilities, scopes_to_ask
 from bot.reconnect.answer import STATE_TTL, Answer
 from bot.reconnect.hooks import Reconnected, ReconnectHooks
 from bot.reconnect.identity import SlackIdentity
@@ -124,7 +125,7 @@ class ReconnectFlow:
         account = await self.accounts.find_by_slack_id(claims.slack_user_id)
         state = secrets.token_urlsafe(32)
         code_verifier = secrets.token_urlsafe(64)
-        scopes = list(self.settings.google_scopes)
+        scopes = self._scopes_for(account, claims.purpose)
         redirect_uri = self.settings.oauth_redirect_uri
         await self.states.create(
             state=state,
@@ -145,8 +146,25 @@ class ReconnectFlow:
         )
         return Answer("redirect", 302, location=url)
 
+    def _scopes_for(self, account: Account | None, purpose: Purpose) -> list[str]:
+        """Every configured scope; but for a working grant that lacks only some permission, only the scopes
+        that grant it (incremental authorization): Google keeps the earlier grant with include_granted_scopes,
+        so its screen asks just for what is missing, and its token answer names the union."""
+        configured = list(self.settings.google_scopes)
+        if (
+            account is None
+            or purpose is not Purpose.RECONNECT
+            or account.status is not Status.INSUFFICIENT_SCOPE
+            or not account.has_refresh_token
+            or not capabilities_of(account.scopes) & self.settings.required_capabilities
+        ):
+            return configured
+        lacking = missing_capabilities(account.scopes, self.settings.required_capabilities)
+        return scopes_to_ask(configured, lacking) if lacking else configured
+
     async def finish(self, query: Mapping[str, str], *, browser_binding: str | None) -> Answer:
-        """Handle Google's redirect back: every outcome is a page; tokens are stored only on full success."""
+        """Handle Google's redirect back: every outcome is a page; tokens are stored only for a grant of the
+        right mailbox that allows something the bot needs (what it lacks is then named)."""
         state_value = query.get("state", "")
         if not state_value:
             return Answer("state_missing", 400)
@@ -193,8 +211,12 @@ class ReconnectFlow:
             log.warning("Code exchange for Slack user %s failed: %s", state.slack_user_id, failure)
             return _exchange_failed(failure, retry), None
 
-        lacking = missing_capabilities(exchange.granted_scopes, self.settings.required_capabilities)
-        if lacking:
+        # Granular consent: a user may untick boxes. A grant that allows something the bot needs is kept (a
+        # read-only grant still brings the digest) and its status names what is missing; one that allows
+        # nothing the bot needs is not stored.
+        required = self.settings.required_capabilities
+        lacking = missing_capabilities(exchange.granted_scopes, required)
+        if not capabilities_of(exchange.granted_scopes) & required:
             return Answer(
                 "missing_permissions", 400, params={"missing": [str(c) for c in lacking], "retry_url": retry}
             ), None
@@ -229,7 +251,11 @@ class ReconnectFlow:
         try:
             stored = await self.accounts.store_tokens(
                 grant=TokenGrant(
-                    exchange.access_token, exchange.refresh_token, exchange.expiry, exchange.granted_scopes
+                    exchange.access_token,
+                    exchange.refresh_token,
+                    exchange.expiry,
+                    exchange.granted_scopes,
+                    refresh_token_expiry=exchange.refresh_token_expiry,
                 ),
                 actor=slack_actor(state.slack_user_id),
                 slack_user_id=state.slack_user_id,
@@ -241,7 +267,8 @@ class ReconnectFlow:
                     **({"google_sub": sub} if (sub := google_subject(exchange.id_claims)) else {}),
                 },
                 oauth_config=await self._oauth_config(account),
-                status=Status.HEALTHY,
+                status=Status.INSUFFICIENT_SCOPE if lacking else Status.HEALTHY,
+                cause=lacking_cause(lacking) if lacking else None,
                 action="tokens.reconnected",
                 details={
                     "purpose": state.purpose,
@@ -267,6 +294,12 @@ class ReconnectFlow:
                 link_id=state.link_id,
             )
         )
+        if lacking:
+            # The link stays usable (it did not "connect"): the page's button asks Google for the rest only.
+            params = {"email": email or "", "missing": [str(c) for c in lacking], "retry_url": retry}
+            return Answer(
+                "connected_partly", params={**params, "slack_team_id": state.slack_team_id}
+            ), stored.id
         return Answer(
             "connected", params={"email": email or "", "slack_team_id": state.slack_team_id}
         ), stored.id

@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.google.health import Cause
+from bot.google.scopes import Capability, missing_capabilities
 from bot.metrics import Metrics
 from bot.reconnect.hooks import Reconnected
 from bot.reconnect.links import LinkSigner
@@ -25,7 +26,7 @@ from bot.slack.blocks.prompt import PromptView, reconnect_dm, reconnected_confir
 from bot.slack.client import SlackUsers
 from bot.slack.ids import slack_actor
 from storage.accounts import Accounts
-from storage.models import Account
+from storage.models import Account, Status
 from storage.outbox import Message
 from storage.prompts import Prompt, Prompts, PromptState
 
@@ -77,7 +78,11 @@ class Prompter:
         users: SlackUsers,
         timezone: ZoneInfo,
         metrics: Metrics | None = None,
+        required: frozenset[Capability] = frozenset(Capability),
     ) -> None:
+        self.required = (
+            required  # what a grant must allow (REQUIRED capabilities): the DM names what it lacks
+        )
         self.metrics = metrics or Metrics()
         self.client = client
         self.prompts = prompts
@@ -145,6 +150,7 @@ class Prompter:
                     link_expires_at=claims.expires_at,
                     zone=self.timezone,
                     first_connection=account is None,
+                    **self._grant_details(account),
                 )
                 blocks, fallback = reconnect_dm(view, locale)
                 if queue is not None:
@@ -175,15 +181,17 @@ class Prompter:
             return snoozed
         locale = await self.users.locale(slack_user_id)
         claims = self.links.new_claims(slack_user_id)
+        account = await self.accounts.get(snoozed.account_id) if snoozed.account_id else None
         view = PromptView(
             prompt_id=snoozed.id,
             cause=Cause(snoozed.cause) if snoozed.cause in set(Cause) else Cause.EXPIRED,
-            email=(await self.accounts.get(snoozed.account_id)).email if snoozed.account_id else None,
+            email=account.email if account else None,
             reconnect_url=self.links.url(claims),
             link_expires_at=claims.expires_at,
             zone=self.timezone,
             snoozed=True,
             first_connection=snoozed.account_id is None,
+            **self._grant_details(account),
         )
         blocks, fallback = reconnect_dm(view, locale)
         await self._edit_quietly(snoozed, blocks=blocks, text=fallback)
@@ -194,8 +202,19 @@ class Prompter:
         return await self.prompts.close(slack_user_id, state=PromptState.DISMISSED, actor=actor)
 
     async def reconnected(self, event: Reconnected) -> None:
-        """The reconnection hook: the open DM becomes "Reconnected as …", and a confirmation is posted."""
+        """The reconnection hook: the open DM becomes "Reconnected as …", and a confirmation is posted; after a
+        grant that lacks a permission, the DM asks for just that instead (at once, snoozed or not)."""
         user = event.slack_user_id
+        if event.account.status is Status.INSUFFICIENT_SCOPE:
+            await self.send(
+                user,
+                account=event.account,
+                cause=Cause.INSUFFICIENT_SCOPE,
+                actor=slack_actor(user),
+                slack_team_id=event.slack_team_id,
+                respect_snooze=False,
+            )
+            return
         locale = await self.users.locale(user)
         email = event.email or event.account.email
         async with self.prompts.locked(user) as conn:
@@ -246,6 +265,16 @@ class Prompter:
                 prompt.slack_user_id,
                 error.response.get("error"),
             )
+
+    def _grant_details(self, account: Account | None) -> dict[str, Any]:
+        """What the DM says of the account's grant: the required permissions it lacks, and when the access the
+        user allowed ends (time-based access)."""
+        if account is None or not account.has_refresh_token:
+            return {}
+        return {
+            "missing": tuple(missing_capabilities(account.scopes, self.required)),
+            "access_ends_at": account.refresh_token_expires_at,
+        }
 
 
 def _incident(account: Account | None, cause: Cause) -> str:

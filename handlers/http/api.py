@@ -3,6 +3,7 @@
     GET  /api/v1/accounts[?status=S]                     registry:    every account's health, no tokens
     GET  /api/v1/accounts/{slack_user_id}                registry:    one account's health, no tokens
     GET  /api/v1/accounts/{slack_user_id}/credentials    credentials: a working access token, or 409
+         [?needs=read,send]                                        (for what the caller needs of the grant)
     POST /api/v1/accounts/{slack_user_id}/token-failure  report:      "this token failed": re-check, prompt
 
 Keys go in `Authorization: Bearer gmr_…` (handlers/http/api_access.py checks them and their scopes). Answers are
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.google.health import Cause, account_summary, effective_status
+from bot.google.scopes import Capability, capabilities_of, missing_capabilities
 from bot.google.token_service import Outcome
 from bot.i18n import text
 from bot.slack.ids import is_user_id
@@ -106,17 +108,26 @@ async def account_status(request: web.Request, key: ApiKey) -> web.Response:
 
 
 async def credentials(request: web.Request, key: ApiKey) -> web.Response:
-    """A working access token for the user's Gmail, or 409 with why only the user can fix it."""
+    """A working access token for the user's Gmail, good for what the caller `needs` (by default everything
+    the bot requires), or 409 with why only the user can fix it and which permission is missing."""
+    required = request.app[SERVICES].settings.required_capabilities
+    needs = _needs(request, required)
+    if isinstance(needs, web.Response):
+        return needs
     account = await _account(request)
     if isinstance(account, web.Response):
         return account
-    status, _ = effective_status(account, request.app[SERVICES].settings.required_capabilities)
-    # An unreadable row is read again (a local decryption, no call to Google): its key may be back.
-    if status is Status.DISCONNECTED or (status.needs_user and status is not Status.UNREADABLE):
+    status, _ = effective_status(account, required)
+    # An unreadable row is read again (a local decryption, no call to Google): its key may be back. A grant
+    # that lacks a permission still serves a caller that needs only what it allows.
+    limited = status is Status.INSUFFICIENT_SCOPE and needs <= capabilities_of(account.scopes)
+    if status is Status.DISCONNECTED or (
+        status.needs_user and status is not Status.UNREADABLE and not limited
+    ):
         await _audit(request, key, "api.credentials", account, outcome=str(status))
-        return await _needs_user(request, account, status)
+        return await _needs_user(request, account, status, needs=needs)
     access = await request.app[SERVICES].tokens.access(account)
-    if access.ok:
+    if all(access.allows(capability) for capability in needs):
         await _audit(request, key, "api.credentials", account, outcome=str(access.outcome))
         assert access.expiry is not None
         return web.json_response(
@@ -125,6 +136,8 @@ async def credentials(request: web.Request, key: ApiKey) -> web.Response:
                 "expiry": access.expiry.isoformat(),
                 "email": access.account.email,
                 "scopes": access.account.scopes,
+                # What the bot requires that the grant lacks (the user is asked for it).
+                "missing": [str(c) for c in missing_capabilities(access.account.scopes, required)],
             },
             headers=NO_STORE,
         )
@@ -134,7 +147,23 @@ async def credentials(request: web.Request, key: ApiKey) -> web.Response:
     # Google just refused the refresh, or the tokens just proved unreadable: the user learns it now, not
     # tomorrow at 9 (a row that was unreadable already was asked then, not on every call).
     now = access.account.status
-    return await _needs_user(request, access.account, now, prompt=now is not status)
+    return await _needs_user(request, access.account, now, prompt=now is not status, needs=needs)
+
+
+def _needs(request: web.Request, required: frozenset[Capability]) -> frozenset[Capability] | web.Response:
+    """The capabilities `?needs=read,send` names (by default, all the bot requires); 400 for another word."""
+    value = request.query.get("needs")
+    if value is None:
+        return required
+    words = {word.strip() for word in value.split(",") if word.strip()}
+    known = {str(capability) for capability in Capability}
+    if not words or not words <= known:
+        return problem(
+            400,
+            "bad_request",
+            f"needs={value!r} is not a list of capabilities: use {', '.join(sorted(known))}.",
+        )
+    return frozenset(Capability(word) for word in words)
 
 
 async def token_failure(request: web.Request, key: ApiKey) -> web.Response:
@@ -207,8 +236,10 @@ async def _needs_user(
     *,
     prompt: bool = False,
     confirmed: bool | None = None,
+    needs: frozenset[Capability] | None = None,
 ) -> web.Response:
-    """409: only the user can fix it; with `prompt`, they are asked (unless snoozed or disconnected)."""
+    """409: only the user can fix it; with `prompt`, they are asked (unless snoozed or disconnected). A grant
+    that lacks a permission names it (of those the caller `needs`, by default all the bot requires)."""
     cause = Cause.of(status)
     prompted = False
     if prompt and cause is not None and cause is not Cause.DISCONNECTED and account.slack_user_id:
@@ -226,6 +257,9 @@ async def _needs_user(
         or text("en", f"slack.cause.{status}"),
         "reconnect_prompted": prompted,
     }
+    if status is Status.INSUFFICIENT_SCOPE and account.has_refresh_token:
+        wanted = needs if needs is not None else request.app[SERVICES].settings.required_capabilities
+        body["missing"] = [str(c) for c in missing_capabilities(account.scopes, wanted)]
     if confirmed is not None:
         body["confirmed"] = confirmed
     return web.json_response(body, status=409, headers=NO_STORE)

@@ -25,7 +25,7 @@ SECURITY_HEADERS = {
 }
 _OK_PAGES = frozenset({"connected", "already_connected"})
 # The mark before a page's title: done, something to fix, or (a cancel the user chose) just information.
-_MARKS = {**dict.fromkeys(_OK_PAGES, "✅"), "denied": "ℹ️", "sign_in_denied": "ℹ️"}
+_MARKS = {**dict.fromkeys(_OK_PAGES, "✅"), "connected_partly": "✅", "denied": "ℹ️", "sign_in_denied": "ℹ️"}
 _PROBLEM_MARK = "⚠️"
 
 # Korean wraps between words only (keep-all), never inside one; a string with no place to wrap (an email
@@ -87,6 +87,10 @@ def render(
             buttons.append(
                 (retry, text(locale, "page.wrong_account.retry", expected=params["expected"]), False)
             )
+    elif page == "connected_partly":
+        if retry:
+            paragraphs.append(text(locale, "page.connected_partly.next"))
+            buttons.append((retry, text(locale, "page.connected_partly.grant"), True))
     elif retry:
         buttons.append((retry, text(locale, "page.try_again"), True))
     if not buttons and page not in (*_OK_PAGES, "store_conflict", "server_error"):
@@ -113,15 +117,21 @@ def render(
 def _body(page: str, locale: str, params: dict[str, Any]) -> str:
     if page == "connected" and not params.get("email"):
         return text(locale, "page.connected.body_no_email")
-    if page == "missing_permissions":
+    if page in ("missing_permissions", "connected_partly"):
         joiner = text(locale, "list.and")
         missing = params.get("missing", [])
-        return text(
-            locale,
-            "page.missing_permissions.body",
-            permissions=joiner.join(text(locale, f"capability.{name}.permission") for name in missing),
-            purposes=joiner.join(text(locale, f"capability.{name}.purpose") for name in missing),
+        words = {
+            "permissions": joiner.join(text(locale, f"capability.{name}.permission") for name in missing),
+            "purposes": joiner.join(text(locale, f"capability.{name}.purpose") for name in missing),
+        }
+        if page == "missing_permissions":
+            return text(locale, "page.missing_permissions.body", **words)
+        email = params.get("email")
+        body = text(
+            locale, f"page.connected_partly.{'body' if email else 'body_no_email'}", email=email, **words
         )
+        briefing = text(locale, f"page.connected_partly.{'no_read' if 'read' in missing else 'reads'}")
+        return f"{body} {briefing}"
     values = {key: value for key, value in params.items() if isinstance(value, str)}
     body = text(locale, f"page.{page}.body", **values)
     if page.startswith(("state_", "google_", "code_", "slack_", "sign_in_", "identity_")):

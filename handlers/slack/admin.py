@@ -13,7 +13,7 @@ from typing import Any
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.google.health import Cause, effective_status, testing_expiry_near
+from bot.google.health import Cause, effective_status, granted_access_ending, testing_expiry_near
 from bot.google.token_service import Outcome
 from bot.services import Services
 from bot.slack.blocks.admin import Overview, admin_overview
@@ -112,6 +112,8 @@ async def _cause_for(services: Services, account: Account | None) -> tuple[Cause
         return Cause.of(access.account.status) or Cause.EXPIRED, "checked"
     if services.settings.google_testing_mode and testing_expiry_near(access.account, datetime.now(UTC)):
         return Cause.TESTING_EXPIRY, "checked"
+    if granted_access_ending(access.account, datetime.now(UTC)):
+        return Cause.ACCESS_ENDING, "checked"
     return None, "healthy"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.google.health import effective_status
+from bot.google.scopes import Capability, missing_capabilities
 from bot.reconnect.links import Purpose
 from bot.services import Services
 from bot.slack.blocks.status import StatusView
@@ -16,8 +17,12 @@ async def status_view(
     """What /gmail-status and the App Home show this user now."""
     account = await services.accounts.find_by_slack_id(slack_user_id)
     status = Status.MISSING
+    missing: tuple[Capability, ...] = ()
     if account is not None:
-        status, _ = effective_status(account, services.settings.required_capabilities)
+        required = services.settings.required_capabilities
+        status, _ = effective_status(account, required)
+        if account.has_refresh_token:
+            missing = tuple(missing_capabilities(account.scopes, required))
     links = services.links
     return StatusView(
         account=account,
@@ -27,6 +32,7 @@ async def status_view(
         offer=None if account is not None else await linkable_account(services, slack_user_id),
         notice=notice,
         zone=services.settings.briefing_timezone,
+        missing=missing,
     )
 
 

@@ -17,6 +17,8 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.google.health import Cause
+from bot.google.scopes import Capability
+from bot.slack.blocks.causes import briefing_meanwhile, cause_words
 from bot.slack.blocks.elements import RECONNECT_ACTION, SNOOZE_ACTION, local_time
 from bot.slack.mrkdwn import Mrkdwn, slack_text
 
@@ -33,14 +35,19 @@ class PromptView:
     zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
     snoozed: bool = False
     first_connection: bool = False  # the user has no row yet: "Connect Gmail" rather than "Reconnect"
+    missing: tuple[Capability, ...] = ()  # the required permissions the grant lacks
+    access_ends_at: datetime | None = None  # time-based access: when the access the user allowed ends
 
 
 def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], str]:
     """The Reconnect Gmail DM (blocks, and the notification text): the cause, what is lost, the buttons."""
-    cause = slack_text(locale, f"slack.cause.{view.cause}")
+    cause = cause_words(
+        locale, view.cause, missing=view.missing, access_ends_at=view.access_ends_at, zone=view.zone
+    )
     body = [slack_text(locale, "slack.dm.title"), cause]
-    if view.cause is not Cause.TESTING_EXPIRY:
-        body.append(slack_text(locale, "slack.status.lose"))
+    meanwhile = briefing_meanwhile(locale, view.cause, missing=view.missing)
+    if meanwhile is not None:
+        body.append(meanwhile)
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(body)))]
     buttons = [
         ButtonElement(

@@ -17,7 +17,9 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.google.health import Cause
 from bot.google.scopes import Capability, capabilities_of
+from bot.slack.blocks.causes import briefing_meanwhile, cause_words
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
     EMOJI,
@@ -45,6 +47,7 @@ class StatusView:
     zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
     offer: Account | None = None  # an unlinked row with the user's Slack email, offered for linking
     notice: Mrkdwn | None = None  # one line above the card saying what just happened (e.g. "Disconnected")
+    missing: tuple[Capability, ...] = ()  # the required permissions the account's grant lacks
 
 
 def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
@@ -76,8 +79,12 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
                 label=slack_text(locale, f"slack.label.{status}"),
             ),
         ]
-        if status.needs_user or status is Status.DISCONNECTED:
-            lines.append(slack_text(locale, f"slack.cause.{status}"))
+        cause = Cause.of(status)
+        if cause is not None and (status.needs_user or status is Status.DISCONNECTED):
+            ends = account.refresh_token_expires_at if account.has_refresh_token else None
+            lines.append(
+                cause_words(locale, cause, missing=view.missing, access_ends_at=ends, zone=view.zone)
+            )
         if status is Status.DISABLED:
             reason = disabled_reason(account.metadata.get("google_disabled_reason"), locale)
             lines += [
@@ -110,13 +117,19 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
                         )
                     ),
                     MarkdownTextObject(text=_last_fetch(account, locale, view.zone)),
+                    *_access_until(account, locale, view.zone),
                 ]
             )
         )
     if status is not Status.HEALTHY:
-        blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=slack_text(locale, "slack.status.lose"))])
+        cause = Cause.of(status)
+        meanwhile = (
+            briefing_meanwhile(locale, cause, missing=view.missing)
+            if cause is not None
+            else slack_text(locale, "slack.status.lose")
         )
+        if meanwhile is not None:
+            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=meanwhile)]))
     blocks.append(DividerBlock())
     blocks.append(ActionsBlock(block_id="gmail_status_actions", elements=_buttons(view, locale)))
     return [block.to_dict() for block in blocks]
@@ -191,6 +204,18 @@ def _last_fetch(account: Account, locale: str, zone: ZoneInfo) -> Mrkdwn:
     return slack_text(
         locale, "slack.status.last_fetch", when=local_time(account.last_fetch_at, locale, zone), result=result
     )
+
+
+def _access_until(account: Account, locale: str, zone: ZoneInfo) -> list[MarkdownTextObject]:
+    """When the time-based access the user allowed ends, for an account that has it."""
+    ends = account.refresh_token_expires_at
+    if ends is None or not account.has_refresh_token:
+        return []
+    return [
+        MarkdownTextObject(
+            text=slack_text(locale, "slack.status.access_until", when=local_time(ends, locale, zone))
+        )
+    ]
 
 
 def _mark(ok: bool) -> str:

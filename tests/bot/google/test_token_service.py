@@ -466,7 +466,7 @@ async def test_a_workspace_reauth_requirement_marks_the_account_expired(
     assert token_calls(fake_google) == 1
 
 
-async def test_a_refresh_without_send_permission_is_insufficient_scope(
+async def test_a_refresh_without_send_permission_is_insufficient_scope_and_still_reads(
     accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
 ) -> None:
     # The row says read and send, but Google now grants read only (the user unticked send).
@@ -476,11 +476,18 @@ async def test_a_refresh_without_send_permission_is_insufficient_scope(
 
     result = await make_service(accounts).access(connected.account.id)
 
-    assert result.outcome is Outcome.NEEDS_USER and result.access_token is None
+    # Limited: not good for everything the bot needs, but the token reads mail (the digest goes on).
+    assert result.outcome is Outcome.LIMITED and not result.ok
+    assert result.access_token in fake_google.issued_secrets
+    assert result.allows(Capability.READ) and not result.allows(Capability.SEND)
     assert result.cause is not None and "gmail.send" in result.cause and "gmail.readonly" not in result.cause
     account = await accounts.get(connected.account.id)
     assert account.status is Status.INSUFFICIENT_SCOPE and account.status_cause == result.cause
     assert account.scopes == [READONLY]  # what Google granted now is what is recorded
+
+    # The stored token, fresh now, is limited too (not "valid"): the status still lacks send.
+    again = await make_service(accounts).access(connected.account.id)
+    assert again.outcome is Outcome.LIMITED and again.access_token == result.access_token
 
 
 async def test_read_only_is_enough_when_only_reading_is_required(
@@ -500,7 +507,7 @@ async def test_read_only_is_enough_when_only_reading_is_required(
     ("stored", "outcome", "status"),
     [
         ((READONLY, SEND), Outcome.REFRESHED, Status.HEALTHY),
-        ((READONLY,), Outcome.NEEDS_USER, Status.INSUFFICIENT_SCOPE),
+        ((READONLY,), Outcome.LIMITED, Status.INSUFFICIENT_SCOPE),
     ],
 )
 async def test_a_refresh_answer_without_scope_is_judged_on_the_stored_scopes(
@@ -978,3 +985,54 @@ def test_token_response_reads_expires_in_as_a_number(expires_in: object, seconds
 @pytest.mark.parametrize("expires_in", [None, "soon", -5, [], 10**12])
 def test_token_response_without_a_usable_expires_in_has_no_expiry(expires_in: object) -> None:
     assert token_response({"access_token": "a", "expires_in": expires_in}).expiry is None
+
+
+async def test_time_based_access_is_remembered_from_the_refresh_answer(
+    accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
+) -> None:
+    connected = await connect_account(accounts, fake_google, expires_in=timedelta(minutes=1))
+    fake_google.add_refresh_token(
+        connected.refresh_token, email="alice@gmail.com", scopes=[READONLY, SEND], access_for=timedelta(days=3)
+    )
+    assert connected.account.refresh_token_expires_at is None
+
+    result = await make_service(accounts).access(connected.account.id)
+
+    assert result.outcome is Outcome.REFRESHED
+    ends = result.account.refresh_token_expires_at
+    assert ends is not None and abs(ends - (datetime.now(UTC) + timedelta(days=3))) < timedelta(minutes=1)
+
+
+async def test_once_the_granted_time_is_over_the_account_is_expired_without_asking_google(
+    accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
+) -> None:
+    connected = await connect_account(accounts, fake_google, expires_in=timedelta(minutes=1))
+    await accounts.pool.execute(
+        "UPDATE gmail_tokens SET refresh_token_expires_at = now() - interval '1 hour' WHERE id = $1",
+        connected.account.id,
+    )
+
+    result = await make_service(accounts).access(connected.account.id)
+
+    assert result.outcome is Outcome.NEEDS_USER and token_calls(fake_google) == 0
+    account = await accounts.get(connected.account.id)
+    assert account.status is Status.EXPIRED
+    assert result.cause == account.status_cause and "time-limited access" in result.cause
+
+
+async def test_invalid_grant_as_the_granted_time_ends_says_the_time_ran_out(
+    accounts: Accounts, fake_google: FakeGoogle, make_service: MakeService
+) -> None:
+    # Our clock is a minute behind Google's: the refresh is tried, and Google's refusal is put down to the end.
+    connected = await connect_account(accounts, fake_google, expires_in=timedelta(minutes=1))
+    await accounts.pool.execute(
+        "UPDATE gmail_tokens SET refresh_token_expires_at = now() + interval '1 minute' WHERE id = $1",
+        connected.account.id,
+    )
+    fake_google.end_granted_time(connected.refresh_token)
+
+    result = await make_service(accounts).access(connected.account.id)
+
+    assert result.outcome is Outcome.NEEDS_USER and token_calls(fake_google) == 1
+    assert result.cause is not None and "time-limited access" in result.cause
+    assert (await accounts.get(connected.account.id)).status is Status.EXPIRED

@@ -68,6 +68,7 @@ TEAM = "T0123456789"
 # What the consent flow gives each page (bot/reconnect/flow.py), with the longest values it can carry.
 PAGES: dict[str, dict[str, Any]] = {
     "connected": {"email": EXPECTED, "slack_team_id": TEAM},
+    "connected_partly": {"email": EXPECTED, "missing": ["send"], "retry_url": RETRY, "slack_team_id": TEAM},
     "already_connected": {"email": EXPECTED, "slack_team_id": TEAM},
     "link_missing": {},
     "link_invalid": {},

@@ -496,7 +496,9 @@ async def test_nudge_all_dms_every_linked_unhealthy_user_and_skips_the_snoozed(
     assert fake_slack.responses[0]["replace_original"] is False  # the overview stays
     dms = {message["channel"]: message for message in fake_slack.messages.values()}
     assert sorted(dms) == sorted(dm_channel_id(user) for user in ("UEXP1", "UEXP2", "UNOSCOPE", "USNOOZE"))
-    assert "missing a Gmail permission" in block_text(dms[dm_channel_id("UNOSCOPE")]["blocks"])
+    # The DM names the one permission the read-only grant lacks, and that the briefing keeps its email part.
+    noscope = block_text(dms[dm_channel_id("UNOSCOPE")]["blocks"])
+    assert "without “Send email on your behalf”" in noscope and "keeps its email part" in noscope
     assert "expired or was revoked" in block_text(dms[dm_channel_id("UEXP1")]["blocks"])
     first = (await audited(app, ADMIN, "admin.nudged_all"))[0]
     assert (first.actor, first.details) == (
