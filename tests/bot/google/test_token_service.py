@@ -992,7 +992,10 @@ async def test_time_based_access_is_remembered_from_the_refresh_answer(
 ) -> None:
     connected = await connect_account(accounts, fake_google, expires_in=timedelta(minutes=1))
     fake_google.add_refresh_token(
-        connected.refresh_token, email="alice@gmail.com", scopes=[READONLY, SEND], access_for=timedelta(days=3)
+        connected.refresh_token,
+        email="alice@gmail.com",
+        scopes=[READONLY, SEND],
+        access_for=timedelta(days=3),
     )
     assert connected.account.refresh_token_expires_at is None
 

@@ -19,10 +19,10 @@ from aiohttp import web
 from bot.appkeys import SERVICES
 from handlers.http.api import REASON_LIMIT, RETRY_AFTER_SECONDS
 from storage.api_keys import ApiKeys, Scope
-from storage.models import Status
+from storage.models import Status, TokenGrant
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
-from tests.helpers import Serve, call, dms, healthy, load_legacy_seed, metric, scrape_metrics
+from tests.helpers import READONLY, Serve, call, dms, healthy, load_legacy_seed, metric, scrape_metrics
 
 KEY_NAME = "skill-email"
 ACTOR = f"api:{KEY_NAME}"
@@ -331,6 +331,78 @@ async def test_credentials_when_google_is_unavailable_are_503_and_change_nothing
     recovered = await call(app, "GET", credentials_path("U0STALE"), key=key)
 
     assert recovered.status == 200 and recovered.json()["access_token"] != old
+
+
+async def read_only(
+    app: web.Application, google: FakeGoogle, slack_id: str, *, expiring: bool = False
+) -> None:
+    """A linked account whose user unticked "Send email" on Google's screen: it reads, and lacks send."""
+    email = f"{slack_id.lower()}@gmail.com"
+    scopes = ["openid", "email", READONLY]
+    google.add_refresh_token(f"1//{slack_id}", email=email, scopes=scopes)
+    expiry = datetime.now(UTC) + (timedelta(minutes=1) if expiring else timedelta(minutes=50))
+    await app[SERVICES].accounts.store_tokens(
+        grant=TokenGrant(google.issue_access_token(email, scopes), f"1//{slack_id}", expiry, scopes),
+        actor="test",
+        slack_user_id=slack_id,
+        metadata={"email": email},
+        status=Status.INSUFFICIENT_SCOPE,
+        cause="The granted permissions do not allow sending mail (gmail.send).",
+    )
+
+
+async def test_credentials_of_a_read_only_grant_say_send_is_missing_unless_only_reading_is_needed(
+    serve: Serve, fake_google: FakeGoogle, fake_slack: FakeSlack
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    await read_only(app, fake_google, "U0READ", expiring=True)
+
+    # A service that sends (by default, the caller needs all the bot requires) is told what is missing.
+    refused = await call(app, "GET", credentials_path("U0READ"), key=key)
+    assert refused.status == 409, refused.text
+    answer = refused.json()
+    assert (answer["status"], answer["missing"]) == ("insufficient_scope", ["send"])
+    assert "gmail.send" in answer["cause"] and "access_token" not in answer
+    assert fake_google.calls_to("/token") == []  # the stored grant already says so
+    sender = await call(app, "GET", credentials_path("U0READ") + "?needs=send", key=key)
+    assert sender.status == 409 and sender.json()["missing"] == ["send"]
+
+    # A service that only reads gets a token (refreshed first), and learns what else is missing.
+    reader = await call(app, "GET", credentials_path("U0READ") + "?needs=read", key=key)
+    assert reader.status == 200, reader.text
+    assert reader.json()["missing"] == ["send"] and READONLY in reader.json()["scopes"]
+    assert reader.json()["access_token"] == await stored_access_token(app, "U0READ")
+    assert len(fake_google.calls_to("/token")) == 1
+    assert await stored_status(app, "U0READ") is Status.INSUFFICIENT_SCOPE
+    assert fake_slack.calls == []  # the briefing asks the user, not every API call
+    (listed,) = (await call(app, "GET", "/api/v1/accounts", key=key)).json()["accounts"]
+    assert (listed["status"], listed["can_read"], listed["can_send"], listed["missing"]) == (
+        "insufficient_scope",
+        True,
+        False,
+        ["send"],
+    )
+    assert_no_google_secret(fake_google, refused.text + sender.text + str(listed))
+
+
+async def test_credentials_of_a_healthy_account_say_nothing_is_missing(
+    serve: Serve, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    key = await new_key(app)
+    await healthy(app, fake_google, "U0FULL")
+    for path in (credentials_path("U0FULL"), credentials_path("U0FULL") + "?needs=read,send"):
+        reply = await call(app, "GET", path, key=key)
+        assert reply.status == 200 and reply.json()["missing"] == []
+
+
+async def test_credentials_with_needs_that_are_not_capabilities_are_400(serve: Serve) -> None:
+    app = await serve()
+    key = await new_key(app)
+    for needs in ("write", "", "read,delete"):
+        reply = await call(app, "GET", credentials_path("U0ANY") + f"?needs={needs}", key=key)
+        assert reply.status == 400 and "read, send" in reply.json()["message"], reply.text
 
 
 async def test_credentials_of_unknown_and_malformed_users(serve: Serve) -> None:

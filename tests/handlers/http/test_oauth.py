@@ -226,23 +226,6 @@ async def test_cancel_at_google_changes_nothing(
     assert tokens is not None and tokens.access_token == "ya29.heejae-access"
 
 
-async def test_an_unticked_send_permission_is_not_stored_and_the_page_names_it(
-    serve: Serve, fake_slack: FakeSlack, browser: aiohttp.ClientSession, fake_google: FakeGoogle
-) -> None:
-    app = await serve()
-    fake_google.consent.granted_scopes = ["openid", "email", READONLY]
-
-    status, page, _ = await visit(
-        browser, owner_link(app, fake_slack, "U0SCOPE"), **{"Accept-Language": "en-US,en;q=0.9"}
-    )
-
-    assert status == 400
-    assert "One more permission is needed" in page and "Send email on your behalf" in page
-    assert "View your email messages" not in page
-    assert "Try again" in page
-    assert await app[SERVICES].accounts.find_by_slack_id("U0SCOPE") is None
-
-
 async def test_a_different_google_account_is_refused_and_a_switch_link_offered(
     serve: Serve,
     fake_slack: FakeSlack,
