@@ -542,7 +542,14 @@ async def test_nudge_all_dms_every_linked_unhealthy_user_and_skips_the_snoozed(
         fake_slack.messages[snoozed_dm["channel"], snoozed_dm["ts"]]["blocks"]
     )
     latest = (await audited(app, ADMIN, "admin.nudged_all"))[0]
-    assert latest.details == {"posted": 0, "updated": 3, "snoozed": 1, "queued": 0, "failed": 2, "unlinked": 3}
+    assert latest.details == {
+        "posted": 0,
+        "updated": 3,
+        "snoozed": 1,
+        "queued": 0,
+        "failed": 2,
+        "unlinked": 3,
+    }
 
 
 async def test_a_forged_nudge_all_click_by_a_non_admin_is_refused(
