@@ -145,7 +145,10 @@ async def nudge_all(services: Services, *, body: dict[str, Any], respond: AsyncR
             *(one(account, status) for account, status, _ in overview.attention if account.slack_user_id)
         )
     )
-    counts = {str(delivery): deliveries.get(delivery, 0) for delivery in Delivery}
+    # Sent here and now, never queued: the admin reads the outcome at once.
+    counts = {
+        str(delivery): deliveries.get(delivery, 0) for delivery in Delivery if delivery is not Delivery.QUEUED
+    }
     unlinked = len(overview.attention) - overview.nudgeable
     await _audit(services, admin_id, "admin.nudged_all", unlinked=unlinked, **counts)
     line = slack_text(locale, "slack.admin.nudge_all_done", unlinked=unlinked, **counts)
