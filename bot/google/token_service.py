@@ -24,7 +24,7 @@ from bot.google.health import TESTING_TOKEN_LIFETIME, scope_code
 from bot.google.scopes import Capability, missing_capabilities
 from bot.metrics import Metrics
 from storage.accounts import Accounts
-from storage.causes import CauseCode
+from storage.causes import CauseCode, stored_code
 from storage.errors import TokenUnreadable
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 
@@ -57,6 +57,11 @@ class Access:
     def ok(self) -> bool:
         """True when `access_token` can be used now."""
         return self.outcome in (Outcome.VALID, Outcome.REFRESHED)
+
+    @property
+    def code(self) -> CauseCode | None:
+        """Why only the user can fix it (NEEDS_USER): the cause recorded on the account; `cause` has its words."""
+        return stored_code(self.account) if self.outcome is Outcome.NEEDS_USER else None
 
 
 @dataclass(frozen=True)

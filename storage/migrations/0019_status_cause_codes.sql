@@ -22,9 +22,10 @@ UPDATE gmail_tokens
                      OR status_cause ILIKE '%OAuth client%' THEN 'client_rejected'
                 ELSE 'refresh_token_revoked' END
        WHEN status = 'insufficient_scope' THEN
-           CASE WHEN status_cause ~* 'read' AND status_cause ~* 'send' THEN 'scope_missing_read_send'
-                WHEN status_cause ~* 'send' THEN 'scope_missing_send'
-                ELSE 'scope_missing_read' END
+           CASE WHEN status_cause ~* '(reading|readonly)' AND status_cause ~* '(sending|gmail\.send)'
+                    THEN 'scope_missing_read_send'
+                WHEN status_cause ~* '(sending|gmail\.send)' THEN 'scope_missing_send'
+                ELSE 'scope_missing_read' END  -- Gmail refusing the briefing's read, among others
        WHEN status = 'disconnected' THEN
            CASE WHEN status_cause ILIKE 'Disconnected by slack:%' OR status_cause IS NULL
                     THEN 'disconnected_by_user'
