@@ -16,7 +16,9 @@ README = Path(__file__).parents[2] / "README.md"
 
 def test_every_status_but_healthy_has_a_default_code() -> None:
     assert default_code(Status.HEALTHY) is None
-    assert [status for status in Status if status is not Status.HEALTHY and default_code(status) is None] == []
+    assert [
+        status for status in Status if status is not Status.HEALTHY and default_code(status) is None
+    ] == []
 
 
 def test_a_code_this_version_does_not_know_reads_as_none() -> None:
