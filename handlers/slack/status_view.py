@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.google.health import effective_status
+from bot.google.health import effective_cause, effective_status
 from bot.reconnect.links import Purpose
 from bot.services import Services
 from bot.slack.blocks.status import StatusView
@@ -15,13 +15,15 @@ async def status_view(
 ) -> StatusView:
     """What /gmail-status and the App Home show this user now."""
     account = await services.accounts.find_by_slack_id(slack_user_id)
-    status = Status.MISSING
+    status, code = Status.MISSING, None
     if account is not None:
         status, _ = effective_status(account, services.settings.required_capabilities)
+        code, _ = effective_cause(account, services.settings.required_capabilities)
     links = services.links
     return StatusView(
         account=account,
         status=status,
+        code=code,
         reconnect_url=links.new_url(slack_user_id, slack_team_id=slack_team_id),
         switch_url=links.new_url(slack_user_id, slack_team_id=slack_team_id, purpose=Purpose.SWITCH),
         offer=None if account is not None else await linkable_account(services, slack_user_id),

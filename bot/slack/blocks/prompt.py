@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import (
 from bot.google.health import Cause
 from bot.slack.blocks.elements import RECONNECT_ACTION, SNOOZE_ACTION, local_time
 from bot.slack.mrkdwn import Mrkdwn, slack_text
+from storage.causes import CauseCode
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,15 @@ class PromptView:
     zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
     snoozed: bool = False
     first_connection: bool = False  # the user has no row yet: "Connect Gmail" rather than "Reconnect"
+    code: CauseCode | None = (
+        None  # the account's recorded cause, said instead of `cause` when it is one of it
+    )
 
 
 def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], str]:
     """The Reconnect Gmail DM (blocks, and the notification text): the cause, what is lost, the buttons."""
-    cause = slack_text(locale, f"slack.cause.{view.cause}")
+    key = f"cause.{view.code}.user" if view.code else f"slack.cause.{view.cause}"
+    cause = slack_text(locale, key)
     body = [slack_text(locale, "slack.dm.title"), cause]
     if view.cause is not Cause.TESTING_EXPIRY:
         body.append(slack_text(locale, "slack.status.lose"))

@@ -18,6 +18,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.google.scopes import Capability, capabilities_of
+from bot.slack.blocks.causes import user_cause
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
     EMOJI,
@@ -31,6 +32,7 @@ from bot.slack.blocks.elements import (
     shorten,
 )
 from bot.slack.mrkdwn import Mrkdwn, as_mrkdwn, slack_text
+from storage.causes import CauseCode
 from storage.models import Account, Status
 
 
@@ -43,6 +45,7 @@ class StatusView:
     reconnect_url: str
     switch_url: str
     zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
+    code: CauseCode | None = None  # why the status is what it is (storage/causes.py)
     offer: Account | None = None  # an unlinked row with the user's Slack email, offered for linking
     notice: Mrkdwn | None = None  # one line above the card saying what just happened (e.g. "Disconnected")
 
@@ -77,7 +80,7 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
             ),
         ]
         if status.needs_user or status is Status.DISCONNECTED:
-            lines.append(slack_text(locale, f"slack.cause.{status}"))
+            lines.append(user_cause(view.code, status, locale))
         if status is Status.DISABLED:
             reason = disabled_reason(account.metadata.get("google_disabled_reason"), locale)
             lines += [

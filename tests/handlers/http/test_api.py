@@ -255,7 +255,8 @@ async def test_credentials_of_an_account_without_tokens_is_409_missing(
     answer = reply.json()
     assert answer["error"] == "reconnect_required"
     assert answer["status"] == "missing"
-    assert isinstance(answer["cause"], str) and "No Gmail token is stored" in answer["cause"]
+    assert answer["cause"] == "token_missing"  # a stable code; its words, in English, as the detail
+    assert "No Gmail token is stored" in answer["cause_detail"]
     assert answer["reconnect_prompted"] is False  # nothing was sent, and no earlier DM is open
     assert "access_token" not in answer
     assert fake_google.calls == [] and fake_slack.calls == []
@@ -276,7 +277,7 @@ async def test_credentials_whose_refresh_token_was_revoked_prompt_the_user_once(
     answer = reply.json()
     assert answer["status"] in ("expired", "revoked")
     assert answer["reconnect_prompted"] is True
-    assert "invalid_grant" in answer["cause"]
+    assert answer["cause"] == "refresh_token_revoked" and "invalid_grant" in answer["cause_detail"]
     assert await stored_status(app, "U0GONE") == Status(answer["status"])
     (dm,) = dms(fake_slack, "U0GONE")
     assert "Reconnect" in json.dumps(dm["blocks"])
