@@ -52,7 +52,7 @@ def _services(settings: Settings) -> CleanupContext:
         log.info("Connected to %s", describe_dsn(dsn))
         try:
             async with http_sessions(settings) as sessions:
-                built = build_services(settings, pool, sessions)
+                built = build_services(settings, pool, sessions, dsn=dsn)
                 bolt = create_bolt_app(settings, client=built.slack)
                 register_slack(bolt, built)
                 app[SERVICES], app[BOLT] = built, bolt

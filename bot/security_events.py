@@ -32,6 +32,7 @@ from bot.slack.client import SlackUsers
 from bot.slack.mrkdwn import slack_text
 from bot.slack.prompter import Prompter
 from storage.accounts import Accounts
+from storage.causes import CauseCode
 from storage.errors import TokenUnreadable
 from storage.models import Account, Status
 from storage.outbox import Message, SlackOutbox
@@ -184,6 +185,7 @@ class SecurityEventResponder:
                 account.id,
                 status=Status.REVOKED,
                 cause=REVOKED_CAUSE.format(event=event.name),
+                code=CauseCode.ACCESS_REMOVED,
                 actor=ACTOR,
                 conn=conn,
             )
@@ -195,6 +197,7 @@ class SecurityEventResponder:
                 account.id,
                 status=Status.DISABLED,
                 cause=DISABLED_CAUSE.format(reason=reason),
+                code=CauseCode.ACCOUNT_DISABLED,
                 actor=ACTOR,
                 conn=conn,
             )
@@ -203,7 +206,12 @@ class SecurityEventResponder:
             if event.uri == risc.ACCOUNT_ENABLED and account.status is Status.DISABLED:
                 await self.events.note_disabled_reason(conn, account.id, None)
                 await self.accounts.set_status(
-                    account.id, status=Status.UNKNOWN, cause=ENABLED_CAUSE, actor=ACTOR, conn=conn
+                    account.id,
+                    status=Status.UNKNOWN,
+                    cause=ENABLED_CAUSE,
+                    code=CauseCode.NOT_CHECKED,
+                    actor=ACTOR,
+                    conn=conn,
                 )
             return lambda: self._check(account, event.name)
         return None

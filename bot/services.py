@@ -43,7 +43,7 @@ from storage.accounts import Accounts
 from storage.api_keys import ApiKeys
 from storage.oauth_states import OAuthStates
 from storage.outbox import SlackOutbox
-from storage.pool import create_pool
+from storage.pool import connect, create_pool
 from storage.prompts import Prompts
 from storage.runs import Runs
 from storage.security_events import SecurityEvents
@@ -52,18 +52,20 @@ from storage.slack_locales import SlackLocales
 from storage.webhook_deliveries import WebhookDeliveries
 from storage.webhooks import Webhooks
 
+# The server notices a drainer whose host died (no FIN) within about 25 s on TCP, and lets its lock go; on a Unix
+# socket they do not apply, and a dead process's socket closes at once anyway.
+KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+
 # Connections beyond the briefing's workers (each may hold one: a refresh or prompt lock) for Slack, OAuth and
 # the API; the workers themselves count for at most MAX_POOLED_WORKERS.
 SPARE_CONNECTIONS = 8
 MAX_POOLED_WORKERS = 32
-# The connection the drainer of the Slack delivery queue keeps while it holds the delivery lock.
-DRAINER_CONNECTIONS = 1
 
 
 def pool_size(settings: Settings) -> int:
-    """How many database connections a process needs: one per briefing worker, the drainer's, and some to
-    spare."""
-    return min(settings.briefing_concurrency, MAX_POOLED_WORKERS) + DRAINER_CONNECTIONS + SPARE_CONNECTIONS
+    """How many pooled database connections a process needs: one per briefing worker, and some to spare (the
+    drainer of the Slack delivery queue has one of its own besides)."""
+    return min(settings.briefing_concurrency, MAX_POOLED_WORKERS) + SPARE_CONNECTIONS
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,12 @@ class Services:
         pool: asyncpg.Pool,
         sessions: HttpSessions,
         *,
+        dsn: str,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
+        self.dsn = dsn  # for the connections that hold a session lock, outside the pool
         self.sessions = sessions
         self.metrics = metrics or Metrics()
         # The Slack layer registers its hook on these while the application is assembled.
@@ -201,6 +205,7 @@ class Services:
         """This process's drainer of the delivery queue (it sends while it holds the delivery lock)."""
         return SlackDelivery(
             pool=self.pool,
+            connect=lambda: connect(self.dsn, server_settings=KEEPALIVES),
             outbox=self.outbox,
             client=self.slack,
             pacer=self.pacer,
@@ -307,10 +312,15 @@ class Services:
 
 
 def build_services(
-    settings: Settings, pool: asyncpg.Pool, sessions: HttpSessions, *, metrics: Metrics | None = None
+    settings: Settings,
+    pool: asyncpg.Pool,
+    sessions: HttpSessions,
+    *,
+    dsn: str,
+    metrics: Metrics | None = None,
 ) -> Services:
-    """The services of one process, on `pool` and `sessions`."""
-    return Services(settings, pool, sessions, metrics=metrics)
+    """The services of one process, on `pool` and `sessions` (both on the database at `dsn`)."""
+    return Services(settings, pool, sessions, dsn=dsn, metrics=metrics)
 
 
 @asynccontextmanager
@@ -321,6 +331,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     pool: asyncpg.Pool = await create_pool(dsn, min_size=1, max_size=pool_size(settings))
     try:
         async with http_sessions(settings) as sessions:
-            yield build_services(settings, pool, sessions)
+            yield build_services(settings, pool, sessions, dsn=dsn)
     finally:
         await pool.close()

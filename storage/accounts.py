@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from storage import audit, webhooks
+from storage.causes import CauseCode, default_code
 from storage.errors import Conflict, NotFound
 from storage.locks import lock_account_refresh
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
@@ -163,6 +164,7 @@ class Accounts:
         oauth_config: dict[str, Any] | None = None,
         status: Status = Status.HEALTHY,
         cause: str | None = None,
+        code: CauseCode | None = None,
         action: str = "tokens.stored",
         details: dict[str, Any] | None = None,
         refreshed: bool = False,
@@ -171,8 +173,9 @@ class Accounts:
         """Store a grant on the account of `slack_user_id` (else `user_id`), creating the row if needed.
 
         A grant without a refresh token keeps the stored one (and its end, unless the grant gives a new one); a
-        new refresh token without an end lasts until revoked. Metadata keys given are merged in; the
-        status, its cause and an audit event are written in the same transaction (nested in `conn`'s, if given).
+        new refresh token without an end lasts until revoked. Metadata keys given are merged in; the status, its
+        cause (`code`, else the status's default, and `cause` as the detail) and an audit event are written in
+        the same transaction (nested in `conn`'s, if given).
         """
         if not (slack_user_id or user_id):
             raise ValueError("store_tokens needs a slack_user_id or a user_id")
@@ -201,13 +204,14 @@ class Accounts:
                           metadata = coalesce(metadata, '{}'::jsonb) || $5::jsonb,
                           oauth_config = coalesce($6::jsonb, oauth_config),
                           refresh_token_issued_at = CASE WHEN $7 THEN now() ELSE refresh_token_issued_at END,
-                          refresh_token_expires_at = CASE WHEN $11::timestamptz IS NOT NULL THEN $11
+                          refresh_token_expires_at = CASE WHEN $12::timestamptz IS NOT NULL THEN $12
                                                           WHEN $7 THEN NULL
                                                           ELSE refresh_token_expires_at END,
                           status_changed_at = CASE WHEN status IS DISTINCT FROM $8 THEN now()
                                                    ELSE status_changed_at END,
                           status = $8,
                           status_cause = $9,
+                          status_cause_code = $11,
                           last_checked_at = now(),
                           last_refresh_at = CASE WHEN $10 THEN now() ELSE last_refresh_at END
                     WHERE id = $1""",
@@ -221,6 +225,7 @@ class Accounts:
                 str(status),
                 cause,
                 refreshed,
+                _code(status, code),
                 grant.refresh_token_expiry,
             )
             if status is Status.HEALTHY:
@@ -234,6 +239,11 @@ class Accounts:
                 slack_user_id=slack_user_id or slack_id_of(row),
                 details={
                     "status": str(status),
+                    **(
+                        {"cause": _code(status, code), "cause_detail": cause}
+                        if status is not Status.HEALTHY
+                        else {}
+                    ),
                     "refresh_token_issued": bool(grant.refresh_token),
                     "scopes": normalize_scopes(grant.scopes) if grant.scopes is not None else None,
                     **(details or {}),
@@ -250,9 +260,11 @@ class Accounts:
         status: Status,
         cause: str | None,
         actor: str,
+        code: CauseCode | None = None,
         conn: asyncpg.Connection | None = None,
     ) -> Account:
-        """Record the connection's health; a change of status is audited, a mere re-check is not."""
+        """Record the connection's health: the status, why (`code`, else the status's default) and the words
+        that came with it (`cause`, the detail); a change of status is audited, a mere re-check is not."""
         async with transaction(self.pool, conn) as conn:
             previous = await conn.fetchrow(
                 "SELECT user_id, status, metadata FROM gmail_tokens WHERE id = $1 FOR UPDATE", account_id
@@ -262,13 +274,14 @@ class Accounts:
             changed = previous["status"] != str(status)
             await conn.execute(
                 """UPDATE gmail_tokens
-                      SET status = $2, status_cause = $3, last_checked_at = now(),
+                      SET status = $2, status_cause = $3, status_cause_code = $5, last_checked_at = now(),
                           status_changed_at = CASE WHEN $4 THEN now() ELSE status_changed_at END
                     WHERE id = $1""",
                 account_id,
                 str(status),
                 cause,
                 changed,
+                _code(status, code),
             )
             if changed:
                 await audit.append(
@@ -278,7 +291,12 @@ class Accounts:
                     account_id=account_id,
                     user_id=previous["user_id"],
                     slack_user_id=slack_id_of(previous),
-                    details={"from": previous["status"], "to": str(status), "cause": cause},
+                    details={
+                        "from": previous["status"],
+                        "to": str(status),
+                        "cause": _code(status, code),
+                        "cause_detail": cause,
+                    },
                 )
             account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
             if changed:
@@ -292,6 +310,7 @@ class Accounts:
         status: Status,
         cause: str,
         actor: str,
+        code: CauseCode | None = None,
         details: dict[str, Any] | None = None,
         conn: asyncpg.Connection | None = None,
     ) -> Account:
@@ -312,13 +331,14 @@ class Accounts:
             await conn.execute(
                 """UPDATE gmail_tokens
                       SET token_data = $2, expiry = NULL, refresh_token_expires_at = NULL, status = $3,
-                          status_cause = $4, last_checked_at = now(),
+                          status_cause = $4, status_cause_code = $5, last_checked_at = now(),
                           status_changed_at = CASE WHEN status IS DISTINCT FROM $3 THEN now() ELSE status_changed_at END
                     WHERE id = $1""",
                 account_id,
                 token_data,
                 str(status),
                 cause,
+                _code(status, code),
             )
             await sync_legacy_flag(conn, row, equipped=False)
             await audit.append(
@@ -328,7 +348,12 @@ class Accounts:
                 account_id=account_id,
                 user_id=row["user_id"],
                 slack_user_id=slack_id_of(row),
-                details={"status": str(status), "cause": cause, **(details or {})},
+                details={
+                    "status": str(status),
+                    "cause": _code(status, code),
+                    "cause_detail": cause,
+                    **(details or {}),
+                },
             )
             account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
             await webhooks.record_transition(conn, before=Status(row["status"]), account=account)
@@ -399,3 +424,11 @@ class Accounts:
                 )
                 rewritten += 1
         return rewritten
+
+
+def _code(status: Status, code: CauseCode | None) -> str | None:
+    """The code stored with a status: the one given, else the status's default (none for a healthy one)."""
+    if status is Status.HEALTHY:
+        return None
+    chosen = code or default_code(status)
+    return str(chosen) if chosen is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -74,3 +75,21 @@ async def recent(
         limit,
     )
     return [AuditEvent(**dict(row)) for row in rows]
+
+
+async def frequent(
+    conn: asyncpg.Connection | asyncpg.Pool, *, action: str, since: datetime, at_least: int
+) -> list[tuple[str, int]]:
+    """The Slack users with at least `at_least` events of `action` since `since`, and how many, most first."""
+    rows = await conn.fetch(
+        """SELECT slack_user_id, count(*) AS n
+             FROM audit_log
+            WHERE action = $1 AND occurred_at >= $2 AND slack_user_id IS NOT NULL
+            GROUP BY slack_user_id
+           HAVING count(*) >= $3
+            ORDER BY n DESC, slack_user_id""",
+        action,
+        since,
+        at_least,
+    )
+    return [(row["slack_user_id"], row["n"]) for row in rows]

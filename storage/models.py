@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from storage.causes import CauseCode
 
 
 class Status(enum.StrEnum):
@@ -60,6 +63,8 @@ class Account:
     last_fetch_result: str | None = None  # "ok", or why the briefing fetch did not happen
     last_fetch_messages: int | None = None
     refresh_token_expires_at: datetime | None = None  # time-based access: when the granted time ends
+    # Why, as a stable code (storage/causes.py); status_cause holds the words that came with it, as the detail.
+    status_cause_code: CauseCode | None = None
 
 
 @dataclass(frozen=True)

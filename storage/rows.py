@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from storage.causes import code_of
 from storage.errors import Conflict, NotFound
 from storage.models import Account, Status
 from storage.scopes import normalize_scopes
@@ -14,7 +15,8 @@ from storage.scopes import normalize_scopes
 # naive CURRENT_TIMESTAMP values, i.e. the server's time zone, which ::timestamptz interprets correctly.
 # is_equipped (the flag legacy services read) may or may not exist, so it is read through to_jsonb of the row.
 ACCOUNT_COLUMNS = """
-       g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_changed_at,
+       g.id, g.user_id, g.robing_id, g.metadata, g.scopes, g.status, g.status_cause, g.status_cause_code,
+       g.status_changed_at,
        g.expiry AT TIME ZONE 'UTC' AS expiry, g.last_refresh_at, g.last_checked_at, g.refresh_token_issued_at,
        g.created_at::timestamptz AS created_at, g.updated_at::timestamptz AS updated_at,
        g.last_fetch_at, g.last_fetch_result, g.last_fetch_messages, g.refresh_token_expires_at,
@@ -58,6 +60,7 @@ def account_of(row: asyncpg.Record) -> Account:
         last_fetch_result=row["last_fetch_result"],
         last_fetch_messages=row["last_fetch_messages"],
         refresh_token_expires_at=row["refresh_token_expires_at"],
+        status_cause_code=code_of(row["status_cause_code"]),
     )
 
 

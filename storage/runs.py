@@ -237,6 +237,19 @@ class Runs:
         )
         return int(renewed)
 
+    async def taken_over(self, run: Run, account_ids: Collection[int]) -> int:
+        """How many of these accounts another process holds now (an account done meanwhile is not counted)."""
+        return int(
+            await self.pool.fetchval(
+                """SELECT count(*) FROM briefing_run_items
+                    WHERE run_id = $1 AND state = 'claimed' AND NOT starts_with(claimed_by, $2)
+                      AND account_id = ANY($3::int[])""",
+                run.id,
+                self._prefix,
+                list(account_ids),
+            )
+        )
+
     def _arguments(self, run: Run, done: Done | None, worker: int) -> tuple[Any, ...]:
         fetch = done.fetch if done is not None else None
         return (

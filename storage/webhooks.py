@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from storage import audit
+from storage.causes import stored_code
 from storage.crypto import DecryptionError, TokenCipher, is_encrypted
 from storage.errors import NotFound
 from storage.models import Account, Status
@@ -52,11 +53,6 @@ def event_of(before: Status, after: Status) -> Event | None:
     return None
 
 
-def cause_code(status: Status) -> str:
-    """The stable code an event gives as its cause: the status's name, which is also its Cause (health.py)."""
-    return str(status)
-
-
 async def record_transition(conn: asyncpg.Connection, *, before: Status, account: Account) -> int:
     """Queue the event of `before` → `account.status` for every webhook subscribed to it, on `conn`'s
     transaction (so it commits or rolls back with the change); how many deliveries were queued."""
@@ -72,7 +68,9 @@ async def record_transition(conn: asyncpg.Connection, *, before: Status, account
         "user_id": account.user_id,
         "email": account.email,
         "status": str(account.status),
-        "cause": cause_code(account.status),
+        "cause": stored_code(account),
+        # The words that came with the cause (Google's answer, say), in English; null when there are none.
+        "cause_detail": account.status_cause if account.status is not Status.HEALTHY else None,
     }
     queued = await conn.fetchval(
         """WITH queued AS (

@@ -16,7 +16,13 @@ from bot.config import Settings
 from bot.google.client import GoogleClient
 from bot.google.errors import Failure, GoogleError
 from bot.google.gmail import Gmail, UnreadMail
-from bot.google.health import Cause, effective_status, granted_access_ending, testing_expiry_near
+from bot.google.health import (
+    Cause,
+    effective_cause,
+    effective_status,
+    granted_access_ending,
+    testing_expiry_near,
+)
 from bot.google.scopes import Capability, capabilities_of
 from bot.google.token_service import Outcome, TokenService
 from bot.metrics import Metrics
@@ -25,6 +31,7 @@ from bot.slack.client import SlackUsers
 from bot.slack.prompter import Delivery, Prompter, PromptQueue
 from storage import audit
 from storage.accounts import Accounts
+from storage.causes import CauseCode
 from storage.models import Account, Status, StoredTokens
 from storage.outbox import Message
 from storage.runs import Fetch, Result
@@ -114,12 +121,18 @@ class AccountBriefing:
         if cause is not None and not reads:
             if status is not account.status and not dry_run:
                 # Never checked, and the stored data already shows it (e.g. a NULL token): record it.
-                account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
+                code, _ = effective_cause(account, self.settings.required_capabilities)
+                account = await self.accounts.set_status(
+                    account.id, status=status, cause=why, code=code, actor=ACTOR
+                )
             return await self._prompt(account, status, cause, dry_run=dry_run, queue=post)
         if dry_run:
             return AccountReport(account, Result.CHECKED, status, "would refresh if needed, then fetch")
         if reads and status is not account.status:
-            account = await self.accounts.set_status(account.id, status=status, cause=why, actor=ACTOR)
+            code, _ = effective_cause(account, self.settings.required_capabilities)
+            account = await self.accounts.set_status(
+                account.id, status=status, cause=why, code=code, actor=ACTOR
+            )
         access = await self.tokens.access(account, stored=stored)
         if access.outcome is Outcome.UNAVAILABLE:
             return AccountReport(account, Result.UNAVAILABLE, account.status, access.cause)
@@ -266,12 +279,15 @@ class AccountBriefing:
         self, account: Account, error: GoogleError, *, queue: PromptQueue | None
     ) -> AccountReport:
         if error.failure is Failure.INSUFFICIENT_SCOPE:
+            # The briefing reads mail: Gmail refusing it for the grant's scopes means it cannot read.
             status, cause = Status.INSUFFICIENT_SCOPE, Cause.INSUFFICIENT_SCOPE
         elif error.transient:
             return AccountReport(account, Result.UNAVAILABLE, account.status, str(error))
         else:
             return AccountReport(account, Result.FAILED, account.status, str(error))
-        updated = await self.accounts.set_status(account.id, status=status, cause=str(error), actor=ACTOR)
+        updated = await self.accounts.set_status(
+            account.id, status=status, cause=str(error), code=CauseCode.SCOPE_MISSING_READ, actor=ACTOR
+        )
         return await self._prompt(updated, status, cause, queue=queue)
 
     async def _prompt(

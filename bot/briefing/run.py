@@ -251,6 +251,8 @@ class Briefing:
             holding = set(held)
             try:
                 renewed = await self.runs.renew(run, holding)
+                # Fewer renewed than held: some were recorded done meanwhile, or lost to another process.
+                lost = await self.runs.taken_over(run, holding) if renewed < len(holding) else 0
             except DATABASE_OUTAGE as error:
                 log.warning(
                     "The leases on %d accounts of the %s run could not be renewed (%s): another process may "
@@ -260,10 +262,10 @@ class Briefing:
                     type(error).__name__,
                 )
                 continue
-            if renewed < len(holding):
+            if lost:
                 log.warning(
                     "%d accounts of the %s run were taken over by another process: their leases had lapsed",
-                    len(holding) - renewed,
+                    lost,
                     run.kind,
                 )
 

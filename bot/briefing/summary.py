@@ -4,13 +4,13 @@ that need their user, edited as those users reconnect ("3 → 1 need attention",
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
-from bot.google.health import effective_status
+from bot.fleet import attention_of, fleet_patterns
 from bot.slack.blocks.admin import RunSummaryView, run_summary
 from storage.accounts import Accounts
 from storage.models import Account, Status
@@ -76,10 +76,8 @@ class RunSummary:
 
     async def _view(self, run: Run) -> RunSummaryView:
         needed = await self.runs.needed_user(run)
-        attention = []
-        for account in await self.accounts.list(ids=needed):
-            status, cause = effective_status(account, self.settings.required_capabilities)
-            attention.append((account, status, cause))
+        required = self.settings.required_capabilities
+        attention = [attention_of(account, required) for account in await self.accounts.list(ids=needed)]
         outcomes = await self.runs.outcomes(run)
         delivery = await self.outbox.run_delivery(run.id) if self.outbox is not None else None
         last_sent = None
@@ -94,4 +92,5 @@ class RunSummary:
             attention=attention,
             delivery=delivery,
             last_sent=last_sent,
+            patterns=await fleet_patterns(self.accounts.pool, attention, now=datetime.now(UTC)),
         )

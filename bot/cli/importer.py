@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.errors import GmailReconnectError
 from bot.google.endpoints import GOOGLE_AUTH_URI
-from bot.google.health import offline_assessment
+from bot.google.health import offline_assessment, offline_code
 from bot.google.scopes import Capability
 from storage.accounts import Accounts
 from storage.models import Account, TokenGrant
@@ -85,6 +85,12 @@ async def import_token_file(
         scopes=token_file.grant.scopes or [],
         required=required,
     )
+    code = offline_code(
+        status,
+        has_access_token=bool(token_file.grant.access_token),
+        scopes=token_file.grant.scopes or [],
+        required=required,
+    )
     metadata: dict[str, Any] = {
         "source_file": token_file.path.name,
         "imported_at": datetime.now(UTC).date().isoformat(),
@@ -100,6 +106,7 @@ async def import_token_file(
         oauth_config=token_file.oauth_config or None,
         status=status,
         cause=cause if status.needs_user else "Imported from a file; not checked with Google yet.",
+        code=code,
         action="tokens.imported",
         details={"source_file": token_file.path.name},
     )

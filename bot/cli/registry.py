@@ -32,7 +32,7 @@ def render_table(accounts: list[Account], required: Iterable[Capability]) -> str
             "yes" if summary["can_send"] else "no",
             _short(a.expiry),
             _short(a.last_refresh_at),
-            summary["cause"] or "",
+            _cause(summary),
         )
         for a in accounts
         for summary in [account_summary(a, required)]
@@ -47,6 +47,12 @@ def render_table(accounts: list[Account], required: Iterable[Capability]) -> str
         for row in [_COLUMNS, *rows]
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cause(summary: dict[str, object]) -> str:
+    """The code, then the words that came with it."""
+    code, detail = summary["cause"], summary["cause_detail"]
+    return " ".join(str(part) for part in (code, f"({detail})" if detail else None) if part)
 
 
 def _short(moment: datetime | None) -> str:

@@ -73,6 +73,8 @@ def token_error(status: int, body: Any) -> GoogleError:
     subtype = str(body.get("error_subtype")) if isinstance(body, dict) and body.get("error_subtype") else None
     description = body.get("error_description") if isinstance(body, dict) else None
     text = f"Google answered HTTP {status}" + (f" ({error}: {description})" if error else "")
+    if subtype:
+        text += f" [error_subtype {subtype}]"
     if error == "invalid_rapt" or subtype in _REAUTH_SUBTYPES:
         return GoogleError(Failure.REAUTH_REQUIRED, text, error=subtype or error, status=status)
     if error == "invalid_grant":

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.google.scopes import Capability, capabilities_of, missing_capabilities
+from storage.causes import CauseCode, default_code, stored_code
 from storage.models import Account, Status
 
 _CAPABILITY_WORDS = {
@@ -56,6 +57,37 @@ def effective_status(account: Account, required: Iterable[Capability]) -> tuple[
         is_equipped=account.is_equipped,
     )
     return status, (account.status_cause or cause) if status is Status.UNKNOWN else cause
+
+
+def effective_cause(account: Account, required: Iterable[Capability]) -> tuple[CauseCode | None, str | None]:
+    """Why effective_status says what it says: the stable code, and the words that came with it (the detail)."""
+    status, detail = effective_status(account, required)
+    if status is account.status:
+        return stored_code(account), detail
+    return offline_code(
+        status, has_access_token=account.has_access_token, scopes=account.scopes, required=required
+    ), detail
+
+
+def offline_code(
+    status: Status, *, has_access_token: bool, scopes: Iterable[str], required: Iterable[Capability]
+) -> CauseCode | None:
+    """The code of a status that offline_assessment found."""
+    if status is Status.MISSING:
+        return CauseCode.REFRESH_TOKEN_MISSING if has_access_token else CauseCode.TOKEN_MISSING
+    if status is Status.INSUFFICIENT_SCOPE:
+        return scope_code(missing_capabilities(list(scopes), required))
+    return default_code(status)
+
+
+def scope_code(lacking: Iterable[Capability]) -> CauseCode:
+    """The code of a grant that lacks these capabilities."""
+    lacking = frozenset(lacking)
+    if Capability.READ in lacking:
+        return (
+            CauseCode.SCOPE_MISSING_READ_SEND if Capability.SEND in lacking else CauseCode.SCOPE_MISSING_READ
+        )
+    return CauseCode.SCOPE_MISSING_SEND
 
 
 class Cause(enum.StrEnum):
@@ -130,7 +162,8 @@ def access_ended_cause(account: Account) -> str:
 
 def account_summary(account: Account, required: Iterable[Capability]) -> dict[str, Any]:
     """One account as plain data: what an admin needs, never a token."""
-    status, cause = effective_status(account, required)
+    status, _ = effective_status(account, required)
+    code, detail = effective_cause(account, required)
     # What the grant allows, as long as there is a grant: a disconnected or NULL row can do nothing.
     capabilities = capabilities_of(account.scopes) if account.has_refresh_token else frozenset()
     return {
@@ -140,7 +173,8 @@ def account_summary(account: Account, required: Iterable[Capability]) -> dict[st
         "status": str(status),
         # False while the status is only what the stored data suggests (never asked of Google).
         "status_checked": account.status is not Status.UNKNOWN,
-        "cause": cause,
+        "cause": str(code) if code is not None else None,  # a stable code (README: "Causes")
+        "cause_detail": detail,  # the words that came with it, in English (Google's answer, say)
         "can_read": Capability.READ in capabilities,
         "can_send": Capability.SEND in capabilities,
         # The required permissions the grant lacks (what a reconnection would ask Google for).

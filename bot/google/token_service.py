@@ -25,10 +25,12 @@ from bot.google.health import (
     access_ended_cause,
     granted_access_ended,
     lacking_cause,
+    scope_code,
 )
 from bot.google.scopes import Capability, capabilities_of, missing_capabilities
 from bot.metrics import Metrics
 from storage.accounts import Accounts
+from storage.causes import CauseCode, stored_code
 from storage.errors import TokenUnreadable
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 
@@ -70,6 +72,12 @@ class Access:
         """True when `access_token` can be used now for `capability` (a limited grant may allow it)."""
         usable = self.ok or self.outcome is Outcome.LIMITED
         return usable and self.access_token is not None and capability in capabilities_of(self.account.scopes)
+
+    @property
+    def code(self) -> CauseCode | None:
+        """Why only the user can fix it (NEEDS_USER), or what a limited grant lacks (LIMITED): the cause recorded
+        on the account; `cause` has its words."""
+        return stored_code(self.account) if self.outcome in (Outcome.NEEDS_USER, Outcome.LIMITED) else None
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,9 @@ class TokenService:
                 account_id,
                 status=Status.DISCONNECTED,
                 cause=f"Disconnected by {actor}.",
+                code=CauseCode.DISCONNECTED_BY_USER
+                if actor.startswith("slack:")
+                else CauseCode.DISCONNECTED_BY_ADMIN,
                 actor=actor,
                 details={
                     "revoked_at_google": revoked,
@@ -189,7 +200,12 @@ class TokenService:
                 "The tokens of account %s (%s) cannot be read: %s", account.id, account.user_id, error.reason
             )
             account = await self.accounts.set_status(
-                account.id, status=Status.UNREADABLE, cause=cause, actor=ACTOR, conn=conn
+                account.id,
+                status=Status.UNREADABLE,
+                cause=cause,
+                code=CauseCode.TOKENS_UNREADABLE,
+                actor=ACTOR,
+                conn=conn,
             )
         return Access(Outcome.NEEDS_USER, account, cause=cause)
 
@@ -214,15 +230,21 @@ class TokenService:
                 return Access(Outcome.NEEDS_USER, account, cause=account.status_cause)
             if tokens is None or not tokens.refresh_token:
                 cause = "No Gmail token is stored." if tokens is None else "No refresh token is stored."
+                code = CauseCode.TOKEN_MISSING if tokens is None else CauseCode.REFRESH_TOKEN_MISSING
                 account = await self.accounts.set_status(
-                    account_id, status=Status.MISSING, cause=cause, actor=ACTOR, conn=conn
+                    account_id, status=Status.MISSING, cause=cause, code=code, actor=ACTOR, conn=conn
                 )
                 return Access(Outcome.NEEDS_USER, account, cause=cause)
             if granted_access_ended(account, datetime.now(UTC)):
                 # Google ends the refresh token when the granted time runs out: no need to ask it.
                 cause = access_ended_cause(account)
                 account = await self.accounts.set_status(
-                    account_id, status=Status.EXPIRED, cause=cause, actor=ACTOR, conn=conn
+                    account_id,
+                    status=Status.EXPIRED,
+                    cause=cause,
+                    code=CauseCode.ACCESS_TIME_ENDED,
+                    actor=ACTOR,
+                    conn=conn,
                 )
                 return Access(Outcome.NEEDS_USER, account, cause=cause)
             access = await self._refresh(conn, account, tokens.refresh_token)
@@ -259,6 +281,7 @@ class TokenService:
             user_id=account.user_id,
             status=status,
             cause=cause,
+            code=scope_code(lacking) if lacking else None,
             action="tokens.refreshed",
             refreshed=True,
             metadata=await self._google_sub(account, response.id_token, client_id),
@@ -284,19 +307,12 @@ class TokenService:
         self, conn: asyncpg.Connection, account: Account, error: GoogleError, *, legacy_client: bool
     ) -> Access:
         if error.failure is Failure.INVALID_GRANT:
-            status, cause = self._invalid_grant(account, error)
+            status, code = self._invalid_grant(account, error)
         elif error.failure is Failure.REAUTH_REQUIRED:
-            status = Status.EXPIRED
-            cause = (
-                "Your Google Workspace administrator requires you to sign in again "
-                f"(Google: {error.error}); reconnect to continue."
-            )
+            status, code = Status.EXPIRED, CauseCode.REAUTH_REQUIRED  # a Workspace policy: sign in again
         elif error.failure is Failure.CLIENT_REJECTED and legacy_client:
-            status = Status.EXPIRED
-            cause = (
-                f"The token was issued to an OAuth client that Google no longer accepts ({error.error}); "
-                "reconnecting issues a new one."
-            )
+            # The token's own OAuth client is gone or refused; reconnecting issues one under the bot's client.
+            status, code = Status.EXPIRED, CauseCode.CLIENT_REJECTED
         else:
             if error.failure is Failure.CLIENT_REJECTED:
                 log.error(
@@ -306,30 +322,30 @@ class TokenService:
             else:
                 log.warning("Could not refresh account %s now: %s", account.id, error)
             return Access(Outcome.UNAVAILABLE, account, cause=f"Could not check with Google now: {error}")
+        # Google's own words ("invalid_grant: Token has been expired or revoked."); but Google says nothing of
+        # the time the user granted running out, so that is said in the bot's words (and when).
+        cause = access_ended_cause(account) if code is CauseCode.ACCESS_TIME_ENDED else str(error)
         updated = await self.accounts.set_status(
-            account.id, status=status, cause=cause, actor=ACTOR, conn=conn
+            account.id, status=status, cause=cause, code=code, actor=ACTOR, conn=conn
         )
-        log.info("Account %s needs its user to reconnect: %s", account.id, cause)
+        log.info("Account %s needs its user to reconnect: %s (%s)", account.id, code, cause)
         return Access(Outcome.NEEDS_USER, updated, cause=cause)
 
-    def _invalid_grant(self, account: Account, error: GoogleError) -> tuple[Status, str]:
+    def _invalid_grant(self, account: Account, error: GoogleError) -> tuple[Status, CauseCode]:
         if granted_access_ended(account, datetime.now(UTC) + _ACCESS_END_SKEW):
-            return Status.EXPIRED, access_ended_cause(account)
+            return Status.EXPIRED, CauseCode.ACCESS_TIME_ENDED
         issued = account.refresh_token_issued_at
         if self.testing_mode and issued is not None and datetime.now(UTC) - issued >= TESTING_TOKEN_LIFETIME:
-            return Status.EXPIRED, (
-                "Google ended the access after 7 days, as it does for OAuth apps in testing mode (invalid_grant)."
-            )
-        # Google's usual text, "Token has been expired or revoked.", does not say which; only an answer that
+            # Google ends a testing-mode app's refresh tokens after 7 days.
+            return Status.EXPIRED, CauseCode.TESTING_MODE_EXPIRED
+        # Google's usual text, "Token has been expired or revoked.", does not say which (the password may have
+        # changed, access may have been removed, or the token went unused for months); only an answer that
         # speaks of revocation alone is recorded as revoked.
         description = str(error).lower()
         status = (
             Status.REVOKED if "revoked" in description and "expired" not in description else Status.EXPIRED
         )
-        return status, (
-            "Google says the access was revoked or has expired (invalid_grant): the password may have changed, "
-            "access may have been removed in the Google account, or the token went unused for months."
-        )
+        return status, CauseCode.REFRESH_TOKEN_REVOKED
 
 
 def _usable(account: Account) -> Outcome:

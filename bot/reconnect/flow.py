@@ -21,7 +21,7 @@ from bot.config import Settings
 from bot.google.client import GoogleClient
 from bot.google.consent import Consent, google_subject, verified_email
 from bot.google.errors import Failure, GoogleError
-from bot.google.health import lacking_cause
+from bot.google.health import lacking_cause, scope_code
 from bot.google.scopes import capabilities_of, missing_capabilities, scopes_to_ask
 from bot.reconnect.answer import STATE_TTL, Answer
 from bot.reconnect.hooks import Reconnected, ReconnectHooks
@@ -269,6 +269,7 @@ class ReconnectFlow:
                 oauth_config=await self._oauth_config(account),
                 status=Status.INSUFFICIENT_SCOPE if lacking else Status.HEALTHY,
                 cause=lacking_cause(lacking) if lacking else None,
+                code=scope_code(lacking) if lacking else None,
                 action="tokens.reconnected",
                 details={
                     "purpose": state.purpose,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -89,6 +89,7 @@ class SlackDelivery:
         self,
         *,
         pool: asyncpg.Pool,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
         outbox: SlackOutbox,
         client: AsyncWebClient,
         pacer: Pacer,
@@ -98,6 +99,7 @@ class SlackDelivery:
         prompter: Callable[[], Prompter],
     ) -> None:
         self.pool = pool
+        self._connect = connect  # the drainer's own connection, on which it holds the lock
         self.prompts = prompts
         self.prompter = prompter  # made when a Reconnect Gmail DM first comes (it needs SECRET_KEY)
         self.outbox = outbox
@@ -174,10 +176,15 @@ class SlackDelivery:
         await self.pool.fetchval("SELECT 1")
 
     async def _run(self) -> None:
+        # The lock is held on a connection of the drainer's own, outside the pool: the pool's connections give
+        # back nothing but transactions (storage.pool), and closing the pool must not wait for this one.
+        conn: asyncpg.Connection | None = None
         announced = False
-        while not self._stopping:
-            try:
-                async with self.pool.acquire() as conn:
+        try:
+            while not self._stopping:
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await self._connect()
                     if await try_lock_delivery(conn):
                         log.info("This process delivers the Slack queue")
                         announced = False
@@ -186,23 +193,27 @@ class SlackDelivery:
                             await self._drain(conn)
                         finally:
                             self.holding = False
-                            if not conn.is_closed():
-                                with suppress(*DATABASE_OUTAGE):
-                                    await unlock_delivery(conn)
+                        if not conn.is_closed():
+                            await unlock_delivery(conn)
                     elif not announced:
                         log.info("Another process delivers the Slack queue: this one takes over if it stops")
                         announced = True
-            except DATABASE_OUTAGE as error:
-                log.warning(
-                    "The Slack delivery queue could not be read (%s): trying again in %s s",
-                    type(error).__name__,
-                    LOCK_RETRY_SECONDS,
-                )
-            except Exception:  # a background task that dies says nothing: log it and carry on
-                log.exception("The Slack delivery queue failed; it tries again in %s s", LOCK_RETRY_SECONDS)
-            if not self._stopping:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), LOCK_RETRY_SECONDS)
+                except DATABASE_OUTAGE as error:
+                    log.warning(
+                        "The Slack delivery queue could not be read (%s): trying again in %s s",
+                        type(error).__name__,
+                        LOCK_RETRY_SECONDS,
+                    )
+                except Exception:  # a background task that dies says nothing: log it and carry on
+                    log.exception(
+                        "The Slack delivery queue failed; it tries again in %s s", LOCK_RETRY_SECONDS
+                    )
+                if not self._stopping:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), LOCK_RETRY_SECONDS)
+        finally:
+            if conn is not None and not conn.is_closed():
+                conn.terminate()  # at once, even when cancelled: the server lets the lock go with the session
 
     async def _drain(self, conn: asyncpg.Connection) -> None:
         """Send while this connection (and so the lock) lives; return when it is lost or the drainer stops."""

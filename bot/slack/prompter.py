@@ -26,6 +26,7 @@ from bot.slack.blocks.prompt import PromptView, reconnect_dm, reconnected_confir
 from bot.slack.client import SlackUsers
 from bot.slack.ids import slack_actor
 from storage.accounts import Accounts
+from storage.causes import CauseCode, stored_code
 from storage.models import Account, Status
 from storage.outbox import Message
 from storage.prompts import Prompt, Prompts, PromptState
@@ -150,6 +151,7 @@ class Prompter:
                     link_expires_at=claims.expires_at,
                     zone=self.timezone,
                     first_connection=account is None,
+                    code=_recorded_code(account, cause),
                     **self._grant_details(account),
                 )
                 blocks, fallback = reconnect_dm(view, locale)
@@ -181,10 +183,12 @@ class Prompter:
             return snoozed
         locale = await self.users.locale(slack_user_id)
         claims = self.links.new_claims(slack_user_id)
+        cause = Cause(snoozed.cause) if snoozed.cause in set(Cause) else Cause.EXPIRED
         account = await self.accounts.get(snoozed.account_id) if snoozed.account_id else None
         view = PromptView(
             prompt_id=snoozed.id,
-            cause=Cause(snoozed.cause) if snoozed.cause in set(Cause) else Cause.EXPIRED,
+            cause=cause,
+            code=_recorded_code(account, cause),
             email=account.email if account else None,
             reconnect_url=self.links.url(claims),
             link_expires_at=claims.expires_at,
@@ -280,3 +284,11 @@ class Prompter:
 def _incident(account: Account | None, cause: Cause) -> str:
     """What the prompt is about: this account (or none) and why."""
     return f"{account.id if account else 'none'}:{cause}"
+
+
+def _recorded_code(account: Account | None, cause: Cause) -> CauseCode | None:
+    """The account's recorded cause, when the DM is about the status it records (not, say, a warning that a
+    working connection ends soon): its words say more precisely what happened."""
+    if account is None or Cause.of(account.status) is not cause:
+        return None
+    return stored_code(account)

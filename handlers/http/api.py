@@ -20,14 +20,14 @@ from typing import Any
 from aiohttp import web
 
 from bot.appkeys import SERVICES
-from bot.google.health import Cause, account_summary, effective_status
+from bot.google.health import Cause, account_summary, effective_cause, effective_status
 from bot.google.scopes import Capability, capabilities_of, missing_capabilities
 from bot.google.token_service import Outcome
-from bot.i18n import text
 from bot.slack.ids import is_user_id
 from handlers.http.api_access import NO_STORE, REFUSALS, RefusalLog, keyed, problem
 from storage import audit
 from storage.api_keys import ApiKey, Scope
+from storage.causes import default_code
 from storage.models import Account, Status
 from storage.token_checks import claim_check
 
@@ -250,11 +250,12 @@ async def _needs_user(
     elif account.slack_user_id:
         current = await request.app[SERVICES].prompts.open_for(account.slack_user_id)
         prompted = current is not None and current.has_message
+    code, detail = effective_cause(account, request.app[SERVICES].settings.required_capabilities)
     body: dict[str, Any] = {
         "error": "reconnect_required",
         "status": str(status),
-        "cause": effective_status(account, request.app[SERVICES].settings.required_capabilities)[1]
-        or text("en", f"slack.cause.{status}"),
+        "cause": str(code or default_code(status)),  # a stable code (README: "Causes")
+        "cause_detail": detail,  # the words that came with it, in English (Google's answer, say)
         "reconnect_prompted": prompted,
     }
     if status is Status.INSUFFICIENT_SCOPE and account.has_refresh_token:

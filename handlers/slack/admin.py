@@ -13,6 +13,7 @@ from typing import Any
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot.fleet import Attention, attention_of, fleet_patterns
 from bot.google.health import Cause, effective_status, granted_access_ending, testing_expiry_near
 from bot.google.token_service import Outcome
 from bot.services import Services
@@ -55,14 +56,19 @@ async def answer(services: Services, user_id: str, verb: str, arguments: list[st
 async def health_overview(services: Services) -> Overview:
     """Counts by status (as the stored data shows it) and the accounts only their users can fix."""
     counts: Counter[Status] = Counter()
-    attention: list[tuple[Account, Status, str | None]] = []
+    attention: list[Attention] = []
     for account in await services.accounts.list():
-        status, cause = effective_status(account, services.settings.required_capabilities)
-        counts[status] += 1
-        if status.needs_user:
-            attention.append((account, status, cause))
-    nudgeable = sum(1 for account, _, _ in attention if account.slack_user_id)
-    return Overview(counts=dict(counts), attention=attention, nudgeable=nudgeable)
+        item = attention_of(account, services.settings.required_capabilities)
+        counts[item.status] += 1
+        if item.status.needs_user:
+            attention.append(item)
+    nudgeable = sum(1 for item in attention if item.account.slack_user_id)
+    return Overview(
+        counts=dict(counts),
+        attention=attention,
+        nudgeable=nudgeable,
+        patterns=await fleet_patterns(services.pool, attention, now=datetime.now(UTC)),
+    )
 
 
 async def nudge(services: Services, admin_id: str, arguments: list[str], locale: str) -> Answer:
@@ -144,10 +150,13 @@ async def nudge_all(services: Services, *, body: dict[str, Any], respond: AsyncR
 
     deliveries = Counter(
         await asyncio.gather(
-            *(one(account, status) for account, status, _ in overview.attention if account.slack_user_id)
+            *(one(item.account, item.status) for item in overview.attention if item.account.slack_user_id)
         )
     )
-    counts = {str(delivery): deliveries.get(delivery, 0) for delivery in Delivery}
+    # Sent here and now, never queued: the admin reads the outcome at once.
+    counts = {
+        str(delivery): deliveries.get(delivery, 0) for delivery in Delivery if delivery is not Delivery.QUEUED
+    }
     unlinked = len(overview.attention) - overview.nudgeable
     await _audit(services, admin_id, "admin.nudged_all", unlinked=unlinked, **counts)
     line = slack_text(locale, "slack.admin.nudge_all_done", unlinked=unlinked, **counts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.google.health import effective_status
+from bot.google.health import effective_cause, effective_status
 from bot.google.scopes import Capability, missing_capabilities
 from bot.reconnect.links import Purpose
 from bot.services import Services
@@ -16,17 +16,19 @@ async def status_view(
 ) -> StatusView:
     """What /gmail-status and the App Home show this user now."""
     account = await services.accounts.find_by_slack_id(slack_user_id)
-    status = Status.MISSING
+    status, code = Status.MISSING, None
     missing: tuple[Capability, ...] = ()
     if account is not None:
         required = services.settings.required_capabilities
         status, _ = effective_status(account, required)
+        code, _ = effective_cause(account, required)
         if account.has_refresh_token:
             missing = tuple(missing_capabilities(account.scopes, required))
     links = services.links
     return StatusView(
         account=account,
         status=status,
+        code=code,
         reconnect_url=links.new_url(slack_user_id, slack_team_id=slack_team_id),
         switch_url=links.new_url(slack_user_id, slack_team_id=slack_team_id, purpose=Purpose.SWITCH),
         offer=None if account is not None else await linkable_account(services, slack_user_id),

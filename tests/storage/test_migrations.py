@@ -263,3 +263,117 @@ async def test_api_keys_from_before_scopes_get_every_scope_and_new_ones_must_nam
         ("a", ["credentials", "registry", "report"]),
         ("b", ["credentials", "registry", "report"]),
     ]
+
+
+# What earlier versions wrote as status_cause, and the code each row gets.
+EARLIER_CAUSES = [
+    (
+        "missing",
+        "No Gmail token is stored (the legacy is_equipped flag says connected, but token_data is empty).",
+        "token_missing",
+    ),
+    (
+        "missing",
+        "No refresh token is stored, so the access token cannot be renewed.",
+        "refresh_token_missing",
+    ),
+    ("missing", "No refresh token is stored.", "refresh_token_missing"),
+    (
+        "expired",
+        "Google says the access was revoked or has expired (invalid_grant): the password may have changed, access may have been removed in the Google account, or the token went unused for months.",
+        "refresh_token_revoked",
+    ),
+    ("expired", "invalid_grant: Token has been expired or revoked.", "refresh_token_revoked"),
+    (
+        "expired",
+        "Google ended the access after 7 days, as it does for OAuth apps in testing mode (invalid_grant).",
+        "testing_mode_expired",
+    ),
+    (
+        "expired",
+        "Your Google Workspace administrator requires you to sign in again (Google: invalid_rapt); reconnect to continue.",
+        "reauth_required",
+    ),
+    (
+        "expired",
+        "The token was issued to an OAuth client that Google no longer accepts (invalid_client); reconnecting issues a new one.",
+        "client_rejected",
+    ),
+    (
+        "revoked",
+        "You removed this app's access in your Google Account (Google's security event tokens-revoked).",
+        "access_removed",
+    ),
+    (
+        "revoked",
+        "Google says the access was revoked or has expired (invalid_grant): the password may have changed.",
+        "refresh_token_revoked",
+    ),
+    (
+        "insufficient_scope",
+        "The granted permissions do not allow reading mail (gmail.readonly) or sending mail (gmail.send).",
+        "scope_missing_read_send",
+    ),
+    (
+        "insufficient_scope",
+        "The granted permissions lack gmail.readonly and gmail.send.",
+        "scope_missing_read_send",
+    ),
+    ("insufficient_scope", "The granted permissions lack gmail.send.", "scope_missing_send"),
+    (
+        "insufficient_scope",
+        "The granted permissions do not allow reading mail (gmail.readonly).",
+        "scope_missing_read",
+    ),
+    (
+        "insufficient_scope",
+        "Gmail answered HTTP 403 (Request had insufficient authentication scopes.)",
+        "scope_missing_read",
+    ),
+    ("disconnected", "Disconnected by slack:U0123ABCD.", "disconnected_by_user"),
+    ("disconnected", "Disconnected by cli.", "disconnected_by_admin"),
+    (
+        "unreadable",
+        "The stored tokens cannot be decrypted: the access_token was encrypted under key k9. Reconnecting stores new ones.",
+        "tokens_unreadable",
+    ),
+    (
+        "disabled",
+        "Google disabled this Google account (signs of a takeover (hijacking)); the bot does not use it until Google enables it.",
+        "account_disabled",
+    ),
+    ("expired", None, "refresh_token_revoked"),
+    ("healthy", None, None),
+    ("unknown", "Imported from a file; not checked with Google yet.", None),
+]
+
+
+async def test_rows_from_before_cause_codes_get_the_code_their_words_tell_and_keep_the_words(
+    database_url: str,
+) -> None:
+    await load_legacy_seed(database_url)
+    conn = await connect(database_url)
+    try:
+        assert [str(m) for m in await migrate(conn, until=17)][-1] == "0017_webhooks"
+        await conn.executemany(
+            "INSERT INTO gmail_tokens (user_id, status, status_cause) VALUES ($1, $2, $3)",
+            [(f"earlier-{n}", status, cause) for n, (status, cause, _) in enumerate(EARLIER_CAUSES)],
+        )
+        legacy_before = await conn.fetch(
+            f"SELECT {SEED_COLUMNS} FROM gmail_tokens WHERE user_id NOT LIKE 'earlier-%'"
+        )
+        assert [str(m) for m in await migrate(conn)] == [
+            "0018_refresh_token_expiry",
+            "0019_status_cause_codes",
+        ]
+        rows = await conn.fetch(
+            "SELECT user_id, status, status_cause, status_cause_code FROM gmail_tokens"
+            " WHERE user_id LIKE 'earlier-%' ORDER BY id"
+        )
+        legacy_after = await conn.fetch(
+            f"SELECT {SEED_COLUMNS} FROM gmail_tokens WHERE user_id NOT LIKE 'earlier-%'"
+        )
+    finally:
+        await conn.close()
+    assert [(row["status"], row["status_cause"], row["status_cause_code"]) for row in rows] == EARLIER_CAUSES
+    assert legacy_after == legacy_before  # legacy rows (never checked) are not rewritten, updated_at included

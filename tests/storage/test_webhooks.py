@@ -9,11 +9,10 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from bot.google.health import Cause
 from storage.accounts import Accounts
 from storage.models import Status, TokenGrant
 from storage.webhook_deliveries import WebhookDeliveries
-from storage.webhooks import EVENTS, Event, Webhooks, cause_code, event_of
+from storage.webhooks import EVENTS, Event, Webhooks, event_of
 
 H, U, D = Status.HEALTHY, Status.UNKNOWN, Status.DISCONNECTED
 
@@ -43,12 +42,6 @@ def test_every_status_that_needs_the_user_breaks_a_working_connection() -> None:
     for status in Status:
         if status.needs_user:
             assert event_of(H, status) is Event.BROKEN and event_of(status, H) is Event.RESTORED
-
-
-def test_the_cause_code_is_the_cause_the_dm_shows() -> None:
-    for status in Status:
-        cause = Cause.of(status)
-        assert cause_code(status) == (str(cause) if cause else str(status))
 
 
 async def seeded(accounts: Accounts, pool: asyncpg.Pool, slack_id: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -15,6 +15,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.fleet import Attention, FleetPatterns
+from bot.slack.blocks.causes import admin_cause
 from bot.slack.blocks.elements import (
     ADMIN_LIST_LIMIT,
     EMOJI,
@@ -29,14 +31,21 @@ from storage.models import Account, Status
 from storage.outbox import RunDelivery
 from storage.runs import Result
 
+# chat.postMessage refuses blocks whose texts add up to more than about 12,000 characters (msg_blocks_too_long,
+# undocumented): the list of accounts gets at most this many, the counts and patterns above it the rest.
+LIST_TEXT_BUDGET = 8000
+EMAIL_LIMIT = 80
+PATTERN_NAMES = 10  # users named in the "reconnecting again and again" line before "…and N more"
+
 
 @dataclass(frozen=True)
 class Overview:
     """Every account's health, for admins: counts by status and the accounts that need attention."""
 
     counts: dict[Status, int]
-    attention: list[tuple[Account, Status, str | None]]
+    attention: list[Attention]
     nudgeable: int  # how many of those are linked to a Slack user
+    patterns: FleetPatterns = field(default_factory=FleetPatterns)
 
 
 def admin_overview(overview: Overview, locale: str) -> list[dict[str, Any]]:
@@ -45,19 +54,16 @@ def admin_overview(overview: Overview, locale: str) -> list[dict[str, Any]]:
     blocks: list[Block] = [HeaderBlock(text=slack_text(locale, "slack.admin.title", total=total))]
     counts = _status_counts(overview.counts, locale)
     blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(counts) or "-")))
+    blocks += _pattern_blocks(overview.patterns, locale)
     blocks.append(DividerBlock())
     if not overview.attention:
         blocks.append(
             SectionBlock(text=MarkdownTextObject(text=slack_text(locale, "slack.admin.all_healthy")))
         )
         return [block.to_dict() for block in blocks]
-    rows = [_admin_row(account, status, cause, locale) for account, status, cause in overview.attention]
-    shown = rows[:ADMIN_LIST_LIMIT]
-    if len(rows) > len(shown):
-        shown.append(slack_text(locale, "slack.admin.more", count=len(rows) - len(shown)))
+    rows = [_admin_row(item, locale) for item in overview.attention]
     heading = slack_text(locale, "slack.admin.attention", count=len(rows))
-    for chunk in chunks([heading, *shown], SECTION_LIMIT):
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
+    blocks += _listed(heading, rows, locale)
     if overview.nudgeable:
         button = ButtonElement(
             text=slack_text(locale, "slack.button.nudge_all", count=overview.nudgeable),
@@ -80,7 +86,8 @@ class RunSummaryView:
     outcomes: dict[str, int]
     counts: dict[Status, int]
     # The accounts that needed their user when the run handled them, each with its status now.
-    attention: list[tuple[Account, Status, str | None]]
+    attention: list[Attention]
+    patterns: FleetPatterns = field(default_factory=FleetPatterns)
     # How the run's messages went through the delivery queue, when it sent any; `last_sent` in the run's time.
     delivery: RunDelivery | None = None
     last_sent: str | None = None
@@ -88,7 +95,7 @@ class RunSummaryView:
     @property
     def still(self) -> int:
         """How many of them still need their user."""
-        return sum(1 for _, status, _ in self.attention if status.needs_user)
+        return sum(1 for item in self.attention if item.status.needs_user)
 
 
 def _delivery(view: RunSummaryView, locale: str) -> list[Mrkdwn]:
@@ -147,23 +154,20 @@ def run_summary(view: RunSummaryView, locale: str) -> tuple[list[dict[str, Any]]
                 + "\n".join([*counts, *_delivery(view, locale)])
             )
         ),
+        *_pattern_blocks(view.patterns, locale),
         DividerBlock(),
     ]
     # Those still waiting first, then those who reconnected since.
-    ordered = sorted(view.attention, key=lambda item: not item[1].needs_user)
+    ordered = sorted(view.attention, key=lambda item: not item.status.needs_user)
     rows = [
-        _admin_row(account, status, cause, locale)
-        if status.needs_user
+        _admin_row(item, locale)
+        if item.status.needs_user
         else slack_text(
-            locale, "slack.summary.row_resolved", who=_who(account, locale), email=account.email or "-"
+            locale, "slack.summary.row_resolved", who=_who(item.account, locale), email=_email(item.account)
         )
-        for account, status, cause in ordered
+        for item in ordered
     ]
-    shown = rows[:ADMIN_LIST_LIMIT]
-    if len(rows) > len(shown):
-        shown.append(slack_text(locale, "slack.admin.more", count=len(rows) - len(shown)))
-    for chunk in chunks([verdict, *shown], SECTION_LIMIT):
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
+    blocks += _listed(verdict, rows, locale)
     fallback = slack_text(
         locale, "slack.summary.fallback", kind=kind, day=view.day, now=now, total=view.total
     )
@@ -191,12 +195,62 @@ def _who(account: Account, locale: str) -> Mrkdwn:
     return slack_text(locale, "slack.admin.not_linked", user_id=account.user_id)
 
 
-def _admin_row(account: Account, status: Status, cause: str | None, locale: str) -> Mrkdwn:
+def _admin_row(item: Attention, locale: str) -> Mrkdwn:
     return slack_text(
         locale,
         "slack.admin.row",
-        who=_who(account, locale),
-        email=account.email or "-",
-        label=slack_text(locale, f"slack.label.{status}"),
-        cause=shorten(cause or slack_text(locale, f"slack.cause.{status}"), 300),
+        who=_who(item.account, locale),
+        email=_email(item.account),
+        label=slack_text(locale, f"slack.label.{item.status}"),
+        cause=admin_cause(item.code, item.detail, item.status, locale),
     )
+
+
+def _email(account: Account) -> str:
+    return shorten(account.email or "-", EMAIL_LIMIT)
+
+
+def _listed(heading: Mrkdwn, rows: list[Mrkdwn], locale: str) -> list[Block]:
+    """The heading and as many rows as Slack's limits leave room for (ADMIN_LIST_LIMIT rows, LIST_TEXT_BUDGET
+    characters), then "…and N more", in sections of at most SECTION_LIMIT characters."""
+    shown: list[Mrkdwn] = []
+    used = len(heading)
+    for row in rows[:ADMIN_LIST_LIMIT]:
+        if used + 1 + len(row) > LIST_TEXT_BUDGET:
+            break
+        shown.append(row)
+        used += 1 + len(row)
+    if len(rows) > len(shown):
+        shown.append(slack_text(locale, "slack.admin.more", count=len(rows) - len(shown)))
+    return [
+        SectionBlock(text=MarkdownTextObject(text=chunk))
+        for chunk in chunks([heading, *shown], SECTION_LIMIT)
+    ]
+
+
+def _pattern_blocks(patterns: FleetPatterns, locale: str) -> list[Block]:
+    """One section with what several accounts show together, or none."""
+    lines: list[Mrkdwn] = []
+    if patterns.testing_deaths:
+        lines.append(
+            slack_text(
+                locale, "slack.pattern.testing_mode", count=patterns.testing_deaths, broken=patterns.broken
+            )
+        )
+    if patterns.reconnecting:
+        names = [
+            slack_text(locale, "slack.pattern.reconnected_times", who=mention(slack_user_id), count=times)
+            for slack_user_id, times in patterns.reconnecting[:PATTERN_NAMES]
+        ]
+        if len(patterns.reconnecting) > PATTERN_NAMES:
+            names.append(
+                slack_text(locale, "slack.pattern.more", count=len(patterns.reconnecting) - PATTERN_NAMES)
+            )
+        lines.append(
+            slack_text(
+                locale, "slack.pattern.reconnecting", days=patterns.window_days, who=Mrkdwn(", ").join(names)
+            )
+        )
+    if not lines:
+        return []
+    return [SectionBlock(text=MarkdownTextObject(text="\n".join(lines)))]

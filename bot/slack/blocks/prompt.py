@@ -18,9 +18,10 @@ from slack_sdk.models.blocks import (
 
 from bot.google.health import Cause
 from bot.google.scopes import Capability
-from bot.slack.blocks.causes import briefing_meanwhile, cause_words
+from bot.slack.blocks.causes import briefing_meanwhile, prompt_cause
 from bot.slack.blocks.elements import RECONNECT_ACTION, SNOOZE_ACTION, local_time
 from bot.slack.mrkdwn import Mrkdwn, slack_text
+from storage.causes import CauseCode
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,22 @@ class PromptView:
     zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
     snoozed: bool = False
     first_connection: bool = False  # the user has no row yet: "Connect Gmail" rather than "Reconnect"
+    code: CauseCode | None = (
+        None  # the account's recorded cause, said instead of `cause` when it is one of it
+    )
     missing: tuple[Capability, ...] = ()  # the required permissions the grant lacks
     access_ends_at: datetime | None = None  # time-based access: when the access the user allowed ends
 
 
 def reconnect_dm(view: PromptView, locale: str) -> tuple[list[dict[str, Any]], str]:
     """The Reconnect Gmail DM (blocks, and the notification text): the cause, what is lost, the buttons."""
-    cause = cause_words(
-        locale, view.cause, missing=view.missing, access_ends_at=view.access_ends_at, zone=view.zone
+    cause = prompt_cause(
+        view.cause,
+        view.code,
+        locale,
+        missing=view.missing,
+        access_ends_at=view.access_ends_at,
+        zone=view.zone,
     )
     body = [slack_text(locale, "slack.dm.title"), cause]
     meanwhile = briefing_meanwhile(locale, view.cause, missing=view.missing)

@@ -19,7 +19,7 @@ from slack_sdk.models.blocks import (
 
 from bot.google.health import Cause
 from bot.google.scopes import Capability, capabilities_of
-from bot.slack.blocks.causes import briefing_meanwhile, cause_words
+from bot.slack.blocks.causes import briefing_meanwhile, user_cause
 from bot.slack.blocks.elements import (
     DISCONNECT_ACTION,
     EMOJI,
@@ -33,6 +33,7 @@ from bot.slack.blocks.elements import (
     shorten,
 )
 from bot.slack.mrkdwn import Mrkdwn, as_mrkdwn, slack_text
+from storage.causes import CauseCode
 from storage.models import Account, Status
 
 
@@ -45,6 +46,7 @@ class StatusView:
     reconnect_url: str
     switch_url: str
     zone: ZoneInfo  # where times are shown: BRIEFING_TIMEZONE
+    code: CauseCode | None = None  # why the status is what it is (storage/causes.py)
     offer: Account | None = None  # an unlinked row with the user's Slack email, offered for linking
     notice: Mrkdwn | None = None  # one line above the card saying what just happened (e.g. "Disconnected")
     missing: tuple[Capability, ...] = ()  # the required permissions the account's grant lacks
@@ -79,12 +81,9 @@ def status_card(view: StatusView, locale: str) -> list[dict[str, Any]]:
                 label=slack_text(locale, f"slack.label.{status}"),
             ),
         ]
-        cause = Cause.of(status)
-        if cause is not None and (status.needs_user or status is Status.DISCONNECTED):
+        if status.needs_user or status is Status.DISCONNECTED:
             ends = account.refresh_token_expires_at if account.has_refresh_token else None
-            lines.append(
-                cause_words(locale, cause, missing=view.missing, access_ends_at=ends, zone=view.zone)
-            )
+            lines.append(user_cause(view.code, status, locale, access_ends_at=ends, zone=view.zone))
         if status is Status.DISABLED:
             reason = disabled_reason(account.metadata.get("google_disabled_reason"), locale)
             lines += [

@@ -14,6 +14,7 @@ from bot.briefing.run import Kind, Result
 from bot.config import Settings
 from bot.i18n import text
 from bot.slack.client import PRIME_AT_LEAST
+from storage.causes import CauseCode
 from storage.models import Status
 from storage.runs import Done, Runs
 from storage.slack_locales import SlackLocales
@@ -144,9 +145,14 @@ async def test_gmail_refusing_the_token_or_the_scope_prompts_the_user(
     fake_google.fail_gmail(403)
     await app[SERVICES].briefing.run(Kind.BRIEFING, only=["U0A"])
 
-    assert (await app[SERVICES].accounts.get(account.id)).status is Status.INSUFFICIENT_SCOPE
+    refused = await app[SERVICES].accounts.get(account.id)
+    assert refused.status is Status.INSUFFICIENT_SCOPE
+    assert refused.status_cause_code is CauseCode.SCOPE_MISSING_READ  # the briefing could not read
     (prompt,) = dms(fake_slack, "U0A")  # the same DM, edited
-    assert "missing a Gmail permission" in block_text(prompt["blocks"])
+    assert (
+        "The bot cannot read your mail: your Gmail is connected, but without “View your email messages"
+        in block_text(prompt["blocks"])
+    )
 
 
 async def test_two_runners_at_once_process_each_account_once(

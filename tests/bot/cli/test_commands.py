@@ -86,7 +86,9 @@ async def test_migrate_import_link_accounts_on_legacy_rows(
     assert by_user["heejae"]["can_read"] and by_user["heejae"]["can_send"]  # gmail.modify reads and sends
     assert by_user["unknown"]["status"] == "insufficient_scope"
     assert by_user["b6ea2ee0-a15a-5cf4-93a9-a9ca20d4c4a0"]["status"] == "missing"
-    assert "is_equipped" in by_user["b6ea2ee0-a15a-5cf4-93a9-a9ca20d4c4a0"]["cause"]
+    assert by_user["b6ea2ee0-a15a-5cf4-93a9-a9ca20d4c4a0"]["cause"] == "token_missing"
+    assert "is_equipped" in by_user["b6ea2ee0-a15a-5cf4-93a9-a9ca20d4c4a0"]["cause_detail"]
+    assert by_user["unknown"]["cause"] == "scope_missing_read_send"
     assert "ya29" not in listing.stdout and "1//" not in listing.stdout
 
     table = run("accounts", "--status", "unknown", env=env, cwd=tmp_path)

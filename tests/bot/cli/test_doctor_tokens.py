@@ -107,4 +107,4 @@ async def test_doctor_on_readable_rows_says_so_and_notices_rows_marked_unreadabl
     assert code == 0
     (row,) = out.splitlines()[1:]
     assert row.split()[1:3] == ["two", "-"] and "unreadable" in row
-    assert row.endswith("The stored tokens cannot be decrypted: x.")
+    assert row.endswith("tokens_unreadable (The stored tokens cannot be decrypted: x.)")

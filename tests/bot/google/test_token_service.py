@@ -23,6 +23,7 @@ from bot.google.scopes import Capability
 from bot.google.token_service import Outcome, TokenService, build_token_service
 from storage import audit
 from storage.accounts import Accounts
+from storage.causes import CauseCode
 from storage.migrator import migrate
 from storage.models import Account, Status, TokenGrant
 from storage.pool import connect, create_pool
@@ -389,16 +390,19 @@ async def test_invalid_grant_marks_the_account_expired_with_its_cause(
     assert result.outcome is Outcome.NEEDS_USER and not result.ok
     assert result.access_token is None
     assert result.account.status is Status.EXPIRED
-    assert result.cause is not None and "invalid_grant" in result.cause
+    assert result.code is CauseCode.REFRESH_TOKEN_REVOKED
+    # Google's own words are kept as the detail.
+    assert result.cause == "Google answered HTTP 400 (invalid_grant: Token has been expired or revoked.)"
     account = await accounts.get(connected.account.id)
     assert account.status is Status.EXPIRED and account.status_cause == result.cause
+    assert account.status_cause_code is CauseCode.REFRESH_TOKEN_REVOKED
     assert account.status.needs_user
     assert token_calls(fake_google) == 1  # not retried: it cannot get better
 
     event = (await audit.recent(accounts.pool, account_id=account.id, limit=1))[0]
     assert (event.action, event.actor) == ("status.changed", "token-service")
     assert (event.details["from"], event.details["to"]) == ("healthy", "expired")
-    assert event.details["cause"] == result.cause
+    assert (event.details["cause"], event.details["cause_detail"]) == ("refresh_token_revoked", result.cause)
 
 
 @pytest.mark.parametrize(
@@ -432,7 +436,10 @@ async def test_invalid_grant_in_testing_mode_after_seven_days_is_expiry(
     account = await accounts.get(connected.account.id)
     assert account.status is status
     assert result.cause is not None and "invalid_grant" in result.cause
-    assert ("7 days" in result.cause) is (testing_mode and age >= timedelta(days=7))
+    testing_limit = testing_mode and age >= timedelta(days=7)
+    assert account.status_cause_code is (
+        CauseCode.TESTING_MODE_EXPIRED if testing_limit else CauseCode.REFRESH_TOKEN_REVOKED
+    )
 
 
 async def test_invalid_grant_that_speaks_only_of_revocation_marks_the_account_revoked(
@@ -461,7 +468,8 @@ async def test_a_workspace_reauth_requirement_marks_the_account_expired(
     result = await make_service(accounts).access(connected.account.id)
 
     assert result.outcome is Outcome.NEEDS_USER
-    assert result.cause is not None and subtype in result.cause and "administrator" in result.cause
+    assert result.code is CauseCode.REAUTH_REQUIRED
+    assert result.cause is not None and subtype in result.cause
     assert (await accounts.get(connected.account.id)).status is Status.EXPIRED
     assert token_calls(fake_google) == 1
 
@@ -481,6 +489,7 @@ async def test_a_refresh_without_send_permission_is_insufficient_scope_and_still
     assert result.access_token in fake_google.issued_secrets
     assert result.allows(Capability.READ) and not result.allows(Capability.SEND)
     assert result.cause is not None and "gmail.send" in result.cause and "gmail.readonly" not in result.cause
+    assert result.code is CauseCode.SCOPE_MISSING_SEND
     account = await accounts.get(connected.account.id)
     assert account.status is Status.INSUFFICIENT_SCOPE and account.status_cause == result.cause
     assert account.scopes == [READONLY]  # what Google granted now is what is recorded
@@ -746,7 +755,8 @@ async def test_a_rejected_legacy_client_needs_the_user(
     assert result.outcome is Outcome.NEEDS_USER
     (call,) = fake_google.calls_to("/token")
     assert call.status == 401 and call.form["client_id"] == LEGACY_CLIENT_ID
-    assert result.cause is not None and "OAuth client" in result.cause and rejection in result.cause
+    assert result.code is CauseCode.CLIENT_REJECTED
+    assert result.cause is not None and rejection in result.cause
     account = await legacy_accounts.get(heejae.id)
     assert account.status is Status.EXPIRED and account.status_cause == result.cause
     event = (await audit.recent(legacy_accounts.pool, account_id=heejae.id, limit=1))[0]
@@ -762,7 +772,7 @@ async def test_a_seed_001_row_without_tokens_is_missing(
     result = await make_service(legacy_accounts).access(row.id)
 
     assert result.outcome is Outcome.NEEDS_USER and result.access_token is None
-    assert result.cause == "No Gmail token is stored."
+    assert result.cause == "No Gmail token is stored." and result.code is CauseCode.TOKEN_MISSING
     account = await legacy_accounts.get(row.id)
     assert account.status is Status.MISSING and account.status_cause == result.cause
     assert token_calls(fake_google) == 0
@@ -787,6 +797,7 @@ async def test_disconnect_revokes_at_google_and_wipes_the_tokens(
     assert account == done.account
     assert account.status is Status.DISCONNECTED and not account.status.needs_user
     assert account.status_cause == "Disconnected by slack:U1."
+    assert account.status_cause_code is CauseCode.DISCONNECTED_BY_USER
     assert not account.has_access_token and not account.has_refresh_token and account.expiry is None
     assert account.email == "alice@gmail.com"  # the row and its metadata stay
 
@@ -1019,7 +1030,8 @@ async def test_once_the_granted_time_is_over_the_account_is_expired_without_aski
 
     assert result.outcome is Outcome.NEEDS_USER and token_calls(fake_google) == 0
     account = await accounts.get(connected.account.id)
-    assert account.status is Status.EXPIRED
+    assert (account.status, account.status_cause_code) == (Status.EXPIRED, CauseCode.ACCESS_TIME_ENDED)
+    assert result.code is CauseCode.ACCESS_TIME_ENDED
     assert result.cause == account.status_cause and "time-limited access" in result.cause
 
 
@@ -1038,4 +1050,5 @@ async def test_invalid_grant_as_the_granted_time_ends_says_the_time_ran_out(
 
     assert result.outcome is Outcome.NEEDS_USER and token_calls(fake_google) == 1
     assert result.cause is not None and "time-limited access" in result.cause
-    assert (await accounts.get(connected.account.id)).status is Status.EXPIRED
+    account = await accounts.get(connected.account.id)
+    assert (account.status, account.status_cause_code) == (Status.EXPIRED, CauseCode.ACCESS_TIME_ENDED)

@@ -14,6 +14,7 @@ from aiohttp import web
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
 from bot.slack.blocks.elements import RECONNECT_ACTION
+from storage.causes import CauseCode
 from storage.models import Account, Status
 from tests.fakes.google import Consent, FakeGoogle
 from tests.fakes.slack import FakeSlack
@@ -67,6 +68,7 @@ async def test_a_read_only_grant_keeps_the_digest_and_the_button_asks_google_for
     )
     account = await account_of(app, "U0READ")
     assert account.status is Status.INSUFFICIENT_SCOPE and account.email == "u0read@gmail.com"
+    assert account.status_cause_code is CauseCode.SCOPE_MISSING_SEND
     assert READONLY in account.scopes and SEND not in account.scopes
     assert account.status_cause is not None and "gmail.send" in account.status_cause
     tokens = await app[SERVICES].accounts.read_tokens(account.id)
@@ -150,7 +152,11 @@ async def test_a_send_only_grant_is_stored_but_brings_no_digest(
     status, page, _ = await visit(browser, owner_link(app, fake_slack, "U0SEND"), **EN)
 
     assert status == 200 and "View your email messages" in page and "comes without its email part" in page
-    assert (await account_of(app, "U0SEND")).status is Status.INSUFFICIENT_SCOPE
+    send_only = await account_of(app, "U0SEND")
+    assert (send_only.status, send_only.status_cause_code) == (
+        Status.INSUFFICIENT_SCOPE,
+        CauseCode.SCOPE_MISSING_READ,
+    )
     report = await app[SERVICES].briefing.run(Kind.BRIEFING)
     assert [line.result for line in report.accounts] == [Result.PROMPTED]
     assert fake_google.calls_to("/gmail/v1/users/me/messages") == []  # no digest without reading
@@ -214,7 +220,7 @@ async def test_time_based_access_is_warned_the_day_before_and_expires_after(
     report = await app[SERVICES].briefing.run(Kind.BRIEFING)
     assert [line.result for line in report.accounts] == [Result.PROMPTED]
     account = await account_of(app, "U0TIME")
-    assert account.status is Status.EXPIRED
+    assert (account.status, account.status_cause_code) == (Status.EXPIRED, CauseCode.ACCESS_TIME_ENDED)
     assert account.status_cause is not None and "time-limited access" in account.status_cause
     ended = block_text((await open_prompt_message(app, fake_slack, "U0TIME"))["blocks"])
     assert "The access to your Gmail you allowed on Google's screen ended on" in ended

@@ -99,7 +99,8 @@ async def test_a_revoked_token_found_by_the_briefing_sends_one_signed_broken_eve
         "user_id": "U0GONE",
         "email": "u0gone@gmail.com",
         "status": str(after.status),
-        "cause": str(after.status),
+        "cause": "refresh_token_revoked",
+        "cause_detail": "Google answered HTTP 400 (invalid_grant: Token has been expired or revoked.)",
     }
     for secret in {*fake_google.issued_secrets, receiver.secret or "-"}:
         assert secret not in delivery.body.decode()
@@ -162,6 +163,7 @@ async def test_a_reconnection_through_the_consent_flow_sends_restored(
     broken, restored = (item.payload for item in receiver.accepted)
     assert (broken["type"], restored["type"]) == ("connection.broken", "connection.restored")
     assert restored["status"] == "healthy" and restored["slack_user_id"] == "U0BACK"
+    assert (restored["cause"], restored["cause_detail"]) == (None, None)  # a working connection has no cause
     assert broken["id"] != restored["id"]
 
 
@@ -186,7 +188,8 @@ async def test_the_disconnect_button_sends_disconnected(
     await eventually(lambda: len(receiver.accepted) == 1, seconds=10)
     (delivery,) = receiver.accepted
     assert delivery.payload["type"] == "connection.disconnected"
-    assert (delivery.payload["status"], delivery.payload["cause"]) == ("disconnected", "disconnected")
+    assert (delivery.payload["status"], delivery.payload["cause"]) == ("disconnected", "disconnected_by_user")
+    assert delivery.payload["cause_detail"] == "Disconnected by slack:U0BYE."
 
 
 async def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt_with_the_same_id(

@@ -19,6 +19,7 @@ from aiohttp import web
 from bot.appkeys import SERVICES
 from handlers.http.api import REASON_LIMIT, RETRY_AFTER_SECONDS
 from storage.api_keys import ApiKeys, Scope
+from storage.causes import CauseCode
 from storage.models import Status, TokenGrant
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
@@ -255,7 +256,8 @@ async def test_credentials_of_an_account_without_tokens_is_409_missing(
     answer = reply.json()
     assert answer["error"] == "reconnect_required"
     assert answer["status"] == "missing"
-    assert isinstance(answer["cause"], str) and "No Gmail token is stored" in answer["cause"]
+    assert answer["cause"] == "token_missing"  # a stable code; its words, in English, as the detail
+    assert "No Gmail token is stored" in answer["cause_detail"]
     assert answer["reconnect_prompted"] is False  # nothing was sent, and no earlier DM is open
     assert "access_token" not in answer
     assert fake_google.calls == [] and fake_slack.calls == []
@@ -276,7 +278,7 @@ async def test_credentials_whose_refresh_token_was_revoked_prompt_the_user_once(
     answer = reply.json()
     assert answer["status"] in ("expired", "revoked")
     assert answer["reconnect_prompted"] is True
-    assert "invalid_grant" in answer["cause"]
+    assert answer["cause"] == "refresh_token_revoked" and "invalid_grant" in answer["cause_detail"]
     assert await stored_status(app, "U0GONE") == Status(answer["status"])
     (dm,) = dms(fake_slack, "U0GONE")
     assert "Reconnect" in json.dumps(dm["blocks"])
@@ -348,6 +350,7 @@ async def read_only(
         metadata={"email": email},
         status=Status.INSUFFICIENT_SCOPE,
         cause="The granted permissions do not allow sending mail (gmail.send).",
+        code=CauseCode.SCOPE_MISSING_SEND,
     )
 
 
@@ -363,7 +366,8 @@ async def test_credentials_of_a_read_only_grant_say_send_is_missing_unless_only_
     assert refused.status == 409, refused.text
     answer = refused.json()
     assert (answer["status"], answer["missing"]) == ("insufficient_scope", ["send"])
-    assert "gmail.send" in answer["cause"] and "access_token" not in answer
+    assert answer["cause"] == "scope_missing_send" and "gmail.send" in answer["cause_detail"]
+    assert "access_token" not in answer
     assert fake_google.calls_to("/token") == []  # the stored grant already says so
     sender = await call(app, "GET", credentials_path("U0READ") + "?needs=send", key=key)
     assert sender.status == 409 and sender.json()["missing"] == ["send"]

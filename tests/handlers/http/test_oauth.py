@@ -678,7 +678,6 @@ async def test_a_database_outage_shows_a_page_not_a_traceback(
 ) -> None:
     app = await serve()
     link = owner_link(app, fake_slack, "U0DBDOWN")
-    await app[SERVICES].delivery.stop()  # it keeps a connection of the pool, which close() would wait for
     await app[SERVICES].pool.close()
 
     status, page, _ = await visit(browser, link, **{"Accept-Language": "en"})

@@ -67,14 +67,16 @@ async def test_credentials_answer_409_and_the_users_reconnect_heals_the_row(
 
     assert first.status == 409, first.text
     answer = first.json()
-    assert answer.keys() == {"error", "status", "cause", "reconnect_prompted"}  # as every needs-user answer
+    # As every needs-user answer.
+    assert answer.keys() == {"error", "status", "cause", "cause_detail", "reconnect_prompted"}
     assert (answer["error"], answer["status"], answer["reconnect_prompted"]) == (
         "reconnect_required",
         "unreadable",
         True,
     )
-    assert answer["cause"].startswith("The stored tokens cannot be decrypted: the access_token ")
-    assert reason in answer["cause"]
+    assert answer["cause"] == "tokens_unreadable"
+    assert answer["cause_detail"].startswith("The stored tokens cannot be decrypted: the access_token ")
+    assert reason in answer["cause_detail"]
     assert again.status == 409 and again.json() == answer
     (dm,) = dms(fake_slack, VICTIM)  # asked once: the second answer found the DM open
     assert UNREADABLE_DM in block_text(dm["blocks"])

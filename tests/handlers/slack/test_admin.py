@@ -9,8 +9,10 @@ import pytest
 from aiohttp import web
 
 from bot.appkeys import SERVICES
+from bot.i18n import text
 from bot.slack.blocks.elements import NUDGE_ALL_ACTION, RECONNECT_ACTION, SNOOZE_ACTION
 from storage import audit
+from storage.causes import CauseCode
 from storage.models import Account, AuditEvent, Status, TokenGrant
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import (
@@ -35,12 +37,6 @@ from tests.helpers import (
 
 ADMIN = "UADMIN1"
 EXPIRED_CAUSE = "Google says the access was revoked or has expired (invalid_grant)."
-SEED_MISSING_CAUSE = (
-    "No Gmail token is stored (the legacy is_equipped flag says connected, but token_data is empty)."
-)
-SEED_SCOPE_CAUSE = (
-    "The granted permissions do not allow reading mail (gmail.readonly) or sending mail (gmail.send)."
-)
 SECTION_TEXT_LIMIT = 3000
 
 
@@ -70,6 +66,7 @@ async def linked_account(
     *,
     status: Status,
     cause: str | None = None,
+    code: CauseCode | None = None,
     scopes: tuple[str, ...] = (READONLY, SEND),
     refresh_token: str | None = None,
 ) -> Account:
@@ -83,7 +80,9 @@ async def linked_account(
     )
     if status is Status.HEALTHY:
         return account
-    return await app[SERVICES].accounts.set_status(account.id, status=status, cause=cause, actor="test")
+    return await app[SERVICES].accounts.set_status(
+        account.id, status=status, cause=cause, code=code, actor="test"
+    )
 
 
 async def unlinked_row(app: web.Application, user_id: str) -> None:
@@ -179,6 +178,7 @@ async def test_all_shows_counts_and_every_account_that_needs_its_user(
     serve: Serve, fake_slack: FakeSlack, database_url: str, locale: str
 ) -> None:
     words = OVERVIEW_TEXTS[locale]
+    language = locale[:2]
     await load_legacy_seed(database_url)
     app = await serve(ADMIN_SLACK_USER_IDS=f"U0OTHERADMIN,{ADMIN}")
     fake_slack.add_user(ADMIN, locale=locale)
@@ -195,14 +195,19 @@ async def test_all_shows_counts_and_every_account_that_needs_its_user(
     heading, *rows = attention.split("\n")
     assert heading == words["attention"]
     not_linked = words["not_linked"]
+    # Each cause in the admin's language, whatever words (often Google's English) came with it.
+    missing, no_scope, revoked = (
+        text(language, f"cause.{code}")
+        for code in ("token_missing", "scope_missing_read_send", "refresh_token_revoked")
+    )
     assert sorted(rows) == sorted(
         [
-            f"• <@U0HAPPYBELL> · goeun2dc@gmail.com · *{words['missing']}*: {SEED_MISSING_CAUSE}",
-            f"• <@U0EAGLE0914> · 0914eagle@gmail.com · *{words['missing']}*: {SEED_MISSING_CAUSE}",
+            f"• <@U0HAPPYBELL> · goeun2dc@gmail.com · *{words['missing']}*: {missing}",
+            f"• <@U0EAGLE0914> · 0914eagle@gmail.com · *{words['missing']}*: {missing}",
             f"• {not_linked.format('69ae4ea9-a15f-5110-9f5d-6568e380fcfb')} · cdctfm@gmail.com · "
-            f"*{words['missing']}*: {SEED_MISSING_CAUSE}",
-            f"• {not_linked.format('unknown')} · unknown@gmail.com · *{words['scope']}*: {SEED_SCOPE_CAUSE}",
-            f"• <@UEXPIRED> · uexpired@gmail.com · *{words['expired']}*: {EXPIRED_CAUSE}",
+            f"*{words['missing']}*: {missing}",
+            f"• {not_linked.format('unknown')} · unknown@gmail.com · *{words['scope']}*: {no_scope}",
+            f"• <@UEXPIRED> · uexpired@gmail.com · *{words['expired']}*: {revoked}",
         ]
     )
     assert "UHEALTHY" not in block_text(blocks) and "U091UNVE41M" not in block_text(blocks)
@@ -467,7 +472,12 @@ async def test_nudge_all_dms_every_linked_unhealthy_user_and_skips_the_snoozed(
     for user in ("UEXP1", "UEXP2", "USNOOZE", "UGONE1", "UGONE2"):  # UGONE*: not in the workspace any more
         await linked_account(app, user, status=Status.EXPIRED, cause=EXPIRED_CAUSE)
     await linked_account(
-        app, "UNOSCOPE", status=Status.INSUFFICIENT_SCOPE, cause="No gmail.send.", scopes=(READONLY,)
+        app,
+        "UNOSCOPE",
+        status=Status.INSUFFICIENT_SCOPE,
+        cause="No gmail.send.",
+        code=CauseCode.SCOPE_MISSING_SEND,
+        scopes=(READONLY,),
     )
     await linked_account(app, "UHEALTHY", status=Status.HEALTHY)
     for user_id in ("legacy-a", "legacy-b", "legacy-c"):
@@ -498,12 +508,13 @@ async def test_nudge_all_dms_every_linked_unhealthy_user_and_skips_the_snoozed(
     assert sorted(dms) == sorted(dm_channel_id(user) for user in ("UEXP1", "UEXP2", "UNOSCOPE", "USNOOZE"))
     # The DM names the one permission the read-only grant lacks, and that the briefing keeps its email part.
     noscope = block_text(dms[dm_channel_id("UNOSCOPE")]["blocks"])
+    assert "The bot cannot send mail for you" in noscope
     assert "without “Send email on your behalf”" in noscope and "keeps its email part" in noscope
     assert "expired or was revoked" in block_text(dms[dm_channel_id("UEXP1")]["blocks"])
     first = (await audited(app, ADMIN, "admin.nudged_all"))[0]
     assert (first.actor, first.details) == (
         f"slack:{ADMIN}",
-        {"posted": 4, "updated": 0, "snoozed": 0, "queued": 0, "failed": 2, "unlinked": 3},
+        {"posted": 4, "updated": 0, "snoozed": 0, "failed": 2, "unlinked": 3},
     )
 
     snoozed_dm = dms[dm_channel_id("USNOOZE")]
@@ -542,14 +553,7 @@ async def test_nudge_all_dms_every_linked_unhealthy_user_and_skips_the_snoozed(
         fake_slack.messages[snoozed_dm["channel"], snoozed_dm["ts"]]["blocks"]
     )
     latest = (await audited(app, ADMIN, "admin.nudged_all"))[0]
-    assert latest.details == {
-        "posted": 0,
-        "updated": 3,
-        "snoozed": 1,
-        "queued": 0,
-        "failed": 2,
-        "unlinked": 3,
-    }
+    assert latest.details == {"posted": 0, "updated": 3, "snoozed": 1, "failed": 2, "unlinked": 3}
 
 
 async def test_a_forged_nudge_all_click_by_a_non_admin_is_refused(

@@ -17,6 +17,7 @@ from aiohttp import web
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
 from bot.slack.blocks.elements import LINK_ACTION, RECONNECT_ACTION, SNOOZE_ACTION
+from storage.causes import CauseCode
 from storage.models import Status
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import (
@@ -139,7 +140,10 @@ async def test_the_admin_overview_and_nudges_escape_emails_causes_user_ids_and_s
     for user_id in (ADMIN, VICTIM, "U0FINE"):
         member(fake_slack, user_id)
     victim = await healthy(app, fake_google, VICTIM, email=MARKUP + " victim")
-    await app[SERVICES].accounts.set_status(victim.id, status=Status.EXPIRED, cause=MARKUP, actor="test")
+    # A cause whose detail the admin sees (which OAuth client Google refuses, in Google's words).
+    await app[SERVICES].accounts.set_status(
+        victim.id, status=Status.EXPIRED, cause=MARKUP, code=CauseCode.CLIENT_REJECTED, actor="test"
+    )
     await unlinked_row(app, MARKUP, MARKUP + " unlinked")
     await healthy(
         app, fake_google, "U0FINE", email=MARKUP + " fine", expiry_known=False
@@ -154,7 +158,8 @@ async def test_the_admin_overview_and_nudges_escape_emails_causes_user_ids_and_s
     assert unescaped(surfaces) == {}
     rows = block_text(overview["blocks"])
     assert (
-        f"• <@{VICTIM}> · {MARKUP_ESCAPED} victim · *Expired*: {MARKUP_ESCAPED}" in rows
+        f"• <@{VICTIM}> · {MARKUP_ESCAPED} victim · *Expired*: "
+        f"Issued to an OAuth client that Google no longer accepts (invalid_client) ({MARKUP_ESCAPED})" in rows
     )  # the mention stays
     assert f"• `{MARKUP_ESCAPED}` (not linked to Slack) · {MARKUP_ESCAPED} unlinked" in rows
     assert works["text"] == f"<@U0FINE>'s Gmail works ({MARKUP_ESCAPED} fine): no DM sent."
@@ -222,8 +227,8 @@ async def test_the_run_the_reminder_and_the_reconnection_escape_the_email_and_go
     assert f"Google account: {MARKUP_ESCAPED}" in block_text(snoozed_call.args["blocks"])
     summary = block_text(summary_call.args["blocks"])
     assert (
-        f"• <@{VICTIM}> · {MARKUP_ESCAPED} · *Permission missing*: Gmail answered HTTP 403 ({MARKUP_ESCAPED})"
-        in summary
+        f"• <@{VICTIM}> · {MARKUP_ESCAPED} · *Permission missing*: "
+        "Permission to read mail not granted (gmail.readonly)" in summary
     )
     lowered = MARKUP_ESCAPED.lower()  # Google's addresses are compared, and so kept, in lower case
     assert block_text(resolved_call.args["blocks"]) == f"✅ Reconnected as *{lowered}*"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bot.appkeys import SERVICES
+from bot.i18n import catalogue
 from bot.slack.blocks.elements import RECONNECT_ACTION
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import JSON_CONTENT_TYPE, FakeSlack, app_home_opened, event_body, slash_command_body
@@ -58,7 +59,9 @@ async def test_the_card_the_home_tab_and_the_overview_show_an_unreadable_row(
     assert label in home and cause in home
     overview = block_text(fake_slack.ephemerals[before]["blocks"])
     assert f"{label}: *1*" in overview
+    # The admin's words, then what cannot be decrypted (the detail, in English): which key to look for.
+    words = catalogue(locale[:2])["cause.tokens_unreadable"]
     assert (
-        f"<@{VICTIM}> · u0victim@gmail.com · *{label.removeprefix('🔒 ')}*: The stored tokens cannot"
+        f"<@{VICTIM}> · u0victim@gmail.com · *{label.removeprefix('🔒 ')}*: {words} (The stored tokens cannot"
         in overview
     )
