@@ -18,7 +18,7 @@ from bot.slack.socket_mode import SocketMode
 from bot.webhooks.sender import RetryPolicy, running_sender
 from handlers import register_routes, register_slack
 from handlers.http.errors import error_middleware
-from storage.pool import create_pool, describe_dsn
+from storage.pool import close_pool, create_pool, describe_dsn
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _services(settings: Settings) -> CleanupContext:
                 yield
                 await built.hooks.drain()
         finally:
-            await pool.close()
+            await close_pool(pool)
 
     return services
 

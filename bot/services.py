@@ -43,7 +43,7 @@ from storage.accounts import Accounts
 from storage.api_keys import ApiKeys
 from storage.oauth_states import OAuthStates
 from storage.outbox import SlackOutbox
-from storage.pool import connect, create_pool
+from storage.pool import close_pool, connect, create_pool
 from storage.prompts import Prompts
 from storage.runs import Runs
 from storage.security_events import SecurityEvents
@@ -333,4 +333,4 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         async with http_sessions(settings) as sessions:
             yield build_services(settings, pool, sessions, dsn=dsn)
     finally:
-        await pool.close()
+        await close_pool(pool)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -28,6 +32,23 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+# How long closing a pool waits for its connections to be given back before it closes them anyway.
+CLOSE_TIMEOUT_SECONDS = 10.0
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close the pool, giving connections still in use CLOSE_TIMEOUT_SECONDS to be given back, then closing
+    them: a shutdown never waits forever for a task that was stopped while it held one."""
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "Database connections were still in use %.0f s after shutdown began: closed anyway",
+            CLOSE_TIMEOUT_SECONDS,
+        )
+        pool.terminate()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
