@@ -179,13 +179,14 @@ async def test_certs_that_do_not_answer_in_time_give_no_claims(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     consent = make_consent()
-    consent.timeout = 0.3
-    fake_google.certs_delay = 1.0
+    # Room for the code exchange itself on a busy machine; the certs answer far later than that.
+    consent.timeout = 1.0
+    fake_google.certs_delay = 5.0
 
     started = time.monotonic()
     result = await exchange(consent, fake_google, http, "ada@example.com")
 
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # it did not wait for the certs
     assert result.id_claims == {} and result.access_token
     [warning] = warnings(caplog)
     assert "no answer in time" in warning and FALLBACK in warning
