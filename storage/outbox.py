@@ -318,15 +318,6 @@ class SlackOutbox:
             )
         )
 
-    async def latest_deadline(self, run_id: int) -> datetime | None:
-        """The latest `not_after` among a run's open messages (None: some have none, or none is open)."""
-        row = await self.pool.fetchrow(
-            """SELECT max(not_after) AS latest, bool_or(not_after IS NULL) AS unbounded
-                 FROM slack_outbox WHERE run_id = $1 AND state IN ('queued', 'sending')""",
-            run_id,
-        )
-        return None if row["unbounded"] is not False else row["latest"]
-
     async def run_delivery(self, run_id: int) -> RunDelivery:
         """How a run's messages went."""
         row = await self.pool.fetchrow(
