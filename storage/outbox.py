@@ -25,8 +25,11 @@ from storage.pool import transaction
 NOTIFY_CHANNEL = "slack_outbox"
 DIGEST = "digest"
 PROMPT = "prompt"
-# Lower goes first: a Reconnect Gmail DM before the digests queued with it.
+SUMMARY = "summary"
+# Lower goes first: a Reconnect Gmail DM before the digests queued with it. A run's admin summary is queued once
+# its other messages are delivered (it says how that went), and goes at once.
 PROMPT_PRIORITY = 0
+SUMMARY_PRIORITY = 0
 DIGEST_PRIORITY = 1
 
 
@@ -105,6 +108,24 @@ WITH held AS (
      RETURNING id),
      told AS (SELECT pg_notify('slack_outbox', '') FROM queued)
 SELECT EXISTS (SELECT 1 FROM held) AS held, (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM told)
+"""
+
+# A run's admin summary, queued by the one process that takes it: nobody took it yet, or ($4: left over) a
+# process of a version that posted it directly took it long ago and never posted it.
+_QUEUE_SUMMARY = """
+WITH taken AS (
+        UPDATE briefing_runs SET summary_taken_at = now()
+         WHERE id = $1 AND summary_ts IS NULL
+           AND NOT EXISTS (SELECT 1 FROM slack_outbox WHERE run_id = $1 AND kind = 'summary')
+           AND (summary_taken_at IS NULL OR ($4 AND summary_taken_at < now() - interval '10 minutes'))
+     RETURNING id),
+     queued AS (
+        INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, priority)
+        SELECT id, NULL, 'summary', $2, $3, $5 FROM taken
+            ON CONFLICT (run_id) WHERE kind = 'summary' DO NOTHING
+     RETURNING id),
+     told AS (SELECT pg_notify('slack_outbox', '') FROM queued)
+SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM told)
 """
 
 # The item of a run whose digest Slack refused or that came too late: its outcome says so, whether the run has
@@ -199,6 +220,19 @@ class SlackOutbox:
             return Queueing.NOT_HELD
         return Queueing.QUEUED if row["queued"] else Queueing.ALREADY
 
+    async def queue_summary(self, *, run_id: int, message: Message, left_over: bool = False) -> bool:
+        """Queue a run's admin summary if this process is the one to post it (see _QUEUE_SUMMARY); whether it
+        did."""
+        row = await self.pool.fetchrow(
+            _QUEUE_SUMMARY,
+            run_id,
+            message.channel,
+            self._seal(message, kind=SUMMARY, run_id=run_id, account_id=None),
+            left_over,
+            SUMMARY_PRIORITY,
+        )
+        return bool(row["queued"])
+
     async def take(self, conn: asyncpg.Connection, *, busy: Collection[str] = ()) -> Outgoing | None:
         """Mark the next ready message `sending` and return it (None: nothing is ready). On the drainer's lock
         connection: a drainer that lost its lock (and its connection) takes nothing more. A channel in `busy`
@@ -226,9 +260,16 @@ class SlackOutbox:
                 )
 
     async def sent(
-        self, message: Outgoing, *, ts: str | None, conn: asyncpg.Connection | None = None
+        self,
+        message: Outgoing,
+        *,
+        ts: str | None,
+        channel: str | None = None,
+        conn: asyncpg.Connection | None = None,
     ) -> None:
-        """Slack accepted the message (`ts`); in the caller's transaction (`conn`), if it has one."""
+        """Slack accepted the message (`ts`, in `channel` as Slack names it); in the caller's transaction
+        (`conn`), if it has one. A digest is recorded on its run item, a summary on its run (where it is, to be
+        edited as users reconnect)."""
         async with transaction(self.pool, conn) as conn:
             await conn.execute(
                 """UPDATE slack_outbox SET state = 'sent', finished_at = now(), ts = $2, error = NULL
@@ -242,6 +283,13 @@ class SlackOutbox:
                         WHERE run_id = $1 AND account_id = $2""",
                     message.run_id,
                     message.account_id,
+                    ts,
+                )
+            elif message.kind == SUMMARY and message.run_id is not None and ts is not None:
+                await conn.execute(
+                    "UPDATE briefing_runs SET summary_channel = $2, summary_ts = $3 WHERE id = $1",
+                    message.run_id,
+                    channel or message.message.channel,
                     ts,
                 )
 
@@ -319,7 +367,7 @@ class SlackOutbox:
         )
 
     async def run_delivery(self, run_id: int) -> RunDelivery:
-        """How a run's messages went."""
+        """How a run's messages to its users went (its admin summary, which says so, is not counted)."""
         row = await self.pool.fetchrow(
             """SELECT count(*) FILTER (WHERE state = 'sent') AS sent,
                       count(*) FILTER (WHERE state = 'dropped') AS dropped,
@@ -327,7 +375,7 @@ class SlackOutbox:
                       count(*) FILTER (WHERE state IN ('queued', 'sending')) AS open,
                       min(queued_at) AS first_queued_at,
                       max(finished_at) FILTER (WHERE state = 'sent') AS last_sent_at
-                 FROM slack_outbox WHERE run_id = $1""",
+                 FROM slack_outbox WHERE run_id = $1 AND kind <> 'summary'""",
             run_id,
         )
         return RunDelivery(**dict(row))

@@ -345,29 +345,6 @@ class Runs:
             await lock_run_summary(conn, run.id)
             yield conn
 
-    async def take_summary(self, run: Run, *, left_over: bool = False) -> bool:
-        """Whether this process is to post the run's admin summary: nobody took it yet, or (`left_over`: a run
-        finished by another process, which may have stopped) one took it long ago and never posted it."""
-        return bool(
-            await self.pool.fetchval(
-                """UPDATE briefing_runs SET summary_taken_at = now()
-                    WHERE id = $1 AND summary_ts IS NULL
-                      AND (summary_taken_at IS NULL OR ($2 AND summary_taken_at < now() - interval '10 minutes'))
-                RETURNING true""",
-                run.id,
-                left_over,
-            )
-        )
-
-    async def record_summary(self, run: Run, *, channel: str, ts: str) -> None:
-        """Where the run's admin summary was posted."""
-        await self.pool.execute(
-            "UPDATE briefing_runs SET summary_channel = $2, summary_ts = $3 WHERE id = $1",
-            run.id,
-            channel,
-            ts,
-        )
-
     async def summaries_with(self, day: date, account_id: int) -> list[tuple[Run, str, str]]:
         """That day's runs whose admin summary lists this account, with where each summary is."""
         rows = await self.pool.fetch(

@@ -153,10 +153,8 @@ class Briefing:
             # summary: whatever is left of either is done here.
             report.already_finished = True
             async with self.delivery.running():
-                await wait.call(
-                    f"delivering the {kind} run's messages", lambda: self.delivery.wait_for(run.id)
-                )
-            await self._summarise(run, left_over=True)
+                await self._deliver(run, wait)
+                await self._summarise(run, wait, left_over=True)
             return report
         started = time.monotonic()
         # The run's messages are sent by whichever process drains the queue: this one too, if it is alone.
@@ -164,15 +162,19 @@ class Briefing:
             if run.created:
                 await self._learn_languages()
             report.accounts, finished_here = await self._claimed(run, kind, wait)
-            await wait.call(f"delivering the {kind} run's messages", lambda: self.delivery.wait_for(run.id))
-        self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
-        for result, n in report.counts.items():
-            self.metrics.run_accounts.labels(str(kind), str(result)).inc(n)
-        if finished_here:
-            outcomes = await wait.call("reading the outcomes", lambda: self.runs.outcomes(run))
-            log.info("The %s run of %s finished: %s", kind, day, outcomes)
-            await self._summarise(run)
+            await self._deliver(run, wait)
+            self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
+            for result, n in report.counts.items():
+                self.metrics.run_accounts.labels(str(kind), str(result)).inc(n)
+            if finished_here:
+                outcomes = await wait.call("reading the outcomes", lambda: self.runs.outcomes(run))
+                log.info("The %s run of %s finished: %s", kind, day, outcomes)
+                await self._summarise(run, wait)
         return report
+
+    async def _deliver(self, run: Run, wait: DatabaseWait) -> None:
+        """Return once the run's queued messages are delivered (or dropped, or failed), by whichever process."""
+        await wait.call(f"delivering the {run.kind} run's messages", lambda: self.delivery.wait_for(run.id))
 
     async def _claimed(self, run: Run, kind: Kind, wait: DatabaseWait) -> tuple[list[AccountReport], bool]:
         """This process's share of the run, and whether it was the one to finish the run."""
@@ -321,14 +323,16 @@ class Briefing:
         if found:
             log.info("Learned the language of %d users from users.list", found)
 
-    async def _summarise(self, run: Run, *, left_over: bool = False) -> None:
+    async def _summarise(self, run: Run, wait: DatabaseWait, *, left_over: bool = False) -> None:
+        """Queue the admin summary, once the run's messages are delivered (it says how that went), and wait for
+        it too. One process queues it: the finisher, or (left over) one that found the run finished without it."""
         try:
-            # One process posts it: the finisher, or (left over) one that found it unposted long after.
-            if not await self.runs.take_summary(run, left_over=left_over):
-                return
-            await self.summary.post(run)
+            queued = await self.summary.queue(run, left_over=left_over)
         except Exception:  # the run is done; a summary that fails must not make it look failed
-            log.exception("The admin summary of the %s run could not be posted", run.kind)
+            log.exception("The admin summary of the %s run could not be queued", run.kind)
+            return
+        if queued:
+            await self._deliver(run, wait)
 
     async def reconnected(self, account: Account) -> None:
         """After a reconnection: post the email part the user missed today (once), and edit the admin

@@ -1,5 +1,6 @@
 """The admin summary of each run: one message in ADMIN_CHANNEL_ID with counts by status and the accounts
-that need their user, edited as those users reconnect ("3 → 1 need attention", then "resolved")."""
+that need their user, sent through the delivery queue once the run's other messages are delivered, and edited as
+those users reconnect ("3 → 1 need attention", then "resolved")."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bot.fleet import attention_of, fleet_patterns
 from bot.slack.blocks.admin import RunSummaryView, run_summary
 from storage.accounts import Accounts
 from storage.models import Account, Status
-from storage.outbox import SlackOutbox
+from storage.outbox import Message, SlackOutbox
 from storage.runs import Run, Runs
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class RunSummary:
         client: AsyncWebClient,
         accounts: Accounts,
         runs: Runs,
-        outbox: SlackOutbox | None = None,
+        outbox: SlackOutbox,
     ) -> None:
         self.settings = settings
         self.outbox = outbox
@@ -38,25 +39,17 @@ class RunSummary:
         self.accounts = accounts
         self.runs = runs
 
-    async def post(self, run: Run) -> None:
-        """Post the summary of a run that just finished."""
+    async def queue(self, run: Run, *, left_over: bool = False) -> bool:
+        """Queue the summary of a run whose messages were delivered (it says how that went), if this process is
+        the one to post it: the process that finished the run, or (`left_over`) one that found it finished and
+        unposted. Whether it did. The drainer posts it and records where (for the edits)."""
         channel = self.settings.admin_channel_id
         if channel is None:
-            return
+            return False
         blocks, fallback = run_summary(await self._view(run), self.settings.default_locale)
-        try:
-            response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=fallback)
-        except SlackApiError as error:
-            log.warning(
-                "The admin summary could not be posted to %s: Slack answered %s%s",
-                channel,
-                error.response.get("error"),
-                " (invite the bot to that channel)"
-                if error.response.get("error") == "not_in_channel"
-                else "",
-            )
-            return
-        await self.runs.record_summary(run, channel=str(response["channel"]), ts=str(response["ts"]))
+        return await self.outbox.queue_summary(
+            run_id=run.id, message=Message(channel, fallback, blocks), left_over=left_over
+        )
 
     async def reconnected(self, account: Account) -> None:
         """Edit today's summaries that list this account, now that it works again."""
@@ -79,7 +72,7 @@ class RunSummary:
         required = self.settings.required_capabilities
         attention = [attention_of(account, required) for account in await self.accounts.list(ids=needed)]
         outcomes = await self.runs.outcomes(run)
-        delivery = await self.outbox.run_delivery(run.id) if self.outbox is not None else None
+        delivery = await self.outbox.run_delivery(run.id)
         last_sent = None
         if delivery is not None and delivery.last_sent_at is not None:
             last_sent = f"{delivery.last_sent_at.astimezone(self.settings.briefing_timezone):%H:%M:%S}"

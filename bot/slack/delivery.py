@@ -32,7 +32,7 @@ from bot.slack.pacer import POST_MESSAGE, Pacer
 from bot.slack.prompter import Prompter
 from storage.errors import DATABASE_OUTAGE
 from storage.locks import try_lock_delivery, unlock_delivery
-from storage.outbox import DIGEST, NOTIFY_CHANNEL, PROMPT, Outgoing, SlackOutbox
+from storage.outbox import DIGEST, NOTIFY_CHANNEL, PROMPT, SUMMARY, Outgoing, SlackOutbox
 from storage.prompts import Prompts, PromptState
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ class SlackDelivery:
         self._token_refused_logged = False
         await self._records.call(
             f"recording Slack message {message.id} as sent",
-            lambda: self.outbox.sent(message, ts=response.get("ts")),
+            lambda: self.outbox.sent(message, ts=response.get("ts"), channel=response.get("channel")),
         )
         self.metrics.queue_finished.labels("sent").inc()
         self.metrics.queue_delivered_seconds.observe(
@@ -370,6 +370,16 @@ class SlackDelivery:
                     message, after=TOKEN_REFUSED_WAIT, error=f"Slack answered {code}"
                 ),
             )
+        elif message.kind == SUMMARY:
+            log.warning(
+                "The admin summary could not be posted to %s: Slack answered %s%s",
+                message.message.channel,
+                code,
+                " (invite the bot to that channel)"
+                if code in ("not_in_channel", "channel_not_found")
+                else "",
+            )
+            await self._finish(message, "failed", f"Slack answered {code}", outcome="failed")
         else:
             log.warning(
                 "Slack refused message %s (%s) for %s: not sent", message.id, code, message.message.channel
