@@ -1,7 +1,7 @@
 """The delivery queue of the runs' Slack messages (slack_outbox): written by the run, sent by one drainer.
 
 A run queues an account's digest only while it holds its claim on the account (so a process whose lease lapsed
-queues nothing), once per run and account. The drainer takes the queue in order on its lock connection
+queues nothing), once per run and account; its admin summary once, by the process that takes it. The drainer takes the queue in order on its lock connection
 (`take`, so it takes nothing once it lost the lock) and records each result through the pool. A message is
 `sending` from just before it goes to Slack until Slack's answer is recorded: the only ones a crash can double.
 The message is sealed with TOKEN_ENCRYPTION_KEYS when it is set, since a digest quotes the user's mail.
