@@ -6,15 +6,18 @@ by this process (tests/fakes), on a throwaway database (an embedded cluster in a
 DATABASE_URL's server). Every account is healthy, so every account gets exactly one digest when nothing goes
 wrong; a digest posted twice is a DM channel with two messages.
 
-Kill trials: the run is killed (SIGKILL) once a random number of digests was posted, and started again at
-once; the restart finishes the run. Measured: the claims the dead process left, its queued digests not sent
+Kill trials: the run is killed (SIGKILL) once a random number of digests was posted (the last trial: once the
+last digest was posted, as the admin summary is about to be queued), and started again at once; the restart
+finishes the run. A kill lands right after Slack took a message, before the process could record it: the worst
+moment, so about one digest doubled per kill is what to expect. Measured: the claims the dead process left, its queued digests not sent
 yet, its messages in flight (`sending` in the delivery queue), the seconds from the kill until every one of its
 claims was taken over and until the restart's drainer posted again, digests posted twice, accounts left without
-one.
+one, and admin summaries posted (exactly one per run is the target).
 
 Outage trials: the database is cut (tests/helpers.py DatabaseProxy: nothing listens, open connections drop)
 once a random number of digests was posted, for --outage seconds, then restored. Measured: seconds from the
-restore to the run's next digest, digests posted twice, accounts left without one, the exit code.
+restore to the run's next digest, digests posted twice, accounts left without one, admin summaries posted, the
+exit code.
 
     python bench/briefing_crashes.py [--accounts N] [--kills K] [--outages O] [--outage SECONDS]
                                      [--lease SECONDS] [--concurrency C] [--gmail-latency-ms MS]
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,7 @@ from tests.helpers import BASE_ENV, DatabaseProxy, cli_process_env, google_env
 
 SCOPES = ["openid", "email", "https://www.googleapis.com/auth/gmail.readonly"]
 ROOT = Path(__file__).resolve().parent.parent
+ADMINS = "C0BENCHADMINS"
 
 
 async def seed(dsn: str, google: FakeGoogle, slack: FakeSlack, total: int, workdir: Path) -> list[str]:
@@ -83,6 +88,10 @@ async def seed(dsn: str, google: FakeGoogle, slack: FakeSlack, total: int, workd
 
 def posts(slack: FakeSlack) -> int:
     return len(slack.calls_to("chat.postMessage"))
+
+
+def summaries(slack: FakeSlack) -> int:
+    return sum(1 for channel, _ in slack.messages if channel == ADMINS)
 
 
 def delivered(slack: FakeSlack, slack_ids: list[str]) -> tuple[int, int]:
@@ -119,6 +128,7 @@ class Bench:
                 "BRIEFING_LEASE": f"{self.args.lease}s",
                 "BRIEFING_CONCURRENCY": str(self.args.concurrency),
                 "LOG_LEVEL": "WARNING",
+                "ADMIN_CHANNEL_ID": ADMINS,
             }
         )
 
@@ -140,11 +150,14 @@ class Bench:
         self.slack.calls.clear()
         return self.rng.randint(self.args.accounts // 20, self.args.accounts * 9 // 10)
 
-    async def kill_trial(self, conn: asyncpg.Connection) -> dict[str, Any]:
+    async def kill_trial(self, conn: asyncpg.Connection, *, last: bool = False) -> dict[str, Any]:
         kill_at = await self.fresh_run(conn)
+        if last:
+            kill_at = self.args.accounts
         doomed = await self.start(self.dsn)
         await until(lambda: posts(self.slack) >= kill_at, 120)
-        doomed.send_signal(signal.SIGKILL)
+        with suppress(ProcessLookupError):  # the last trial's process may just have ended by itself
+            doomed.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         await doomed.wait()
         held = await conn.fetch(
@@ -180,6 +193,7 @@ class Bench:
             "seconds_to_finish": round(time.monotonic() - killed, 2),
             "doubled": doubled,
             "lost": lost,
+            "summaries": summaries(self.slack),
             "restart_exit": restart.returncode,
             "restart_stderr": stderr.decode()[-400:] if restart.returncode else "",
         }
@@ -210,6 +224,7 @@ class Bench:
             "wait_log_lines": len(waits),
             "doubled": doubled,
             "lost": lost,
+            "summaries": summaries(self.slack),
             "exit": process.returncode,
         }
 
@@ -217,7 +232,10 @@ class Bench:
         self.slack_ids = await seed(self.dsn, self.google, self.slack, self.args.accounts, self.workdir)
         conn = await asyncpg.connect(self.dsn)
         try:
-            kills = [await self.kill_trial(conn) for _ in range(self.args.kills)]
+            kills = [
+                await self.kill_trial(conn, last=n == self.args.kills - 1 and n > 0)
+                for n in range(self.args.kills)
+            ]
             outages = [await self.outage_trial(conn) for _ in range(self.args.outages)]
         finally:
             await conn.close()
@@ -239,6 +257,7 @@ class Bench:
                 "carried_on_seconds": [o["carried_on_seconds_after_restore"] for o in outages],
                 "doubled_after_outages": sum(o["doubled"] for o in outages),
                 "lost_after_outages": sum(o["lost"] for o in outages),
+                "summaries_per_run": [t["summaries"] for t in [*kills, *outages]],
             },
         }
 
@@ -252,6 +271,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             fake_google_server() as google,
             fake_slack_server(bot_token=BASE_ENV["SLACK_BOT_TOKEN"]) as slack,
         ):
+            slack.channels.add(ADMINS)
             google.gmail_delay = args.gmail_latency_ms / 1000
             slack.delay = args.slack_latency_ms / 1000
             return await Bench(args, dsn, google, slack, workdir).run()
@@ -282,5 +302,10 @@ if __name__ == "__main__":
     if arguments.json is not None:
         arguments.json.write_text(text + "\n")
     worst = result["summary"]
-    failed = worst["lost_after_kills"] or worst["lost_after_outages"] or worst["doubled_after_outages"]
+    failed = (
+        worst["lost_after_kills"]
+        or worst["lost_after_outages"]
+        or worst["doubled_after_outages"]
+        or any(n != 1 for n in worst["summaries_per_run"])
+    )
     sys.exit(1 if failed else 0)
