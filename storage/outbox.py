@@ -237,7 +237,7 @@ class SlackOutbox:
         """Mark the next ready message `sending` and return it (None: nothing is ready). On the drainer's lock
         connection: a drainer that lost its lock (and its connection) takes nothing more. A channel in `busy`
         (a message to it is on its way) is skipped, so each channel gets its messages in order. A message that
-        cannot be decrypted (its key left TOKEN_ENCRYPTION_KEYS) is failed, and the next one taken."""
+        cannot be decrypted (its key left TOKEN_ENCRYPTION_KEYS) or read is failed, and the next one taken."""
         while True:
             row = await conn.fetchrow(
                 f"""UPDATE slack_outbox SET state = 'sending', sending_at = now(), attempts = attempts + 1
@@ -253,11 +253,14 @@ class SlackOutbox:
             try:
                 return self._outgoing(row)
             except DecryptionError as error:
-                await conn.execute(
-                    "UPDATE slack_outbox SET state = 'failed', finished_at = now(), error = $2 WHERE id = $1",
-                    row["id"],
-                    f"the message could not be decrypted: {error}",
-                )
+                unreadable = f"the message could not be decrypted: {error}"
+            except (ValueError, KeyError, TypeError) as error:  # not the JSON this module writes
+                unreadable = f"the message could not be read: {type(error).__name__}"
+            await conn.execute(
+                "UPDATE slack_outbox SET state = 'failed', finished_at = now(), error = $2 WHERE id = $1",
+                row["id"],
+                unreadable,
+            )
 
     async def sent(
         self,

@@ -218,9 +218,17 @@ class SlackDelivery:
     async def _drain(self, conn: asyncpg.Connection) -> None:
         """Send while this connection (and so the lock) lives; return when it is lost or the drainer stops."""
         await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        senders = [
+            asyncio.create_task(self._sender(conn), name="slack-delivery-sender") for _ in range(IN_FLIGHT)
+        ]
         try:
-            await asyncio.gather(*(self._sender(conn) for _ in range(IN_FLIGHT)))
+            await asyncio.gather(*senders)
         finally:
+            # A sender ends only when the connection is lost or the drainer stops (or is cancelled): none may
+            # outlive this drain and send beside the next one's.
+            for sender in senders:
+                sender.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
             if not conn.is_closed():
                 with suppress(*DATABASE_OUTAGE):
                     await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
@@ -247,6 +255,16 @@ class SlackDelivery:
             self._sending.add(message.id)
             try:
                 await self._deliver(conn, message)
+            except DATABASE_OUTAGE:
+                # Slack may have it, and what it answered could not be recorded: the message stays `sending`
+                # and is queued again (flagged resent) once no call of this drainer can still be on its way.
+                log.warning(
+                    "Slack message %s could not be recorded: the database is out of reach", message.id
+                )
+                return
+            except Exception as error:  # a surprise of one message must not stop the queue for the others
+                log.exception("Slack message %s could not be sent", message.id)
+                await self._later(message, f"{type(error).__name__} while sending")
             finally:
                 self._sending.discard(message.id)
                 self._busy.discard(message.message.channel)

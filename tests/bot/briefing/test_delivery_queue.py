@@ -252,6 +252,27 @@ async def test_the_queue_keeps_no_mail_in_plain_text_when_encryption_is_on(
     assert len(dms(fake_slack, slack_id)) == 1
 
 
+async def test_a_message_that_cannot_be_read_is_failed_and_the_queue_goes_on(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    delivery = app[SERVICES].delivery
+    await delivery.stop()
+    slack_ids = await linked(app, fake_slack, fake_google, 3)
+    _, run = await queued_by_hand(app, slack_ids, not_after=None)
+    pool = app[SERVICES].pool
+    broken = await pool.fetchval("SELECT min(id) FROM slack_outbox")
+    await pool.execute("""UPDATE slack_outbox SET message = '{"text": "half a row"' WHERE id = $1""", broken)
+
+    delivery.start()
+    await delivery.wait_for(run.id)
+
+    row = await pool.fetchrow("SELECT state, error FROM slack_outbox WHERE id = $1", broken)
+    assert (row["state"], row["error"]) == ("failed", "the message could not be read: JSONDecodeError")
+    assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [0, 1, 1]
+    assert delivery.started  # the drainer carries on
+
+
 async def test_metrics_show_the_queue_depth_and_lag(
     serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
 ) -> None:
