@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
-from bot.slack.delivery import IN_FLIGHT
+from bot.slack.delivery import IN_FLIGHT, SlackDelivery
 from bot.slack.pacer import POST_MESSAGE
 from storage.crypto import generate_key, is_encrypted
 from storage.outbox import Message, Queueing
@@ -77,6 +77,17 @@ async def queued_by_hand(
         )
         assert queued is Queueing.QUEUED
     return runs, run
+
+
+async def queued_while_stopped(
+    app: web.Application, slack: FakeSlack, google: FakeGoogle, count: int
+) -> tuple[SlackDelivery, list[str], Run]:
+    """`count` linked users whose digests are queued by hand while the process's drainer is stopped."""
+    delivery = app[SERVICES].delivery
+    await delivery.stop()
+    slack_ids = await linked(app, slack, google, count)
+    _, run = await queued_by_hand(app, slack_ids, not_after=None)
+    return delivery, slack_ids, run
 
 
 async def test_one_drainer_sends_for_every_replica(
@@ -256,10 +267,7 @@ async def test_a_message_that_cannot_be_read_is_failed_and_the_queue_goes_on(
     serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    delivery = app[SERVICES].delivery
-    await delivery.stop()
-    slack_ids = await linked(app, fake_slack, fake_google, 3)
-    _, run = await queued_by_hand(app, slack_ids, not_after=None)
+    delivery, slack_ids, run = await queued_while_stopped(app, fake_slack, fake_google, 3)
     pool = app[SERVICES].pool
     broken = await pool.fetchval("SELECT min(id) FROM slack_outbox")
     await pool.execute("""UPDATE slack_outbox SET message = '{"text": "half a row"' WHERE id = $1""", broken)
@@ -277,10 +285,7 @@ async def test_metrics_show_the_queue_depth_and_lag(
     serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
 ) -> None:
     app = await serve()
-    delivery = app[SERVICES].delivery
-    await delivery.stop()
-    slack_ids = await linked(app, fake_slack, fake_google, 3)
-    _, run = await queued_by_hand(app, slack_ids, not_after=None)
+    delivery, _, run = await queued_while_stopped(app, fake_slack, fake_google, 3)
     await asyncio.sleep(0.3)
 
     waiting = await scrape_metrics(app)
