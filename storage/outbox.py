@@ -306,6 +306,20 @@ class SlackOutbox:
             error,
         )
 
+    async def retry_refused_now(self, conn: asyncpg.Connection, *, errors: Collection[str]) -> int:
+        """Make the messages held back because Slack refused the bot's token (their `error` one of `errors`)
+        ready now: a drainer that just took the queue may have the fixed token. How many."""
+        return int(
+            await conn.fetchval(
+                """WITH ready AS (
+                       UPDATE slack_outbox SET next_attempt_at = now()
+                        WHERE state = 'queued' AND next_attempt_at > now() AND error = ANY($1::text[])
+                    RETURNING 1)
+                   SELECT count(*) FROM ready""",
+                list(errors),
+            )
+        )
+
     async def finish(
         self,
         message: Outgoing,

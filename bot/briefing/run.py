@@ -135,7 +135,9 @@ class Briefing:
         """Run `kind` now: today's scheduled run (once), or for the Slack users in `only`, or dry.
 
         A scheduled run rides out database outages: it waits for the database (for at most `patience`, or for
-        as long as it takes) and carries on where it was."""
+        as long as it takes) and carries on where it was. It returns once its messages are delivered, or raises
+        SlackRefusedToken when Slack refuses the bot's token (they stay queued for the fix) rather than wait
+        for ever."""
         report = RunReport(kind, dry_run)
         if dry_run or only:
             wanted = set(only or ())
@@ -146,6 +148,8 @@ class Briefing:
             )
             return report
         wait = DatabaseWait(self.runs.ping, where="the database", patience=patience)
+        # A refusal of the bot's token since the run began ends its wait for delivery.
+        delivered = partial(self._deliver, wait=wait, since=asyncio.get_running_loop().time())
         day = datetime.now(self.settings.briefing_timezone).date()
         run = await wait.call(f"beginning the {kind} run", lambda: self.runs.begin(str(kind), day))
         if run.finished:
@@ -153,8 +157,8 @@ class Briefing:
             # summary: whatever is left of either is done here.
             report.already_finished = True
             async with self.delivery.running():
-                await self._deliver(run, wait)
-                await self._summarise(run, wait, left_over=True)
+                await delivered(run)
+                await self._summarise(run, delivered, left_over=True)
             return report
         started = time.monotonic()
         # The run's messages are sent by whichever process drains the queue: this one too, if it is alone.
@@ -162,19 +166,21 @@ class Briefing:
             if run.created:
                 await self._learn_languages()
             report.accounts, finished_here = await self._claimed(run, kind, wait)
-            await self._deliver(run, wait)
+            await delivered(run)
             self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
             for result, n in report.counts.items():
                 self.metrics.run_accounts.labels(str(kind), str(result)).inc(n)
             if finished_here:
                 outcomes = await wait.call("reading the outcomes", lambda: self.runs.outcomes(run))
                 log.info("The %s run of %s finished: %s", kind, day, outcomes)
-                await self._summarise(run, wait)
+                await self._summarise(run, delivered)
         return report
 
-    async def _deliver(self, run: Run, wait: DatabaseWait) -> None:
+    async def _deliver(self, run: Run, *, wait: DatabaseWait, since: float) -> None:
         """Return once the run's queued messages are delivered (or dropped, or failed), by whichever process."""
-        await wait.call(f"delivering the {run.kind} run's messages", lambda: self.delivery.wait_for(run.id))
+        await wait.call(
+            f"delivering the {run.kind} run's messages", lambda: self.delivery.wait_for(run.id, since=since)
+        )
 
     async def _claimed(self, run: Run, kind: Kind, wait: DatabaseWait) -> tuple[list[AccountReport], bool]:
         """This process's share of the run, and whether it was the one to finish the run."""
@@ -323,7 +329,9 @@ class Briefing:
         if found:
             log.info("Learned the language of %d users from users.list", found)
 
-    async def _summarise(self, run: Run, wait: DatabaseWait, *, left_over: bool = False) -> None:
+    async def _summarise(
+        self, run: Run, delivered: Callable[[Run], Awaitable[None]], *, left_over: bool = False
+    ) -> None:
         """Queue the admin summary, once the run's messages are delivered (it says how that went), and wait for
         it too. One process queues it: the finisher, or (left over) one that found the run finished without it."""
         try:
@@ -332,7 +340,7 @@ class Briefing:
             log.exception("The admin summary of the %s run could not be queued", run.kind)
             return
         if queued:
-            await self._deliver(run, wait)
+            await delivered(run)
 
     async def reconnected(self, account: Account) -> None:
         """After a reconnection: post the email part the user missed today (once), and edit the admin

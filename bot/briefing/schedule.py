@@ -18,6 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.briefing.run import Briefing, Kind
 from bot.config import Settings
+from bot.slack.delivery import SlackRefusedToken
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,9 @@ class Schedule:
         except asyncio.CancelledError:
             log.info("The %s run was stopped by the shutdown; it resumes when the bot starts again", kind)
             raise
+        except SlackRefusedToken as error:  # said when it was found (bot.slack.delivery); the queue waits
+            log.error("The %s run ended before its messages were delivered: %s", kind, error)
+            return
         except Exception:  # the scheduler must keep going tomorrow
             log.exception("The %s run failed", kind)
             return

@@ -258,6 +258,7 @@ async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
     from bot.briefing.run import Kind
+    from bot.slack.delivery import SlackRefusedToken
 
     # Checked before the database starts: the run needs Slack, Google, and SECRET_KEY for its links.
     problems = settings.missing_for_serve()
@@ -270,11 +271,17 @@ async def _run_briefing(settings: Settings, args: argparse.Namespace) -> int:
         await _database_reachable(settings, f"starting the {kind} run")
         async with open_services(settings) as services:
             report = await services.briefing.run(
-                kind, dry_run=args.dry_run, only=args.users, patience=settings.database_wait
+                kind,
+                dry_run=args.dry_run,
+                only=args.users,
+                patience=settings.database_wait,
             )
     except DatabaseUnavailable as error:
         print(f"gmail-reconnect: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except SlackRefusedToken as error:
+        print(f"gmail-reconnect: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     if report.already_finished:
         print(f"Today's {kind} run has already finished; use --user SLACK_ID to run it again for someone.")
         return EXIT_OK

@@ -25,6 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.database_wait import DatabaseWait
+from bot.errors import GmailReconnectError
 from bot.metrics import Metrics
 from bot.slack.client import SLACK_TIMEOUT_SECONDS
 from bot.slack.paced_client import prepaid
@@ -82,6 +83,19 @@ TOKEN_ERRORS = frozenset(
 ACTOR = "briefing"
 
 
+class SlackRefusedToken(GmailReconnectError):
+    """Slack refuses the bot's token, so nothing can be delivered until someone fixes it."""
+
+    def __init__(self, code: str, waiting: int) -> None:
+        super().__init__(
+            f"Slack refused the bot's token ({code}): {waiting} messages of the run stay queued. Fix "
+            "SLACK_BOT_TOKEN (or add the app's missing scopes and reinstall it); then a running `serve`, or "
+            "run-briefing again, sends them (a digest no later than BRIEFING_DEADLINE)."
+        )
+        self.code = code
+        self.waiting = waiting
+
+
 class SlackDelivery:
     """This process's drainer of the delivery queue, sending while it holds the delivery lock."""
 
@@ -109,6 +123,7 @@ class SlackDelivery:
         self.timezone = timezone
         self.holding = False  # whether this process holds the delivery lock now
         self.abandoned_after = ABANDONED_AFTER
+        self.token_refused_wait = TOKEN_REFUSED_WAIT
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -117,7 +132,10 @@ class SlackDelivery:
         self._busy: set[str] = set()  # the channels a message is on its way to
         self._next_recovery = 0.0
         self._next_prune = 0.0
-        self._token_refused_logged = False
+        # What Slack answered this drainer's last send when it refused the bot's token, and when (None: the last
+        # send went through).
+        self.refused: str | None = None
+        self._refused_at = 0.0
         self._records = DatabaseWait(self._ping, where="the database")
 
     @property
@@ -165,10 +183,16 @@ class SlackDelivery:
         """Look at the queue now."""
         self._wake.set()
 
-    async def wait_for(self, run_id: int, *, poll: float = 0.25) -> None:
-        """Return once every message of the run is delivered, dropped or failed, whichever process sent it."""
+    async def wait_for(self, run_id: int, *, since: float | None = None, poll: float = 0.25) -> None:
+        """Return once every message of the run is delivered, dropped or failed, whichever process sent it.
+        Raises SlackRefusedToken once this process's drainer was refused the bot's token since `since` (the
+        event loop's time; by default the wait's start): the messages stay queued for the fix, and the run says
+        so and ends rather than wait for ever (and hold up tomorrow's)."""
+        began = asyncio.get_running_loop().time() if since is None else since
         left = await self.outbox.open_for_run(run_id)
         while left:
+            if self.refused is not None and self._refused_at >= began:
+                raise SlackRefusedToken(self.refused, left)
             await asyncio.sleep(poll)
             left = await self.outbox.open_for_run(run_id)
 
@@ -218,6 +242,8 @@ class SlackDelivery:
     async def _drain(self, conn: asyncpg.Connection) -> None:
         """Send while this connection (and so the lock) lives; return when it is lost or the drainer stops."""
         await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        # Messages held back for a refused token go at once: this process may have been started with the fix.
+        await self.outbox.retry_refused_now(conn, errors=[_refusal(code) for code in TOKEN_ERRORS])
         senders = [
             asyncio.create_task(self._sender(conn), name="slack-delivery-sender") for _ in range(IN_FLIGHT)
         ]
@@ -317,7 +343,7 @@ class SlackDelivery:
             # Slack may or may not have it: sending again may double it, not sending would lose it.
             await self._later(message, f"{type(error).__name__} on the way to Slack")
             return
-        self._token_refused_logged = False
+        self.refused = None
         await self._records.call(
             f"recording Slack message {message.id} as sent",
             lambda: self.outbox.sent(message, ts=response.get("ts"), channel=response.get("channel")),
@@ -359,6 +385,7 @@ class SlackDelivery:
                     prompt, channel_id=channel, message_ts=ts, edited=edited, actor=ACTOR, conn=conn
                 )
                 await self.outbox.sent(message, ts=ts, conn=conn)
+                self.refused = None
                 self.metrics.prompts.labels("updated" if edited else "posted").inc()
                 self.metrics.queue_finished.labels("sent").inc()
                 self.metrics.queue_delivered_seconds.observe(
@@ -374,19 +401,17 @@ class SlackDelivery:
     async def _refused(self, message: Outgoing, error: SlackApiError) -> None:
         code = str(error.response.get("error") or error.response.status_code)
         if error.response.status_code >= 500 or code in MOMENTARY_ERRORS:
-            await self._later(message, f"Slack answered {code}")
+            await self._later(message, _refusal(code))
         elif code in TOKEN_ERRORS:
-            if not self._token_refused_logged:
+            if self.refused is None:
                 log.error(
                     "Slack refused the bot's token (%s): the queue waits; fix SLACK_BOT_TOKEN or the app's scopes",
                     code,
                 )
-                self._token_refused_logged = True
+            self.refused, self._refused_at = code, asyncio.get_running_loop().time()
             await self._records.call(
                 f"queueing Slack message {message.id} again",
-                lambda: self.outbox.retry_later(
-                    message, after=TOKEN_REFUSED_WAIT, error=f"Slack answered {code}"
-                ),
+                lambda: self.outbox.retry_later(message, after=self.token_refused_wait, error=_refusal(code)),
             )
         elif message.kind == SUMMARY:
             log.warning(
@@ -397,12 +422,12 @@ class SlackDelivery:
                 if code in ("not_in_channel", "channel_not_found")
                 else "",
             )
-            await self._finish(message, "failed", f"Slack answered {code}", outcome="failed")
+            await self._finish(message, "failed", _refusal(code), outcome="failed")
         else:
             log.warning(
                 "Slack refused message %s (%s) for %s: not sent", message.id, code, message.message.channel
             )
-            await self._finish(message, "failed", f"Slack answered {code}", outcome="failed")
+            await self._finish(message, "failed", _refusal(code), outcome="failed")
 
     async def _later(self, message: Outgoing, why: str) -> None:
         if message.attempts >= MAX_ATTEMPTS:
@@ -468,3 +493,8 @@ class SlackDelivery:
 
 def _too_late(message: Outgoing) -> bool:
     return message.not_after is not None and datetime.now(UTC) >= message.not_after
+
+
+def _refusal(code: str) -> str:
+    """What a message records of Slack's answer."""
+    return f"Slack answered {code}"

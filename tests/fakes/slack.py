@@ -288,6 +288,10 @@ class FakeSlack(SignInWithSlack):
         failure = (200, error, 0) if error is not None else (status, None, 0)
         self._failures.setdefault(method, []).extend([failure] * times)
 
+    def heal(self, method: str) -> None:
+        """Forget the failures still planned for `method` (see fail): it answers normally again."""
+        self._failures.pop(method, None)
+
     def response_url(self, name: str = "abc") -> str:
         """A response URL served by this fake (commands and interactions carry one); posts land in `responses`."""
         return f"{self.root_url}/response/{name}"

@@ -5,6 +5,7 @@ text at rest, and the queue visible in /metrics and the admin summary."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
-from bot.slack.delivery import IN_FLIGHT, SlackDelivery
+from bot.slack.delivery import IN_FLIGHT, SlackDelivery, SlackRefusedToken
 from bot.slack.pacer import POST_MESSAGE
 from storage.crypto import generate_key, is_encrypted
 from storage.outbox import Message, Queueing
@@ -236,6 +237,39 @@ async def test_a_momentary_slack_failure_is_sent_again(
     assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [1, 1, 1]
     attempts = await app[SERVICES].pool.fetch("SELECT attempts, state FROM slack_outbox ORDER BY attempts")
     assert [(row["attempts"], row["state"]) for row in attempts] == [(1, "sent"), (1, "sent"), (2, "sent")]
+
+
+async def test_a_run_that_slack_refuses_the_token_ends_and_its_messages_wait_for_the_fix(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await serve()
+    delivery = app[SERVICES].delivery
+    delivery.token_refused_wait = timedelta(seconds=0.3)
+    slack_ids = await linked(app, fake_slack, fake_google, 3)
+    fake_slack.fail("chat.postMessage", error="missing_scope", times=1000)
+
+    with (
+        caplog.at_level(logging.ERROR, logger="bot.slack.delivery"),
+        pytest.raises(SlackRefusedToken) as refused,
+    ):
+        await app[SERVICES].briefing.run(
+            Kind.BRIEFING
+        )  # as serve's scheduler runs it: it must not wait for ever
+
+    assert refused.value.code == "missing_scope" and refused.value.waiting == 3
+    run_id = await app[SERVICES].pool.fetchval("SELECT id FROM briefing_runs")
+    await until(
+        app[SERVICES].pool, "SELECT count(*) FROM slack_outbox WHERE attempts >= 2 AND state = 'queued'", 3
+    )
+    said = [r.getMessage() for r in caplog.records if "refused the bot's token" in r.getMessage()]
+    assert len(said) == 1  # one line, not one per message and attempt
+    fake_slack.heal("chat.postMessage")  # the missing scope added
+
+    await until(
+        app[SERVICES].pool, f"SELECT count(*) FROM slack_outbox WHERE run_id = {run_id} AND state = 'sent'", 3
+    )
+
+    assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [1, 1, 1]
 
 
 async def test_the_queue_keeps_no_mail_in_plain_text_when_encryption_is_on(

@@ -1,5 +1,6 @@
 """`run-briefing` as an admin or a cron job runs it, while the database is out of reach: it waits for it, saying
-what it waits for, and gives up after DATABASE_WAIT with exit 75 and a message that says what to do."""
+what it waits for, and gives up after DATABASE_WAIT with exit 75 and a message that says what to do; while Slack
+refuses the bot's token: it ends with exit 2 and the fix, and leaves its messages queued."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from aiohttp import web
 
 from bot.appkeys import SERVICES
-from bot.cli.commands import EXIT_UNAVAILABLE
+from bot.cli.commands import EXIT_CONFIG, EXIT_UNAVAILABLE
+from bot.slack.delivery import TOKEN_REFUSED_WAIT
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
 from tests.helpers import BASE_ENV, DatabaseProxy, Serve, cli_process_env, dms, google_env, healthy
@@ -125,3 +127,36 @@ async def test_run_briefing_gives_up_after_database_wait(
     assert "run the command again: what was done stays done" in last
     assert "Traceback" not in stderr.decode()
     assert fake_slack.calls_to("chat.postMessage") == []
+
+
+async def test_run_briefing_that_slack_refuses_the_token_ends_with_the_fix_and_leaves_the_queue(
+    serve: Serve, proxy: DatabaseProxy, fake_slack: FakeSlack, fake_google: FakeGoogle, tmp_path: Path
+) -> None:
+    app = await linked(serve, fake_slack, fake_google, 2)
+    await app[SERVICES].delivery.stop()  # the command's own drainer is the one refused
+    fake_slack.fail("chat.postMessage", error="invalid_auth", times=1000)
+    env = cli_env(proxy, fake_google, fake_slack, tmp_path)
+
+    process = await start_run_briefing(env, tmp_path)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
+
+    # It ends, says why and what to do, and keeps the messages for when the token works (it used to wait for
+    # ever, and a scheduled run held up the next day's).
+    assert process.returncode == EXIT_CONFIG, stderr.decode()
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("gmail-reconnect: Slack refused the bot's token (invalid_auth): 2 messages")
+    assert "Fix SLACK_BOT_TOKEN" in last
+    assert "Traceback" not in stderr.decode() and BASE_ENV["SLACK_BOT_TOKEN"] not in stderr.decode()
+    states = await app[SERVICES].pool.fetch("SELECT state FROM slack_outbox")
+    assert [row["state"] for row in states] == ["queued", "queued"]
+
+    # Fixed: the next run-briefing finds the run finished and delivers what was left, without the minute
+    # (TOKEN_REFUSED_WAIT) that a message refused for the token waits before it is tried again.
+    fake_slack.heal("chat.postMessage")
+    again = await start_run_briefing(env, tmp_path)
+    stdout, stderr = await asyncio.wait_for(
+        again.communicate(), timeout=TOKEN_REFUSED_WAIT.total_seconds() - 15
+    )
+    assert again.returncode == 0, stderr.decode()
+    assert "already finished" in stdout.decode()
+    assert [len(dms(fake_slack, f"U0CRON{i:02d}")) for i in range(2)] == [1, 1]
