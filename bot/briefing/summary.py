@@ -74,7 +74,7 @@ class RunSummary:
         outcomes = await self.runs.outcomes(run)
         delivery = await self.outbox.run_delivery(run.id)
         last_sent = None
-        if delivery is not None and delivery.last_sent_at is not None:
+        if delivery.last_sent_at is not None:
             last_sent = f"{delivery.last_sent_at.astimezone(self.settings.briefing_timezone):%H:%M:%S}"
         return RunSummaryView(
             kind=run.kind,
