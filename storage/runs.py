@@ -101,7 +101,8 @@ class Done:
 
 # One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row,
 # and claim the next one with a lease of $3, read along with its row, tokens and fresh stored language.
-# Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed without learning it
+# The accounts whose user's language is still being learned (language_pending) come last, in account order like
+# the others (the claim index serves that order). Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed without learning it
 # (the answer was lost in an outage; a worker handles one account at a time, so it holds no other). The account
 # being marked done is never the one claimed (both updates would hit one row in one statement), and it is
 # marked done only while this worker still holds it: once its lease lapsed and another process took it over,
@@ -125,7 +126,7 @@ WITH fetched AS (
                  WHERE run_id = $1 AND account_id IS DISTINCT FROM $4
                    AND (state = 'pending'
                         OR (state = 'claimed' AND (lease_until < now() OR claimed_by = $2)))
-                 ORDER BY account_id
+                 ORDER BY language_pending, account_id
                  LIMIT 1
                  FOR UPDATE SKIP LOCKED) AS next
          WHERE item.run_id = next.run_id AND item.account_id = next.account_id
@@ -218,6 +219,34 @@ class Runs:
             return Claim(row["claimed_id"], None, None, post=post, taken_over=taken_over)
         account, stored = Accounts.from_row(row)
         return Claim(row["claimed_id"], account, stored, row["slack_locale"], post, taken_over)
+
+    async def languages_pending(self, run: Run, slack_user_ids: Collection[str]) -> None:
+        """Mark the accounts of these Slack users as waiting for their language: they are claimed last."""
+        await self.pool.execute(
+            """UPDATE briefing_run_items AS item SET language_pending = true
+                 FROM gmail_tokens AS g
+                WHERE item.run_id = $1 AND item.state <> 'done' AND g.id = item.account_id
+                  AND g.metadata->>'slack_user_id' = ANY($2::text[])""",
+            run.id,
+            list(slack_user_ids),
+        )
+
+    async def languages_known(self, run: Run, slack_user_ids: Collection[str] | None) -> None:
+        """Unmark the accounts of these Slack users (None: of every one) as waiting for their language."""
+        if slack_user_ids is None:
+            await self.pool.execute(
+                "UPDATE briefing_run_items SET language_pending = false WHERE run_id = $1 AND language_pending",
+                run.id,
+            )
+            return
+        await self.pool.execute(
+            """UPDATE briefing_run_items AS item SET language_pending = false
+                 FROM gmail_tokens AS g
+                WHERE item.run_id = $1 AND item.language_pending AND g.id = item.account_id
+                  AND g.metadata->>'slack_user_id' = ANY($2::text[])""",
+            run.id,
+            list(slack_user_ids),
+        )
 
     async def renew(self, run: Run, account_ids: Collection[int]) -> int:
         """Extend this process's leases on the accounts its workers hold; how many it still held."""
