@@ -114,7 +114,7 @@ WITH fetched AS (
          WHERE id = $4 AND $8::text IS NOT NULL),
      finished AS (
         UPDATE briefing_run_items
-           SET state = 'done', needed_user = $7, finished_at = now(),
+           SET state = 'done', needed_user = $7, finished_at = now(), language_pending = false,
                -- The delivery queue may have said already that its digest failed or came too late.
                outcome = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN outcome ELSE $5 END,
                detail = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN detail ELSE $6 END
@@ -140,6 +140,21 @@ SELECT claimed.account_id AS claimed_id, claimed.taken_over, claimed.post, g.tok
   FROM claimed
   LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
   LEFT JOIN slack_locales AS l ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()
+"""
+
+
+# Mark ($3) or unmark the open accounts of the Slack users $2 (NULL: of every one) as waiting for their language.
+# It skips the items a claim holds locked at that moment rather than wait for them: a claim locks two items (the
+# one it records done, the one it claims), so waiting for one while holding others could deadlock with it. What
+# it skips is being claimed or recorded done just then (recording an item done unmarks it), and a mark left on a
+# claimed item only puts it after the others should it be claimed again.
+_MARK_LANGUAGES = """
+UPDATE briefing_run_items AS item SET language_pending = $3
+  FROM (SELECT i.run_id, i.account_id FROM briefing_run_items AS i LEFT JOIN gmail_tokens AS g ON g.id = i.account_id
+         WHERE i.run_id = $1 AND i.state <> 'done' AND i.language_pending <> $3
+           AND ($2::text[] IS NULL OR g.metadata->>'slack_user_id' = ANY($2::text[]))
+           FOR UPDATE OF i SKIP LOCKED) AS open
+ WHERE item.run_id = open.run_id AND item.account_id = open.account_id
 """
 
 
@@ -222,30 +237,12 @@ class Runs:
 
     async def languages_pending(self, run: Run, slack_user_ids: Collection[str]) -> None:
         """Mark the accounts of these Slack users as waiting for their language: they are claimed last."""
-        await self.pool.execute(
-            """UPDATE briefing_run_items AS item SET language_pending = true
-                 FROM gmail_tokens AS g
-                WHERE item.run_id = $1 AND item.state <> 'done' AND g.id = item.account_id
-                  AND g.metadata->>'slack_user_id' = ANY($2::text[])""",
-            run.id,
-            list(slack_user_ids),
-        )
+        await self.pool.execute(_MARK_LANGUAGES, run.id, list(slack_user_ids), True)
 
     async def languages_known(self, run: Run, slack_user_ids: Collection[str] | None) -> None:
         """Unmark the accounts of these Slack users (None: of every one) as waiting for their language."""
-        if slack_user_ids is None:
-            await self.pool.execute(
-                "UPDATE briefing_run_items SET language_pending = false WHERE run_id = $1 AND language_pending",
-                run.id,
-            )
-            return
         await self.pool.execute(
-            """UPDATE briefing_run_items AS item SET language_pending = false
-                 FROM gmail_tokens AS g
-                WHERE item.run_id = $1 AND item.language_pending AND g.id = item.account_id
-                  AND g.metadata->>'slack_user_id' = ANY($2::text[])""",
-            run.id,
-            list(slack_user_ids),
+            _MARK_LANGUAGES, run.id, None if slack_user_ids is None else list(slack_user_ids), False
         )
 
     async def renew(self, run: Run, account_ids: Collection[int]) -> int:

@@ -90,3 +90,44 @@ async def test_a_claim_reads_the_claim_index_in_order_without_sorting_the_run(
     assert {node["Node Type"] for node in nodes} & {"Sort", "Incremental Sort"} == set()
     assert "briefing_run_items_claim_order_idx" in {node.get("Index Name") for node in scans}
     assert all(node["Node Type"] != "Seq Scan" for node in scans)
+
+
+async def test_marking_never_waits_for_an_item_a_claim_holds(
+    migrated_url: str, pool: asyncpg.Pool, accounts: Accounts
+) -> None:
+    # A claim locks the item it records done and the one it claims: a marking that waited for one of them while
+    # holding others could deadlock with it. Here a lock wait fails at once instead of hanging.
+    impatient = await asyncpg.create_pool(
+        migrated_url, min_size=1, max_size=1, server_settings={"lock_timeout": "1"}
+    )
+    await linked_accounts(pool, 3)
+    runs = Runs(accounts)
+    run = await runs.begin("briefing", date(2025, 1, 2))
+    await runs.languages_pending(run, [slack_id(n) for n in (1, 2, 3)])
+    claiming = await asyncpg.connect(migrated_url)
+    try:
+        async with claiming.transaction():
+            await claiming.execute(
+                """SELECT 1 FROM briefing_run_items AS i JOIN gmail_tokens AS g ON g.id = i.account_id
+                    WHERE g.metadata->>'slack_user_id' = $1 FOR UPDATE OF i""",
+                slack_id(2),
+            )
+            await Runs(Accounts(impatient, accounts.codec)).languages_known(run, None)
+    finally:
+        await claiming.close()
+        await impatient.close()
+
+    flagged = await pool.fetch(
+        """SELECT g.metadata->>'slack_user_id' AS slack_user_id
+             FROM briefing_run_items AS i JOIN gmail_tokens AS g ON g.id = i.account_id
+            WHERE i.language_pending"""
+    )
+    assert [row["slack_user_id"] for row in flagged] == [slack_id(2)]  # skipped: a claim had it
+    handled, after = [], None
+    while (claim := await runs.claim(run, after=after)) is not None:
+        assert claim.account is not None
+        handled.append(claim.account.slack_user_id)
+        after = Done(claim.account_id, "digest")
+    assert handled == [slack_id(1), slack_id(3), slack_id(2)]
+    # Recorded done: its mark went with it.
+    assert await pool.fetchval("SELECT count(*) FROM briefing_run_items WHERE language_pending") == 0
