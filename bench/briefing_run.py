@@ -225,14 +225,14 @@ def model_wire_time(
 
 
 def floor_seconds(
-    counts: dict[str, int], latency: dict[str, float], concurrency: int, before_s: float = 0.0
+    counts: dict[str, int], latency: dict[str, float], concurrency: int, beside_s: float = 0.0
 ) -> float:
-    """The shortest time these latencies allow: `before_s` on the wire before the accounts (the users.list
-    pages), then every account's time on the wire, spread over `concurrency` workers (and never less than the
-    slowest account's)."""
+    """The shortest time these latencies allow: every account's time on the wire, spread over `concurrency`
+    workers (and never less than the slowest account's), or `beside_s` on the wire one call after another
+    beside them (the users.list pages, read while the workers handle the accounts), whichever is longer."""
     total = sum(count * latency.get(kind, 0.0) for kind, count in counts.items())
     longest = max((latency.get(kind, 0.0) for kind, count in counts.items() if count), default=0.0)
-    return before_s + max(total / concurrency, longest)
+    return max(beside_s, total / concurrency, longest)
 
 
 # ---- The world outside the briefing: the fakes, and the accounts as the past left them ---------------------
@@ -930,8 +930,8 @@ def print_run(title: str, run: dict[str, Any]) -> None:
     print(f"\n{title}: {total} accounts ({accounts}), BRIEFING_CONCURRENCY={run['concurrency']}")
     listed = run["languages_from_users_list"]
     print(
-        f"  languages stored by an earlier run: {run['languages_stored']} of {total} accounts; learned at the "
-        f"start from users.list: {listed['accounts']} ({listed['pages']} page{'' if listed['pages'] == 1 else 's'})"
+        f"  languages stored by an earlier run: {run['languages_stored']} of {total} accounts; learned beside the "
+        f"run from users.list: {listed['accounts']} ({listed['pages']} page{'' if listed['pages'] == 1 else 's'})"
     )
     print(f"  seeding {run['seed_s']:.1f} s; open_services {run['setup_s'] * 1000:.0f} ms")
     rows = [

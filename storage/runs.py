@@ -101,7 +101,8 @@ class Done:
 
 # One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row,
 # and claim the next one with a lease of $3, read along with its row, tokens and fresh stored language.
-# Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed without learning it
+# The accounts whose user's language is still being learned (language_pending) come last, in account order like
+# the others (the claim index serves that order). Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed without learning it
 # (the answer was lost in an outage; a worker handles one account at a time, so it holds no other). The account
 # being marked done is never the one claimed (both updates would hit one row in one statement), and it is
 # marked done only while this worker still holds it: once its lease lapsed and another process took it over,
@@ -113,7 +114,7 @@ WITH fetched AS (
          WHERE id = $4 AND $8::text IS NOT NULL),
      finished AS (
         UPDATE briefing_run_items
-           SET state = 'done', needed_user = $7, finished_at = now(),
+           SET state = 'done', needed_user = $7, finished_at = now(), language_pending = false,
                -- The delivery queue may have said already that its digest failed or came too late.
                outcome = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN outcome ELSE $5 END,
                detail = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN detail ELSE $6 END
@@ -125,7 +126,7 @@ WITH fetched AS (
                  WHERE run_id = $1 AND account_id IS DISTINCT FROM $4
                    AND (state = 'pending'
                         OR (state = 'claimed' AND (lease_until < now() OR claimed_by = $2)))
-                 ORDER BY account_id
+                 ORDER BY language_pending, account_id
                  LIMIT 1
                  FOR UPDATE SKIP LOCKED) AS next
          WHERE item.run_id = next.run_id AND item.account_id = next.account_id
@@ -139,6 +140,21 @@ SELECT claimed.account_id AS claimed_id, claimed.taken_over, claimed.post, g.tok
   FROM claimed
   LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
   LEFT JOIN slack_locales AS l ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()
+"""
+
+
+# Mark ($3) or unmark the open accounts of the Slack users $2 (NULL: of every one) as waiting for their language.
+# It skips the items a claim holds locked at that moment rather than wait for them: a claim locks two items (the
+# one it records done, the one it claims), so waiting for one while holding others could deadlock with it. What
+# it skips is being claimed or recorded done just then (recording an item done unmarks it), and a mark left on a
+# claimed item only puts it after the others should it be claimed again.
+_MARK_LANGUAGES = """
+UPDATE briefing_run_items AS item SET language_pending = $3
+  FROM (SELECT i.run_id, i.account_id FROM briefing_run_items AS i LEFT JOIN gmail_tokens AS g ON g.id = i.account_id
+         WHERE i.run_id = $1 AND i.state <> 'done' AND i.language_pending <> $3
+           AND ($2::text[] IS NULL OR g.metadata->>'slack_user_id' = ANY($2::text[]))
+           FOR UPDATE OF i SKIP LOCKED) AS open
+ WHERE item.run_id = open.run_id AND item.account_id = open.account_id
 """
 
 
@@ -218,6 +234,16 @@ class Runs:
             return Claim(row["claimed_id"], None, None, post=post, taken_over=taken_over)
         account, stored = Accounts.from_row(row)
         return Claim(row["claimed_id"], account, stored, row["slack_locale"], post, taken_over)
+
+    async def languages_pending(self, run: Run, slack_user_ids: Collection[str]) -> None:
+        """Mark the accounts of these Slack users as waiting for their language: they are claimed last."""
+        await self.pool.execute(_MARK_LANGUAGES, run.id, list(slack_user_ids), True)
+
+    async def languages_known(self, run: Run, slack_user_ids: Collection[str] | None) -> None:
+        """Unmark the accounts of these Slack users (None: of every one) as waiting for their language."""
+        await self.pool.execute(
+            _MARK_LANGUAGES, run.id, None if slack_user_ids is None else list(slack_user_ids), False
+        )
 
     async def renew(self, run: Run, account_ids: Collection[int]) -> int:
         """Extend this process's leases on the accounts its workers hold; how many it still held."""

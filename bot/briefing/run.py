@@ -163,8 +163,6 @@ class Briefing:
         started = time.monotonic()
         # The run's messages are sent by whichever process drains the queue: this one too, if it is alone.
         async with self.delivery.running():
-            if run.created:
-                await self._learn_languages()
             report.accounts, finished_here = await self._claimed(run, kind, wait)
             await delivered(run)
             self.metrics.run_seconds.labels(str(kind)).observe(time.monotonic() - started)
@@ -222,6 +220,9 @@ class Briefing:
                 if report is not None:
                     reports.append(report)
 
+        # The process that began the run learns the users' languages from users.list beside the workers: they
+        # claim the accounts whose language is known first, and the Slack queue fills from the start.
+        languages = await self._learn_languages(run) if run.created else None
         heartbeat = asyncio.create_task(self._renew_leases(run, held), name=f"{kind} run leases")
         try:
             while True:
@@ -250,6 +251,9 @@ class Briefing:
                 await asyncio.sleep(self.runs.poll_interval)
         finally:
             heartbeat.cancel()
+            if languages is not None:
+                languages.cancel()  # the accounts are all handled: what it would still learn is not needed
+                await asyncio.wait({languages})
 
     async def _renew_leases(self, run: Run, held: set[int]) -> None:
         """The heartbeat of this process's claims: renewed every third of a lease while its workers live."""
@@ -311,6 +315,10 @@ class Briefing:
             )
             return None
         if claim.account is not None and claim.account.slack_user_id:
+            if claim.slack_locale is None:
+                # The users.list pages that this process reads may have the user's language: wait for them
+                # rather than ask users.info (the heartbeat keeps renewing the lease meanwhile).
+                await self.users.listed(claim.account.slack_user_id)
             self.users.remember(claim.account.slack_user_id, claim.slack_locale)
             deadline = self.settings.digest_deadline(run.day) if kind is Kind.BRIEFING else None
             post = RunMessages(self.delivery.outbox, self.runs, run, claim.account_id, deadline)
@@ -318,16 +326,43 @@ class Briefing:
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
         return None
 
-    async def _learn_languages(self) -> None:
-        """Before the first process starts a run: the languages of the linked users not stored yet (or no
-        longer fresh), from users.list pages rather than a users.info call per user."""
+    async def _learn_languages(self, run: Run) -> asyncio.Task[None] | None:
+        """For the process that began the run: the languages of the linked users not stored yet (or no longer
+        fresh), from users.list pages rather than a users.info call per user, learned by a task beside the
+        workers. Their accounts are marked pending first, so that the accounts whose language is known are
+        claimed first; each page unmarks the users it found, and the end of the task whoever is left."""
         try:
-            found = await self.users.prime_linked()
+            wanted = await self.users.worth_listing()
+            if wanted:
+                await self.runs.languages_pending(run, wanted)
+        except Exception:  # only a shortcut: the run asks users.info instead
+            log.exception("The users' languages could not be learned from users.list")
+            return None
+        if not wanted:
+            return None
+        return asyncio.create_task(self._list_languages(run, wanted), name=f"{run.kind} run languages")
+
+    async def _list_languages(self, run: Run, wanted: list[str]) -> None:
+        try:
+            found = await self.users.prime(wanted, found=partial(self._languages_known, run))
         except Exception:  # only a shortcut: the run asks users.info for whoever is left
             log.exception("The users' languages could not be learned from users.list")
-            return
-        if found:
-            log.info("Learned the language of %d users from users.list", found)
+        else:
+            if found:
+                log.info("Learned the language of %d users from users.list", found)
+        finally:
+            await self._languages_known(run, None)
+
+    async def _languages_known(self, run: Run, slack_user_ids: list[str] | None) -> None:
+        """Unmark these users' accounts (None: every one left) as waiting for their language."""
+        try:
+            await self.runs.languages_known(run, slack_user_ids)
+        except DATABASE_OUTAGE as error:  # their accounts are still claimed, only after the others
+            log.warning(
+                "The accounts of the %s run whose language users.list gave could not be told apart (%s)",
+                run.kind,
+                type(error).__name__,
+            )
 
     async def _summarise(
         self, run: Run, delivered: Callable[[Run], Awaitable[None]], *, left_over: bool = False

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -116,6 +117,8 @@ class SlackUsers:
         self._cache: dict[str, tuple[float, SlackProfile]] = {}
         self._languages: dict[str, tuple[float, str]] = {}  # from users.info, users.list or the database
         self._not_stored: set[str] = set()  # users the database was just found to have no fresh language for
+        # The users a running prime() looks for: each event is set once the user is found, or the prime ended.
+        self._sought: dict[str, asyncio.Event] = {}
 
     async def locale(self, slack_user_id: str) -> str:
         """The language to speak to this user in (ko or en)."""
@@ -132,48 +135,88 @@ class SlackUsers:
                 return self._keep(slack_user_id, slack_locale)
         return (await self.profile(slack_user_id)).locale
 
-    async def prime(self, slack_user_ids: Collection[str]) -> int:
+    async def prime(
+        self,
+        slack_user_ids: Collection[str],
+        *,
+        found: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> int:
         """Learn the languages of many users at once from users.list, instead of a users.info call each, and
-        store them; returns how many were found. It reads pages until it has found them all, or has read one
-        page per PAGE_WORTH users wanted; with fewer than PRIME_AT_LEAST wanted it does nothing."""
+        store them page by page (then `found` is told whom each page held); returns how many were found. It
+        reads pages until it has found them all, or has read one page per PAGE_WORTH users wanted; with fewer
+        than PRIME_AT_LEAST wanted it does nothing. While it reads, `listed` waits for the users it seeks."""
         wanted = set(slack_user_ids)
         if len(wanted) < PRIME_AT_LEAST:
             return 0
-        found: list[tuple[str, str]] = []
+        # Before the first await: a worker that asks for one of these users from now on waits for the pages.
+        seeking = {user_id: self._sought.setdefault(user_id, asyncio.Event()) for user_id in wanted}
+        learned = 0
         cursor = ""
-        for _ in range(math.ceil(len(wanted) / PAGE_WORTH)):
+        try:
+            for _ in range(math.ceil(len(wanted) / PAGE_WORTH)):
+                try:
+                    response = await self.client.users_list(
+                        limit=LIST_PAGE_SIZE, include_locale=True, cursor=cursor or None
+                    )
+                except SlackApiError as error:
+                    log.warning(
+                        "users.list failed (%s): the other languages come from users.info",
+                        error.response.get("error"),
+                    )
+                    break
+                page: list[tuple[str, str]] = []
+                for member in response.get("members") or []:
+                    user_id = str(member.get("id") or "")
+                    if user_id in wanted:
+                        wanted.discard(user_id)
+                        slack_locale = str(member.get("locale") or "")
+                        self._keep(user_id, slack_locale)
+                        self._found(user_id, seeking)
+                        page.append((user_id, slack_locale))
+                learned += len(page)
+                if page:
+                    await self._store_page(page, found)
+                cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
+                if not wanted or not cursor:
+                    break
+        finally:
+            # Done, failed or cancelled: whoever is still sought is left to the stored language or users.info.
+            for user_id in list(seeking):
+                self._found(user_id, seeking)
+        return learned
+
+    def _found(self, user_id: str, seeking: dict[str, asyncio.Event]) -> None:
+        event = seeking.pop(user_id)
+        event.set()
+        if self._sought.get(user_id) is event:
+            del self._sought[user_id]
+
+    async def _store_page(
+        self, page: list[tuple[str, str]], found: Callable[[list[str]], Awaitable[None]] | None
+    ) -> None:
+        """Keep a page's languages in the database at once, so that replicas and the run's claims see them."""
+        if self.stored is not None:
             try:
-                response = await self.client.users_list(
-                    limit=LIST_PAGE_SIZE, include_locale=True, cursor=cursor or None
-                )
-            except SlackApiError as error:
-                log.warning(
-                    "users.list failed (%s): the other languages come from users.info",
-                    error.response.get("error"),
-                )
-                break
-            for member in response.get("members") or []:
-                user_id = str(member.get("id") or "")
-                if user_id in wanted:
-                    wanted.discard(user_id)
-                    slack_locale = str(member.get("locale") or "")
-                    self._keep(user_id, slack_locale)
-                    found.append((user_id, slack_locale))
-            cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
-            if not wanted or not cursor:
-                break
-        if found and self.stored is not None:
-            try:
-                await self.stored.put_many(found)
+                await self.stored.put_many(page)
             except DATABASE_ERRORS as error:
                 log.warning("The languages from users.list could not be stored: %s", error)
-        return len(found)
+        if found is not None:
+            await found([user_id for user_id, _ in page])
 
-    async def prime_linked(self) -> int:
-        """prime() for the users linked to an account whose language is not stored, or no longer fresh."""
+    async def worth_listing(self) -> list[str]:
+        """The users linked to an account whose language is not stored, or no longer fresh, when there are
+        enough of them (PRIME_AT_LEAST) for prime() to read users.list; else none."""
         if self.stored is None:
-            return 0
-        return await self.prime(await self.stored.linked_without())
+            return []
+        wanted = await self.stored.linked_without()
+        return wanted if len(wanted) >= PRIME_AT_LEAST else []
+
+    async def listed(self, slack_user_id: str) -> None:
+        """Return once a running prime() of this process has found the user, or has ended; at once when none
+        is looking for them."""
+        sought = self._sought.get(slack_user_id)
+        if sought is not None:
+            await sought.wait()
 
     def remember(self, slack_user_id: str, slack_locale: str | None) -> str | None:
         """Keep what the database said of the user's language, read along with something else: Slack's form

@@ -205,6 +205,7 @@ class FakeSlack(SignInWithSlack):
         self.opened_views: list[dict[str, Any]] = []
         self._views_by_id: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[int, str | None, int]]] = {}
+        self._holds: dict[str, tuple[int, asyncio.Event]] = {}  # method: (calls let through, the gate)
         self._ts = _FIRST_TS
         self.socket_connections = 0  # WebSockets opened over Socket Mode, ever
         self.socket_replies: list[dict[str, Any]] = []  # what the app sent over them (acks), oldest first
@@ -274,6 +275,13 @@ class FakeSlack(SignInWithSlack):
     def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
         """Answer the next `times` calls to `method` with HTTP 429, `Retry-After` and error "ratelimited"."""
         self._failures.setdefault(method, []).extend([(429, "ratelimited", retry_after)] * times)
+
+    def hold(self, method: str, *, after: int = 0) -> asyncio.Event:
+        """Leave the calls to `method` past the first `after` unanswered (a slow Slack) until the returned event
+        is set; then they are answered as usual."""
+        gate = asyncio.Event()
+        self._holds[method] = (after, gate)
+        return gate
 
     def enforce_limits(self, **kwargs: Any) -> SlackLimits:
         """From now on, answer HTTP 429 past Slack's documented rate limits; keywords are SlackLimits fields
@@ -377,6 +385,9 @@ class FakeSlack(SignInWithSlack):
         if method in _SHOWING_METHODS:
             shown = args.get("view") if method.startswith("views.") else args
             self.control += control_sequences(method, shown, mrkdwn=not _is_false(args.get("mrkdwn")))
+        held = self._holds.get(method)
+        if held is not None and len(self.calls_to(method)) > held[0]:
+            await held[1].wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         response = self._answer(method, args, token, request.headers.get("Authorization", ""))

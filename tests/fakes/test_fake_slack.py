@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -321,6 +322,21 @@ async def test_users_list_can_be_rate_limited_and_failed(slack: FakeSlack, clien
     assert [member["id"] for member in (await client.users_list())["members"]] == [ADA]
     assert [call.status for call in slack.calls_to("users.list")] == [429, 200, 200]
     assert slack.calls_to("users.list")[0].args == {"limit": "200"}
+
+
+async def test_held_calls_are_answered_once_let_go(slack: FakeSlack, client: AsyncWebClient) -> None:
+    slack.add_user("U0BAB")
+    gate = slack.hold("users.list", after=1)
+
+    first = await client.users_list(limit=1)
+    second = asyncio.create_task(client.users_list(limit=1, cursor=first["response_metadata"]["next_cursor"]))
+    await eventually(lambda: len(slack.calls_to("users.list")) == 2)
+    await client.users_info(user=ADA)  # other methods are answered meanwhile
+
+    assert not second.done() and slack.calls_to("users.list")[1].status == 0
+    gate.set()
+    assert [member["id"] for member in (await second)["members"]] == ["U0BAB"]
+    assert [call.status for call in slack.calls_to("users.list")] == [200, 200]
 
 
 async def test_method_errors(slack: FakeSlack, client: AsyncWebClient) -> None:

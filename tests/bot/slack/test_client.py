@@ -3,6 +3,7 @@ costs the lookup its shortcut."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from bot.slack.client import (
 from storage.pool import create_pool
 from storage.slack_locales import SlackLocales
 from tests.fakes.slack import FakeSlack
-from tests.helpers import BASE_ENV
+from tests.helpers import BASE_ENV, eventually
 
 
 def client_for(fake: FakeSlack) -> AsyncWebClient:
@@ -138,3 +139,72 @@ async def test_users_list_refused_leaves_the_languages_to_users_info(
     assert "users.list failed (missing_scope)" in caplog.text
     assert await users.locale(wanted[0]) == "en"
     assert await pool.fetchval("SELECT count(*) FROM slack_locales") == 1  # the one users.info gave
+
+
+async def test_each_page_is_stored_and_lets_go_of_its_users_while_the_next_is_read(
+    fake_slack: FakeSlack, pool: asyncpg.Pool
+) -> None:
+    # The first page holds the first half of the users wanted, the second the rest.
+    wanted = [f"U0P{n:03d}" for n in range(2 * PRIME_AT_LEAST)]
+    for n, user_id in enumerate(wanted[:PRIME_AT_LEAST]):
+        fake_slack.add_user(user_id, locale="en-US")
+        fake_slack.add_user(f"U1OTHER{n:03d}")
+    for n in range(LIST_PAGE_SIZE - 2 * PRIME_AT_LEAST):
+        fake_slack.add_user(f"U2OTHER{n:03d}")
+    for user_id in wanted[PRIME_AT_LEAST:]:
+        fake_slack.add_user(user_id, locale="en-US")
+    gate = fake_slack.hold("users.list", after=1)
+    users = SlackUsers(client_for(fake_slack), "ko", stored=SlackLocales(pool))
+    pages: list[list[str]] = []
+
+    async def found(user_ids: list[str]) -> None:
+        pages.append(user_ids)
+
+    priming = asyncio.create_task(users.prime(wanted, found=found))
+    on_the_first, on_the_second = (
+        asyncio.create_task(users.listed(user)) for user in (wanted[0], wanted[-1])
+    )
+    await on_the_first
+    await eventually(lambda: len(fake_slack.calls_to("users.list")) == 2)
+    try:
+        stored = await pool.fetch("SELECT slack_user_id FROM slack_locales ORDER BY 1")
+        assert [row["slack_user_id"] for row in stored] == wanted[:PRIME_AT_LEAST]
+        assert pages == [wanted[:PRIME_AT_LEAST]]
+        assert not on_the_second.done()  # its page is not answered yet
+        await users.listed("U0NOTWANTED")  # nobody looks for this one: at once
+    finally:
+        gate.set()
+
+    assert await priming == len(wanted)
+    await on_the_second
+    assert pages == [wanted[:PRIME_AT_LEAST], wanted[PRIME_AT_LEAST:]]
+    assert [await users.locale(user_id) for user_id in wanted] == ["en"] * len(wanted)
+    assert fake_slack.calls_to("users.info") == []
+
+
+async def test_the_users_a_failed_or_cancelled_prime_did_not_find_are_let_go(
+    fake_slack: FakeSlack, pool: asyncpg.Pool
+) -> None:
+    wanted = [f"U0C{n:02d}" for n in range(PRIME_AT_LEAST)]
+    for user_id in wanted:
+        fake_slack.add_user(user_id, locale="en-US")
+    users = SlackUsers(client_for(fake_slack), "ko", stored=SlackLocales(pool))
+    fake_slack.fail("users.list", error="internal_error")
+    assert await users.prime(wanted) == 0
+    await users.listed(wanted[0])
+    assert await users.locale(wanted[0]) == "en"  # from users.info
+    assert len(fake_slack.calls_to("users.info")) == 1
+
+    gate = fake_slack.hold("users.list")
+    priming = asyncio.create_task(users.prime(wanted))
+    await eventually(lambda: len(fake_slack.calls_to("users.list")) == 2)
+    waiting = asyncio.create_task(users.listed(wanted[1]))
+    try:
+        priming.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await priming
+        await waiting
+    finally:
+        gate.set()
+    assert await users.locale(wanted[1]) == "en"  # from users.info
+    assert len(fake_slack.calls_to("users.info")) == 2
