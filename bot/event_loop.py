@@ -26,3 +26,17 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run(main), on new_event_loop()."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(main)
+
+
+async def woken(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set, for at most `seconds`; whether it was set.
+
+    Not asyncio.wait_for(event.wait(), seconds): on Python 3.11 that returns normally when the waiting task is
+    cancelled in the very turn of the loop in which the event is set, and the cancellation is lost. A loop that
+    waits so (a background sender) would then never stop: its stop() waited for ever."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

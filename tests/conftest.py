@@ -284,7 +284,28 @@ async def serve(
 
     yield start
     for server in servers:
-        await server.close()
+        await closed_in_time(server)
+
+
+# Longer than aiohttp's own shutdown_timeout (60 s), after which it cancels the handlers still running.
+SHUTDOWN_WATCHDOG_SECONDS = 90
+
+
+async def closed_in_time(server: TestServer) -> None:
+    """Close the app over its server; a shutdown that hangs fails the test with what every task waits on,
+    rather than hang the suite."""
+    closing = asyncio.ensure_future(server.close())
+    done, _ = await asyncio.wait({closing}, timeout=SHUTDOWN_WATCHDOG_SECONDS)
+    if closing in done:
+        closing.result()
+        return
+    stacks = "\n".join(
+        f"{task.get_name()}: {task.get_coro()!r}\n"
+        + "".join(f"    {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}\n" for f in task.get_stack())
+        for task in asyncio.all_tasks()
+    )
+    closing.cancel()
+    pytest.fail(f"The app did not shut down within {SHUTDOWN_WATCHDOG_SECONDS} s. Its tasks:\n{stacks}")
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.database_wait import DatabaseWait
 from bot.errors import GmailReconnectError
+from bot.event_loop import woken
 from bot.metrics import Metrics
 from bot.slack.client import SLACK_TIMEOUT_SECONDS
 from bot.slack.paced_client import prepaid
@@ -233,8 +234,7 @@ class SlackDelivery:
                         "The Slack delivery queue failed; it tries again in %s s", LOCK_RETRY_SECONDS
                     )
                 if not self._stopping:
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), LOCK_RETRY_SECONDS)
+                    await woken(self._wake, LOCK_RETRY_SECONDS)
         finally:
             if conn is not None and not conn.is_closed():
                 conn.terminate()  # at once, even when cancelled: the server lets the lock go with the session
@@ -275,8 +275,7 @@ class SlackDelivery:
             except DATABASE_OUTAGE:
                 return  # the lock went with the connection: _run takes it again once it can
             if message is None:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                await woken(self._wake, POLL_SECONDS)
                 continue
             self._sending.add(message.id)
             try:

@@ -15,13 +15,14 @@ import enum
 import logging
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 import aiohttp
 
 from bot import __version__
+from bot.event_loop import woken
 from bot.metrics import Metrics
 from bot.webhooks.signing import (
     ATTEMPT_HEADER,
@@ -95,6 +96,7 @@ class WebhookSender:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._next_prune = 0.0
 
@@ -104,6 +106,7 @@ class WebhookSender:
 
     async def stop(self) -> None:
         """Stop sending; an attempt under way is abandoned and its delivery is tried again after the lease."""
+        self._stopping = True  # and should a cancellation still be lost, the loop ends at its next turn
         tasks = [task for task in (self._task, *self._in_flight) if task is not None]
         for task in tasks:
             task.cancel()
@@ -132,7 +135,7 @@ class WebhookSender:
         self.wake()  # room for another
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             wait = POLL_SECONDS
             try:
@@ -150,8 +153,7 @@ class WebhookSender:
             except Exception:
                 # A background task that dies says nothing: log it with its traceback and carry on.
                 log.exception("The webhook sender failed; it tries again in %s s", POLL_SECONDS)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await woken(self._wake, wait)
 
     async def _prune(self) -> None:
         now = asyncio.get_running_loop().time()

@@ -29,3 +29,24 @@ def test_without_uvloop_asyncios_loop_is_used(monkeypatch: pytest.MonkeyPatch) -
         assert loop.run_until_complete(asyncio.sleep(0, result=42)) == 42
     finally:
         loop.close()
+
+
+async def test_woken_says_whether_the_event_was_set_in_time() -> None:
+    event = asyncio.Event()
+    assert await event_loop.woken(event, 0.01) is False
+    event.set()
+    assert await event_loop.woken(event, 0.01) is True
+
+
+async def test_a_cancellation_that_comes_as_the_event_is_set_is_not_lost() -> None:
+    # asyncio.wait_for(event.wait(), …) returns True here on Python 3.11, and the task carries on: a background
+    # loop that waits so cannot be stopped.
+    event = asyncio.Event()
+    waiter = asyncio.create_task(event_loop.woken(event, 60))
+    await asyncio.sleep(0)  # it waits
+
+    event.set()
+    waiter.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiter

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -13,7 +14,9 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind
+from bot.metrics import Metrics
 from bot.slack.blocks.elements import DISCONNECT_ACTION
+from bot.webhooks.sender import RetryPolicy, WebhookSender
 from storage import audit
 from storage.crypto import generate_key
 from storage.models import Account, Status
@@ -316,3 +319,23 @@ async def test_with_encryption_on_the_secret_is_sealed_and_still_signs(
     await expired(app, fake_google, "U0SEALED")
 
     await eventually(lambda: len(receiver.accepted) == 1, seconds=10)
+
+
+async def test_a_sender_woken_as_it_is_stopped_stops(serve: Serve) -> None:
+    # The sender's loop waits to be woken; a wake in the very turn of the stop (a send that ends as it is
+    # cancelled wakes it) used to lose the cancellation on Python 3.11, and stop() waited for ever.
+    services = (await serve())[SERVICES]
+    async with aiohttp.ClientSession() as session:
+        sender = WebhookSender(
+            services.webhooks,
+            services.webhook_deliveries,
+            session,
+            timeout=timedelta(seconds=1),
+            policy=RetryPolicy(),
+            metrics=Metrics(),
+        )
+        sender.start()
+        await asyncio.sleep(0.5)  # it looked for due deliveries, found none, and waits
+
+        sender.wake()
+        await asyncio.wait_for(sender.stop(), 10)
