@@ -158,7 +158,8 @@ class SlackDelivery:
         self._stopping = True
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                await asyncio.shield(task)
         except TimeoutError:
             log.warning(
                 "The Slack delivery queue did not stop within %s s: stopped mid-send", STOP_GRACE_SECONDS
