@@ -338,6 +338,7 @@ async def test_a_digest_before_the_deadline_is_posted_and_off_means_never_droppe
 
     assert [line.result for line in report.accounts] == [Result.DIGEST]
     assert make_settings(BRIEFING_DEADLINE="off").digest_deadline(datetime.now(UTC).date()) is None
-    assert make_settings(BRIEFING_TIME="22:30").briefing_deadline == time(23, 59)
-    assert make_settings(BRIEFING_TIME="08:15").briefing_deadline == time(10, 15)
-    assert make_settings().briefing_deadline == time(11, 0)
+    # Unset, it follows BRIEFING_TIME (the test settings set it off).
+    assert make_settings(BRIEFING_TIME="22:30", BRIEFING_DEADLINE=None).briefing_deadline == time(23, 59)
+    assert make_settings(BRIEFING_TIME="08:15", BRIEFING_DEADLINE=None).briefing_deadline == time(10, 15)
+    assert make_settings(BRIEFING_DEADLINE=None).briefing_deadline == time(11, 0)
