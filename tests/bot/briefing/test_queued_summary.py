@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind
+from storage.crypto import generate_key, is_encrypted
 from storage.runs import Run
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
@@ -124,3 +125,20 @@ async def test_a_summary_the_admin_channel_refuses_is_failed_with_the_fix_and_th
     # The digest's outcome is untouched by its summary's failure.
     outcomes = await app[SERVICES].runs.outcomes(await app[SERVICES].runs.find("briefing", today(app).date()))
     assert outcomes == {"digest": 1}
+
+
+async def test_with_encryption_on_the_queued_summary_names_nobody_in_plain_text(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve(ADMIN_CHANNEL_ID=ADMINS, TOKEN_ENCRYPTION_KEYS=generate_key())
+    fake_slack.channels.add(ADMINS)
+    fake_slack.add_user("U0S0009")
+    await healthy(app, fake_google, "U0S0009", expiring=True)
+    fake_google.revoke_refresh_token("1//U0S0009")  # it needs its user: listed in the summary, with its email
+
+    await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    (posted,) = summaries(fake_slack)
+    assert "u0s0009@gmail.com" in str(posted["blocks"])
+    stored = await app[SERVICES].pool.fetchval("SELECT message FROM slack_outbox WHERE kind = 'summary'")
+    assert is_encrypted(stored) and "u0s0009" not in stored.lower()
