@@ -209,6 +209,15 @@ class TokenService:
             )
         return Access(Outcome.NEEDS_USER, account, cause=cause)
 
+    async def _needs_user(
+        self, account_id: int, status: Status, cause: str, code: CauseCode, *, conn: asyncpg.Connection
+    ) -> Access:
+        """Store why only the user can fix the account now, and say so."""
+        account = await self.accounts.set_status(
+            account_id, status=status, cause=cause, code=code, actor=ACTOR, conn=conn
+        )
+        return Access(Outcome.NEEDS_USER, account, cause=cause)
+
     def _fresh(self, tokens: TokenSet | None) -> bool:
         if tokens is None or not tokens.access_token or tokens.expiry is None:
             return False
@@ -231,22 +240,16 @@ class TokenService:
             if tokens is None or not tokens.refresh_token:
                 cause = "No Gmail token is stored." if tokens is None else "No refresh token is stored."
                 code = CauseCode.TOKEN_MISSING if tokens is None else CauseCode.REFRESH_TOKEN_MISSING
-                account = await self.accounts.set_status(
-                    account_id, status=Status.MISSING, cause=cause, code=code, actor=ACTOR, conn=conn
-                )
-                return Access(Outcome.NEEDS_USER, account, cause=cause)
+                return await self._needs_user(account_id, Status.MISSING, cause, code, conn=conn)
             if granted_access_ended(account, datetime.now(UTC)):
                 # Google ends the refresh token when the granted time runs out: no need to ask it.
-                cause = access_ended_cause(account)
-                account = await self.accounts.set_status(
+                return await self._needs_user(
                     account_id,
-                    status=Status.EXPIRED,
-                    cause=cause,
-                    code=CauseCode.ACCESS_TIME_ENDED,
-                    actor=ACTOR,
+                    Status.EXPIRED,
+                    access_ended_cause(account),
+                    CauseCode.ACCESS_TIME_ENDED,
                     conn=conn,
                 )
-                return Access(Outcome.NEEDS_USER, account, cause=cause)
             access = await self._refresh(conn, account, tokens.refresh_token)
         self.metrics.refreshes.labels(str(access.outcome)).inc()
         return access

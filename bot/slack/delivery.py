@@ -413,20 +413,23 @@ class SlackDelivery:
                 f"queueing Slack message {message.id} again",
                 lambda: self.outbox.retry_later(message, after=self.token_refused_wait, error=_refusal(code)),
             )
-        elif message.kind == SUMMARY:
-            log.warning(
-                "The admin summary could not be posted to %s: Slack answered %s%s",
-                message.message.channel,
-                code,
-                " (invite the bot to that channel)"
-                if code in ("not_in_channel", "channel_not_found")
-                else "",
-            )
-            await self._finish(message, "failed", _refusal(code), outcome="failed")
         else:
-            log.warning(
-                "Slack refused message %s (%s) for %s: not sent", message.id, code, message.message.channel
-            )
+            if message.kind == SUMMARY:
+                log.warning(
+                    "The admin summary could not be posted to %s: Slack answered %s%s",
+                    message.message.channel,
+                    code,
+                    " (invite the bot to that channel)"
+                    if code in ("not_in_channel", "channel_not_found")
+                    else "",
+                )
+            else:
+                log.warning(
+                    "Slack refused message %s (%s) for %s: not sent",
+                    message.id,
+                    code,
+                    message.message.channel,
+                )
             await self._finish(message, "failed", _refusal(code), outcome="failed")
 
     async def _later(self, message: Outgoing, why: str) -> None:
