@@ -1,8 +1,11 @@
 """The delivery queue of the runs' Slack messages (slack_outbox): written by the run, sent by one drainer.
 
-A run queues an account's digest only while it holds its claim on the account (so a process whose lease lapsed
-queues nothing), once per run and account; its admin summary once, by the process that takes it. The drainer takes the queue in order on its lock connection
-(`take`, so it takes nothing once it lost the lock) and records each result through the pool. A message is
+A run queues an account's messages only while it holds its claim on the account (so a process whose lease lapsed
+queues nothing), once per run, account and kind: the Reconnect Gmail DM here, in the transaction that opens its
+prompt, and the digest in the statement that records the account done (storage.runs). Its admin summary is
+queued once, by the process that takes it. The drainer takes the queue in order on its lock connection (`take`,
+so it takes nothing once it lost the lock), and records what Slack accepted with its next take, in the same round
+trip (or through the pool, when there is none). A message is
 `sending` from just before it goes to Slack until Slack's answer is recorded: the only ones a crash can double.
 The message is sealed with TOKEN_ENCRYPTION_KEYS when it is set, since a digest quotes the user's mail.
 """
@@ -34,7 +37,7 @@ DIGEST_PRIORITY = 1
 
 
 class Queueing(enum.Enum):
-    """What queue_digest did."""
+    """What queueing a run's message did."""
 
     QUEUED = "queued"
     ALREADY = "already"  # queued before (by a process that stopped before it could record the account)
@@ -136,26 +139,60 @@ UPDATE briefing_run_items SET outcome = $3, detail = $4
 """
 
 
+def _sent(first: int) -> str:
+    """The statements that record a message Slack accepted, with its parameters numbered from `first`: its id, its
+    ts, its kind, run and account, and the channel as Slack names it. A digest is recorded on its run item too, a
+    summary on its run (where it was posted, to be edited as users reconnect). All NULL: nothing is recorded."""
+    id_, ts, kind, run, account, channel = (f"${number}" for number in range(first, first + 6))
+    return f"""sent AS (
+        UPDATE slack_outbox SET state = 'sent', finished_at = now(), ts = {ts}::text, error = NULL
+         WHERE id = {id_}::bigint),
+     item AS (
+        UPDATE briefing_run_items SET posted_at = now(), posted_ts = {ts}::text
+         WHERE {kind}::text = '{DIGEST}' AND run_id = {run}::int AND account_id = {account}::int),
+     summary AS (
+        UPDATE briefing_runs SET summary_channel = {channel}::text, summary_ts = {ts}::text
+         WHERE {kind}::text = '{SUMMARY}' AND id = {run}::int AND {ts}::text IS NOT NULL)"""
+
+
+_SENT = f"WITH {_sent(1)}\nSELECT 1"
+
+# The next ready message marked `sending` (a channel in $1, which a message is on its way to, skipped), and the one
+# the drainer's sender sent before it recorded as sent ($2-$7), in one round trip.
+_RECORD_AND_TAKE = f"""
+WITH {_sent(2)}
+UPDATE slack_outbox SET state = 'sending', sending_at = now(), attempts = attempts + 1
+ WHERE id = (SELECT id FROM slack_outbox
+              WHERE state = 'queued' AND next_attempt_at <= now() AND NOT channel = ANY($1::text[])
+              ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING {_COLUMNS}
+"""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A message Slack accepted, to be recorded as sent: its ts, and its channel as Slack names it."""
+
+    message: Outgoing
+    ts: str | None
+    channel: str | None = None
+
+    def arguments(self) -> tuple[Any, ...]:
+        """The parameters of _sent: what is recorded."""
+        message = self.message
+        channel = self.channel or message.message.channel
+        return message.id, self.ts, message.kind, message.run_id, message.account_id, channel
+
+
+_NOTHING_ACCEPTED = (None,) * 6
+
+
 class SlackOutbox:
     """Repository over slack_outbox."""
 
     def __init__(self, pool: asyncpg.Pool, cipher: TokenCipher | None) -> None:
         self.pool = pool
         self.cipher = cipher
-
-    async def queue_digest(
-        self, *, run_id: int, account_id: int, claim_prefix: str, message: Message, not_after: datetime | None
-    ) -> Queueing:
-        """Queue an account's digest of a run, if this process (`claim_prefix`) still holds the account."""
-        return await self._queue_for_run(
-            self.pool,
-            DIGEST,
-            run_id=run_id,
-            account_id=account_id,
-            claim_prefix=claim_prefix,
-            message=message,
-            not_after=not_after,
-        )
 
     async def queue_prompt(
         self,
@@ -170,55 +207,32 @@ class SlackOutbox:
         """Queue a Reconnect Gmail DM, in the transaction that opened its prompt (`conn`): for a run's account
         while this process holds it, or (no run) on its own."""
         if run_id is not None and claim_prefix is not None:
-            return await self._queue_for_run(
-                conn,
+            row = await conn.fetchrow(
+                _QUEUE_RUN_MESSAGE,
+                run_id,
+                account_id,
+                claim_prefix,
+                message.channel,
+                self.seal(message, kind=PROMPT, run_id=run_id, account_id=account_id),
+                None,
                 PROMPT,
-                run_id=run_id,
-                account_id=account_id,
-                claim_prefix=claim_prefix,
-                message=message,
-                not_after=None,
-                prompt_id=prompt_id,
+                PROMPT_PRIORITY,
+                prompt_id,
             )
+            if not row["held"]:
+                return Queueing.NOT_HELD
+            return Queueing.QUEUED if row["queued"] else Queueing.ALREADY
         await conn.execute(
             """INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, priority, prompt_id)
                VALUES (NULL, $1, 'prompt', $2, $3, $4, $5)""",
             account_id,
             message.channel,
-            self._seal(message, kind=PROMPT, run_id=None, account_id=account_id),
+            self.seal(message, kind=PROMPT, run_id=None, account_id=account_id),
             PROMPT_PRIORITY,
             prompt_id,
         )
         await conn.execute("SELECT pg_notify('slack_outbox', '')")
         return Queueing.QUEUED
-
-    async def _queue_for_run(
-        self,
-        conn: asyncpg.Connection | asyncpg.Pool,
-        kind: str,
-        *,
-        run_id: int,
-        account_id: int | None,
-        claim_prefix: str,
-        message: Message,
-        not_after: datetime | None,
-        prompt_id: int | None = None,
-    ) -> Queueing:
-        row = await conn.fetchrow(
-            _QUEUE_RUN_MESSAGE,
-            run_id,
-            account_id,
-            claim_prefix,
-            message.channel,
-            self._seal(message, kind=kind, run_id=run_id, account_id=account_id),
-            not_after,
-            kind,
-            PROMPT_PRIORITY if kind == PROMPT else DIGEST_PRIORITY,
-            prompt_id,
-        )
-        if not row["held"]:
-            return Queueing.NOT_HELD
-        return Queueing.QUEUED if row["queued"] else Queueing.ALREADY
 
     async def queue_summary(self, *, run_id: int, message: Message, left_over: bool = False) -> bool:
         """Queue a run's admin summary if this process is the one to post it (see _QUEUE_SUMMARY); whether it
@@ -227,27 +241,24 @@ class SlackOutbox:
             _QUEUE_SUMMARY,
             run_id,
             message.channel,
-            self._seal(message, kind=SUMMARY, run_id=run_id, account_id=None),
+            self.seal(message, kind=SUMMARY, run_id=run_id, account_id=None),
             left_over,
             SUMMARY_PRIORITY,
         )
         return bool(row["queued"])
 
-    async def take(self, conn: asyncpg.Connection, *, busy: Collection[str] = ()) -> Outgoing | None:
+    async def take(
+        self, conn: asyncpg.Connection, *, busy: Collection[str] = (), accepted: Accepted | None = None
+    ) -> Outgoing | None:
         """Mark the next ready message `sending` and return it (None: nothing is ready). On the drainer's lock
         connection: a drainer that lost its lock (and its connection) takes nothing more. A channel in `busy`
-        (a message to it is on its way) is skipped, so each channel gets its messages in order. A message that
-        cannot be decrypted (its key left TOKEN_ENCRYPTION_KEYS) or read is failed, and the next one taken."""
+        (a message to it is on its way) is skipped, so each channel gets its messages in order. `accepted`, the
+        message the caller sent last, is recorded as sent in the same round trip. A message that cannot be
+        decrypted (its key left TOKEN_ENCRYPTION_KEYS) or read is failed, and the next one taken."""
+        recorded = accepted.arguments() if accepted is not None else _NOTHING_ACCEPTED
         while True:
-            row = await conn.fetchrow(
-                f"""UPDATE slack_outbox SET state = 'sending', sending_at = now(), attempts = attempts + 1
-                     WHERE id = (SELECT id FROM slack_outbox
-                                  WHERE state = 'queued' AND next_attempt_at <= now()
-                                    AND NOT channel = ANY($1::text[])
-                                  ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING {_COLUMNS}""",
-                list(busy),
-            )
+            row = await conn.fetchrow(_RECORD_AND_TAKE, list(busy), *recorded)
+            recorded = _NOTHING_ACCEPTED
             if row is None:
                 return None
             try:
@@ -262,39 +273,9 @@ class SlackOutbox:
                 unreadable,
             )
 
-    async def sent(
-        self,
-        message: Outgoing,
-        *,
-        ts: str | None,
-        channel: str | None = None,
-        conn: asyncpg.Connection | None = None,
-    ) -> None:
-        """Slack accepted the message (`ts`, in `channel` as Slack names it); in the caller's transaction
-        (`conn`), if it has one. A digest is recorded on its run item, a summary on its run (where it is, to be
-        edited as users reconnect)."""
-        async with transaction(self.pool, conn) as conn:
-            await conn.execute(
-                """UPDATE slack_outbox SET state = 'sent', finished_at = now(), ts = $2, error = NULL
-                    WHERE id = $1""",
-                message.id,
-                ts,
-            )
-            if message.kind == DIGEST and message.run_id is not None and message.account_id is not None:
-                await conn.execute(
-                    """UPDATE briefing_run_items SET posted_at = now(), posted_ts = $3
-                        WHERE run_id = $1 AND account_id = $2""",
-                    message.run_id,
-                    message.account_id,
-                    ts,
-                )
-            elif message.kind == SUMMARY and message.run_id is not None and ts is not None:
-                await conn.execute(
-                    "UPDATE briefing_runs SET summary_channel = $2, summary_ts = $3 WHERE id = $1",
-                    message.run_id,
-                    channel or message.message.channel,
-                    ts,
-                )
+    async def sent(self, accepted: Accepted, *, conn: asyncpg.Connection | None = None) -> None:
+        """Record a message Slack accepted (see _sent); in the caller's transaction (`conn`), if it has one."""
+        await (conn or self.pool).execute(_SENT, *accepted.arguments())
 
     async def retry_later(self, message: Outgoing, *, after: timedelta, error: str) -> None:
         """Slack could not take the message now: queue it again, to go no sooner than `after`."""
@@ -420,7 +401,9 @@ class SlackOutbox:
             )
         )
 
-    def _seal(self, message: Message, *, kind: str, run_id: int | None, account_id: int | None) -> str:
+    def seal(self, message: Message, *, kind: str, run_id: int | None, account_id: int | None) -> str:
+        """The message as the queue stores it: JSON, encrypted with TOKEN_ENCRYPTION_KEYS when it is set, bound
+        to its kind, run and account."""
         text = json.dumps({"text": message.text, "blocks": message.blocks}, ensure_ascii=False)
         if self.cipher is None:
             return text

@@ -3,7 +3,8 @@
 An account's item is claimed before it is processed and marked done after. A claim is a lease that its process
 renews while it lives (Runs.renew, every lease / 3); a lease that lapsed belongs to a process that died or lost
 the database, and any replica takes the account over. Its digest goes into the delivery queue (storage.outbox)
-once, under its claim, so a takeover never queues it again; the queue records when Slack took it.
+in the statement that marks it done, under its claim, so a takeover never queues it again; the queue records when
+Slack took it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ import asyncpg
 from storage.accounts import Accounts
 from storage.locks import lock_run_summary
 from storage.models import Account, StoredTokens
+from storage.outbox import DIGEST, DIGEST_PRIORITY, NOTIFY_CHANNEL
 from storage.rows import ACCOUNT_COLUMNS
 
 DEFAULT_LEASE = timedelta(seconds=60)
@@ -89,24 +91,39 @@ class Fetch:
 
 
 @dataclass(frozen=True)
+class Digest:
+    """An account's digest for the delivery queue: its channel, the message as storage.outbox seals it, and the
+    time after which it is dropped rather than posted late."""
+
+    channel: str
+    sealed: str
+    not_after: datetime | None
+
+
+@dataclass(frozen=True)
 class Done:
-    """What happened to one account of a run (`needed_user`: only its user could fix it)."""
+    """What happened to one account of a run (`needed_user`: only its user could fix it), and its digest to
+    queue, if any."""
 
     account_id: int
     outcome: str
     detail: str | None = None
     needed_user: bool = False
     fetch: Fetch | None = None
+    digest: Digest | None = None
 
 
-# One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row,
-# and claim the next one with a lease of $3, read along with its row, tokens and fresh stored language.
-# The accounts whose user's language is still being learned (language_pending) come last, in account order like
-# the others (the claim index serves that order). Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed without learning it
-# (the answer was lost in an outage; a worker handles one account at a time, so it holds no other). The account
-# being marked done is never the one claimed (both updates would hit one row in one statement), and it is
-# marked done only while this worker still holds it: once its lease lapsed and another process took it over,
-# the record is the other's to write.
+# One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row and its
+# digest ($10-$12, if any) queued for the drainer, and claim the next one with a lease of $3, read along with its
+# row, tokens and fresh stored language. The digest is queued with the record, so a digest in the queue is never
+# that of an account still open: a takeover neither queues it again nor loses it. The accounts whose user's
+# language is still being learned (language_pending) come last, in account order like the others (the claim index
+# serves that order). Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed
+# without learning it (the answer was lost in an outage; a worker handles one account at a time, so it holds no
+# other). The account being marked done is never the one claimed (both updates would hit one row in one
+# statement), and it is marked done (and its digest queued) only while this worker still holds it: once its lease
+# lapsed and another process took it over, the record is the other's to write. One row always comes back: whether
+# the account was recorded, and the claimed account, if any (NULL claimed_id: none was left).
 _RECORD_AND_CLAIM = f"""
 WITH fetched AS (
         UPDATE gmail_tokens
@@ -115,10 +132,18 @@ WITH fetched AS (
      finished AS (
         UPDATE briefing_run_items
            SET state = 'done', needed_user = $7, finished_at = now(), language_pending = false,
-               -- The delivery queue may have said already that its digest failed or came too late.
+               -- The delivery queue may have said already that a message failed or came too late.
                outcome = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN outcome ELSE $5 END,
                detail = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN detail ELSE $6 END
-         WHERE run_id = $1 AND account_id = $4 AND state = 'claimed' AND claimed_by = $2),
+         WHERE run_id = $1 AND account_id = $4 AND state = 'claimed' AND claimed_by = $2
+     RETURNING run_id, account_id),
+     queued AS (
+        INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, not_after, priority)
+        SELECT run_id, account_id, '{DIGEST}', $10, $11, $12, {DIGEST_PRIORITY} FROM finished
+         WHERE $11::text IS NOT NULL
+            ON CONFLICT (run_id, account_id, kind) DO NOTHING
+     RETURNING id),
+     told AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued),
      claimed AS (
         UPDATE briefing_run_items AS item
            SET state = 'claimed', claimed_by = $2, claimed_at = now(), lease_until = now() + $3::interval
@@ -132,12 +157,14 @@ WITH fetched AS (
          WHERE item.run_id = next.run_id AND item.account_id = next.account_id
      RETURNING item.account_id, next.state = 'claimed' AS taken_over,
                CASE WHEN EXISTS (SELECT 1 FROM slack_outbox AS o
-                                  WHERE o.run_id = next.run_id AND o.account_id = next.account_id) THEN 'queued'
+                                  WHERE o.run_id = next.run_id AND o.account_id = next.account_id
+                                    AND o.kind = '{DIGEST}') THEN 'queued'
                     WHEN next.posted_at IS NOT NULL THEN 'posted'
                     WHEN next.post_started_at IS NOT NULL THEN 'in flight' ELSE 'none' END AS post)
-SELECT claimed.account_id AS claimed_id, claimed.taken_over, claimed.post, g.token_data,
+SELECT done.recorded, claimed.account_id AS claimed_id, claimed.taken_over, claimed.post, g.token_data,
        l.locale AS slack_locale, {ACCOUNT_COLUMNS}
-  FROM claimed
+  FROM (SELECT EXISTS (SELECT 1 FROM finished) AS recorded, (SELECT count(*) FROM told) AS told) AS done
+  LEFT JOIN claimed ON true
   LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
   LEFT JOIN slack_locales AS l ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()
 """
@@ -226,14 +253,22 @@ class Runs:
         """The next account of the run for this process's `worker` to handle, with its row, tokens and stored
         language, or None when none is left to claim; `after` (the account it just handled) is recorded in
         the same statement."""
+        return (await self.record_and_claim(run, after=after, worker=worker))[1]
+
+    async def record_and_claim(
+        self, run: Run, *, after: Done | None, worker: int
+    ) -> tuple[bool, Claim | None]:
+        """claim(), and whether `after` was recorded (and its digest queued): False when this worker no longer
+        held it, since another process took it over (or when there was nothing to record)."""
         row = await self.pool.fetchrow(_RECORD_AND_CLAIM, *self._arguments(run, after, worker))
-        if row is None:
-            return None
+        recorded = bool(row["recorded"])
+        if row["claimed_id"] is None:
+            return recorded, None
         post, taken_over = Post(row["post"]), row["taken_over"]
         if row["id"] is None:
-            return Claim(row["claimed_id"], None, None, post=post, taken_over=taken_over)
+            return recorded, Claim(row["claimed_id"], None, None, post=post, taken_over=taken_over)
         account, stored = Accounts.from_row(row)
-        return Claim(row["claimed_id"], account, stored, row["slack_locale"], post, taken_over)
+        return recorded, Claim(row["claimed_id"], account, stored, row["slack_locale"], post, taken_over)
 
     async def languages_pending(self, run: Run, slack_user_ids: Collection[str]) -> None:
         """Mark the accounts of these Slack users as waiting for their language: they are claimed last."""
@@ -278,6 +313,7 @@ class Runs:
 
     def _arguments(self, run: Run, done: Done | None, worker: int) -> tuple[Any, ...]:
         fetch = done.fetch if done is not None else None
+        digest = done.digest if done is not None else None
         return (
             run.id,
             f"{self.worker}/{worker}",
@@ -288,6 +324,9 @@ class Runs:
             done.needed_user if done is not None else False,
             fetch.result if fetch is not None else None,
             fetch.messages if fetch is not None else None,
+            digest.channel if digest is not None else None,
+            digest.sealed if digest is not None else None,
+            digest.not_after if digest is not None else None,
         )
 
     async def release(self, run: Run) -> None:

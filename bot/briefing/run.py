@@ -32,8 +32,8 @@ from bot.slack.delivery import SlackDelivery
 from storage.accounts import Accounts
 from storage.errors import DATABASE_OUTAGE
 from storage.models import Account, StoredTokens
-from storage.outbox import Message, Queueing, SlackOutbox
-from storage.runs import Claim, Done, Post, Result, Run, Runs
+from storage.outbox import DIGEST, Message, Queueing, SlackOutbox
+from storage.runs import Claim, Digest, Done, Post, Result, Run, Runs
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +42,23 @@ class LeaseLost(Exception):
     """This process's lease on an account lapsed and another process took the account over."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunMessages:
     """An account's messages as a run sends them: into the delivery queue, once each, while this process holds
-    the account (LeaseLost: another process took it over, and queues them itself)."""
+    the account (LeaseLost: another process took it over, and queues them itself). The digest is queued with the
+    record of the account (storage.runs), in the statement that claims the worker's next one."""
 
     outbox: SlackOutbox
     runs: Runs
     run: Run
     account_id: int
     deadline: datetime | None
+    digest: Digest | None = None
 
     async def queue(self, message: Message) -> None:
-        """Queue the digest for the drainer to send by the deadline."""
-        queued = await self.outbox.queue_digest(
-            run_id=self.run.id,
-            account_id=self.account_id,
-            claim_prefix=self.runs.claim_prefix,
-            message=message,
-            not_after=self.deadline,
-        )
-        if queued is Queueing.NOT_HELD:
-            raise LeaseLost(self.account_id)
+        """Seal the digest, to be queued with the account's record for the drainer to send by the deadline."""
+        sealed = self.outbox.seal(message, kind=DIGEST, run_id=self.run.id, account_id=self.account_id)
+        self.digest = Digest(message.channel, sealed, self.deadline)
 
     async def queue_prompt(self, message: Message, *, prompt_id: int, conn: asyncpg.Connection) -> None:
         """Queue the Reconnect Gmail DM, in the transaction that opened its prompt."""
@@ -186,23 +181,34 @@ class Briefing:
         held: set[int] = set()  # the accounts this process's workers hold: their leases are renewed
 
         async def worker(number: int) -> None:
-            # Each claim also records the account handled before it: one round trip per account.
+            # Each claim also records the account handled before it, and queues its digest: one round trip per
+            # account. Its report counts once the record is written.
             handled: Done | None = None
+            handled_report: AccountReport | None = None
             while True:
                 after = handled
-                claim = await wait.call(
+                recorded, claim = await wait.call(
                     f"claiming the next account of the {kind} run",
-                    partial(self.runs.claim, run, after=after, worker=number),
+                    partial(self.runs.record_and_claim, run, after=after, worker=number),
                 )
                 if after is not None:
                     held.discard(after.account_id)  # recorded: no longer this process's to renew
+                    if recorded and handled_report is not None:
+                        reports.append(handled_report)
+                    elif not recorded:
+                        log.warning(
+                            "Account %s of the %s run was not recorded here: another process took it over (its "
+                            "lease had lapsed), or this process's record went in before the database was lost",
+                            after.account_id,
+                            kind,
+                        )
                 if claim is None:
                     return
                 held.add(claim.account_id)
                 try:
                     # An outage while the account is handled: the account is handled again once the database
-                    # is back, since its digest was not recorded as posted (and a recorded one is not posted).
-                    report = await wait.call(
+                    # is back, since its digest was not queued (it is queued with the record).
+                    handled_report, digest = await wait.call(
                         f"handling account {claim.account_id}",
                         partial(self._claimed_one, run, claim, kind),
                     )
@@ -214,11 +220,9 @@ class Briefing:
                         kind,
                     )
                     held.discard(claim.account_id)
-                    handled = None
+                    handled, handled_report = None, None
                     continue
-                handled = self._done(claim, report)
-                if report is not None:
-                    reports.append(report)
+                handled = self._done(claim, handled_report, digest)
 
         # The process that began the run learns the users' languages from users.list beside the workers: they
         # claim the accounts whose language is known first, and the Slack queue fills from the start.
@@ -293,7 +297,7 @@ class Briefing:
             )
 
     @staticmethod
-    def _done(claim: Claim, report: AccountReport | None) -> Done:
+    def _done(claim: Claim, report: AccountReport | None, digest: Digest | None) -> Done:
         if report is None:
             if claim.post in (Post.QUEUED, Post.POSTED):
                 return Done(claim.account_id, str(Result.DIGEST), "queued before its process stopped")
@@ -304,16 +308,20 @@ class Briefing:
             report.detail,
             needed_user=report.status.needs_user,
             fetch=report.fetch,
+            digest=digest,
         )
 
-    async def _claimed_one(self, run: Run, claim: Claim, kind: Kind) -> AccountReport | None:
-        """Process a claimed account; None when it was deleted or unlinked since the run began, or when its
-        digest was posted by a process that stopped before it could mark the account done."""
+    async def _claimed_one(
+        self, run: Run, claim: Claim, kind: Kind
+    ) -> tuple[AccountReport | None, Digest | None]:
+        """Process a claimed account: its report, and its digest to queue with its record (if any). No report
+        when it was deleted or unlinked since the run began, or when its digest was queued or posted by a process
+        that stopped before it could mark the account done."""
         if claim.post in (Post.QUEUED, Post.POSTED):
             log.info(
                 "Account %s of the %s run: its digest was queued before a takeover", claim.account_id, kind
             )
-            return None
+            return None, None
         if claim.account is not None and claim.account.slack_user_id:
             if claim.slack_locale is None:
                 # The users.list pages that this process reads may have the user's language: wait for them
@@ -322,9 +330,12 @@ class Briefing:
             self.users.remember(claim.account.slack_user_id, claim.slack_locale)
             deadline = self.settings.digest_deadline(run.day) if kind is Kind.BRIEFING else None
             post = RunMessages(self.delivery.outbox, self.runs, run, claim.account_id, deadline)
-            return await self._safely(claim.account, kind, stored=claim.stored, post=post, deadline=deadline)
+            report = await self._safely(
+                claim.account, kind, stored=claim.stored, post=post, deadline=deadline
+            )
+            return report, post.digest
         log.info("Account %s left the %s run: no longer linked to a Slack user", claim.account_id, kind)
-        return None
+        return None, None
 
     async def _learn_languages(self, run: Run) -> asyncio.Task[None] | None:
         """For the process that began the run: the languages of the linked users not stored yet (or no longer

@@ -34,7 +34,7 @@ from bot.slack.pacer import POST_MESSAGE, Pacer
 from bot.slack.prompter import Prompter
 from storage.errors import DATABASE_OUTAGE
 from storage.locks import try_lock_delivery, unlock_delivery
-from storage.outbox import DIGEST, NOTIFY_CHANNEL, PROMPT, SUMMARY, Outgoing, SlackOutbox
+from storage.outbox import DIGEST, NOTIFY_CHANNEL, PROMPT, SUMMARY, Accepted, Outgoing, SlackOutbox
 from storage.prompts import Prompts, PromptState
 
 log = logging.getLogger(__name__)
@@ -264,37 +264,54 @@ class SlackDelivery:
         self._wake.set()
 
     async def _sender(self, conn: asyncpg.Connection) -> None:
-        """Take the next message, send it, record it; until the lock connection is lost or the drainer stops."""
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                async with self._conn_lock:
-                    await self._housekeeping(conn)
-                    message = await self.outbox.take(conn, busy=self._busy)
-                    if message is not None:
-                        self._busy.add(message.message.channel)
-            except DATABASE_OUTAGE:
-                return  # the lock went with the connection: _run takes it again once it can
-            if message is None:
-                await woken(self._wake, POLL_SECONDS)
-                continue
-            self._sending.add(message.id)
-            try:
-                await self._deliver(conn, message)
-            except DATABASE_OUTAGE:
-                # Slack may have it, and what it answered could not be recorded: the message stays `sending`
-                # and is queued again (flagged resent) once no call of this drainer can still be on its way.
-                log.warning(
-                    "Slack message %s could not be recorded: the database is out of reach", message.id
-                )
-                return
-            except Exception as error:  # a surprise of one message must not stop the queue for the others
-                log.exception("Slack message %s could not be sent", message.id)
-                await self._later(message, f"{type(error).__name__} while sending")
-            finally:
-                self._sending.discard(message.id)
-                self._busy.discard(message.message.channel)
-                self._wake.set()  # a message for that channel may be waiting
+        """Take the next message, send it, record it; until the lock connection is lost or the drainer stops.
+        What Slack accepted is recorded with the next take, in one round trip (or, when there is no next take,
+        through the pool)."""
+        accepted: Accepted | None = None
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    async with self._conn_lock:
+                        await self._housekeeping(conn)
+                        message = await self.outbox.take(conn, busy=self._busy, accepted=accepted)
+                        if message is not None:
+                            self._busy.add(message.message.channel)
+                except DATABASE_OUTAGE:
+                    return  # the lock went with the connection: _run takes it again once it can
+                if accepted is not None:
+                    self._sending.discard(accepted.message.id)
+                    accepted = None
+                if message is None:
+                    await woken(self._wake, POLL_SECONDS)
+                    continue
+                self._sending.add(message.id)
+                try:
+                    accepted = await self._deliver(conn, message)
+                except DATABASE_OUTAGE:
+                    # Slack may have it, and what it answered could not be recorded: the message stays `sending`
+                    # and is queued again (flagged resent) once no call of this drainer can still be on its way.
+                    log.warning(
+                        "Slack message %s could not be recorded: the database is out of reach", message.id
+                    )
+                    return
+                except Exception as error:  # a surprise of one message must not stop the queue for the others
+                    log.exception("Slack message %s could not be sent", message.id)
+                    await self._later(message, f"{type(error).__name__} while sending")
+                finally:
+                    if accepted is None:
+                        self._sending.discard(message.id)
+                    self._busy.discard(message.message.channel)
+                    self._wake.set()  # a message for that channel may be waiting
+        finally:
+            if accepted is not None:  # not recorded with a take: through the pool, once the database answers
+                await self._record(accepted)
+                self._sending.discard(accepted.message.id)
+
+    async def _record(self, accepted: Accepted) -> None:
+        await self._records.call(
+            f"recording Slack message {accepted.message.id} as sent", lambda: self.outbox.sent(accepted)
+        )
 
     async def _housekeeping(self, conn: asyncpg.Connection) -> None:
         """Now and then: queue again what a stopped drainer left `sending`, and prune old finished messages."""
@@ -315,22 +332,23 @@ class SlackDelivery:
             self._next_prune = now + PRUNE_EVERY_SECONDS
             await self.outbox.prune(older_than=KEEP_FINISHED)
 
-    async def _deliver(self, conn: asyncpg.Connection, message: Outgoing) -> None:
+    async def _deliver(self, conn: asyncpg.Connection, message: Outgoing) -> Accepted | None:
+        """Send one message; what Slack accepted, for the caller to record (None: recorded or queued again)."""
         if message.kind == PROMPT:
             await self._deliver_prompt(message)
-            return
+            return None
         if _too_late(message):
             await self._drop(message)
-            return
+            return None
         ticket = await self.pacer.turn(POST_MESSAGE, message.message.channel)
         assert ticket is not None  # chat.postMessage is always paced
         if conn.is_closed():
             # This process lost the lock while the message waited its turn: another drainer may send it now.
             log.info("Slack message %s is left to the next drainer: the delivery lock was lost", message.id)
-            return
+            return None
         if _too_late(message):  # the wait for the turn took it past its deadline
             await self._drop(message)
-            return
+            return None
         try:
             with prepaid(POST_MESSAGE, ticket):
                 response = await self.client.chat_postMessage(
@@ -338,20 +356,17 @@ class SlackDelivery:
                 )
         except SlackApiError as error:
             await self._refused(message, error)
-            return
+            return None
         except (aiohttp.ClientError, TimeoutError) as error:
             # Slack may or may not have it: sending again may double it, not sending would lose it.
             await self._later(message, f"{type(error).__name__} on the way to Slack")
-            return
+            return None
         self.refused = None
-        await self._records.call(
-            f"recording Slack message {message.id} as sent",
-            lambda: self.outbox.sent(message, ts=response.get("ts"), channel=response.get("channel")),
-        )
         self.metrics.queue_finished.labels("sent").inc()
         self.metrics.queue_delivered_seconds.observe(
             max(0.0, (datetime.now(UTC) - message.queued_at).total_seconds())
         )
+        return Accepted(message, response.get("ts"), response.get("channel"))
 
     async def _deliver_prompt(self, message: Outgoing) -> None:
         """A Reconnect Gmail DM: posted, or the open DM edited, under the user's prompt lock (as the Prompter
@@ -384,7 +399,7 @@ class SlackDelivery:
                 await self.prompts.record_sent(
                     prompt, channel_id=channel, message_ts=ts, edited=edited, actor=ACTOR, conn=conn
                 )
-                await self.outbox.sent(message, ts=ts, conn=conn)
+                await self.outbox.sent(Accepted(message, ts), conn=conn)
                 self.refused = None
                 self.metrics.prompts.labels("updated" if edited else "posted").inc()
                 self.metrics.queue_finished.labels("sent").inc()

@@ -47,6 +47,10 @@ BELOW_LAST_LIMIT = 0.95
 MIN_SHARE = 0.02  # the rate never falls below this share of the starting one
 MAX_FACTOR = 4.0  # nor rises past this many times it
 DEFAULT_RETRY_AFTER = 1.0
+# Calls go on a grid of TICK seconds, up to TICK before their slot: the callers waiting for their turns wake
+# together rather than one by one (each wake-up of the process costs CPU of its own), while the pace over any
+# stretch longer than TICK stays the rate. At 20 posts a second that is bursts of about 2, well within Slack's.
+TICK = 0.1
 _CHANNELS_KEPT = 10_000
 
 
@@ -62,6 +66,7 @@ class Lane:
     next_at: float = 0.0  # when the next call may go (the bucket's theoretical arrival time)
     paused_until: float = 0.0
     decreased_at: float = -math.inf
+    tick: float = TICK  # the grid on which calls go (on the lane's clock)
     epoch: int = 0  # bumped on every 429, so that calls waiting for a slot take a new one
     limited: int = 0
     accepted: int = 0
@@ -77,8 +82,9 @@ class Lane:
             slot = max(now, self.next_at, self.paused_until)
             self.next_at = slot + 1 / self.rate
             epoch = self.epoch
-            if slot > now:
-                await asyncio.sleep(slot - now)
+            wake = max(now, slot - slot % self.tick)
+            if wake > now:
+                await asyncio.sleep(wake - now)
             if self.epoch == epoch:
                 return slot
             # A 429 came while waiting: the slot was promised at a pace Slack refused. Queue again.
@@ -128,7 +134,9 @@ class Pacer:
             per_minute = self.post_rate_per_minute if method == POST_MESSAGE else TIER_PER_MINUTE.get(method)
             if per_minute is None:
                 return None
-            lane = self.lanes[method] = Lane(method, per_minute / 60 * self.speed, clock=self.clock)
+            lane = self.lanes[method] = Lane(
+                method, per_minute / 60 * self.speed, clock=self.clock, tick=TICK / self.speed
+            )
         return lane
 
     async def turn(self, method: str, channel: str | None = None) -> float | None:
@@ -158,7 +166,7 @@ class Pacer:
     def _unpaced(self, method: str) -> Lane:
         """A method not paced until Slack limited it: from now on it has a lane, at a cautious rate."""
         per_second = TIER_PER_MINUTE["chat.update"] / 60 * self.speed
-        lane = self.lanes[method] = Lane(method, per_second, clock=self.clock)
+        lane = self.lanes[method] = Lane(method, per_second, clock=self.clock, tick=TICK / self.speed)
         return lane
 
     async def channel_turn(self, channel: str) -> None:

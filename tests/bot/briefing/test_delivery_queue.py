@@ -20,9 +20,9 @@ from bot.briefing.run import Kind, Result
 from bot.slack.delivery import IN_FLIGHT, SlackDelivery, SlackRefusedToken
 from bot.slack.pacer import POST_MESSAGE
 from storage.crypto import generate_key, is_encrypted
-from storage.outbox import Message, Queueing
+from storage.outbox import DIGEST, Message
 from storage.prompts import PromptState
-from storage.runs import Done, Run, Runs
+from storage.runs import Digest, Done, Run, Runs
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
 from tests.helpers import (
@@ -63,20 +63,21 @@ async def until(pool: asyncpg.Pool, query: str, wanted: int, seconds: float = 60
 async def queued_by_hand(
     app: web.Application, slack_ids: list[str], *, not_after: datetime | None
 ) -> tuple[Runs, Run]:
-    """A run whose items are claimed (worker N the Nth) and whose digests are queued, as a run's workers do."""
+    """A run whose items are claimed (worker N the Nth), then recorded done with their digests queued, as a run's
+    workers do."""
     runs = Runs(app[SERVICES].accounts)
+    outbox = app[SERVICES].outbox
     run = await runs.begin("briefing", today(app).date())
     ids = {account.slack_user_id: account.id for account in await app[SERVICES].accounts.list()}
     for number, slack_id in enumerate(slack_ids):
-        assert await runs.claim(run, worker=number) is not None
-        queued = await app[SERVICES].outbox.queue_digest(
-            run_id=run.id,
-            account_id=ids[slack_id],
-            claim_prefix=runs.claim_prefix,
-            message=Message(slack_id, f"digest for {slack_id}", []),
-            not_after=not_after,
-        )
-        assert queued is Queueing.QUEUED
+        claim = await runs.claim(run, worker=number)
+        assert claim is not None and claim.account_id == ids[slack_id]
+    for number, slack_id in enumerate(slack_ids):
+        message = Message(slack_id, f"digest for {slack_id}", [])
+        sealed = outbox.seal(message, kind=DIGEST, run_id=run.id, account_id=ids[slack_id])
+        done = Done(ids[slack_id], "digest", digest=Digest(slack_id, sealed, not_after))
+        recorded, _ = await runs.record_and_claim(run, after=done, worker=number)
+        assert recorded
     return runs, run
 
 
@@ -174,7 +175,7 @@ async def test_a_digest_that_cannot_arrive_by_its_deadline_is_dropped(
     delivery = app[SERVICES].delivery
     await delivery.stop()
     late, on_time = await linked(app, fake_slack, fake_google, 2)
-    runs, run = await queued_by_hand(app, [late], not_after=datetime.now(UTC) - timedelta(seconds=1))
+    _, run = await queued_by_hand(app, [late], not_after=datetime.now(UTC) - timedelta(seconds=1))
     ids = {account.slack_user_id: account.id for account in await app[SERVICES].accounts.list()}
 
     delivery.start()
@@ -195,11 +196,10 @@ async def test_a_digest_that_cannot_arrive_by_its_deadline_is_dropped(
     samples = await scrape_metrics(app)
     assert metric(samples, "gmail_reconnect_digests_dropped_total") == 1
     assert metric(samples, "gmail_reconnect_slack_queue_finished_total", state="dropped") == 1
-    # The worker records the account as "digest" (queued) after the queue dropped it: the "late" stands.
-    await runs.claim(run, after=Done(ids[late], str(Result.DIGEST)), worker=0)
-    assert await pool.fetchval(
-        "SELECT outcome FROM briefing_run_items WHERE account_id = $1", ids[late]
-    ) == str(Result.LATE)
+    # The digest was queued with the account's record ("digest", done): the drop's "late" replaced it.
+    assert (
+        await pool.fetchval("SELECT state FROM briefing_run_items WHERE account_id = $1", ids[late]) == "done"
+    )
     assert on_time  # the other account is not part of this run's queue
 
 

@@ -1,6 +1,6 @@
 """Claims are leases: renewed while their process lives, taken over once they lapse; a digest is queued once,
-under its claim, so a takeover never queues it again; a killed drainer hands the queue over and doubles at most
-the messages it had in flight."""
+with its account's record and under its claim, so a takeover never queues it again; a killed drainer hands the
+queue over and doubles at most the messages it had in flight."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
-from storage.outbox import Message, Queueing, SlackOutbox
-from storage.runs import Done, Post, Runs
+from storage.outbox import DIGEST, Message
+from storage.runs import Digest, Done, Post, Run, Runs
 from tests.fakes.google import FakeGoogle
 from tests.fakes.slack import FakeSlack
 from tests.helpers import BASE_ENV, Serve, cli_process_env, dms, eventually, google_env, healthy
@@ -55,26 +55,46 @@ async def test_a_claim_is_taken_over_only_once_its_lease_lapsed(
     taken = await other.claim(run)
 
     assert taken is not None and taken.account_id == claim.account_id and taken.taken_over
-    # The first process, back from its pause: it no longer holds the account, so it neither posts nor records.
+    # The first process, back from its pause: it no longer holds the account, so it neither queues nor records.
     assert await alive.renew(run, [claim.account_id]) == 0
-    outbox = app[SERVICES].outbox
-    assert await queue(outbox, alive, run.id, claim.account_id) is Queueing.NOT_HELD
-    assert await alive.claim(run, after=Done(claim.account_id, "digest")) is None
-    assert await app[SERVICES].pool.fetchval("SELECT state FROM briefing_run_items") == "claimed"
-    assert await queue(outbox, other, run.id, claim.account_id) is Queueing.QUEUED
-    assert await queue(outbox, other, run.id, claim.account_id) is Queueing.ALREADY
-    assert await app[SERVICES].pool.fetchval("SELECT count(*) FROM slack_outbox") == 1
+    pool = app[SERVICES].pool
+    assert await alive.record_and_claim(run, after=digest(app, run, claim.account_id), worker=0) == (
+        False,
+        None,
+    )
+    assert await pool.fetchval("SELECT state FROM briefing_run_items") == "claimed"
+    assert await pool.fetchval("SELECT count(*) FROM slack_outbox") == 0
+    assert await other.record_and_claim(run, after=digest(app, run, claim.account_id), worker=0) == (
+        True,
+        None,
+    )
+    assert await other.record_and_claim(run, after=digest(app, run, claim.account_id), worker=0) == (
+        False,
+        None,
+    )
+    assert await pool.fetchval("SELECT state FROM briefing_run_items") == "done"
+    assert await pool.fetchval("SELECT count(*) FROM slack_outbox") == 1
 
 
-async def queue(
-    outbox: SlackOutbox, runs: Runs, run_id: int, account_id: int, slack_id: str = "U0LEASE000"
-) -> Queueing:
-    return await outbox.queue_digest(
-        run_id=run_id,
-        account_id=account_id,
-        claim_prefix=runs.claim_prefix,
-        message=Message(slack_id, "digest", []),
-        not_after=None,
+def digest(app: web.Application, run: Run, account_id: int, slack_id: str = "U0LEASE000") -> Done:
+    """The record of an account whose digest a worker built, as the run writes it."""
+    message = Message(slack_id, "digest", [])
+    sealed = app[SERVICES].outbox.seal(message, kind=DIGEST, run_id=run.id, account_id=account_id)
+    return Done(account_id, "digest", digest=Digest(slack_id, sealed, None))
+
+
+async def queued_by_an_earlier_version(
+    app: web.Application, run: Run, account_id: int, slack_id: str
+) -> None:
+    """A digest queued apart from its account's record, as a process of an earlier version queued it."""
+    message = Message(slack_id, "digest", [])
+    await app[SERVICES].pool.execute(
+        """INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, priority)
+           VALUES ($1, $2, 'digest', $3, $4, 1)""",
+        run.id,
+        account_id,
+        slack_id,
+        app[SERVICES].outbox.seal(message, kind=DIGEST, run_id=run.id, account_id=account_id),
     )
 
 
@@ -93,9 +113,8 @@ async def test_a_takeover_queues_again_no_digest_that_was_queued(
         claim = await dead.claim(run, worker=number)
         assert claim is not None and claim.account is not None
         claims[claim.account.slack_user_id] = claim.account_id
-    outbox = app[SERVICES].outbox
     for slack_id in (sent, queued):
-        assert await queue(outbox, dead, run.id, claims[slack_id], slack_id) is Queueing.QUEUED
+        await queued_by_an_earlier_version(app, run, claims[slack_id], slack_id)
     await app[SERVICES].pool.execute(
         "UPDATE slack_outbox SET state = 'sent', finished_at = now() WHERE account_id = $1", claims[sent]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -90,6 +91,24 @@ def test_accepted_calls_raise_the_rate_back_then_probe_above_it() -> None:
     for _ in range(500):
         lane.on_accepted()
     assert 10 < lane.rate < 11
+
+
+async def test_callers_waiting_for_their_turns_go_together_on_the_tick_grid() -> None:
+    lane = Lane(POST_MESSAGE, 20.0, tick=0.1)
+    went: list[tuple[float, float]] = []  # (when the call went, its slot)
+
+    async def call() -> None:
+        slot = await lane.turn()
+        went.append((time.monotonic(), slot))
+
+    await asyncio.gather(*(call() for _ in range(12)))
+
+    slots = sorted(slot for _, slot in went)
+    assert slots[-1] - slots[0] == pytest.approx(11 / 20)  # the pace is the rate
+    assert all(at >= slot - 0.1 - 0.01 for at, slot in went)  # no call goes more than a tick early
+    # 12 calls over 0.55 s wake at most 7 times (once per grid point), not 12.
+    wakes = {round(at, 2) for at, _ in went}
+    assert len(wakes) <= 7
 
 
 def test_retry_after_is_read_as_seconds() -> None:
