@@ -16,6 +16,7 @@ from storage.locks import lock_account_refresh
 from storage.models import Account, Status, StoredTokens, TokenGrant, TokenSet
 from storage.pool import transaction
 from storage.rows import (
+    ACCOUNT_COLUMNS,
     BY_SLACK_ID,
     LOCKED_COLUMNS,
     SELECT_ACCOUNT,
@@ -131,6 +132,21 @@ class Accounts:
                 slack_user_id=slack_user_id,
             )
             return account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account.id))
+
+    async def for_refresh(
+        self, account_id: int, *, conn: asyncpg.Connection
+    ) -> tuple[Account, StoredTokens, tuple[str, str] | None]:
+        """What a refresh reads of a row under its refresh lock, in one round trip: the account, its stored tokens
+        (Accounts.unpack decrypts them) and the OAuth client recorded on it (see oauth_client); NotFound if
+        there is none."""
+        row = await conn.fetchrow(
+            f"SELECT {ACCOUNT_COLUMNS}, g.token_data, g.oauth_config FROM gmail_tokens AS g WHERE g.id = $1",
+            account_id,
+        )
+        if row is None:
+            raise NotFound(f"no gmail_tokens row has id {account_id}")
+        account, stored = self.from_row(row)
+        return account, stored, _oauth_client(row["oauth_config"])
 
     async def read_tokens(
         self, account_id: int, *, conn: asyncpg.Connection | None = None
@@ -366,9 +382,7 @@ class Accounts:
         config = await (conn or self.pool).fetchval(
             "SELECT oauth_config FROM gmail_tokens WHERE id = $1", account_id
         )
-        if isinstance(config, dict) and config.get("client_id") and config.get("client_secret"):
-            return str(config["client_id"]), str(config["client_secret"])
-        return None
+        return _oauth_client(config)
 
     async def record_fetch(self, account_id: int, *, result: str, messages: int | None) -> None:
         """Remember how the account's briefing fetch went ("ok" with the unread count, or why not)."""
@@ -432,3 +446,10 @@ def _code(status: Status, code: CauseCode | None) -> str | None:
         return None
     chosen = code or default_code(status)
     return str(chosen) if chosen is not None else None
+
+
+def _oauth_client(config: object) -> tuple[str, str] | None:
+    """(client id, secret) of a row's oauth_config, if it records both."""
+    if isinstance(config, dict) and config.get("client_id") and config.get("client_secret"):
+        return str(config["client_id"]), str(config["client_secret"])
+    return None

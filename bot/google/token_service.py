@@ -226,9 +226,9 @@ class TokenService:
     async def _refresh_once(self, account_id: int, *, force: bool) -> Access:
         async with self.accounts.refresh_locked(account_id) as conn:
             # Another process may have refreshed while we waited for the lock: re-read under it.
-            account = await self.accounts.get(account_id, conn=conn)
+            account, stored, client = await self.accounts.for_refresh(account_id, conn=conn)
             try:
-                tokens = await self.accounts.read_tokens(account_id, conn=conn)
+                tokens = self.accounts.unpack(account, stored)
             except TokenUnreadable as error:
                 return await self._unreadable(account, error, conn=conn)
             if not force and self._fresh(tokens) and account.status is not Status.UNREADABLE:
@@ -250,15 +250,19 @@ class TokenService:
                     CauseCode.ACCESS_TIME_ENDED,
                     conn=conn,
                 )
-            access = await self._refresh(conn, account, tokens.refresh_token)
+            access = await self._refresh(conn, account, tokens.refresh_token, client)
         self.metrics.refreshes.labels(str(access.outcome)).inc()
         return access
 
-    async def _refresh(self, conn: asyncpg.Connection, account: Account, refresh_token: str) -> Access:
-        client_id, client_secret = await self.accounts.oauth_client(account.id, conn=conn) or (
-            self.client_id,
-            self._client_secret,
-        )
+    async def _refresh(
+        self,
+        conn: asyncpg.Connection,
+        account: Account,
+        refresh_token: str,
+        client: tuple[str, str] | None,
+    ) -> Access:
+        """Refresh with the OAuth client recorded on the row (`client`), or else the bot's."""
+        client_id, client_secret = client or (self.client_id, self._client_secret)
         try:
             response = await self.google.retrying(
                 lambda: self.google.refresh(

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 4
 # How long a drainer with nothing to send waits before it looks again (a queued message wakes it sooner).
 POLL_SECONDS = 1.0
+# How often wait_for looks at a run's messages while more than FEW_LEFT (a few seconds' worth at Slack's pace) are
+# still to go; with fewer left it looks at its `poll`, so it still sees the last one go at once.
+FEW_LEFT = 20
+MANY_LEFT_POLL_SECONDS = 1.0
 # How often a process without the lock tries to take it: the hand-over after the holder died.
 LOCK_RETRY_SECONDS = 1.0
 # A message left `sending` this long by a drainer that is gone is queued again: longer than a Slack call may
@@ -195,7 +199,8 @@ class SlackDelivery:
         while left:
             if self.refused is not None and self._refused_at >= began:
                 raise SlackRefusedToken(self.refused, left)
-            await asyncio.sleep(poll)
+            # Many left: they take a while at Slack's pace, and each look is a wake-up and a query of its own.
+            await asyncio.sleep(poll if left <= FEW_LEFT else max(poll, MANY_LEFT_POLL_SECONDS))
             left = await self.outbox.open_for_run(run_id)
 
     async def _ping(self) -> None:

@@ -74,3 +74,31 @@ async def test_a_run_gives_up_once_its_patience_runs_out(
     await proxy.start()
     report = await app[SERVICES].briefing.run(Kind.BRIEFING, patience=timedelta(seconds=2))
     assert [line.account.slack_user_id for line in report.accounts] == ["U0WAIT"]
+
+
+async def test_a_digest_slack_took_as_the_database_went_is_recorded_once_it_is_back_not_sent_again(
+    serve: Serve, proxy: DatabaseProxy, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve(DATABASE_URL=proxy.url)
+    delivery = app[SERVICES].delivery
+    delivery.abandoned_after = timedelta(seconds=1)  # a message left `sending` would be queued again at once
+    slack_id = "U0OUTREC01"
+    fake_slack.add_user(slack_id)
+    await healthy(app, fake_google, slack_id)
+    answer = fake_slack.hold("chat.postMessage")
+    running = asyncio.create_task(app[SERVICES].briefing.run(Kind.BRIEFING))
+    await eventually(lambda: len(fake_slack.calls_to("chat.postMessage")) == 1, seconds=30)
+
+    # Slack takes the digest just as the database goes: what it answered is recorded once the database is back.
+    await proxy.cut()
+    answer.set()
+    await eventually(lambda: len(dms(fake_slack, slack_id)) == 1, seconds=10)
+    await asyncio.sleep(2)  # longer than abandoned_after: nothing may take it for abandoned
+    await proxy.start()
+    await asyncio.wait_for(running, 60)
+
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    pool = app[SERVICES].pool
+    row = await pool.fetchrow("SELECT state, ts, resent FROM slack_outbox")
+    assert row["state"] == "sent" and row["ts"] == dms(fake_slack, slack_id)[0]["ts"] and not row["resent"]
+    assert await pool.fetchval("SELECT posted_ts FROM briefing_run_items") == row["ts"]
