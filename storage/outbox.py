@@ -5,9 +5,9 @@ queues nothing), once per run, account and kind: the Reconnect Gmail DM here, in
 prompt, and the digest in the statement that records the account done (storage.runs). Its admin summary is
 queued once, by the process that takes it. The drainer takes the queue in order on its lock connection (`take`,
 so it takes nothing once it lost the lock), and records what Slack accepted with its next take, in the same round
-trip (or through the pool, when there is none). A message is
-`sending` from just before it goes to Slack until Slack's answer is recorded: the only ones a crash can double.
-The message is sealed with TOKEN_ENCRYPTION_KEYS when it is set, since a digest quotes the user's mail.
+trip (or through the pool, when there is none). A message is `sending` from just before it goes to Slack until
+Slack's answer is recorded: the only ones a crash can double. The message is sealed with TOKEN_ENCRYPTION_KEYS
+when it is set, since a digest quotes the user's mail.
 """
 
 from __future__ import annotations
@@ -98,18 +98,18 @@ class RunDelivery:
 
 _COLUMNS = "id, run_id, account_id, kind, channel, message, not_after, queued_at, attempts, resent, prompt_id"
 
-# Queued only while the run's item is claimed by this process ($3: its claim prefix), once per run, account and
-# kind.
-_QUEUE_RUN_MESSAGE = """
+# A run's Reconnect Gmail DM, queued only while the run's item is claimed by this process ($3: its claim prefix),
+# once per run and account. (A digest is queued with its account's record: storage.runs.)
+_QUEUE_RUN_PROMPT = f"""
 WITH held AS (
         SELECT 1 FROM briefing_run_items
          WHERE run_id = $1 AND account_id = $2 AND state = 'claimed' AND starts_with(claimed_by, $3)),
      queued AS (
-        INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, not_after, priority, prompt_id)
-        SELECT $1, $2, $7, $4, $5, $6, $8, $9 WHERE EXISTS (SELECT 1 FROM held)
+        INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, priority, prompt_id)
+        SELECT $1, $2, '{PROMPT}', $4, $5, {PROMPT_PRIORITY}, $6 WHERE EXISTS (SELECT 1 FROM held)
             ON CONFLICT (run_id, account_id, kind) DO NOTHING
      RETURNING id),
-     told AS (SELECT pg_notify('slack_outbox', '') FROM queued)
+     told AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued)
 SELECT EXISTS (SELECT 1 FROM held) AS held, (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM told)
 """
 
@@ -208,15 +208,12 @@ class SlackOutbox:
         while this process holds it, or (no run) on its own."""
         if run_id is not None and claim_prefix is not None:
             row = await conn.fetchrow(
-                _QUEUE_RUN_MESSAGE,
+                _QUEUE_RUN_PROMPT,
                 run_id,
                 account_id,
                 claim_prefix,
                 message.channel,
                 self.seal(message, kind=PROMPT, run_id=run_id, account_id=account_id),
-                None,
-                PROMPT,
-                PROMPT_PRIORITY,
                 prompt_id,
             )
             if not row["held"]:
