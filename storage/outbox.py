@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,32 +140,45 @@ UPDATE briefing_run_items SET outcome = $3, detail = $4
 
 
 def _sent(first: int) -> str:
-    """The statements that record a message Slack accepted, with its parameters numbered from `first`: its id, its
-    ts, its kind, run and account, and the channel as Slack names it. A digest is recorded on its run item too, a
-    summary on its run (where it was posted, to be edited as users reconnect). All NULL: nothing is recorded."""
-    id_, ts, kind, run, account, channel = (f"${number}" for number in range(first, first + 6))
-    return f"""sent AS (
-        UPDATE slack_outbox SET state = 'sent', finished_at = now(), ts = {ts}::text, error = NULL
-         WHERE id = {id_}::bigint),
+    """The statements that record the messages Slack accepted, with their parameters (arrays, one element per
+    message) numbered from `first`: their ids, ts, kinds, runs and accounts, and the channels as Slack names them.
+    A digest is recorded on its run item too, a summary on its run (where it was posted, to be edited as users
+    reconnect). Empty arrays: nothing is recorded."""
+    ids, ts, kinds, runs, accounts, channels = (f"${number}" for number in range(first, first + 6))
+    return f"""accepted AS (
+        SELECT * FROM unnest({ids}::bigint[], {ts}::text[], {kinds}::text[], {runs}::bigint[], {accounts}::int[],
+                             {channels}::text[]) AS a (id, ts, kind, run_id, account_id, channel)),
+     sent AS (
+        UPDATE slack_outbox AS o SET state = 'sent', finished_at = now(), ts = a.ts, error = NULL
+          FROM accepted AS a WHERE o.id = a.id),
      item AS (
-        UPDATE briefing_run_items SET posted_at = now(), posted_ts = {ts}::text
-         WHERE {kind}::text = '{DIGEST}' AND run_id = {run}::int AND account_id = {account}::int),
+        UPDATE briefing_run_items AS i SET posted_at = now(), posted_ts = a.ts
+          FROM accepted AS a
+         WHERE a.kind = '{DIGEST}' AND i.run_id = a.run_id AND i.account_id = a.account_id),
      summary AS (
-        UPDATE briefing_runs SET summary_channel = {channel}::text, summary_ts = {ts}::text
-         WHERE {kind}::text = '{SUMMARY}' AND id = {run}::int AND {ts}::text IS NOT NULL)"""
+        UPDATE briefing_runs AS r SET summary_channel = a.channel, summary_ts = a.ts
+          FROM accepted AS a WHERE a.kind = '{SUMMARY}' AND r.id = a.run_id AND a.ts IS NOT NULL)"""
 
 
 _SENT = f"WITH {_sent(1)}\nSELECT 1"
 
-# The next ready message marked `sending` (a channel in $1, which a message is on its way to, skipped), and the one
-# the drainer's sender sent before it recorded as sent ($2-$7), in one round trip.
+# Up to $2 ready messages marked `sending`, no two to one channel (nor to a channel in $1, which a message is on
+# its way to), and the messages the drainer sent before them recorded as sent ($3-$8), in one round trip. The
+# candidates are a few more than asked for, so that a channel with several ready messages does not leave a
+# sender without one.
 _RECORD_AND_TAKE = f"""
-WITH {_sent(2)}
+WITH {_sent(3)},
+     candidates AS (
+        SELECT id, channel, priority FROM slack_outbox
+         WHERE state = 'queued' AND next_attempt_at <= now() AND NOT channel = ANY($1::text[])
+         ORDER BY priority, id LIMIT $2::int * 4 FOR UPDATE SKIP LOCKED),
+     chosen AS (
+        SELECT id FROM (SELECT id, priority, row_number() OVER (PARTITION BY channel ORDER BY priority, id) AS nth
+                          FROM candidates) AS c
+         WHERE nth = 1 ORDER BY priority, id LIMIT $2::int)
 UPDATE slack_outbox SET state = 'sending', sending_at = now(), attempts = attempts + 1
- WHERE id = (SELECT id FROM slack_outbox
-              WHERE state = 'queued' AND next_attempt_at <= now() AND NOT channel = ANY($1::text[])
-              ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING {_COLUMNS}
+ WHERE id IN (SELECT id FROM chosen)
+RETURNING {_COLUMNS}, priority
 """
 
 
@@ -177,14 +190,23 @@ class Accepted:
     ts: str | None
     channel: str | None = None
 
-    def arguments(self) -> tuple[Any, ...]:
-        """The parameters of _sent: what is recorded."""
-        message = self.message
-        channel = self.channel or message.message.channel
-        return message.id, self.ts, message.kind, message.run_id, message.account_id, channel
 
-
-_NOTHING_ACCEPTED = (None,) * 6
+def _recorded(accepted: Sequence[Accepted]) -> tuple[list[Any], ...]:
+    """The parameters of _sent: what is recorded of each message, as one array per column."""
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    for one in accepted:
+        message = one.message
+        values = (
+            message.id,
+            one.ts,
+            message.kind,
+            message.run_id,
+            message.account_id,
+            one.channel or message.message.channel,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
 
 
 class SlackOutbox:
@@ -245,21 +267,24 @@ class SlackOutbox:
         return bool(row["queued"])
 
     async def take(
-        self, conn: asyncpg.Connection, *, busy: Collection[str] = (), accepted: Accepted | None = None
-    ) -> Outgoing | None:
-        """Mark the next ready message `sending` and return it (None: nothing is ready). On the drainer's lock
-        connection: a drainer that lost its lock (and its connection) takes nothing more. A channel in `busy`
-        (a message to it is on its way) is skipped, so each channel gets its messages in order. `accepted`, the
-        message the caller sent last, is recorded as sent in the same round trip. A message that cannot be
-        decrypted (its key left TOKEN_ENCRYPTION_KEYS) or read is failed, and the next one taken."""
-        recorded = accepted.arguments() if accepted is not None else _NOTHING_ACCEPTED
-        while True:
-            row = await conn.fetchrow(_RECORD_AND_TAKE, list(busy), *recorded)
-            recorded = _NOTHING_ACCEPTED
-            if row is None:
-                return None
+        self,
+        conn: asyncpg.Connection,
+        *,
+        count: int = 1,
+        busy: Collection[str] = (),
+        accepted: Sequence[Accepted] = (),
+    ) -> list[Outgoing]:
+        """Mark up to `count` ready messages `sending` and return them in queue order (none: nothing is ready).
+        On the drainer's lock connection: a drainer that lost its lock (and its connection) takes nothing more.
+        No two go to one channel, nor to a channel in `busy` (a message to it is on its way), so each channel
+        gets its messages in order. `accepted`, what the drainer sent last, is recorded as sent in the same round
+        trip. A message that cannot be decrypted (its key left TOKEN_ENCRYPTION_KEYS) or read is failed."""
+        rows = await conn.fetch(_RECORD_AND_TAKE, list(busy), count, *_recorded(accepted))
+        taken = []
+        for row in sorted(rows, key=lambda row: (row["priority"], row["id"])):
             try:
-                return self._outgoing(row)
+                taken.append(self._outgoing(row))
+                continue
             except DecryptionError as error:
                 unreadable = f"the message could not be decrypted: {error}"
             except (ValueError, KeyError, TypeError) as error:  # not the JSON this module writes
@@ -269,10 +294,11 @@ class SlackOutbox:
                 row["id"],
                 unreadable,
             )
+        return taken
 
     async def sent(self, accepted: Accepted, *, conn: asyncpg.Connection | None = None) -> None:
         """Record a message Slack accepted (see _sent); in the caller's transaction (`conn`), if it has one."""
-        await (conn or self.pool).execute(_SENT, *accepted.arguments())
+        await (conn or self.pool).execute(_SENT, *_recorded([accepted]))
 
     async def retry_later(self, message: Outgoing, *, after: timedelta, error: str) -> None:
         """Slack could not take the message now: queue it again, to go no sooner than `after`."""

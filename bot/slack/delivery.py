@@ -3,8 +3,9 @@
 Every process runs a drainer, but only the holder of the delivery lock (a session advisory lock on a connection
 it keeps) sends: so the whole deployment posts at one pace, the pace of that process's Pacer, and a 429 pauses
 all of it. When the holder dies its connection closes, the lock is free, and another replica's drainer takes the
-queue over within LOCK_RETRY_SECONDS. A few messages go at once (IN_FLIGHT), each taken in its pacer turn; a
-message is `sending` from then until Slack's answer is recorded, so a crash can double at most IN_FLIGHT
+queue over within LOCK_RETRY_SECONDS. A few messages go at once (IN_FLIGHT, the pacer's burst for posts): the
+senders whose answers come together record them and take their next messages in one statement. A message is
+`sending` from when it is taken until Slack's answer is recorded, so a crash can double at most IN_FLIGHT
 messages, and only those Slack had already taken. A message is never given up for a 429; it is dropped when it
 can no longer arrive in time (`not_after`: a digest after BRIEFING_DEADLINE), failed when Slack refuses it for
 good, and tried again later when Slack (or the way to it) fails for a moment.
@@ -17,6 +18,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 import aiohttp
@@ -30,7 +32,7 @@ from bot.event_loop import woken
 from bot.metrics import Metrics
 from bot.slack.client import SLACK_TIMEOUT_SECONDS
 from bot.slack.paced_client import prepaid
-from bot.slack.pacer import POST_MESSAGE, Pacer
+from bot.slack.pacer import POST_BURST, POST_MESSAGE, Pacer
 from bot.slack.prompter import Prompter
 from storage.errors import DATABASE_OUTAGE
 from storage.locks import try_lock_delivery, unlock_delivery
@@ -40,8 +42,11 @@ from storage.prompts import Prompts, PromptState
 log = logging.getLogger(__name__)
 
 # Messages sent at once: enough for Slack's workspace cap at a few hundred milliseconds a call, and the most a
-# crash can double.
-IN_FLIGHT = 4
+# crash can double. The pacer lets them go together (its burst), so they are answered and recorded together.
+IN_FLIGHT = POST_BURST
+# How long a sender waits for the others whose messages went with its own before it takes the next ones for all
+# that asked: well under the pacer's step, so that none misses its turn.
+GATHER_SECONDS = 0.05
 # How long a drainer with nothing to send waits before it looks again (a queued message wakes it sooner).
 POLL_SECONDS = 1.0
 # How often wait_for looks at a run's messages while more than FEW_LEFT (a few seconds' worth at Slack's pace) are
@@ -133,6 +138,10 @@ class SlackDelivery:
         self._stopping = False
         self._wake = asyncio.Event()
         self._conn_lock = asyncio.Lock()
+        self._asks: list[_Ask] = []  # the senders waiting for their next message
+        self._all_asked = asyncio.Event()  # every sender that is not idle asks
+        self._senders = 0  # running now
+        self._idle = 0  # of which waiting for a message to be queued
         self._sending: set[int] = set()
         self._busy: set[str] = set()  # the channels a message is on its way to
         self._next_recovery = 0.0
@@ -250,6 +259,9 @@ class SlackDelivery:
         await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         # Messages held back for a refused token go at once: this process may have been started with the fix.
         await self.outbox.retry_refused_now(conn, errors=[_refusal(code) for code in TOKEN_ERRORS])
+        # Nothing of an earlier drain's senders is left: a message taken for one stopped as it asked is queued
+        # again as abandoned, and must not keep its channel busy.
+        self._asks, self._busy = [], set()
         senders = [
             asyncio.create_task(self._sender(conn), name="slack-delivery-sender") for _ in range(IN_FLIGHT)
         ]
@@ -273,22 +285,23 @@ class SlackDelivery:
         What Slack accepted is recorded with the next take, in one round trip (or, when there is no next take,
         through the pool)."""
         accepted: Accepted | None = None
+        self._senders += 1
         try:
             while not self._stopping:
                 self._wake.clear()
                 try:
-                    async with self._conn_lock:
-                        await self._housekeeping(conn)
-                        message = await self.outbox.take(conn, busy=self._busy, accepted=accepted)
-                        if message is not None:
-                            self._busy.add(message.message.channel)
+                    message = await self._take(conn, accepted)
                 except DATABASE_OUTAGE:
                     return  # the lock went with the connection: _run takes it again once it can
                 if accepted is not None:
                     self._sending.discard(accepted.message.id)
                     accepted = None
                 if message is None:
-                    await woken(self._wake, POLL_SECONDS)
+                    self._idle += 1
+                    try:
+                        await woken(self._wake, POLL_SECONDS)
+                    finally:
+                        self._idle -= 1
                     continue
                 self._sending.add(message.id)
                 try:
@@ -309,9 +322,59 @@ class SlackDelivery:
                     self._busy.discard(message.message.channel)
                     self._wake.set()  # a message for that channel may be waiting
         finally:
+            self._senders -= 1
             if accepted is not None:  # not recorded with a take: through the pool, once the database answers
                 await self._record(accepted)
                 self._sending.discard(accepted.message.id)
+
+    async def _take(self, conn: asyncpg.Connection, accepted: Accepted | None) -> Outgoing | None:
+        """A sender's next message (None: none is ready), with `accepted`, the one it sent last, recorded.
+
+        The senders whose Slack answers came in the same wake-up of the process (at Slack's pace, those that went
+        in the same pacer tick) ask at the same moment: one of them takes and records for all of them in one
+        round trip, on the lock connection."""
+        ask = _Ask(accepted, asyncio.get_running_loop().create_future())
+        self._asks.append(ask)
+        if len(self._asks) >= self._senders - self._idle:
+            self._all_asked.set()
+        try:
+            async with self._conn_lock:
+                if not ask.answer.done():
+                    # The senders whose messages went with this one's are answered within moments: wait for
+                    # them to ask too (a message that is still waiting its turn is not waited for long).
+                    await woken(self._all_asked, GATHER_SECONDS)
+                    await self._take_for(conn, self._asks)
+        finally:
+            if ask in self._asks:  # cancelled while it waited: nobody takes for it
+                self._asks.remove(ask)
+        answer = ask.answer.result()
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def _take_for(self, conn: asyncpg.Connection, asks: list[_Ask]) -> None:
+        """Take a message for each ask (as many as are ready), recording what they sent before; a failure is
+        each ask's answer, since none of what they sent was recorded."""
+        self._asks = []
+        self._all_asked.clear()
+        try:
+            await self._housekeeping(conn)
+            taken: list[Outgoing | None] = [
+                *await self.outbox.take(
+                    conn,
+                    count=len(asks),
+                    busy=self._busy,
+                    accepted=[one.accepted for one in asks if one.accepted is not None],
+                )
+            ]
+        except BaseException as error:
+            for one in asks:
+                one.answer.set_result(error)
+            raise
+        self._busy.update(message.message.channel for message in taken if message is not None)
+        taken += [None] * (len(asks) - len(taken))
+        for one, message in zip(asks, taken, strict=True):
+            one.answer.set_result(message)
 
     async def _record(self, accepted: Accepted) -> None:
         await self._records.call(
@@ -512,6 +575,14 @@ class SlackDelivery:
             ),
         )
         self.metrics.queue_finished.labels(state).inc()
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """A sender's ask for its next message: what it sent last, to record, and where its message is answered."""
+
+    accepted: Accepted | None
+    answer: asyncio.Future[Outgoing | BaseException | None]
 
 
 def _too_late(message: Outgoing) -> bool:

@@ -10,6 +10,7 @@ import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -20,7 +21,7 @@ from bot.briefing.run import Kind, Result
 from bot.slack.delivery import IN_FLIGHT, SlackDelivery, SlackRefusedToken
 from bot.slack.pacer import POST_MESSAGE
 from storage.crypto import generate_key, is_encrypted
-from storage.outbox import DIGEST, Message
+from storage.outbox import DIGEST, Accepted, Message, Outgoing
 from storage.prompts import PromptState
 from storage.runs import Digest, Done, Run, Runs
 from tests.fakes.google import FakeGoogle
@@ -295,6 +296,71 @@ async def test_the_queue_keeps_no_mail_in_plain_text_when_encryption_is_on(
     )
     assert await app[SERVICES].pool.fetchval("SELECT state FROM slack_outbox") == "failed"
     assert len(dms(fake_slack, slack_id)) == 1
+
+
+async def test_senders_that_slack_answers_together_record_and_take_in_one_statement(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    delivery, slack_ids, run = await queued_while_stopped(app, fake_slack, fake_google, 12)
+    takes: list[tuple[int, int]] = []  # (messages asked for, messages recorded), one per statement
+    take = delivery.outbox.take
+
+    async def counted(conn: asyncpg.Connection, **kwargs: Any) -> list[Outgoing]:
+        takes.append((kwargs["count"], len(kwargs["accepted"])))
+        return await take(conn, **kwargs)
+
+    delivery.outbox.take = counted  # type: ignore[method-assign]
+    delivery.start()
+    await delivery.wait_for(run.id)
+
+    assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [1] * 12
+    # The pacer lets the senders' posts go together; they are recorded, and the next ones taken, together.
+    assert max(asked for asked, _ in takes) == IN_FLIGHT
+    assert max(recorded for _, recorded in takes) >= 2
+    assert len(takes) < 12
+    pool = app[SERVICES].pool
+    rows = await pool.fetch("SELECT state, ts FROM slack_outbox")
+    assert {row["state"] for row in rows} == {"sent"} and all(row["ts"] for row in rows)
+    posted = await pool.fetch("SELECT posted_ts FROM briefing_run_items")
+    assert sorted(row["posted_ts"] for row in posted) == sorted(row["ts"] for row in rows)
+
+
+async def test_a_take_gives_no_two_messages_to_one_channel_and_records_all_it_is_given(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle
+) -> None:
+    app = await serve()
+    _, slack_ids, _ = await queued_while_stopped(app, fake_slack, fake_google, 4)
+    outbox, pool = app[SERVICES].outbox, app[SERVICES].pool
+    first, second, third, fourth = slack_ids
+    # A second message for the first user, queued after the others (a summary, as it is sealed).
+    await pool.execute(
+        """INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, priority)
+           VALUES (NULL, NULL, 'summary', $1, $2, 1)""",
+        first,
+        outbox.seal(Message(first, "again", []), kind="summary", run_id=None, account_id=None),
+    )
+    async with pool.acquire() as conn:
+        taken = await outbox.take(conn, count=10, busy={second})
+
+        # In queue order, one per channel, none to the busy one.
+        assert [message.message.channel for message in taken] == [first, third, fourth]
+        accepted = [Accepted(message, f"1.{number}") for number, message in enumerate(taken)]
+        again = await outbox.take(conn, count=10, accepted=accepted)
+
+    assert [message.message.channel for message in again] == [second, first]
+    assert again[1].message.text == "again"
+    sent = await pool.fetch("SELECT channel, ts FROM slack_outbox WHERE state = 'sent'")
+    assert {row["channel"]: row["ts"] for row in sent} == {first: "1.0", third: "1.1", fourth: "1.2"}
+    posted = await pool.fetch(
+        """SELECT g.metadata->>'slack_user_id' AS slack_id, i.posted_ts FROM briefing_run_items AS i
+             JOIN gmail_tokens AS g ON g.id = i.account_id WHERE i.posted_ts IS NOT NULL"""
+    )
+    assert {row["slack_id"]: row["posted_ts"] for row in posted} == {
+        first: "1.0",
+        third: "1.1",
+        fourth: "1.2",
+    }
 
 
 async def test_a_message_that_cannot_be_read_is_failed_and_the_queue_goes_on(
