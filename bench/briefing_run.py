@@ -110,8 +110,9 @@ MAX_MESSAGES = 10  # BRIEFING_MAX_MESSAGES, left at its default
 # The fakes' names for the calls, by path (Google) or method (Slack).
 TOKEN_REFRESH = "google /token (refresh)"
 # A refresh of a row that does not know its Google account yet verifies the ID token against Google's
-# certificates (fetched each time: google-auth keeps none), to store its `sub`: every seeded row is such a row.
-# The fake answers it without added latency, so it is a call of the model but not one of its rounds.
+# certificates, to store its `sub`: every seeded row is such a row. The token service keeps the certificates for
+# their max-age, so a run fetches them once. The fake answers without added latency: a call of the model, not a
+# round.
 CERTS = "google /oauth2/v1/certs"
 GMAIL_LIST = "gmail messages.list"
 GMAIL_BATCH = "gmail batch (messages.get)"
@@ -162,7 +163,7 @@ def model_rounds(kind: str, messages: int, stored_languages: float) -> tuple[flo
 
     Healthy: Gmail's list, then the message gets in one batch request. A refresh comes first when the
     access token has expired; an invalid_grant ends the Google part there, and an account without tokens
-    never reaches Google (the certificates a refresh fetches, CERTS, come without added latency: not a round). Then users.info, for the share of the accounts whose user's language is not known
+    never reaches Google (the certificates a refresh checks its ID token against, CERTS, are fetched once and come without added latency: not a round). Then users.info, for the share of the accounts whose user's language is not known
     (1 - `stored_languages`), and the Slack calls of MODEL_SLACK.
     """
     fetch = 1 + (1 if messages else 0)
@@ -180,7 +181,7 @@ def model_calls(
     calls = Counter(
         {
             TOKEN_REFRESH: counts[REFRESH] + counts[INVALID_GRANT],
-            CERTS: counts[REFRESH],
+            CERTS: 1 if counts[REFRESH] else 0,
             GMAIL_LIST: fetching,
             GMAIL_BATCH: fetching if messages else 0,
         }

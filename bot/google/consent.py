@@ -19,7 +19,10 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Mapping
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,11 +49,19 @@ EXCHANGE_TIMEOUT_SECONDS = 15
 ID_TOKEN_CLOCK_SKEW_SECONDS = 10
 # The issuers google-auth's verify_oauth2_token accepts; verify_token, which takes our certs URL, checks none.
 _GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+# The longest Google's certificates are kept, whatever their max-age says; and how old they must be before a
+# token naming a key they do not hold fetches them again.
+MAX_CERTS_AGE_SECONDS = 24 * 3600
+REFETCH_AFTER_SECONDS = 60
+# A fetch that failed is not tried again for this long: the verifications waiting for it fail at once.
+FAILURE_KEPT_SECONDS = 5
+# How google-auth begins its message for a token signed by a key that the certificates do not hold.
+_UNKNOWN_KID = "Certificate for key id"
 # google-auth's messages for a token it refuses, and the few words logged instead: some of them quote the
 # token, which must never reach a log line.
 _REJECTIONS = (
     ("Could not verify token signature", "bad signature"),
-    ("Certificate for key id", "its kid names no published certificate"),
+    (_UNKNOWN_KID, "its kid names no published certificate"),
     ("Unsupported signature algorithm", "unsupported or missing signature algorithm"),
     ("Token expired", "expired"),
     ("Token used too early", "issued in the future (is this machine's clock right?)"),
@@ -81,6 +92,7 @@ class Consent:
             raise ConfigError(settings.missing_for_serve())
         self.client_id = settings.google_client_id
         self.certs_uri = settings.google_certs_uri
+        self.certs = GoogleCerts()
         self.timeout = timeout
         self._client_config = {
             "web": {
@@ -157,7 +169,11 @@ class Consent:
         """In the worker thread: the token response, then the claims of its ID token if they verify."""
         token = flow.fetch_token(code=code, timeout=self.timeout)
         claims = verify_id_token(
-            token.get("id_token"), client_id=self.client_id, certs_uri=self.certs_uri, timeout=self.timeout
+            token.get("id_token"),
+            client_id=self.client_id,
+            certs_uri=self.certs_uri,
+            timeout=self.timeout,
+            certs=self.certs,
         )
         return token, claims
 
@@ -184,25 +200,72 @@ class CertsUnavailable(Exception):
     not x509 certificates keyed by kid."""
 
 
-def verify_id_token(id_token: object, *, client_id: str, certs_uri: str, timeout: float) -> dict[str, Any]:
+class GoogleCerts:
+    """Google's ID token certificates, kept for as long as Google's answer says (its Cache-Control max-age, a few
+    hours; Google changes its keys about once a day and publishes a new one before it signs with it).
+
+    google-auth fetches the certificates on every verification and keeps none; its documentation points to an HTTP
+    cache for that (CacheControl). This is such a cache for the one URL, with what a generic one lacks: the threads
+    that verify at once (a run's refreshes, the consent callbacks) wait for one fetch rather than each making its
+    own (and, when it fails, do not each try again at once), and a token signed by a key newer than those kept
+    fetches them again (see verify_id_token)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        # By URL: Google's answer, when it was fetched, and until when it may be kept; the last failure, and why.
+        self._kept: dict[str, tuple[transport.Response, float, float]] = {}
+        self._failed: dict[str, tuple[float, str]] = {}
+
+    def answer(self, url: str, fetch: Callable[[], transport.Response], *, fresh: bool) -> transport.Response:
+        """Google's answer at `url`: the one kept while it may be, else `fetch()`ed and kept for its max-age.
+        `fresh` asks for a new one, which is fetched unless the one kept is less than REFETCH_AFTER_SECONDS old
+        (tokens naming unknown keys do not make a fetch each)."""
+        with self._lock:
+            now = self.clock()
+            kept = self._kept.get(url)
+            if kept is not None and now < kept[2] and not (fresh and now - kept[1] >= REFETCH_AFTER_SECONDS):
+                return kept[0]
+            failed = self._failed.get(url)
+            if failed is not None and now - failed[0] < FAILURE_KEPT_SECONDS:
+                # Those that waited for the fetch that just failed do not each try again (and wait as long).
+                raise CertsUnavailable(failed[1])
+            try:
+                response = fetch()
+            except CertsUnavailable as error:
+                self._failed[url] = (now, str(error))
+                raise
+            self._failed.pop(url, None)
+            seconds = _max_age(response.headers)
+            if seconds:
+                self._kept[url] = (response, now, now + seconds)
+            else:
+                self._kept.pop(url, None)
+            return response
+
+
+def verify_id_token(
+    id_token: object, *, client_id: str, certs_uri: str, timeout: float, certs: GoogleCerts | None = None
+) -> dict[str, Any]:
     """The claims of an ID token that google-auth verifies as Google's and ours, or {} if it is not trusted.
 
-    google-auth's `verify_token` checks the RS256 signature against the certificates at `certs_uri` (fetched
-    each time, at most `timeout` seconds per read), the audience and the iat/exp lifetime; the issuer is checked
-    here, as `verify_oauth2_token` would (it cannot be pointed at another certs URL). Blocking: call it in a
-    worker thread. Nothing of the token is ever logged.
+    google-auth's `verify_token` checks the RS256 signature against the certificates at `certs_uri` (kept in
+    `certs`, or fetched each time without; at most `timeout` seconds per read), the audience and the iat/exp
+    lifetime; the issuer is checked here, as `verify_oauth2_token` would (it cannot be pointed at another certs
+    URL). A token whose key is not among the certificates kept is checked once more against certificates fetched
+    now: Google may have just published it. Blocking: call it in a worker thread. Nothing of the token is ever
+    logged.
     """
     if not isinstance(id_token, str) or not id_token:
         return {}
     with requests.Session() as session:
         try:
-            claims = google_id_token.verify_token(
-                id_token,
-                _CertsRequest(session, timeout=timeout),
-                audience=client_id,
-                certs_url=certs_uri,
-                clock_skew_in_seconds=ID_TOKEN_CLOCK_SKEW_SECONDS,
-            )
+            try:
+                claims = _verified(id_token, session, client_id, certs_uri, timeout, certs, fresh=False)
+            except ValueError as error:
+                if certs is None or not str(error).startswith(_UNKNOWN_KID):
+                    raise
+                claims = _verified(id_token, session, client_id, certs_uri, timeout, certs, fresh=True)
         except CertsUnavailable as error:
             log.warning(
                 "Could not get Google's ID token certificates from %s (%s): reading the email from userinfo",
@@ -224,13 +287,59 @@ def verify_id_token(id_token: object, *, client_id: str, certs_uri: str, timeout
     return dict(claims)
 
 
-class _CertsRequest(transport.Request):
-    """google-auth's requests transport for fetching the certificates: with our timeout, and raising
-    CertsUnavailable when they cannot be used, so that is told apart from a token that does not verify."""
+def _verified(
+    id_token: str,
+    session: requests.Session,
+    client_id: str,
+    certs_uri: str,
+    timeout: float,
+    certs: GoogleCerts | None,
+    *,
+    fresh: bool,
+) -> Mapping[str, Any]:
+    return google_id_token.verify_token(
+        id_token,
+        _CertsRequest(session, timeout=timeout, certs=certs, fresh=fresh),
+        audience=client_id,
+        certs_url=certs_uri,
+        clock_skew_in_seconds=ID_TOKEN_CLOCK_SKEW_SECONDS,
+    )
 
-    def __init__(self, session: requests.Session, *, timeout: float) -> None:
+
+def _max_age(headers: Mapping[str, str]) -> float:
+    """How long an answer may be kept, by its Cache-Control (max-age, less its Age), at most MAX_CERTS_AGE; 0
+    when it may not be kept."""
+    control = next((value for name, value in headers.items() if name.lower() == "cache-control"), "")
+    if re.search(r"\b(no-store|no-cache|private)\b", control, re.IGNORECASE):
+        return 0.0
+    found = re.search(r"\bmax-age=(\d+)", control, re.IGNORECASE)
+    if found is None:
+        return 0.0
+    age = next((value for name, value in headers.items() if name.lower() == "age"), "0")
+    try:
+        seconds = int(found[1]) - int(age)
+    except ValueError:
+        return 0.0
+    return float(min(max(seconds, 0), MAX_CERTS_AGE_SECONDS))
+
+
+class _CertsRequest(transport.Request):
+    """google-auth's requests transport for fetching the certificates: with our timeout, through `certs` (kept,
+    unless `fresh`) when given, and raising CertsUnavailable when they cannot be used, so that is told apart
+    from a token that does not verify."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        timeout: float,
+        certs: GoogleCerts | None = None,
+        fresh: bool = False,
+    ) -> None:
         self._request = GoogleAuthRequest(session)
         self._timeout = timeout
+        self._certs = certs
+        self._fresh = fresh
 
     def __call__(
         self,
@@ -240,6 +349,15 @@ class _CertsRequest(transport.Request):
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         **kwargs: Any,
+    ) -> transport.Response:
+        if self._certs is not None and method == "GET":
+            return self._certs.answer(
+                url, lambda: self._fetch(url, method, body, headers, **kwargs), fresh=self._fresh
+            )
+        return self._fetch(url, method, body, headers, **kwargs)
+
+    def _fetch(
+        self, url: str, method: str, body: bytes | None, headers: Mapping[str, str] | None, **kwargs: Any
     ) -> transport.Response:
         # google-auth passes no timeout of its own for the certs; ours bounds the fetch.
         try:

@@ -18,7 +18,7 @@ import asyncpg
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.google.client import GoogleClient
-from bot.google.consent import google_subject, verify_id_token
+from bot.google.consent import GoogleCerts, google_subject, verify_id_token
 from bot.google.errors import Failure, GoogleError
 from bot.google.health import (
     TESTING_TOKEN_LIFETIME,
@@ -107,6 +107,7 @@ class TokenService:
         certs_uri: str | None = None,
     ) -> None:
         self.certs_uri = certs_uri  # where ID tokens are verified; None: a refresh's ID token is not read
+        self.certs = GoogleCerts()  # the certificates there, kept for their max-age
         self.accounts = accounts
         self.metrics = metrics or Metrics()
         self.google = google
@@ -305,7 +306,12 @@ class TokenService:
         if not id_token or self.certs_uri is None or account.metadata.get("google_sub"):
             return {}
         claims = await asyncio.to_thread(
-            verify_id_token, id_token, client_id=client_id, certs_uri=self.certs_uri, timeout=10
+            verify_id_token,
+            id_token,
+            client_id=client_id,
+            certs_uri=self.certs_uri,
+            timeout=10,
+            certs=self.certs,
         )
         sub = google_subject(claims)
         return {"google_sub": sub} if sub else {}

@@ -509,6 +509,13 @@ class FakeGoogle:
         self._secrets.add(key.private_pem)
         return key
 
+    def rotate_signing_key(self) -> None:
+        """Sign ID tokens from now on with a new key under a new kid, and publish it instead of the old one, as
+        Google does about once a day."""
+        key = SigningKey.generate()
+        self._secrets.add(key.private_pem)
+        self.__dict__["signing_key"] = key
+
     @cached_property
     def unknown_key(self) -> SigningKey:
         """A key the certs endpoint never publishes (see `id_token_key`)."""

@@ -3,6 +3,7 @@ verifies it against the certs endpoint; anything else leaves its claims empty, w
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,13 @@ import aiohttp
 import pytest
 
 from bot.config import Settings
-from bot.google.consent import Consent, Exchange, verified_email
+from bot.google.consent import (
+    FAILURE_KEPT_SECONDS,
+    REFETCH_AFTER_SECONDS,
+    Consent,
+    Exchange,
+    verified_email,
+)
 from tests.fakes.google import FakeGoogle
 from tests.helpers import READONLY, free_port, google_env
 
@@ -45,6 +52,13 @@ def make_consent(
 
 async def exchange(consent: Consent, fake: FakeGoogle, http: aiohttp.ClientSession, email: str) -> Exchange:
     """Answer the consent screen as `email`, then exchange the code the callback got."""
+    return await exchanged(consent, await consented(consent, fake, http, email))
+
+
+async def consented(
+    consent: Consent, fake: FakeGoogle, http: aiohttp.ClientSession, email: str
+) -> tuple[str, str, str]:
+    """Answer the consent screen as `email`: the code the callback got, its state and its code verifier."""
     fake.consent.email = email
     state, verifier = secrets.token_urlsafe(16), secrets.token_urlsafe(48)
     url = consent.authorization_url(
@@ -53,6 +67,11 @@ async def exchange(consent: Consent, fake: FakeGoogle, http: aiohttp.ClientSessi
     async with http.get(url, allow_redirects=False) as response:
         assert response.status == 302
         code = parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+    return code, state, verifier
+
+
+async def exchanged(consent: Consent, answered: tuple[str, str, str]) -> Exchange:
+    code, state, verifier = answered
     return await consent.exchange(
         code=code, state=state, code_verifier=verifier, scopes=SCOPES, redirect_uri=REDIRECT_URI
     )
@@ -216,3 +235,98 @@ async def test_without_an_id_token_the_certs_are_not_fetched(
 
     assert result.id_claims == {} and result.access_token
     assert fake_google.calls_to("/oauth2/v1/certs") == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CERTS = "/oauth2/v1/certs"
+
+
+async def test_the_certificates_are_fetched_once_for_their_max_age(
+    make_consent: Callable[..., Consent], fake_google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    consent = make_consent()
+    consent.certs.clock = clock = Clock()
+
+    first = await exchange(consent, fake_google, http, "ada@example.com")
+    second = await exchange(consent, fake_google, http, "grace@example.com")
+
+    assert verified_email(first.id_claims) == "ada@example.com"
+    assert verified_email(second.id_claims) == "grace@example.com"
+    assert len(fake_google.calls_to(CERTS)) == 1  # kept: the fake says max-age=22167, as Google does
+    clock.now += 22167
+    third = await exchange(consent, fake_google, http, "alan@example.com")
+    assert verified_email(third.id_claims) == "alan@example.com"
+    assert len(fake_google.calls_to(CERTS)) == 2
+
+
+async def test_verifications_at_once_wait_for_one_fetch(
+    make_consent: Callable[..., Consent], fake_google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    consent = make_consent()
+    fake_google.certs_delay = 0.3
+
+    answers = [
+        await consented(consent, fake_google, http, f"user{number}@example.com") for number in range(5)
+    ]
+
+    results = await asyncio.gather(*(exchanged(consent, answered) for answered in answers))
+
+    assert [verified_email(result.id_claims) for result in results] == [
+        f"user{n}@example.com" for n in range(5)
+    ]
+    assert len(fake_google.calls_to(CERTS)) == 1
+
+
+async def test_certificates_that_could_not_be_had_are_not_kept(
+    make_consent: Callable[..., Consent],
+    fake_google: FakeGoogle,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consent = make_consent()
+    consent.certs.clock = clock = Clock()
+    fake_google.fail_certs(503)
+
+    failed = await exchange(consent, fake_google, http, "ada@example.com")
+    # Right after a failure, a verification does not try again: it fails at once, for the same reason.
+    soon = await exchange(consent, fake_google, http, "ada@example.com")
+    clock.now += FAILURE_KEPT_SECONDS
+    again = await exchange(consent, fake_google, http, "ada@example.com")
+
+    assert failed.id_claims == {} and soon.id_claims == {}
+    assert "HTTP 503" in warnings(caplog)[-1]
+    assert verified_email(again.id_claims) == "ada@example.com"
+    assert [call.status for call in fake_google.calls_to(CERTS)] == [503, 200]
+
+
+async def test_a_token_signed_by_a_key_published_since_fetches_the_certificates_again(
+    make_consent: Callable[..., Consent],
+    fake_google: FakeGoogle,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consent = make_consent()
+    consent.certs.clock = clock = Clock()
+    await exchange(consent, fake_google, http, "ada@example.com")
+    fake_google.rotate_signing_key()
+
+    # Kept less than a minute ago: a token naming another kid does not make a fetch (forged kids cannot make
+    # one each), and is not believed.
+    clock.now += REFETCH_AFTER_SECONDS - 1
+    soon = await exchange(consent, fake_google, http, "grace@example.com")
+    assert soon.id_claims == {}
+    assert "its kid names no published certificate" in warnings(caplog)[-1]
+    assert len(fake_google.calls_to(CERTS)) == 1
+
+    # Later, it fetches them again at once, well before their max-age, and finds the new key.
+    clock.now += 1
+    later = await exchange(consent, fake_google, http, "grace@example.com")
+    assert verified_email(later.id_claims) == "grace@example.com"
+    assert len(fake_google.calls_to(CERTS)) == 2
