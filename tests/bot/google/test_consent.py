@@ -248,11 +248,18 @@ class Clock:
 CERTS = "/oauth2/v1/certs"
 
 
-async def test_the_certificates_are_fetched_once_for_their_max_age(
-    make_consent: Callable[..., Consent], fake_google: FakeGoogle, http: aiohttp.ClientSession
-) -> None:
+@pytest.fixture
+def clocked(make_consent: Callable[..., Consent]) -> tuple[Consent, Clock]:
+    """A Consent whose certificates are kept on a clock of the test's own."""
     consent = make_consent()
     consent.certs.clock = clock = Clock()
+    return consent, clock
+
+
+async def test_the_certificates_are_fetched_once_for_their_max_age(
+    clocked: tuple[Consent, Clock], fake_google: FakeGoogle, http: aiohttp.ClientSession
+) -> None:
+    consent, clock = clocked
 
     first = await exchange(consent, fake_google, http, "ada@example.com")
     second = await exchange(consent, fake_google, http, "grace@example.com")
@@ -285,13 +292,12 @@ async def test_verifications_at_once_wait_for_one_fetch(
 
 
 async def test_certificates_that_could_not_be_had_are_not_kept(
-    make_consent: Callable[..., Consent],
+    clocked: tuple[Consent, Clock],
     fake_google: FakeGoogle,
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    consent = make_consent()
-    consent.certs.clock = clock = Clock()
+    consent, clock = clocked
     fake_google.fail_certs(503)
 
     failed = await exchange(consent, fake_google, http, "ada@example.com")
@@ -307,13 +313,12 @@ async def test_certificates_that_could_not_be_had_are_not_kept(
 
 
 async def test_a_token_signed_by_a_key_published_since_fetches_the_certificates_again(
-    make_consent: Callable[..., Consent],
+    clocked: tuple[Consent, Clock],
     fake_google: FakeGoogle,
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    consent = make_consent()
-    consent.certs.clock = clock = Clock()
+    consent, clock = clocked
     await exchange(consent, fake_google, http, "ada@example.com")
     fake_google.rotate_signing_key()
 
