@@ -359,22 +359,19 @@ class SlackDelivery:
         self._all_asked.clear()
         try:
             await self._housekeeping(conn)
-            taken: list[Outgoing | None] = [
-                *await self.outbox.take(
-                    conn,
-                    count=len(asks),
-                    busy=self._busy,
-                    accepted=[one.accepted for one in asks if one.accepted is not None],
-                )
-            ]
+            taken = await self.outbox.take(
+                conn,
+                count=len(asks),
+                busy=self._busy,
+                accepted=[one.accepted for one in asks if one.accepted is not None],
+            )
         except BaseException as error:
             for one in asks:
                 one.answer.set_result(error)
             raise
-        self._busy.update(message.message.channel for message in taken if message is not None)
-        taken += [None] * (len(asks) - len(taken))
-        for one, message in zip(asks, taken, strict=True):
-            one.answer.set_result(message)
+        self._busy.update(message.message.channel for message in taken)
+        for number, one in enumerate(asks):  # fewer ready than asked: the others get none
+            one.answer.set_result(taken[number] if number < len(taken) else None)
 
     async def _record(self, accepted: Accepted) -> None:
         await self._records.call(
