@@ -14,7 +14,7 @@ import itertools
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -113,57 +113,71 @@ class Done:
     digest: Digest | None = None
 
 
-# One round trip per account: mark the account just handled ($4, if any) done, with its fetch on its row and its
-# digest ($10-$12, if any) queued for the drainer, and claim the next one with a lease of $3, read along with its
-# row, tokens and fresh stored language. The digest is queued with the record, so a digest in the queue is never
-# that of an account still open: a takeover neither queues it again nor loses it. The accounts whose user's
-# language is still being learned (language_pending) come last, in account order like the others (the claim index
-# serves that order). Claimable: a pending item, one whose lease lapsed, or one this very worker ($2) claimed
-# without learning it (the answer was lost in an outage; a worker handles one account at a time, so it holds no
-# other). The account being marked done is never the one claimed (both updates would hit one row in one
-# statement), and it is marked done (and its digest queued) only while this worker still holds it: once its lease
-# lapsed and another process took it over, the record is the other's to write. One row always comes back: whether
-# the account was recorded, and the claimed account, if any (NULL claimed_id: none was left).
+# One round trip for a batch of accounts: mark the accounts just handled ($6-$14, one array element each) done,
+# with their fetch on their rows and their digests (if any) queued for the drainer, and claim up to $5 more with a
+# lease of $3, read along with their rows, tokens and fresh stored languages. A digest is queued with its record,
+# so a digest in the queue is never that of an account still open: a takeover neither queues it again nor loses
+# it. The accounts whose user's language is still being learned (language_pending) come last, in account order
+# like the others (the claim index serves that order). Claimable: a pending item, one whose lease lapsed, or one
+# that this very claimer ($2) claimed without learning it (the answer was lost in an outage): claimed by $2 but
+# neither among those it knows it holds ($4) nor among those it records. An account being marked done is never
+# claimed (both updates would hit one row in one statement), and it is marked done (and its digest queued) only
+# while this claimer still holds it: once its lease lapsed and another process took it over, the record is the
+# other's to write. One row always comes back, with the accounts recorded; each claimed account comes in a row of
+# its own (NULL claimed_id: none was claimed).
 _RECORD_AND_CLAIM = f"""
-WITH fetched AS (
-        UPDATE gmail_tokens
-           SET last_fetch_at = now(), last_fetch_result = $8, last_fetch_messages = $9
-         WHERE id = $4 AND $8::text IS NOT NULL),
+WITH handled AS (
+        SELECT * FROM unnest($6::int[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::int[], $12::text[],
+                             $13::text[], $14::timestamptz[])
+                   AS d(account_id, outcome, detail, needed_user, fetch_result, fetch_messages, channel, sealed,
+                        not_after)),
+     fetched AS (
+        UPDATE gmail_tokens AS g
+           SET last_fetch_at = now(), last_fetch_result = d.fetch_result, last_fetch_messages = d.fetch_messages
+          FROM handled AS d
+         WHERE g.id = ANY($6::int[]) AND g.id = d.account_id AND d.fetch_result IS NOT NULL),
      finished AS (
-        UPDATE briefing_run_items
-           SET state = 'done', needed_user = $7, finished_at = now(), language_pending = false,
+        UPDATE briefing_run_items AS item
+           SET state = 'done', needed_user = d.needed_user, finished_at = now(), language_pending = false,
                -- The delivery queue may have said already that a message failed or came too late.
-               outcome = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN outcome ELSE $5 END,
-               detail = CASE WHEN $5 = 'digest' AND outcome IN ('failed', 'late') THEN detail ELSE $6 END
-         WHERE run_id = $1 AND account_id = $4 AND state = 'claimed' AND claimed_by = $2
-     RETURNING run_id, account_id),
+               outcome = CASE WHEN d.outcome = 'digest' AND item.outcome IN ('failed', 'late') THEN item.outcome
+                              ELSE d.outcome END,
+               detail = CASE WHEN d.outcome = 'digest' AND item.outcome IN ('failed', 'late') THEN item.detail
+                             ELSE d.detail END
+          FROM handled AS d
+         WHERE item.run_id = $1 AND item.account_id = ANY($6::int[]) AND item.account_id = d.account_id
+           AND item.state = 'claimed' AND item.claimed_by = $2
+     RETURNING item.run_id, item.account_id),
      queued AS (
         INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, not_after, priority)
-        SELECT run_id, account_id, '{DIGEST}', $10, $11, $12, {DIGEST_PRIORITY} FROM finished
-         WHERE $11::text IS NOT NULL
+        SELECT f.run_id, f.account_id, '{DIGEST}', d.channel, d.sealed, d.not_after, {DIGEST_PRIORITY}
+          FROM finished AS f JOIN handled AS d ON d.account_id = f.account_id
+         WHERE d.sealed IS NOT NULL
             ON CONFLICT (run_id, account_id, kind) DO NOTHING
      RETURNING id),
-     told AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued),
+     told AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM queued)),
      claimed AS (
         UPDATE briefing_run_items AS item
            SET state = 'claimed', claimed_by = $2, claimed_at = now(), lease_until = now() + $3::interval
-          FROM (SELECT run_id, account_id, state, post_started_at, posted_at FROM briefing_run_items
-                 WHERE run_id = $1 AND account_id IS DISTINCT FROM $4
+          FROM (SELECT run_id, account_id, state, language_pending, post_started_at, posted_at
+                  FROM briefing_run_items
+                 WHERE run_id = $1 AND account_id <> ALL($6::int[])
                    AND (state = 'pending'
-                        OR (state = 'claimed' AND (lease_until < now() OR claimed_by = $2)))
+                        OR (state = 'claimed'
+                            AND (lease_until < now() OR (claimed_by = $2 AND account_id <> ALL($4::int[])))))
                  ORDER BY language_pending, account_id
-                 LIMIT 1
+                 LIMIT $5
                  FOR UPDATE SKIP LOCKED) AS next
          WHERE item.run_id = next.run_id AND item.account_id = next.account_id
-     RETURNING item.account_id, next.state = 'claimed' AS taken_over,
+     RETURNING item.account_id, next.language_pending, next.state = 'claimed' AS taken_over,
                CASE WHEN EXISTS (SELECT 1 FROM slack_outbox AS o
                                   WHERE o.run_id = next.run_id AND o.account_id = next.account_id
                                     AND o.kind = '{DIGEST}') THEN 'queued'
                     WHEN next.posted_at IS NOT NULL THEN 'posted'
                     WHEN next.post_started_at IS NOT NULL THEN 'in flight' ELSE 'none' END AS post)
-SELECT done.recorded, claimed.account_id AS claimed_id, claimed.taken_over, claimed.post, g.token_data,
-       l.locale AS slack_locale, {ACCOUNT_COLUMNS}
-  FROM (SELECT EXISTS (SELECT 1 FROM finished) AS recorded, (SELECT count(*) FROM told) AS told) AS done
+SELECT done.recorded, claimed.account_id AS claimed_id, claimed.language_pending, claimed.taken_over,
+       claimed.post, g.token_data, l.locale AS slack_locale, {ACCOUNT_COLUMNS}
+  FROM (SELECT ARRAY(SELECT account_id FROM finished) AS recorded, (SELECT count(*) FROM told) AS told) AS done
   LEFT JOIN claimed ON true
   LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
   LEFT JOIN slack_locales AS l ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()
@@ -171,8 +185,8 @@ SELECT done.recorded, claimed.account_id AS claimed_id, claimed.taken_over, clai
 
 
 # Mark ($3) or unmark the open accounts of the Slack users $2 (NULL: of every one) as waiting for their language.
-# It skips the items a claim holds locked at that moment rather than wait for them: a claim locks two items (the
-# one it records done, the one it claims), so waiting for one while holding others could deadlock with it. What
+# It skips the items a claim holds locked at that moment rather than wait for them: a claim locks several items
+# (those it records done, those it claims), so waiting for one while holding others could deadlock with it. What
 # it skips is being claimed or recorded done just then (recording an item done unmarks it), and a mark left on a
 # claimed item only puts it after the others should it be claimed again.
 _MARK_LANGUAGES = """
@@ -260,15 +274,33 @@ class Runs:
     ) -> tuple[bool, Claim | None]:
         """claim(), and whether `after` was recorded (and its digest queued): False when this worker no longer
         held it, since another process took it over (or when there was nothing to record)."""
-        row = await self.pool.fetchrow(_RECORD_AND_CLAIM, *self._arguments(run, after, worker))
-        recorded = bool(row["recorded"])
-        if row["claimed_id"] is None:
-            return recorded, None
-        post, taken_over = Post(row["post"]), row["taken_over"]
-        if row["id"] is None:
-            return recorded, Claim(row["claimed_id"], None, None, post=post, taken_over=taken_over)
-        account, stored = Accounts.from_row(row)
-        return recorded, Claim(row["claimed_id"], account, stored, row["slack_locale"], post, taken_over)
+        recorded, claims = await self.record_and_claim_many(
+            run, [] if after is None else [after], count=1, worker=worker
+        )
+        return after is not None and after.account_id in recorded, claims[0] if claims else None
+
+    async def record_and_claim_many(
+        self, run: Run, handled: Sequence[Done], *, count: int, worker: int, held: Collection[int] = ()
+    ) -> tuple[set[int], list[Claim]]:
+        """Record the accounts `handled` done (and queue their digests) and claim up to `count` more for this
+        process's `worker`, in one statement: the accounts recorded (not those another process took over
+        meanwhile), and the claims in claim order. `held`: the accounts `worker` holds and knows it holds; any
+        other that it claimed in a statement whose answer was lost is claimed again."""
+        rows = await self.pool.fetch(_RECORD_AND_CLAIM, *self._arguments(run, handled, count, worker, held))
+        recorded = set(rows[0]["recorded"])
+        claims: list[tuple[bool, int, Claim]] = []
+        for row in rows:
+            if row["claimed_id"] is None:
+                continue
+            post, taken_over = Post(row["post"]), row["taken_over"]
+            if row["id"] is None:
+                claim = Claim(row["claimed_id"], None, None, post=post, taken_over=taken_over)
+            else:
+                account, stored = Accounts.from_row(row)
+                claim = Claim(row["claimed_id"], account, stored, row["slack_locale"], post, taken_over)
+            claims.append((row["language_pending"], row["claimed_id"], claim))
+        claims.sort(key=lambda found: found[:2])
+        return recorded, [claim for _, _, claim in claims]
 
     async def languages_pending(self, run: Run, slack_user_ids: Collection[str]) -> None:
         """Mark the accounts of these Slack users as waiting for their language: they are claimed last."""
@@ -285,10 +317,15 @@ class Runs:
         if not account_ids:
             return 0
         renewed = await self.pool.fetchval(
+            # An item locked just now is being recorded done or claimed again by this process: left alone
+            # rather than waited for, since that statement locks several items in an order of its own.
             """WITH renewed AS (
-                   UPDATE briefing_run_items SET lease_until = now() + $3::interval
-                    WHERE run_id = $1 AND state = 'claimed' AND starts_with(claimed_by, $2)
-                      AND account_id = ANY($4::int[])
+                   UPDATE briefing_run_items AS item SET lease_until = now() + $3::interval
+                     FROM (SELECT run_id, account_id FROM briefing_run_items
+                            WHERE run_id = $1 AND state = 'claimed' AND starts_with(claimed_by, $2)
+                              AND account_id = ANY($4::int[])
+                              FOR UPDATE SKIP LOCKED) AS mine
+                    WHERE item.run_id = mine.run_id AND item.account_id = mine.account_id
                 RETURNING 1)
                SELECT count(*) FROM renewed""",
             run.id,
@@ -311,22 +348,26 @@ class Runs:
             )
         )
 
-    def _arguments(self, run: Run, done: Done | None, worker: int) -> tuple[Any, ...]:
-        fetch = done.fetch if done is not None else None
-        digest = done.digest if done is not None else None
+    def _arguments(
+        self, run: Run, handled: Sequence[Done], count: int, worker: int, held: Collection[int]
+    ) -> tuple[Any, ...]:
+        fetches = [done.fetch for done in handled]
+        digests = [done.digest for done in handled]
         return (
             run.id,
             f"{self.worker}/{worker}",
             self.lease,
-            done.account_id if done is not None else None,
-            done.outcome if done is not None else None,
-            done.detail if done is not None else None,
-            done.needed_user if done is not None else False,
-            fetch.result if fetch is not None else None,
-            fetch.messages if fetch is not None else None,
-            digest.channel if digest is not None else None,
-            digest.sealed if digest is not None else None,
-            digest.not_after if digest is not None else None,
+            list(held),
+            count,
+            [done.account_id for done in handled],
+            [done.outcome for done in handled],
+            [done.detail for done in handled],
+            [done.needed_user for done in handled],
+            [fetch.result if fetch is not None else None for fetch in fetches],
+            [fetch.messages if fetch is not None else None for fetch in fetches],
+            [digest.channel if digest is not None else None for digest in digests],
+            [digest.sealed if digest is not None else None for digest in digests],
+            [digest.not_after if digest is not None else None for digest in digests],
         )
 
     async def release(self, run: Run) -> None:

@@ -21,6 +21,7 @@ from functools import partial
 import asyncpg
 
 from bot.briefing.account import AccountBriefing, AccountReport, Kind, RunQueue
+from bot.briefing.claims import RunClaims
 from bot.briefing.summary import RunSummary
 from bot.config import Settings
 from bot.database_wait import DatabaseUnavailable, DatabaseWait
@@ -180,31 +181,16 @@ class Briefing:
         reports: list[AccountReport] = []
         held: set[int] = set()  # the accounts this process's workers hold: their leases are renewed
 
-        async def worker(number: int) -> None:
-            # Each claim also records the account handled before it, and queues its digest: one round trip per
-            # account. Its report counts once the record is written.
+        async def worker(claims: RunClaims) -> None:
+            # Each account handled is handed in with the next claim, recorded (and its digest queued) by the
+            # statement that claims the next batch: its report counts once the record is written.
             handled: Done | None = None
             handled_report: AccountReport | None = None
             while True:
-                after = handled
-                recorded, claim = await wait.call(
-                    f"claiming the next account of the {kind} run",
-                    partial(self.runs.record_and_claim, run, after=after, worker=number),
-                )
-                if after is not None:
-                    held.discard(after.account_id)  # recorded: no longer this process's to renew
-                    if recorded and handled_report is not None:
-                        reports.append(handled_report)
-                    elif not recorded:
-                        log.warning(
-                            "Account %s of the %s run was not recorded here: another process took it over (its "
-                            "lease had lapsed), or this process's record went in before the database was lost",
-                            after.account_id,
-                            kind,
-                        )
+                claim = await claims.next(handled, handled_report)
+                handled, handled_report = None, None
                 if claim is None:
                     return
-                held.add(claim.account_id)
                 try:
                     # An outage while the account is handled: the account is handled again once the database
                     # is back, since its digest was not queued (it is queued with the record).
@@ -220,7 +206,6 @@ class Briefing:
                         kind,
                     )
                     held.discard(claim.account_id)
-                    handled, handled_report = None, None
                     continue
                 handled = self._done(claim, handled_report, digest)
 
@@ -232,15 +217,18 @@ class Briefing:
             while True:
                 try:
                     # return_exceptions: a shutdown waits for every worker to stop before going on.
+                    claims = RunClaims(self.runs, run, kind, wait, held=held, reports=reports)
                     outcomes = await asyncio.gather(
-                        *(worker(self.runs.new_worker()) for _ in range(self.settings.briefing_concurrency)),
+                        *(worker(claims) for _ in range(self.settings.briefing_concurrency)),
                         return_exceptions=True,
                     )
                 except asyncio.CancelledError:
+                    claims.close()
                     # Shutting down: give back what this process claimed and did not finish, rather than
                     # leave it to lapse.
                     await self._release(run)
                     raise
+                claims.close()
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bot.briefing.claims import CLAIM_BATCH
 from storage.accounts import Accounts
 from storage.runs import _RECORD_AND_CLAIM, Done, Run, Runs
 
@@ -81,7 +82,8 @@ async def test_a_claim_reads_the_claim_index_in_order_without_sorting_the_run(
     async with pool.acquire() as conn:
         await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
         explained = await conn.fetchval(
-            "EXPLAIN (FORMAT JSON) " + _RECORD_AND_CLAIM, *runs._arguments(run, Done(1, "digest"), 0)
+            "EXPLAIN (FORMAT JSON) " + _RECORD_AND_CLAIM,
+            *runs._arguments(run, [Done(1, "digest")], CLAIM_BATCH, 0, [2, 3]),
         )
     (plan,) = json.loads(explained) if isinstance(explained, str) else explained
 
@@ -131,3 +133,106 @@ async def test_marking_never_waits_for_an_item_a_claim_holds(
     assert handled == [slack_id(1), slack_id(3), slack_id(2)]
     # Recorded done: its mark went with it.
     assert await pool.fetchval("SELECT count(*) FROM briefing_run_items WHERE language_pending") == 0
+
+
+async def claimed_rows(pool: asyncpg.Pool) -> dict[int, tuple[str, str | None]]:
+    rows = await pool.fetch(
+        "SELECT account_id, state, claimed_by FROM briefing_run_items ORDER BY account_id"
+    )
+    return {row["account_id"]: (row["state"], row["claimed_by"]) for row in rows}
+
+
+async def test_one_statement_records_a_batch_and_claims_the_next_in_claim_order(
+    pool: asyncpg.Pool, accounts: Accounts
+) -> None:
+    await linked_accounts(pool, 10)
+    runs = Runs(accounts)
+    run = await runs.begin("briefing", date(2025, 1, 2))
+    await runs.languages_pending(run, [slack_id(2)])
+
+    recorded, first = await runs.record_and_claim_many(run, [], count=4, worker=1)
+    assert recorded == set()
+    assert [claim.account.slack_user_id for claim in first if claim.account] == [
+        slack_id(n) for n in (1, 3, 4, 5)
+    ]
+    handled = [Done(claim.account_id, "digest") for claim in first[:3]]
+    recorded, second = await runs.record_and_claim_many(
+        run, handled, count=3, worker=1, held=[first[3].account_id]
+    )
+
+    assert recorded == {claim.account_id for claim in first[:3]}
+    assert [claim.account.slack_user_id for claim in second if claim.account] == [
+        slack_id(n) for n in (6, 7, 8)
+    ]
+    states = await claimed_rows(pool)
+    assert [states[claim.account_id][0] for claim in first[:3]] == ["done"] * 3
+    assert {states[claim.account_id] for claim in [first[3], *second]} == {("claimed", f"{runs.worker}/1")}
+
+
+async def test_claims_whose_answer_was_lost_are_claimed_again_by_their_claimer_only(
+    pool: asyncpg.Pool, accounts: Accounts
+) -> None:
+    await linked_accounts(pool, 6)
+    runs, other = Runs(accounts), Runs(accounts)
+    run = await runs.begin("briefing", date(2025, 1, 2))
+    _, kept = await runs.record_and_claim_many(run, [], count=1, worker=1)
+    # This statement commits, but its answer never comes back: the claimer does not know it holds these.
+    await runs.record_and_claim_many(run, [], count=3, worker=1, held=[kept[0].account_id])
+
+    _, others = await other.record_and_claim_many(run, [], count=6, worker=1)
+    _, again = await runs.record_and_claim_many(run, [], count=3, worker=1, held=[kept[0].account_id])
+
+    # The other process gets only the two accounts nobody claimed; the lost three come back to their claimer,
+    # and not the one it knows it holds.
+    assert [claim.account_id for claim in others] == [5, 6]
+    assert [claim.account_id for claim in again] == [2, 3, 4]
+    assert all(claim.taken_over for claim in again)  # as Claim says: a lost statement's claim is taken over
+
+
+async def test_a_batch_records_only_the_accounts_its_claimer_still_holds(
+    pool: asyncpg.Pool, accounts: Accounts
+) -> None:
+    await linked_accounts(pool, 3)
+    runs, other = Runs(accounts), Runs(accounts)
+    run = await runs.begin("briefing", date(2025, 1, 2))
+    _, claims = await runs.record_and_claim_many(run, [], count=3, worker=1)
+    await pool.execute(
+        "UPDATE briefing_run_items SET lease_until = now() - interval '1 second' WHERE account_id = 2"
+    )
+    _, taken = await other.record_and_claim_many(run, [], count=3, worker=1)
+    assert [(claim.account_id, claim.taken_over) for claim in taken] == [(2, True)]
+
+    recorded, _ = await runs.record_and_claim_many(
+        run, [Done(claim.account_id, "digest") for claim in claims], count=0, worker=1
+    )
+
+    assert recorded == {1, 3}
+    states = await claimed_rows(pool)
+    assert states[2] == ("claimed", f"{other.worker}/1")  # left to the process that took it over
+    assert states[1][0] == states[3][0] == "done"
+
+
+async def test_renewing_never_waits_for_an_item_a_claim_holds(
+    migrated_url: str, pool: asyncpg.Pool, accounts: Accounts
+) -> None:
+    # A batch locks the items it records in an order of its own: a renewal that waited for one of them while
+    # holding others could deadlock with it. Here a lock wait fails at once instead of hanging.
+    impatient = await asyncpg.create_pool(
+        migrated_url, min_size=1, max_size=1, server_settings={"lock_timeout": "1"}
+    )
+    await linked_accounts(pool, 3)
+    runs = Runs(accounts)
+    run = await runs.begin("briefing", date(2025, 1, 2))
+    _, claims = await runs.record_and_claim_many(run, [], count=3, worker=1)
+    claiming = await asyncpg.connect(migrated_url)
+    try:
+        async with claiming.transaction():
+            await claiming.execute("SELECT 1 FROM briefing_run_items WHERE account_id = 2 FOR UPDATE")
+            renewing = Runs(Accounts(impatient, accounts.codec))
+            renewing.worker, renewing._prefix = runs.worker, runs.claim_prefix  # the same process
+            renewed = await renewing.renew(run, [claim.account_id for claim in claims])
+    finally:
+        await claiming.close()
+        await impatient.close()
+
+    assert renewed == 2  # the locked one is being recorded or claimed: skipped, not waited for

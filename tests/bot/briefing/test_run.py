@@ -342,3 +342,29 @@ async def test_a_digest_before_the_deadline_is_posted_and_off_means_never_droppe
     assert make_settings(BRIEFING_TIME="22:30", BRIEFING_DEADLINE=None).briefing_deadline == time(23, 59)
     assert make_settings(BRIEFING_TIME="08:15", BRIEFING_DEADLINE=None).briefing_deadline == time(10, 15)
     assert make_settings(BRIEFING_DEADLINE=None).briefing_deadline == time(11, 0)
+
+
+async def test_the_workers_claim_and_record_their_accounts_a_batch_per_statement(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await serve(BRIEFING_CONCURRENCY="4")
+    slack_ids = [f"U0BATCH{n:02d}" for n in range(40)]
+    for slack_id in slack_ids:
+        fake_slack.add_user(slack_id)
+        await healthy(app, fake_google, slack_id)
+    runs = app[SERVICES].briefing.runs
+    statements: list[tuple[int, int]] = []  # (accounts recorded, accounts asked for) of each statement
+    batch = runs.record_and_claim_many
+
+    async def counted(run, handled, *, count, worker, held=()):  # type: ignore[no-untyped-def]
+        statements.append((len(handled), count))
+        return await batch(run, handled, count=count, worker=worker, held=held)
+
+    monkeypatch.setattr(runs, "record_and_claim_many", counted)
+    report = await app[SERVICES].briefing.run(Kind.BRIEFING)
+
+    assert [line.result for line in report.accounts] == [Result.DIGEST] * 40
+    assert all(len(dms(fake_slack, slack_id)) == 1 for slack_id in slack_ids)
+    assert sum(recorded for recorded, _ in statements) == 40  # each account recorded once
+    assert len(statements) <= 40 // 4  # one statement for several accounts, not one each
+    assert max(recorded for recorded, _ in statements) >= 4
