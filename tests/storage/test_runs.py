@@ -94,14 +94,17 @@ async def test_a_claim_reads_the_claim_index_in_order_without_sorting_the_run(
     assert all(node["Node Type"] != "Seq Scan" for node in scans)
 
 
+async def impatient_pool(url: str) -> asyncpg.Pool:
+    """A pool whose statements fail at once rather than wait for a lock."""
+    return await asyncpg.create_pool(url, min_size=1, max_size=1, server_settings={"lock_timeout": "1"})
+
+
 async def test_marking_never_waits_for_an_item_a_claim_holds(
     migrated_url: str, pool: asyncpg.Pool, accounts: Accounts
 ) -> None:
-    # A claim locks the item it records done and the one it claims: a marking that waited for one of them while
+    # A claim locks the items it records done and those it claims: a marking that waited for one of them while
     # holding others could deadlock with it. Here a lock wait fails at once instead of hanging.
-    impatient = await asyncpg.create_pool(
-        migrated_url, min_size=1, max_size=1, server_settings={"lock_timeout": "1"}
-    )
+    impatient = await impatient_pool(migrated_url)
     await linked_accounts(pool, 3)
     runs = Runs(accounts)
     run = await runs.begin("briefing", date(2025, 1, 2))
@@ -217,9 +220,7 @@ async def test_renewing_never_waits_for_an_item_a_claim_holds(
 ) -> None:
     # A batch locks the items it records in an order of its own: a renewal that waited for one of them while
     # holding others could deadlock with it. Here a lock wait fails at once instead of hanging.
-    impatient = await asyncpg.create_pool(
-        migrated_url, min_size=1, max_size=1, server_settings={"lock_timeout": "1"}
-    )
+    impatient = await impatient_pool(migrated_url)
     await linked_accounts(pool, 3)
     runs = Runs(accounts)
     run = await runs.begin("briefing", date(2025, 1, 2))
