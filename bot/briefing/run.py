@@ -216,8 +216,8 @@ class Briefing:
         try:
             while True:
                 try:
-                    # return_exceptions: a shutdown waits for every worker to stop before going on.
                     claims = RunClaims(self.runs, run, kind, wait, held=held, reports=reports)
+                    # return_exceptions: a shutdown waits for every worker to stop before going on.
                     outcomes = await asyncio.gather(
                         *(worker(claims) for _ in range(self.settings.briefing_concurrency)),
                         return_exceptions=True,
