@@ -123,8 +123,10 @@ class Done:
 # neither among those it knows it holds ($4) nor among those it records. An account being marked done is never
 # claimed (both updates would hit one row in one statement), and it is marked done (and its digest queued) only
 # while this claimer still holds it: once its lease lapsed and another process took it over, the record is the
-# other's to write. One row always comes back, with the accounts recorded; each claimed account comes in a row of
-# its own (NULL claimed_id: none was claimed).
+# other's to write. One row always comes back, with the accounts recorded: those it marks done and those this
+# claimer had marked done already (a repeat of a statement whose answer was lost in an outage finds its own record,
+# which it neither writes again nor queues twice; the finished rows are not visible to the statement's own reads);
+# each claimed account comes in a row of its own (NULL claimed_id: none was claimed).
 _RECORD_AND_CLAIM = f"""
 WITH handled AS (
         SELECT * FROM unnest($6::int[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::int[], $12::text[],
@@ -177,7 +179,12 @@ WITH handled AS (
                     WHEN next.post_started_at IS NOT NULL THEN 'in flight' ELSE 'none' END AS post)
 SELECT done.recorded, claimed.account_id AS claimed_id, claimed.language_pending, claimed.taken_over,
        claimed.post, g.token_data, l.locale AS slack_locale, {ACCOUNT_COLUMNS}
-  FROM (SELECT ARRAY(SELECT account_id FROM finished) AS recorded, (SELECT count(*) FROM told) AS told) AS done
+  FROM (SELECT ARRAY(SELECT account_id FROM finished
+                      UNION ALL
+                      SELECT account_id FROM briefing_run_items
+                       WHERE run_id = $1 AND account_id = ANY($6::int[]) AND state = 'done' AND claimed_by = $2)
+                  AS recorded,
+               (SELECT count(*) FROM told) AS told) AS done
   LEFT JOIN claimed ON true
   LEFT JOIN gmail_tokens AS g ON g.id = claimed.account_id
   LEFT JOIN slack_locales AS l ON l.slack_user_id = g.metadata->>'slack_user_id' AND l.fresh_until > now()
@@ -272,8 +279,9 @@ class Runs:
     async def record_and_claim(
         self, run: Run, *, after: Done | None, worker: int
     ) -> tuple[bool, Claim | None]:
-        """claim(), and whether `after` was recorded (and its digest queued): False when this worker no longer
-        held it, since another process took it over (or when there was nothing to record)."""
+        """claim(), and whether `after` is recorded (and its digest queued) by this worker, now or by an earlier
+        statement whose answer was lost: False when this worker no longer held it, since another process took it
+        over (or when there was nothing to record)."""
         recorded, claims = await self.record_and_claim_many(
             run, [] if after is None else [after], count=1, worker=worker
         )
@@ -283,9 +291,10 @@ class Runs:
         self, run: Run, handled: Sequence[Done], *, count: int, worker: int, held: Collection[int] = ()
     ) -> tuple[set[int], list[Claim]]:
         """Record the accounts `handled` done (and queue their digests) and claim up to `count` more for this
-        process's `worker`, in one statement: the accounts recorded (not those another process took over
-        meanwhile), and the claims in claim order. `held`: the accounts `worker` holds and knows it holds; any
-        other that it claimed in a statement whose answer was lost is claimed again."""
+        process's `worker`, in one statement: the accounts recorded by `worker` (now or by an earlier statement
+        whose answer was lost; not those another process took over meanwhile), and the claims in claim order.
+        `held`: the accounts `worker` holds and knows it holds; any other that it claimed in a statement whose
+        answer was lost is claimed again."""
         rows = await self.pool.fetch(_RECORD_AND_CLAIM, *self._arguments(run, handled, count, worker, held))
         recorded = set(rows[0]["recorded"])
         claims: list[tuple[bool, int, Claim]] = []

@@ -123,7 +123,7 @@ class RunClaims:
             if done.account_id not in recorded:
                 log.warning(
                     "Account %s of the %s run was not recorded here: another process took it over (its lease had "
-                    "lapsed), or this process's record went in before the database was lost",
+                    "lapsed)",
                     done.account_id,
                     self.kind,
                 )

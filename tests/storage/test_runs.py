@@ -11,7 +11,7 @@ import pytest
 
 from bot.briefing.claims import CLAIM_BATCH
 from storage.accounts import Accounts
-from storage.runs import _RECORD_AND_CLAIM, Done, Run, Runs
+from storage.runs import _RECORD_AND_CLAIM, Digest, Done, Run, Runs
 
 ACCOUNTS = 10_000
 
@@ -190,6 +190,31 @@ async def test_claims_whose_answer_was_lost_are_claimed_again_by_their_claimer_o
     assert [claim.account_id for claim in others] == [5, 6]
     assert [claim.account_id for claim in again] == [2, 3, 4]
     assert all(claim.taken_over for claim in again)  # as Claim says: a lost statement's claim is taken over
+
+
+async def test_a_batch_repeated_after_its_answer_was_lost_counts_its_own_record_once(
+    pool: asyncpg.Pool, accounts: Accounts
+) -> None:
+    await linked_accounts(pool, 4)
+    runs = Runs(accounts)
+    run = await runs.begin("briefing", date(2025, 1, 2))
+    _, claims = await runs.record_and_claim_many(run, [], count=2, worker=1)
+    handled = [
+        Done(claim.account_id, "digest", digest=Digest(f"D{claim.account_id}", "sealed", None))
+        for claim in claims
+    ]
+    # This statement commits, but its answer never comes back: the claimer sends the same one again.
+    await runs.record_and_claim_many(run, handled, count=1, worker=1)
+
+    recorded, again = await runs.record_and_claim_many(run, handled, count=1, worker=1)
+
+    assert recorded == {1, 2}  # the earlier statement's record, this claimer's own: its reports count
+    assert [claim.account_id for claim in again] == [3]  # the claim the lost answer held, claimed again
+    assert await pool.fetchval("SELECT count(*) FROM slack_outbox") == 2  # each digest queued once
+    assert await pool.fetchval("SELECT count(*) FROM briefing_run_items WHERE state = 'done'") == 2
+    # Another claimer repeating it finds no record of its own.
+    other, _ = await Runs(accounts).record_and_claim_many(run, handled, count=0, worker=1)
+    assert other == set()
 
 
 async def test_a_batch_records_only_the_accounts_its_claimer_still_holds(
