@@ -59,7 +59,19 @@ def scopes_granting(capability: Capability) -> frozenset[str]:
 
 def capabilities_of(scopes: object) -> frozenset[Capability]:
     """What a set of granted scopes lets the bot do with the mailbox."""
-    granted = set(normalize_scopes(scopes))
+    if isinstance(scopes, list | tuple) and all(isinstance(scope, str) for scope in scopes):
+        # A run asks this of every account, whose stored scopes are one of a few lists: judged once each.
+        return _capabilities_of_names(tuple(scopes))
+    return _capabilities_of(frozenset(normalize_scopes(scopes)))
+
+
+@functools.lru_cache(maxsize=256)
+def _capabilities_of_names(scopes: tuple[str, ...]) -> frozenset[Capability]:
+    return _capabilities_of(frozenset(normalize_scopes(scopes)))
+
+
+@functools.lru_cache(maxsize=256)
+def _capabilities_of(granted: frozenset[str]) -> frozenset[Capability]:
     return frozenset(capability for capability in Capability if granted & scopes_granting(capability))
 
 
