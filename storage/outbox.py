@@ -13,17 +13,17 @@ when it is set, since a digest quotes the user's mail.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from storage import audit
 from storage.crypto import DecryptionError, TokenCipher, is_encrypted
-from storage.pool import transaction
+from storage.pool import json_text, transaction
 
 NOTIFY_CHANNEL = "slack_outbox"
 DIGEST = "digest"
@@ -427,7 +427,7 @@ class SlackOutbox:
     def seal(self, message: Message, *, kind: str, run_id: int | None, account_id: int | None) -> str:
         """The message as the queue stores it: JSON, encrypted with TOKEN_ENCRYPTION_KEYS when it is set, bound
         to its kind, run and account."""
-        text = json.dumps({"text": message.text, "blocks": message.blocks}, ensure_ascii=False)
+        text = json_text({"text": message.text, "blocks": message.blocks})
         if self.cipher is None:
             return text
         return self.cipher.encrypt(text, context=_context(kind, run_id, account_id))
@@ -438,7 +438,7 @@ class SlackOutbox:
             stored = self.cipher.decrypt(
                 stored, context=_context(row["kind"], row["run_id"], row["account_id"])
             )
-        parts = json.loads(stored)
+        parts = orjson.loads(stored)
         return Outgoing(
             id=row["id"],
             run_id=row["run_id"],

@@ -9,7 +9,6 @@ worker thread, with no way to bound it. The authorization-code exchange stays wi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 
 from bot.config import Settings
 from bot.google.errors import Failure, GoogleError, token_error
@@ -164,6 +164,6 @@ def google_client(settings: Settings, session: aiohttp.ClientSession) -> GoogleC
 
 def json_or_none(payload: bytes) -> Any:
     try:
-        return json.loads(payload)
+        return orjson.loads(payload)
     except ValueError:
         return None
