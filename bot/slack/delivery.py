@@ -31,8 +31,8 @@ from bot.errors import GmailReconnectError
 from bot.event_loop import woken
 from bot.metrics import Metrics
 from bot.slack.client import SLACK_TIMEOUT_SECONDS
-from bot.slack.paced_client import prepaid
 from bot.slack.pacer import POST_BURST, POST_MESSAGE, Pacer
+from bot.slack.poster import Poster
 from bot.slack.prompter import Prompter
 from storage.errors import DATABASE_OUTAGE
 from storage.locks import try_lock_delivery, unlock_delivery
@@ -129,6 +129,7 @@ class SlackDelivery:
         self.outbox = outbox
         self.client = client
         self.pacer = pacer
+        self.poster = Poster(client, pacer)  # the queue's chat.postMessage, on the client's session
         self.metrics = metrics
         self.timezone = timezone
         self.holding = False  # whether this process holds the delivery lock now
@@ -415,10 +416,12 @@ class SlackDelivery:
             await self._drop(message)
             return None
         try:
-            with prepaid(POST_MESSAGE, ticket):
-                response = await self.client.chat_postMessage(
-                    channel=message.message.channel, text=message.message.text, blocks=message.message.blocks
-                )
+            response = await self.poster.post(
+                channel=message.message.channel,
+                text=message.message.text,
+                blocks=message.message.blocks,
+                ticket=ticket,
+            )
         except SlackApiError as error:
             await self._refused(message, error)
             return None

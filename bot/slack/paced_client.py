@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -29,20 +27,6 @@ log = logging.getLogger(__name__)
 
 # Set while PacedWebClient.api_call runs: it handles its 429s itself, so the retry handler leaves them to it.
 _PACED: contextvars.ContextVar[bool] = contextvars.ContextVar("paced", default=False)
-# A turn of the pacer already waited for (method, ticket), for the next call of that method in this context.
-_PREPAID: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar("prepaid", default=None)
-
-
-@contextmanager
-def prepaid(method: str, ticket: float) -> Iterator[None]:
-    """The next call of `method` in this block goes in the turn already taken (`ticket`), without waiting
-    for another: a sender that must do something between its turn and its call (the delivery queue marks the
-    message it is about to send) takes the turn first. A 429 still waits for a new turn."""
-    token = _PREPAID.set((method, ticket))
-    try:
-        yield
-    finally:
-        _PREPAID.reset(token)
 
 
 class PacedWebClient(AsyncWebClient):
@@ -56,15 +40,10 @@ class PacedWebClient(AsyncWebClient):
         """The call, in its turn; a 429 pauses every sender of the method and the call goes again later."""
         channel = _channel_of(kwargs)
         asked_at = self.pacer.clock()
-        paid = _PREPAID.get()
-        ticket: float | None = paid[1] if paid is not None and paid[0] == api_method else None
-        if ticket is not None:
-            _PREPAID.set(None)
         token = _PACED.set(True)
         try:
             while True:
-                if ticket is None:
-                    ticket = await self.pacer.turn(api_method, channel)
+                ticket = await self.pacer.turn(api_method, channel)
                 try:
                     response = await super().api_call(api_method, **kwargs)
                 except SlackApiError as error:
@@ -74,7 +53,6 @@ class PacedWebClient(AsyncWebClient):
                     retry_after = retry_after_seconds(error.response.headers.get("Retry-After"))
                     log.info("Slack rate-limited %s: all wait %.2f s", api_method, retry_after)
                     self.pacer.limited(api_method, retry_after, ticket)
-                    ticket = None
                     continue
                 self.pacer.accepted(api_method, asked_at=asked_at)
                 return response
