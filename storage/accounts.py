@@ -281,42 +281,42 @@ class Accounts:
     ) -> Account:
         """Record the connection's health: the status, why (`code`, else the status's default) and the words
         that came with it (`cause`, the detail); a change of status is audited, a mere re-check is not."""
+        # One statement locks the row, reads the status it had and writes the new one: a run sets the status of
+        # every account it finds broken.
         async with transaction(self.pool, conn) as conn:
-            previous = await conn.fetchrow(
-                "SELECT user_id, status, metadata FROM gmail_tokens WHERE id = $1 FOR UPDATE", account_id
-            )
-            if previous is None:
-                raise NotFound(f"no gmail_tokens row has id {account_id}")
-            changed = previous["status"] != str(status)
-            await conn.execute(
-                """UPDATE gmail_tokens
-                      SET status = $2, status_cause = $3, status_cause_code = $5, last_checked_at = now(),
-                          status_changed_at = CASE WHEN $4 THEN now() ELSE status_changed_at END
-                    WHERE id = $1""",
+            row = await conn.fetchrow(
+                f"""UPDATE gmail_tokens AS g
+                       SET status = $2, status_cause = $3, status_cause_code = $4, last_checked_at = now(),
+                           status_changed_at = CASE WHEN previous.status IS DISTINCT FROM $2 THEN now()
+                                                    ELSE g.status_changed_at END
+                      FROM (SELECT id, status FROM gmail_tokens WHERE id = $1 FOR UPDATE) AS previous
+                     WHERE g.id = previous.id
+                 RETURNING previous.status AS previous_status, {ACCOUNT_COLUMNS}""",
                 account_id,
                 str(status),
                 cause,
-                changed,
                 _code(status, code),
             )
-            if changed:
-                await audit.append(
-                    conn,
-                    actor=actor,
-                    action="status.changed",
-                    account_id=account_id,
-                    user_id=previous["user_id"],
-                    slack_user_id=slack_id_of(previous),
-                    details={
-                        "from": previous["status"],
-                        "to": str(status),
-                        "cause": _code(status, code),
-                        "cause_detail": cause,
-                    },
-                )
-            account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
-            if changed:
-                await webhooks.record_transition(conn, before=Status(previous["status"]), account=account)
+            if row is None:
+                raise NotFound(f"no gmail_tokens row has id {account_id}")
+            account = account_of(row)
+            if row["previous_status"] == str(status):
+                return account
+            await audit.append(
+                conn,
+                actor=actor,
+                action="status.changed",
+                account_id=account_id,
+                user_id=account.user_id,
+                slack_user_id=account.slack_user_id,
+                details={
+                    "from": row["previous_status"],
+                    "to": str(status),
+                    "cause": _code(status, code),
+                    "cause_detail": cause,
+                },
+            )
+            await webhooks.record_transition(conn, before=Status(row["previous_status"]), account=account)
             return account
 
     async def clear_tokens(

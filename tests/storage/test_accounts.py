@@ -167,10 +167,16 @@ async def test_set_status_audits_changes_only(accounts: Accounts) -> None:
 
     assert same.status_changed_at == changed_at and same.last_checked_at is not None
     assert revoked.status is Status.REVOKED and revoked.status_changed_at != changed_at
-    actions = [
-        (e.action, e.details.get("to")) for e in await audit.recent(accounts.pool, account_id=account.id)
+    events = await audit.recent(accounts.pool, account_id=account.id)
+    assert [(e.action, e.details.get("to")) for e in events] == [
+        ("status.changed", "revoked"),
+        ("tokens.stored", None),
     ]
-    assert actions == [("status.changed", "revoked"), ("tokens.stored", None)]
+    assert (events[0].details["from"], events[0].user_id, events[0].slack_user_id) == (
+        "healthy",
+        account.user_id,
+        "U0S",
+    )
     with pytest.raises(NotFound):
         await accounts.set_status(999999, status=Status.HEALTHY, cause=None, actor="check")
 
