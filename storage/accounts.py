@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -212,12 +213,12 @@ class Accounts:
             extra = dict(metadata or {})
             if slack_user_id:
                 extra["slack_user_id"] = slack_user_id
-            await conn.execute(
-                """UPDATE gmail_tokens
+            updated = await conn.fetchrow(
+                f"""UPDATE gmail_tokens AS g
                       SET token_data = $2,
                           expiry = $3,
                           scopes = coalesce($4::jsonb, scopes),
-                          metadata = coalesce(metadata, '{}'::jsonb) || $5::jsonb,
+                          metadata = coalesce(metadata, '{{}}'::jsonb) || $5::jsonb,
                           oauth_config = coalesce($6::jsonb, oauth_config),
                           refresh_token_issued_at = CASE WHEN $7 THEN now() ELSE refresh_token_issued_at END,
                           refresh_token_expires_at = CASE WHEN $12::timestamptz IS NOT NULL THEN $12
@@ -230,7 +231,8 @@ class Accounts:
                           status_cause_code = $11,
                           last_checked_at = now(),
                           last_refresh_at = CASE WHEN $10 THEN now() ELSE last_refresh_at END
-                    WHERE id = $1""",
+                    WHERE g.id = $1
+                RETURNING {ACCOUNT_COLUMNS}""",
                 row["id"],
                 token_data,
                 naive_utc(grant.expiry),
@@ -244,8 +246,10 @@ class Accounts:
                 _code(status, code),
                 grant.refresh_token_expiry,
             )
-            if status is Status.HEALTHY:
+            account = account_of(updated)
+            if status is Status.HEALTHY and row["has_legacy_flag"]:
                 await sync_legacy_flag(conn, row, equipped=True)
+                account = replace(account, is_equipped=True)
             await audit.append(
                 conn,
                 actor=actor,
@@ -265,7 +269,6 @@ class Accounts:
                     **(details or {}),
                 },
             )
-            account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", row["id"]))
             await webhooks.record_transition(conn, before=Status(row["status"]), account=account)
             return account
 
@@ -344,19 +347,25 @@ class Accounts:
                 if isinstance(row["token_data"], dict)
                 else row["token_data"]
             )
-            await conn.execute(
-                """UPDATE gmail_tokens
-                      SET token_data = $2, expiry = NULL, refresh_token_expires_at = NULL, status = $3,
-                          status_cause = $4, status_cause_code = $5, last_checked_at = now(),
-                          status_changed_at = CASE WHEN status IS DISTINCT FROM $3 THEN now() ELSE status_changed_at END
-                    WHERE id = $1""",
-                account_id,
-                token_data,
-                str(status),
-                cause,
-                _code(status, code),
+            account = account_of(
+                await conn.fetchrow(
+                    f"""UPDATE gmail_tokens AS g
+                          SET token_data = $2, expiry = NULL, refresh_token_expires_at = NULL, status = $3,
+                              status_cause = $4, status_cause_code = $5, last_checked_at = now(),
+                              status_changed_at = CASE WHEN status IS DISTINCT FROM $3 THEN now()
+                                                       ELSE status_changed_at END
+                        WHERE g.id = $1
+                    RETURNING {ACCOUNT_COLUMNS}""",
+                    account_id,
+                    token_data,
+                    str(status),
+                    cause,
+                    _code(status, code),
+                )
             )
-            await sync_legacy_flag(conn, row, equipped=False)
+            if row["has_legacy_flag"]:
+                await sync_legacy_flag(conn, row, equipped=False)
+                account = replace(account, is_equipped=False)
             await audit.append(
                 conn,
                 actor=actor,
@@ -371,7 +380,6 @@ class Accounts:
                     **(details or {}),
                 },
             )
-            account = account_of(await conn.fetchrow(f"{SELECT_ACCOUNT} WHERE g.id = $1", account_id))
             await webhooks.record_transition(conn, before=Status(row["status"]), account=account)
             return account
 

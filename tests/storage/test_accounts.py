@@ -284,3 +284,23 @@ async def test_concurrent_first_connections_create_one_row(accounts: Accounts) -
     assert results[0].expiry is not None and results[0].expiry > datetime(2026, 1, 1, tzinfo=UTC) - timedelta(
         days=1
     )
+
+
+async def test_each_write_returns_the_account_as_a_read_after_it_finds_it(legacy_accounts: Accounts) -> None:
+    # The legacy rows carry is_equipped, which the writes keep in step with the tokens after writing the row.
+    before = await legacy_accounts.find_by_slack_id("U091UNVE41M")
+    assert before is not None and before.is_equipped is False
+    stored = await legacy_accounts.store_tokens(grant=grant(), actor="oauth", slack_user_id="U091UNVE41M")
+    assert stored.id == before.id and stored.is_equipped is True
+    assert stored == await legacy_accounts.get(stored.id)
+
+    checked = await legacy_accounts.set_status(
+        stored.id, status=Status.REVOKED, cause="Access was removed.", actor="check"
+    )
+    assert checked == await legacy_accounts.get(stored.id)
+
+    cleared = await legacy_accounts.clear_tokens(
+        stored.id, status=Status.REVOKED, cause="Access was removed.", actor="check"
+    )
+    assert cleared.is_equipped is False and not cleared.has_access_token and not cleared.has_refresh_token
+    assert cleared == await legacy_accounts.get(stored.id)
