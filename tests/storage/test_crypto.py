@@ -1,8 +1,5 @@
 import base64
 import os
-import random
-import re
-import string
 
 import pytest
 
@@ -13,7 +10,6 @@ from storage.crypto import (
     generate_key,
     is_encrypted,
     key_id,
-    key_id_in,
     parse_keys,
 )
 
@@ -345,27 +341,3 @@ def test_is_encrypted_true_for_cipher_output(cipher: TokenCipher) -> None:
 )
 def test_is_encrypted_false(value: object) -> None:
     assert is_encrypted(value) is False
-
-
-def test_a_value_is_a_token_exactly_when_it_has_the_documented_shape() -> None:
-    # The format, as a regular expression: "v1:", a key id of 8 lowercase hex digits, ":", then at least 38
-    # characters of unpadded base64url. Random near-misses of every part, and real tokens, against it.
-    shape = re.compile(r"v1:([0-9a-f]{8}):([A-Za-z0-9_-]{38,})")
-    base64url = string.ascii_letters + string.digits + "-_"
-    rng = random.Random(7)
-    cipher = TokenCipher([os.urandom(32)])
-    values = [cipher.encrypt("x" * size, context="c") for size in (0, 1, 500)]
-    for _ in range(20_000):
-        kid = "".join(rng.choice("0123456789abcdefA:") for _ in range(rng.choice([7, 8, 8, 9])))
-        odd = base64url + "+/= \n!.é٣"
-        payload = "".join(
-            rng.choice(odd if rng.random() < 0.05 else base64url) for _ in range(rng.choice([0, 37, 38, 60]))
-        )
-        values.append(rng.choice(["v1:", "v1:", "v2:", "V1:"]) + kid + rng.choice([":", ":", ";"]) + payload)
-        values.append(values[-1] + "\n")
-    matched = 0
-    for value in values:
-        found = shape.fullmatch(value)
-        assert key_id_in(value) == (found[1] if found else None), value
-        matched += found is not None
-    assert 3 < matched < len(values) // 2  # both sides are well represented
