@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from storage import audit
-from storage.crypto import DecryptionError, TokenCipher, is_encrypted
+from storage.crypto import TOKEN_PREFIX, DecryptionError, TokenCipher
 from storage.pool import json_text, transaction
 
 NOTIFY_CHANNEL = "slack_outbox"
@@ -434,7 +434,9 @@ class SlackOutbox:
 
     def _outgoing(self, row: asyncpg.Record) -> Outgoing:
         stored = row["message"]
-        if self.cipher is not None and is_encrypted(stored):
+        # A sealed message is a token, and a plain one JSON (written before encryption was turned on); the prefix
+        # tells them apart without a walk of the whole token, which decrypt checks anyway.
+        if self.cipher is not None and stored.startswith(TOKEN_PREFIX):
             stored = self.cipher.decrypt(
                 stored, context=_context(row["kind"], row["run_id"], row["account_id"])
             )

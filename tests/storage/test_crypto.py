@@ -1,5 +1,8 @@
 import base64
 import os
+import random
+import re
+import string
 
 import pytest
 
@@ -341,3 +344,43 @@ def test_is_encrypted_true_for_cipher_output(cipher: TokenCipher) -> None:
 )
 def test_is_encrypted_false(value: object) -> None:
     assert is_encrypted(value) is False
+
+
+def test_a_value_is_read_as_a_token_exactly_when_it_has_the_documented_shape() -> None:
+    # The format: "v1:", a key id of 8 lowercase hex digits, ":", then at least 38 characters of unpadded base64url
+    # that decode to at least a nonce and a tag. Random near misses of every part, and real tokens, against it.
+    shape = re.compile(r"v1:([0-9a-f]{8}):([A-Za-z0-9_-]{38,})")
+
+    def documented(value: str) -> str | None:
+        found = shape.fullmatch(value)
+        if found is None:
+            return None
+        try:
+            data = base64.urlsafe_b64decode(found[2] + "=" * (-len(found[2]) % 4))
+        except ValueError:
+            return None
+        return found[1] if len(data) >= 28 else None
+
+    base64url = string.ascii_letters + string.digits + "-_"
+    odd = base64url + "+/= \n!.é٣"
+    rng = random.Random(7)
+    cipher = TokenCipher([os.urandom(32)])
+    values = [cipher.encrypt("x" * size, context="c") for size in (0, 1, 500, 5000)]
+    for _ in range(20_000):
+        kid = "".join(rng.choice("0123456789abcdefA:") for _ in range(rng.choice([7, 8, 8, 9])))
+        payload = "".join(
+            rng.choice(odd if rng.random() < 0.03 else base64url)
+            for _ in range(rng.choice([0, 37, 38, 39, 40, 60]))
+        )
+        values.append(rng.choice(["v1:", "v1:", "v2:"]) + kid + rng.choice([":", ":", ";"]) + payload)
+        values.append(values[-1] + "\n")
+    tokens = 0
+    for value in values:
+        expected = documented(value)
+        if expected is None:
+            with pytest.raises(DecryptionError, match="not an encrypted token in the v1 format"):
+                cipher.key_id_of(value)
+        else:
+            assert cipher.key_id_of(value) == expected, value
+            tokens += 1
+    assert 4 < tokens < len(values) // 2  # both sides are well represented
