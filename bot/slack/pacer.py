@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import Gauge, Histogram
+
 from bot.metrics import Metrics
 
 POST_MESSAGE = "chat.postMessage"
@@ -133,6 +135,8 @@ class Pacer:
     speed: float = 1.0
     lanes: dict[str, Lane] = field(default_factory=dict)
     _channels: dict[str, float] = field(default_factory=dict)
+    # Each method's series of slack_delivery_seconds and slack_pace, looked up once: every post updates both.
+    _series: dict[str, tuple[Histogram, Gauge]] = field(default_factory=dict)
 
     def lane(self, method: str) -> Lane | None:
         """The lane of a paced method (None for the others, e.g. auth.test)."""
@@ -168,7 +172,7 @@ class Pacer:
     def accepted(self, method: str, *, asked_at: float | None = None) -> None:
         """Slack answered a call of `method` (asked for at `asked_at`, on the pacer's clock) without a 429."""
         if self.metrics is not None and asked_at is not None:
-            self.metrics.slack_delivery_seconds.labels(method).observe(self.clock() - asked_at)
+            self._series_of(method)[0].observe(self.clock() - asked_at)
         lane = self.lanes.get(method)
         if lane is not None:
             lane.on_accepted()
@@ -193,7 +197,17 @@ class Pacer:
 
     def _show(self, lane: Lane) -> None:
         if self.metrics is not None:
-            self.metrics.slack_pace.labels(lane.method).set(round(lane.rate * 60, 1))
+            self._series_of(lane.method)[1].set(round(lane.rate * 60, 1))
+
+    def _series_of(self, method: str) -> tuple[Histogram, Gauge]:
+        series = self._series.get(method)
+        if series is None:
+            assert self.metrics is not None
+            series = self._series[method] = (
+                self.metrics.slack_delivery_seconds.labels(method),
+                self.metrics.slack_pace.labels(method),
+            )
+        return series
 
 
 def retry_after_seconds(value: str | None) -> float:
