@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 # crash can double. The pacer lets them go together (its burst), so they are answered and recorded together.
 IN_FLIGHT = POST_BURST
 # How long a sender waits for the others whose messages went with its own before it takes the next ones for all
-# that asked: well under the pacer's step, so that none misses its turn.
+# that asked: well under the pacer's step, so that none misses its turn. A sender whose message still waits for its
+# turn is not waited for: it asks only after a later step.
 GATHER_SECONDS = 0.05
 # How long a drainer with nothing to send waits before it looks again (a queued message wakes it sooner).
 POLL_SECONDS = 1.0
@@ -141,9 +142,10 @@ class SlackDelivery:
         self._wake = asyncio.Event()
         self._conn_lock = asyncio.Lock()
         self._asks: list[_Ask] = []  # the senders waiting for their next message
-        self._all_asked = asyncio.Event()  # every sender that is not idle asks
+        self._all_asked = asyncio.Event()  # every sender whose message went to Slack asks
         self._senders = 0  # running now
         self._idle = 0  # of which waiting for a message to be queued
+        self._waiting = 0  # of which holding a message until its pacer turn
         self._sending: set[int] = set()
         self._busy: set[str] = set()  # the channels a message is on its way to
         self._next_recovery = 0.0
@@ -300,6 +302,7 @@ class SlackDelivery:
                     accepted = None
                 if message is None:
                     self._idle += 1
+                    self._gathered()
                     try:
                         await woken(self._wake, POLL_SECONDS)
                     finally:
@@ -337,8 +340,7 @@ class SlackDelivery:
         round trip, on the lock connection."""
         ask = _Ask(accepted, asyncio.get_running_loop().create_future())
         self._asks.append(ask)
-        if len(self._asks) >= self._senders - self._idle:
-            self._all_asked.set()
+        self._gathered()
         try:
             async with self._conn_lock:
                 if not ask.answer.done():
@@ -353,6 +355,12 @@ class SlackDelivery:
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+    def _gathered(self) -> None:
+        """Let the take go once every sender that will ask soon has asked: not the idle ones, nor those whose
+        message waits for its turn (at the pacer's next step, well after GATHER_SECONDS)."""
+        if self._asks and len(self._asks) >= self._senders - self._idle - self._waiting:
+            self._all_asked.set()
 
     async def _take_for(self, conn: asyncpg.Connection, asks: list[_Ask]) -> None:
         """Take a message for each ask (as many as are ready), recording what they sent before; a failure is
@@ -407,7 +415,12 @@ class SlackDelivery:
         if _too_late(message):
             await self._drop(message)
             return None
-        ticket = await self.pacer.turn(POST_MESSAGE, message.message.channel)
+        self._waiting += 1
+        self._gathered()
+        try:
+            ticket = await self.pacer.turn(POST_MESSAGE, message.message.channel)
+        finally:
+            self._waiting -= 1
         assert ticket is not None  # chat.postMessage is always paced
         if conn.is_closed():
             # This process lost the lock while the message waited its turn: another drainer may send it now.

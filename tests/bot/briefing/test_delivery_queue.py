@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+import bot.slack.delivery as delivery_module
 from bot.appkeys import SERVICES
 from bot.briefing.run import Kind, Result
 from bot.slack.delivery import IN_FLIGHT, SlackDelivery, SlackRefusedToken
-from bot.slack.pacer import POST_MESSAGE
+from bot.slack.pacer import PER_CHANNEL_PER_SECOND, POST_MESSAGE
 from storage.crypto import generate_key, is_encrypted
 from storage.outbox import DIGEST, Accepted, Message, Outgoing
 from storage.prompts import PromptState
@@ -324,6 +326,43 @@ async def test_senders_that_slack_answers_together_record_and_take_in_one_statem
     assert {row["state"] for row in rows} == {"sent"} and all(row["ts"] for row in rows)
     posted = await pool.fetch("SELECT posted_ts FROM briefing_run_items")
     assert sorted(row["posted_ts"] for row in posted) == sorted(row["ts"] for row in rows)
+
+
+async def test_a_message_waiting_for_its_channel_does_not_hold_up_recording_the_others(
+    serve: Serve, fake_slack: FakeSlack, fake_google: FakeGoogle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long enough that a take which waited for the held-back sender would come after that sender's post.
+    monkeypatch.setattr(delivery_module, "GATHER_SECONDS", 5.0)
+    app = await serve(SLACK_POST_RATE="6000")  # the workspace's pace holds nobody back: only the channel's
+    delivery, slack_ids, _ = await queued_while_stopped(app, fake_slack, fake_google, 7)
+    outbox, pool = app[SERVICES].outbox, app[SERVICES].pool
+    first = slack_ids[0]
+    # A second message for the first user: taken once the first is recorded, it waits about a second for the
+    # user's channel, while the last three users' digests go.
+    await pool.execute(
+        """INSERT INTO slack_outbox (run_id, account_id, kind, channel, message, priority)
+           VALUES (NULL, NULL, 'summary', $1, $2, 1)""",
+        first,
+        outbox.seal(Message(first, "again", []), kind="summary", run_id=None, account_id=None),
+    )
+    recorded_at: dict[str, float] = {}
+    take = outbox.take
+
+    async def timed(conn: asyncpg.Connection, **kwargs: Any) -> list[Outgoing]:
+        taken = await take(conn, **kwargs)
+        for one in kwargs["accepted"]:
+            recorded_at[one.message.message.channel] = time.monotonic()
+        return taken
+
+    outbox.take = timed  # type: ignore[method-assign]
+    delivery.start()
+    await until(pool, "SELECT count(*) FROM slack_outbox WHERE state = 'sent'", 8)
+
+    posts = [call for call in fake_slack.calls_to("chat.postMessage") if call.args["channel"] == first]
+    assert [call.args["text"] for call in posts] == [f"digest for {first}", "again"]
+    assert posts[1].at - posts[0].at >= 1 / PER_CHANNEL_PER_SECOND - 0.05
+    # The three posted beside the held-back one were recorded as soon as Slack answered them, not once it went.
+    assert all(recorded_at[slack_id] < posts[1].at for slack_id in slack_ids[4:])
 
 
 async def test_a_take_gives_no_two_messages_to_one_channel_and_records_all_it_is_given(
