@@ -334,7 +334,8 @@ async def test_a_message_waiting_for_its_channel_does_not_hold_up_recording_the_
     # Long enough that a take which waited for the held-back sender would come after that sender's post.
     monkeypatch.setattr(delivery_module, "GATHER_SECONDS", 5.0)
     app = await serve(SLACK_POST_RATE="6000")  # the workspace's pace holds nobody back: only the channel's
-    delivery, slack_ids, _ = await queued_while_stopped(app, fake_slack, fake_google, 7)
+    # A first take for IN_FLIGHT users, then one for three more and the first user's second message.
+    delivery, slack_ids, _ = await queued_while_stopped(app, fake_slack, fake_google, IN_FLIGHT + 3)
     outbox, pool = app[SERVICES].outbox, app[SERVICES].pool
     first = slack_ids[0]
     # A second message for the first user: taken once the first is recorded, it waits about a second for the
@@ -356,13 +357,13 @@ async def test_a_message_waiting_for_its_channel_does_not_hold_up_recording_the_
 
     outbox.take = timed  # type: ignore[method-assign]
     delivery.start()
-    await until(pool, "SELECT count(*) FROM slack_outbox WHERE state = 'sent'", 8)
+    await until(pool, "SELECT count(*) FROM slack_outbox WHERE state = 'sent'", IN_FLIGHT + 4)
 
     posts = [call for call in fake_slack.calls_to("chat.postMessage") if call.args["channel"] == first]
     assert [call.args["text"] for call in posts] == [f"digest for {first}", "again"]
     assert posts[1].at - posts[0].at >= 1 / PER_CHANNEL_PER_SECOND - 0.05
     # The three posted beside the held-back one were recorded as soon as Slack answered them, not once it went.
-    assert all(recorded_at[slack_id] < posts[1].at for slack_id in slack_ids[4:])
+    assert all(recorded_at[slack_id] < posts[1].at for slack_id in slack_ids[IN_FLIGHT:])
 
 
 async def test_a_take_gives_no_two_messages_to_one_channel_and_records_all_it_is_given(
