@@ -54,9 +54,10 @@ DEFAULT_RETRY_AFTER = 1.0
 # than a step stays the rate. The step is a whole number of TICKs, as many as `burst` calls take at the lane's rate
 # (at least one): chat.postMessage goes in bursts of up to POST_BURST (the delivery queue's senders, which then post
 # together and record together), e.g. 8 every 0.4 s at 20 a second, well within Slack's tolerance; other methods
-# one by one. Each burst costs a few wake-ups of the process whatever its size (the step's timer, the answers,
-# the statement that records them), which at Slack's pace are most of the queue's CPU: 8 halves them against 4,
-# at the price of 8 messages a crash may double rather than 4. Whole TICKs keep the grid where it is while the rate creeps up call by call.
+# one by one. Whole TICKs keep the grid where it is while the rate creeps up call by call. Each burst costs a few
+# wake-ups of the process whatever its size (the step's timer, the answers, the statement that records them),
+# which at Slack's pace are most of the queue's CPU: 8 halves them against 4, at the price of 8 messages a crash
+# may double rather than 4.
 TICK = 0.1
 POST_BURST = 8
 _CHANNELS_KEPT = 10_000
