@@ -38,7 +38,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.common import database_server, positive, postgres_version, throwaway_database
-from bot.event_loop import new_event_loop
+from bot import event_loop
 from bot.google.gmail import MailSummary
 from bot.slack.blocks.digest import digest_blocks
 from bot.slack.pacer import POST_BURST
@@ -47,7 +47,7 @@ from storage.outbox import DIGEST, Accepted, Message, Outgoing, SlackOutbox
 from storage.pool import connect
 
 BURSTS = (1, 4, 8, 16, 32)
-WARM_UP = 50
+WARM_UP = 10  # bursts before each measurement
 
 
 def digest_message(number: int) -> Message:
@@ -82,25 +82,22 @@ def answer_posts(port_to: Connection) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port_to.send(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        port_to.send(runner.addresses[0][1])
         await asyncio.Event().wait()
 
-    loop = new_event_loop()
-    loop.run_until_complete(serve())
+    event_loop.run(serve())
 
 
-async def cpu_per_call(
-    call: Callable[[], Awaitable[object]], *, burst: int, rate: float, bursts: int
-) -> float:
-    """CPU seconds per call, `burst` calls at once, every burst / rate seconds (rate 0: back to back)."""
-    for _ in range(WARM_UP // burst + 1):
-        await asyncio.gather(*(call() for _ in range(burst)))
+async def cpu_per_burst(burst: Callable[[], Awaitable[object]], *, every: float, bursts: int) -> float:
+    """CPU seconds per `burst()`, one every `every` seconds (0: back to back)."""
+    for _ in range(WARM_UP):
+        await burst()
     started = time.process_time()
     for _ in range(bursts):
-        await asyncio.gather(*(call() for _ in range(burst)))
-        if rate:
-            await asyncio.sleep(burst / rate)
-    return (time.process_time() - started) / (bursts * burst)
+        await burst()
+        if every:
+            await asyncio.sleep(every)
+    return (time.process_time() - started) / bursts
 
 
 async def exchanges(url: str, rate: float, bursts: int) -> list[dict[str, Any]]:
@@ -114,7 +111,10 @@ async def exchanges(url: str, rate: float, bursts: int) -> list[dict[str, Any]]:
             async with session.post(url, data=body, headers=headers) as response:
                 return await response.read()
 
-        return await _rows(lambda burst: post, rate, bursts)
+        def posts(size: int) -> Callable[[], Awaitable[object]]:
+            return lambda: asyncio.gather(*(post() for _ in range(size)))
+
+        return await _rows(posts, rate, bursts)
 
 
 async def takes(dsn: str, rate: float, bursts: int) -> list[dict[str, Any]]:
@@ -123,50 +123,48 @@ async def takes(dsn: str, rate: float, bursts: int) -> list[dict[str, Any]]:
     conn = await connect(dsn)
     try:
         outbox = SlackOutbox(pool=None, cipher=cipher)  # take and seal need no pool
-        needed = (WARM_UP + bursts * max(BURSTS)) * (len(BURSTS) + 1) * 2
+        # Each size takes its bursts twice (paced, then back to back), after its warm-up each time.
+        needed = sum(size * 2 * (WARM_UP + bursts) for size in BURSTS)
+        # A sealed message is bound to its account: each row is sealed for its own.
         await conn.executemany(
             "INSERT INTO slack_outbox (account_id, kind, channel, message) VALUES ($1, 'digest', $2, $3)",
-            [
-                (n, message.channel, outbox.seal(message, kind=DIGEST, run_id=None, account_id=n))
-                for n, message in ((n, digest_message(n)) for n in range(needed))
-            ],
+            [(n, *_sealed(outbox, n)) for n in range(needed)],
         )
         last: list[Outgoing] = []
 
-        def take_burst(burst: int) -> Callable[[], Awaitable[object]]:
+        def takes_of(size: int) -> Callable[[], Awaitable[object]]:
             async def take() -> object:
                 nonlocal last
                 accepted = [Accepted(message, "1700000000.000100") for message in last]
-                last = await outbox.take(conn, count=burst, accepted=accepted)
+                last = await outbox.take(conn, count=size, accepted=accepted)
                 return last
 
             return take
 
-        return await _rows(take_burst, rate, bursts, one_per_burst=True)
+        return await _rows(takes_of, rate, bursts)
     finally:
         await conn.close()
 
 
+def _sealed(outbox: SlackOutbox, account_id: int) -> tuple[str, str]:
+    message = digest_message(account_id)
+    return message.channel, outbox.seal(message, kind=DIGEST, run_id=None, account_id=account_id)
+
+
 async def _rows(
-    per_call: Callable[[int], Callable[[], Awaitable[object]]],
-    rate: float,
-    bursts: int,
-    *,
-    one_per_burst: bool = False,
+    burst_of: Callable[[int], Callable[[], Awaitable[object]]], rate: float, bursts: int
 ) -> list[dict[str, Any]]:
-    """The CPU per message at each burst size, and back to back, for `per_call(burst)`. A take serves a whole
-    burst in one statement (`one_per_burst`): its cost is per statement, and per message divided by the burst."""
+    """The CPU per message of `burst_of(size)()`, the messages of one burst, at each size: at `rate` messages a
+    second (one burst every size / rate seconds) and back to back."""
     rows = []
-    for burst in BURSTS:
-        calls = 1 if one_per_burst else burst
-        paced = await cpu_per_call(per_call(burst), burst=calls, rate=rate * calls / burst, bursts=bursts)
-        busy = await cpu_per_call(per_call(burst), burst=calls, rate=0, bursts=bursts)
-        per_message = calls / burst
+    for size in BURSTS:
+        paced = await cpu_per_burst(burst_of(size), every=size / rate, bursts=bursts) / size
+        busy = await cpu_per_burst(burst_of(size), every=0, bursts=bursts) / size
         rows.append(
             {
-                "burst": burst,
-                "paced_us": round(paced * per_message * 1e6, 1),
-                "back_to_back_us": round(busy * per_message * 1e6, 1),
+                "burst": size,
+                "paced_us": round(paced * 1e6, 1),
+                "back_to_back_us": round(busy * 1e6, 1),
                 "ratio": round(paced / busy, 2),
             }
         )
@@ -202,11 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("call_cost: the local Slack server did not start", file=sys.stderr)
             return 2
         url = f"http://127.0.0.1:{port_from.recv()}/api/chat.postMessage"
-        loop = new_event_loop()
-        try:
-            figures = loop.run_until_complete(measure(args, url))
-        finally:
-            loop.close()
+        figures = event_loop.run(measure(args, url))
     finally:
         server.kill()
         server.join()
