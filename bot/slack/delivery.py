@@ -143,7 +143,7 @@ class SlackDelivery:
         self._conn_lock = asyncio.Lock()
         self._asks: list[_Ask] = []  # the senders waiting for their next message
         self._all_asked = asyncio.Event()  # every sender whose message went to Slack asks
-        self._senders = 0  # running now
+        self._senders = 0  # running now (counted by _drain as it starts them)
         self._idle = 0  # of which waiting for a message to be queued
         self._waiting = 0  # of which holding a message until its pacer turn
         self._sending: set[int] = set()
@@ -266,6 +266,9 @@ class SlackDelivery:
         # Nothing of an earlier drain's senders is left: a message taken for one stopped as it asked is queued
         # again as abandoned, and must not keep its channel busy.
         self._asks, self._busy = [], set()
+        # Counted before they start, so that the first to ask waits for the others and the first take is one
+        # for all of them, not one for the first and another for the rest.
+        self._senders = IN_FLIGHT
         senders = [
             asyncio.create_task(self._sender(conn), name="slack-delivery-sender") for _ in range(IN_FLIGHT)
         ]
@@ -277,6 +280,7 @@ class SlackDelivery:
             for sender in senders:
                 sender.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
+            self._senders = 0  # a sender cancelled before it started never counted itself out
             if not conn.is_closed():
                 with suppress(*DATABASE_OUTAGE):
                     await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
@@ -289,7 +293,6 @@ class SlackDelivery:
         What Slack accepted is recorded with the next take, in one round trip (or, when there is no next take,
         through the pool)."""
         accepted: Accepted | None = None
-        self._senders += 1
         try:
             while not self._stopping:
                 self._wake.clear()
