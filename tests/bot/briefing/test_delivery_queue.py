@@ -317,6 +317,8 @@ async def test_senders_that_slack_answers_together_record_and_take_in_one_statem
     await delivery.wait_for(run.id)
 
     assert [len(dms(fake_slack, slack_id)) for slack_id in slack_ids] == [1] * 12
+    # The drain's first take is one for every sender (none starts alone), so its posts can go together.
+    assert takes[0] == (IN_FLIGHT, 0)
     # The pacer lets the senders' posts go together; they are recorded, and the next ones taken, together.
     assert max(asked for asked, _ in takes) == IN_FLIGHT
     assert max(recorded for _, recorded in takes) >= 2
