@@ -215,7 +215,12 @@ class Gmail:
         given_up: list[GoogleError] = []
         for attempt in range(1, self.part_attempts + 1):
             chunks = [pending[start : start + BATCH_SIZE] for start in range(0, len(pending), BATCH_SIZE)]
-            answers = await asyncio.gather(*(self._batch(chunk, auth) for chunk in chunks))
+            # Most mailboxes need one batch: awaited as it is, without a task of its own for gather to run.
+            answers = (
+                [await self._batch(chunks[0], auth)]
+                if len(chunks) == 1
+                else await asyncio.gather(*(self._batch(chunk, auth) for chunk in chunks))
+            )
             again: list[str] = []
             wait = self.google.backoff * 2 ** (attempt - 1)
             for message_id, outcome in zip(pending, (o for answer in answers for o in answer), strict=True):

@@ -51,9 +51,12 @@ GATHER_SECONDS = 0.05
 # How long a drainer with nothing to send waits before it looks again (a queued message wakes it sooner).
 POLL_SECONDS = 1.0
 # How often wait_for looks at a run's messages while more than FEW_LEFT (a few seconds' worth at Slack's pace) are
-# still to go; with fewer left it looks at its `poll`, so it still sees the last one go at once.
+# still to go: after about a quarter of the time the rest would take at the pace they have gone so far, between
+# MANY_LEFT_POLL_SECONDS and LONGEST_POLL_SECONDS. With fewer left it looks at its `poll`, so it still sees the
+# last one go at once.
 FEW_LEFT = 20
 MANY_LEFT_POLL_SECONDS = 1.0
+LONGEST_POLL_SECONDS = 5.0
 # How often a process without the lock tries to take it: the hand-over after the holder died.
 LOCK_RETRY_SECONDS = 1.0
 # A message left `sending` this long by a drainer that is gone is queued again: longer than a Slack call may
@@ -207,13 +210,15 @@ class SlackDelivery:
         Raises SlackRefusedToken once this process's drainer was refused the bot's token since `since` (the
         event loop's time; by default the wait's start): the messages stay queued for the fix, and the run says
         so and ends rather than wait for ever (and hold up tomorrow's)."""
-        began = asyncio.get_running_loop().time() if since is None else since
-        left = await self.outbox.open_for_run(run_id)
+        loop = asyncio.get_running_loop()
+        began = loop.time() if since is None else since
+        left = first = await self.outbox.open_for_run(run_id)
+        first_at = loop.time()
         while left:
             if self.refused is not None and self._refused_at >= began:
                 raise SlackRefusedToken(self.refused, left)
             # Many left: they take a while at Slack's pace, and each look is a wake-up and a query of its own.
-            await asyncio.sleep(poll if left <= FEW_LEFT else max(poll, MANY_LEFT_POLL_SECONDS))
+            await asyncio.sleep(_next_look(left, first - left, loop.time() - first_at, poll))
             left = await self.outbox.open_for_run(run_id)
 
     async def _ping(self) -> None:
@@ -609,3 +614,14 @@ def _too_late(message: Outgoing) -> bool:
 def _refusal(code: str) -> str:
     """What a message records of Slack's answer."""
     return f"Slack answered {code}"
+
+
+def _next_look(left: int, gone: int, seconds: float, poll: float) -> float:
+    """How long wait_for waits before it looks again, with `left` messages still to go after `gone` went in the
+    `seconds` it has waited so far."""
+    if left <= FEW_LEFT:
+        return poll
+    shortest = max(poll, MANY_LEFT_POLL_SECONDS)
+    if gone <= 0 or seconds <= 0:
+        return shortest
+    return max(shortest, min(left * seconds / gone / 4, LONGEST_POLL_SECONDS))

@@ -537,3 +537,18 @@ async def test_two_queued_dms_for_one_user_make_one_message_edited_in_place(
     prompt = await app[SERVICES].prompts.get(first)
     assert prompt is not None and prompt.sent_count == 2
     assert [call.args["text"] for call in fake_slack.calls_to("chat.update")] == ["second reminder"]
+
+
+def test_waiting_for_a_run_looks_at_the_queue_less_often_while_many_messages_are_left() -> None:
+    look = delivery_module._next_look
+    poll = 0.25
+    # A few left: each look may be the last one's.
+    assert look(delivery_module.FEW_LEFT, 100, 10.0, poll) == poll
+    # Many left but none gone yet: no pace to go by.
+    assert look(500, 0, 10.0, poll) == delivery_module.MANY_LEFT_POLL_SECONDS
+    # 200 went in 10 s (20 a second): 100 left take 5 s, looked at again after a quarter of that.
+    assert look(100, 200, 10.0, poll) == pytest.approx(1.25)
+    # 10,000 left at that pace take over 8 minutes, yet the wait is never longer than LONGEST_POLL_SECONDS.
+    assert look(10_000, 200, 10.0, poll) == delivery_module.LONGEST_POLL_SECONDS
+    # A pace so quick that the rest take a moment: no shorter than MANY_LEFT_POLL_SECONDS.
+    assert look(100, 10_000, 10.0, poll) == delivery_module.MANY_LEFT_POLL_SECONDS
